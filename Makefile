@@ -1,0 +1,61 @@
+# wasmop: the two commands a user needs are `make experiments` (the main job on the
+# embedded cluster) and `make test`. Everything else is a step they build on.
+
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+WASMOP := $(VENV)/bin/wasmop
+CONTROLPLANE := controlplane/bin/wasmop-controlplane
+export WASMOP_STATE_DIR ?= $(CURDIR)/.wasmop
+
+.PHONY: help venv controlplane functions build test test-unit test-integration lint \
+        cluster-up cluster-down cluster-status bench-cluster bench-runtime clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or use environment.yml"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed ## create .venv with wasmop and its dependencies
+
+controlplane: ## build the embedded Kubernetes control plane (skipped when up to date)
+	controlplane/build.sh
+
+functions: venv ## build the benchmark WebAssembly workloads into functions/build/
+	$(PY) functions/build.py
+
+build: venv controlplane functions ## everything the tests and experiments need
+
+test: build ## run unit and integration tests (starts the embedded cluster if none is up)
+	$(PY) -m pytest tests
+
+test-unit: venv ## only the unit tests (no cluster)
+	$(PY) -m pytest tests/unit
+
+lint: venv ## ruff over the Python code
+	$(VENV)/bin/ruff check operator tests scripts functions loadtests
+	$(VENV)/bin/ruff format --check operator tests scripts functions loadtests
+
+cluster-up: venv controlplane ## start the embedded cluster (idempotent)
+	$(WASMOP) cluster up
+
+cluster-down: venv ## stop every process of the embedded cluster
+	$(WASMOP) cluster down
+
+cluster-status: venv
+	$(WASMOP) cluster status
+
+bench-cluster: venv controlplane ## cold and warm start to /readyz, idle control-plane memory
+	$(PY) -m wasmop.bench.cluster_start
+
+bench-runtime: venv functions ## wasmtime runtime microbenchmark
+	$(PY) -m wasmop.bench.runtime_micro
+
+clean: ## remove build outputs (keeps Go's caches)
+	rm -rf $(VENV) controlplane/bin functions/build

@@ -1,0 +1,1 @@
+"""Experiment harness: runs, measurements, fault injection and benchmarks."""
