@@ -1,0 +1,216 @@
+"""Parsing WasmFunction and WasmRuntime bodies into typed specs."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+import yaml
+from wasmop.operator.spec import (
+    DEFAULT_METRICS,
+    FunctionSpec,
+    MetricSpec,
+    RuntimeSpec,
+    SpecError,
+    WasmFunction,
+    WasmRuntime,
+    resolve,
+)
+
+CONFIG = Path(__file__).resolve().parents[2] / "operator" / "config"
+
+
+def body(spec: dict, name: str = "hello", namespace: str = "demo") -> dict:
+    return {
+        "apiVersion": "operators.bits-dissertation.io/v1alpha1",
+        "kind": "WasmFunction",
+        "metadata": {"name": name, "namespace": namespace, "uid": "u-1", "generation": 3},
+        "spec": spec,
+    }
+
+
+def test_minimal_function_gets_schema_defaults() -> None:
+    fn = WasmFunction.from_body(body({"module": {"configMapRef": {"name": "wasm-hello"}}}))
+    assert (fn.name, fn.namespace, fn.uid, fn.generation) == ("hello", "demo", "u-1", 3)
+    spec = fn.spec
+    assert spec.module.kind == "configMapRef"
+    assert spec.module.config_map is not None
+    assert spec.module.config_map.key == "module.wasm"
+    assert spec.version == "v1"
+    assert spec.runtime == "default"
+    assert spec.replicas == 1
+    assert spec.rollout.strategy == "RollingUpdate"
+    assert (spec.rollout.max_surge, spec.rollout.max_unavailable) == ("25%", "25%")
+    assert (spec.health_check.period_seconds, spec.health_check.timeout_seconds) == (10, 5)
+    assert spec.placement.toleration_seconds == 300
+    assert spec.revision_history_limit == 5
+    assert spec.capabilities.env == ()
+    assert spec.scaling is None
+    assert spec.resources.requests.cpu is None
+
+
+def test_full_function_spec() -> None:
+    inline = base64.b64encode(b"\0asm\1\0\0\0").decode()
+    fn = WasmFunction.from_body(
+        body(
+            {
+                "module": {"inline": inline},
+                "version": "2.0.0",
+                "runtimeRef": {"name": "edge"},
+                "replicas": 3,
+                "resources": {"requests": {"cpu": "250m", "memory": "64Mi"}, "limits": {"cpu": 1}},
+                "limits": {"timeoutMilliseconds": 500, "memory": "32Mi", "outputSize": "1Mi"},
+                "rollout": {"maxSurge": 1, "maxUnavailable": 0},
+                "placement": {"zone": "edge-a", "tolerationSeconds": 10},
+                "capabilities": {"env": [{"name": "APP_MODE", "value": "fast"}]},
+                "scaling": {
+                    "minReplicas": 2,
+                    "maxReplicas": 6,
+                    "metrics": [
+                        {
+                            "type": "Pods",
+                            "pods": {
+                                "metric": {"name": "requests_per_second"},
+                                "target": {"type": "AverageValue", "averageValue": "20"},
+                            },
+                        }
+                    ],
+                    "behavior": {"scaleDown": {"stabilizationWindowSeconds": 30}},
+                },
+            }
+        )
+    )
+    spec = fn.spec
+    assert spec.module.inline == b"\0asm\1\0\0\0"
+    assert spec.module.kind == "inline"
+    assert spec.resources.requests.cpu_millis == 250
+    assert spec.resources.limits.cpu_millis == 1000
+    assert spec.limits.memory_bytes == 32 * 2**20
+    assert spec.limits.output_bytes == 2**20
+    assert spec.rollout.max_unavailable == 0
+    assert spec.placement.zone == "edge-a"
+    assert spec.capabilities.env[0].name == "APP_MODE"
+    assert spec.scaling is not None
+    assert spec.scaling.metrics[0].name == "requests_per_second"
+    assert spec.scaling.behavior.scale_down_window_seconds == 30
+    assert spec.scaling.behavior.scale_up_window_seconds == 0
+    # spec.replicas 3 lies inside [2, 6]; outside it the Deployment is clamped.
+    assert spec.desired_replicas == 3
+
+
+def test_desired_replicas_follow_scaling_bounds() -> None:
+    base = {
+        "module": {"url": "https://example.org/m.wasm"},
+        "scaling": {"minReplicas": 2, "maxReplicas": 4},
+    }
+    assert FunctionSpec.parse({**base, "replicas": 1}).desired_replicas == 2
+    assert FunctionSpec.parse({**base, "replicas": 9}).desired_replicas == 4
+    assert FunctionSpec.parse({**base, "replicas": 3}).desired_replicas == 3
+    assert FunctionSpec.parse({**base}).scaling.metrics == DEFAULT_METRICS  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({}, "spec.module"),
+        ({"module": {}}, "spec.module"),
+        (
+            {"module": {"url": "https://x/m.wasm", "configMapRef": {"name": "m"}}},
+            "spec.module",
+        ),
+        ({"module": {"inline": "%%%"}}, "spec.module.inline"),
+        ({"module": {"url": "https://x"}, "replicas": "two"}, "spec.replicas"),
+        (
+            {"module": {"url": "https://x"}, "scaling": {"minReplicas": 1}},
+            "spec.scaling.maxReplicas",
+        ),
+        (
+            {"module": {"url": "https://x"}, "scaling": {"minReplicas": 5, "maxReplicas": 2}},
+            "spec.scaling.minReplicas",
+        ),
+        (
+            {"module": {"url": "https://x"}, "rollout": {"strategy": "BlueGreen"}},
+            "spec.rollout.strategy",
+        ),
+        (
+            {"module": {"url": "https://x"}, "resources": {"limits": {"memory": [1]}}},
+            "spec.resources.limits.memory",
+        ),
+    ],
+)
+def test_spec_errors_name_the_field(spec: dict, field: str) -> None:
+    with pytest.raises(SpecError) as err:
+        FunctionSpec.parse(spec)
+    assert err.value.field == field
+
+
+def test_metric_round_trip_to_hpa_shape() -> None:
+    raw = {
+        "type": "Resource",
+        "resource": {"name": "memory", "target": {"type": "AverageValue", "averageValue": "500Mi"}},
+    }
+    metric = MetricSpec.parse(raw, "m")
+    assert metric.target_value == "500Mi"
+    assert metric.to_manifest() == raw
+    with pytest.raises(SpecError):
+        MetricSpec.parse(
+            {
+                "type": "Pods",
+                "pods": {
+                    "metric": {"name": "concurrency"},
+                    "target": {"type": "Utilization", "averageUtilization": 5},
+                },
+            },
+            "m",
+        )
+
+
+def test_runtime_defaults_without_spec() -> None:
+    rt = RuntimeSpec.parse({})
+    assert rt.engine.name == "wasmtime"
+    assert rt.defaults.limits.timeout_ms == 5000
+    assert rt.defaults.resources.requests.memory == "64Mi"
+    assert rt.maximums.resources.memory == "1Gi"
+    assert rt.maximums.replicas is None
+    assert rt.capabilities.env.allowed is False
+    assert dict(rt.node_selector) == {"wasm.bits-dissertation.io/runtime": "wasmtime"}
+    assert "simd" in rt.features.enabled()
+    assert "threads" not in rt.features.enabled()
+
+
+def test_shipped_runtimes_parse() -> None:
+    default = WasmRuntime.from_body(
+        yaml.safe_load((CONFIG / "crds" / "default-runtime.yaml").read_text())
+    )
+    assert default.name == "default"
+    assert default.spec.capabilities.env.allowed
+    assert "APP_*" in default.spec.capabilities.env.names
+    edge = WasmRuntime.from_body(
+        yaml.safe_load((CONFIG / "samples" / "runtime-edge.yaml").read_text())
+    )
+    assert edge.spec.maximums.replicas == 4
+    assert edge.spec.node_selector["wasm.bits-dissertation.io/tier"] == "edge"
+    # Unset defaults fall back to the built-in ones, like the schema's defaults.
+    assert edge.spec.features.simd is True
+
+
+def test_resolve_fills_from_runtime_defaults() -> None:
+    runtime = WasmRuntime(name="default")
+    fn = WasmFunction.from_body(
+        body(
+            {
+                "module": {"url": "https://x/m"},
+                "resources": {"limits": {"memory": "32Mi"}},
+                "limits": {"timeoutMilliseconds": 100},
+            }
+        )
+    )
+    resolved = resolve(fn, runtime)
+    assert resolved.limits.timeout_ms == 100
+    assert resolved.limits.memory == "64Mi"
+    assert resolved.resources.limits.memory == "32Mi"
+    assert resolved.resources.limits.cpu == "500m"
+    # The default 64Mi request would exceed the function's own 32Mi limit: it follows the limit.
+    assert resolved.resources.requests.memory == "32Mi"
+    assert resolved.resources.requests.cpu == "100m"
