@@ -1,0 +1,467 @@
+"""Pure builders for the objects a WasmFunction owns: ConfigMap, Deployment, Service, HPA.
+
+Handlers create or patch exactly what these return, so the manifests are also the contract
+with the node agent, which runs each Pod as a wasmtime function server:
+
+* the module is in an immutable ConfigMap ``<function>-<digest[:12]>`` under
+  ``binaryData["module.wasm"]`` or, gzip-compressed, ``binaryData["module.wasm.gz"]``; the
+  Pod mounts it at ``/module`` and names the file in ``WASMOP_MODULE_PATH``;
+* per-request limits and capabilities are ``WASMOP_*`` environment variables of the
+  ``function`` container (see :func:`function_env`);
+* the pod template's annotations carry the revision and digest, so a new module or version
+  changes the template and rolls out.
+
+A module whose (compressed) bytes exceed the 1 MiB ConfigMap limit is refused with
+:class:`ModuleTooLarge` rather than split across several ConfigMaps: split modules would need
+reassembly in every reader and the url source exists for big modules.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from wasmop import __version__
+from wasmop.operator.spec import (
+    API_VERSION,
+    FUNCTION_KIND,
+    RUNTIME_NODE_LABEL,
+    ResolvedFunction,
+    WasmFunction,
+)
+
+__all__ = [
+    "ANNOTATION_DIGEST",
+    "ANNOTATION_MODULE_KEY",
+    "ANNOTATION_REVISION",
+    "ANNOTATION_VERSION",
+    "CONTAINER_NAME",
+    "CONTAINER_PORT",
+    "LABEL_COMPONENT",
+    "LABEL_DIGEST",
+    "LABEL_FUNCTION",
+    "LABEL_MANAGED_BY",
+    "LABEL_NAME",
+    "LABEL_REVISION",
+    "LABEL_RUNTIME",
+    "MANAGED_BY",
+    "MAX_CONFIGMAP_BYTES",
+    "MODULE_KEY",
+    "MODULE_KEY_GZ",
+    "MODULE_MOUNT_PATH",
+    "ModuleBundle",
+    "ModuleTooLarge",
+    "build_configmap",
+    "build_deployment",
+    "build_hpa",
+    "build_service",
+    "configmap_name",
+    "function_env",
+    "function_labels",
+    "gateway_url",
+    "module_digest",
+    "owner_reference",
+    "pack_module",
+    "selector",
+    "selector_string",
+    "unpack_module",
+]
+
+DOMAIN = "wasm.bits-dissertation.io"
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_FUNCTION = f"{DOMAIN}/function"
+LABEL_REVISION = f"{DOMAIN}/revision"
+LABEL_DIGEST = f"{DOMAIN}/digest"
+LABEL_RUNTIME = f"{DOMAIN}/wasmruntime"
+ANNOTATION_REVISION = f"{DOMAIN}/revision"
+ANNOTATION_DIGEST = f"{DOMAIN}/digest"
+ANNOTATION_VERSION = f"{DOMAIN}/version"
+ANNOTATION_MODULE_KEY = f"{DOMAIN}/module-key"
+ANNOTATION_MODULE_SIZE = f"{DOMAIN}/module-size"
+MANAGED_BY = "wasmop"
+
+CONTAINER_NAME = "function"
+CONTAINER_PORT = 8080
+PORT_NAME = "http"
+SERVICE_PORT = 80
+MODULE_VOLUME = "module"
+MODULE_MOUNT_PATH = "/module"
+MODULE_KEY = "module.wasm"
+MODULE_KEY_GZ = "module.wasm.gz"
+READINESS_PATH = "/readyz"
+LIVENESS_PATH = "/healthz"
+ZONE_LABEL = "topology.kubernetes.io/zone"
+# The API server refuses a ConfigMap whose data plus binaryData exceed 1 MiB.
+MAX_CONFIGMAP_BYTES = 1024 * 1024
+# Compress only when gzip saves at least this fraction: small modules stay plain bytes.
+MIN_GZIP_SAVING = 0.1
+
+
+class ModuleTooLarge(ValueError):
+    """The module does not fit in one ConfigMap even compressed."""
+
+
+# --------------------------------------------------------------------------- identities
+
+
+def module_digest(module: bytes) -> str:
+    """Hex sha256 of the uncompressed module: names its ConfigMap and its revision."""
+    return hashlib.sha256(module).hexdigest()
+
+
+def configmap_name(function_name: str, digest: str) -> str:
+    return f"{function_name}-{digest[:12]}"
+
+
+def selector(function_name: str) -> dict[str, str]:
+    """The stable selector of a function's pods (never includes the revision)."""
+    return {LABEL_FUNCTION: function_name}
+
+
+def selector_string(function_name: str) -> str:
+    """``status.selector`` for the scale subresource, in label-selector string form."""
+    return f"{LABEL_FUNCTION}={function_name}"
+
+
+def function_labels(function: WasmFunction, component: str) -> dict[str, str]:
+    return {
+        LABEL_NAME: function.name,
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_COMPONENT: component,
+        LABEL_FUNCTION: function.name,
+    }
+
+
+def owner_reference(function: WasmFunction) -> dict[str, Any]:
+    """Makes the WasmFunction the controller of an object, so deletion cascades."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": FUNCTION_KIND,
+        "name": function.name,
+        "uid": function.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def gateway_url(gateway: str, function: WasmFunction) -> str:
+    """``status.url``: where the gateway serves the function (``/<namespace>/<name>``)."""
+    return f"{gateway.rstrip('/')}/{function.namespace}/{function.name}"
+
+
+def _metadata(
+    function: WasmFunction,
+    name: str,
+    component: str,
+    *,
+    labels: Mapping[str, str] | None = None,
+    annotations: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": function.namespace,
+        "labels": {**function_labels(function, component), **(labels or {})},
+        "ownerReferences": [owner_reference(function)],
+    }
+    if annotations:
+        meta["annotations"] = dict(annotations)
+    return meta
+
+
+# --------------------------------------------------------------------------- module
+
+
+@dataclass(frozen=True)
+class ModuleBundle:
+    """A module as stored: the bytes under ``key`` and the digest of the original."""
+
+    digest: str
+    key: str
+    data: bytes
+    size: int
+
+    @property
+    def compressed(self) -> bool:
+        return self.key == MODULE_KEY_GZ
+
+
+def pack_module(module: bytes, *, compress: bool | None = None) -> ModuleBundle:
+    """Choose how to store ``module``; ``compress=None`` gzips when it saves 10% or more.
+
+    gzip runs with a zero timestamp so the same module always packs to the same bytes and a
+    re-created immutable ConfigMap is identical to the existing one.
+    """
+    digest = module_digest(module)
+    packed = gzip.compress(module, compresslevel=9, mtime=0)
+    if compress is None:
+        compress = len(packed) <= len(module) * (1 - MIN_GZIP_SAVING)
+    key, data = (MODULE_KEY_GZ, packed) if compress else (MODULE_KEY, module)
+    if len(data) > MAX_CONFIGMAP_BYTES:
+        raise ModuleTooLarge(
+            f"module is {len(module)} bytes ({len(packed)} gzip-compressed), above the "
+            f"{MAX_CONFIGMAP_BYTES}-byte ConfigMap limit; serve it with spec.module.url instead"
+        )
+    return ModuleBundle(digest=digest, key=key, data=data, size=len(module))
+
+
+def unpack_module(key: str, data: bytes) -> bytes:
+    """The inverse of :func:`pack_module`, for readers of the ConfigMap."""
+    return gzip.decompress(data) if key.endswith(".gz") else data
+
+
+def build_configmap(function: WasmFunction, bundle: ModuleBundle) -> dict[str, Any]:
+    """The immutable ConfigMap that holds one module digest of a function."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(
+            function,
+            configmap_name(function.name, bundle.digest),
+            "module",
+            labels={LABEL_DIGEST: bundle.digest[:12]},
+            annotations={
+                ANNOTATION_DIGEST: f"sha256:{bundle.digest}",
+                ANNOTATION_MODULE_KEY: bundle.key,
+                ANNOTATION_MODULE_SIZE: str(bundle.size),
+            },
+        ),
+        "immutable": True,
+        "binaryData": {bundle.key: base64.b64encode(bundle.data).decode("ascii")},
+    }
+
+
+# --------------------------------------------------------------------------- workload
+
+
+def function_env(
+    resolved: ResolvedFunction, bundle: ModuleBundle, revision: int
+) -> list[dict[str, str]]:
+    """The ``WASMOP_*`` environment the node agent (and the runtime image) reads.
+
+    Guest variables requested under spec.capabilities.env are passed as they are, and
+    ``WASMOP_GUEST_ENV`` lists their names: only those reach the wasm module.
+    """
+    fn = resolved.function
+    limits = resolved.limits
+    env: list[tuple[str, str]] = [
+        ("WASMOP_FUNCTION", fn.name),
+        ("WASMOP_NAMESPACE", fn.namespace),
+        ("WASMOP_VERSION", fn.spec.version),
+        ("WASMOP_REVISION", str(revision)),
+        ("WASMOP_RUNTIME", resolved.runtime.name),
+        ("WASMOP_PORT", str(CONTAINER_PORT)),
+        ("WASMOP_MODULE_PATH", f"{MODULE_MOUNT_PATH}/{bundle.key}"),
+        ("WASMOP_MODULE_SHA256", bundle.digest),
+        ("WASMOP_FEATURES", ",".join(resolved.runtime.spec.features.enabled())),
+    ]
+    if limits.timeout_ms is not None:
+        env.append(("WASMOP_TIMEOUT_MS", str(limits.timeout_ms)))
+    if limits.memory_bytes is not None:
+        env.append(("WASMOP_MEMORY_BYTES", str(limits.memory_bytes)))
+    if limits.output_bytes is not None:
+        env.append(("WASMOP_OUTPUT_BYTES", str(limits.output_bytes)))
+    if limits.fuel is not None:
+        env.append(("WASMOP_FUEL", str(limits.fuel)))
+    guest = fn.spec.capabilities.env
+    env.append(("WASMOP_GUEST_ENV", ",".join(var.name for var in guest)))
+    env += [(var.name, var.value) for var in guest]
+    return [{"name": name, "value": value} for name, value in env]
+
+
+def _image(resolved: ResolvedFunction) -> str:
+    engine = resolved.runtime.spec.engine
+    return engine.image or f"wasmop/runtime:{__version__}"
+
+
+def _node_selector(resolved: ResolvedFunction) -> dict[str, str]:
+    placement = resolved.spec.placement
+    chosen = {**resolved.runtime.spec.node_selector, **placement.node_selector}
+    if placement.zone:
+        chosen[ZONE_LABEL] = placement.zone
+    return chosen
+
+
+def _tolerations(resolved: ResolvedFunction) -> list[dict[str, Any]]:
+    seconds = resolved.spec.placement.toleration_seconds
+    return [
+        {"key": RUNTIME_NODE_LABEL, "operator": "Exists", "effect": "NoSchedule"},
+        {
+            "key": "node.kubernetes.io/not-ready",
+            "operator": "Exists",
+            "effect": "NoExecute",
+            "tolerationSeconds": seconds,
+        },
+        {
+            "key": "node.kubernetes.io/unreachable",
+            "operator": "Exists",
+            "effect": "NoExecute",
+            "tolerationSeconds": seconds,
+        },
+    ]
+
+
+def _probe(resolved: ResolvedFunction, path: str) -> dict[str, Any]:
+    check = resolved.spec.health_check
+    return {
+        "httpGet": {"path": path, "port": PORT_NAME, "scheme": "HTTP"},
+        "periodSeconds": check.period_seconds,
+        "timeoutSeconds": check.timeout_seconds,
+        "failureThreshold": check.failure_threshold,
+        "initialDelaySeconds": check.initial_delay_seconds,
+        "successThreshold": 1,
+    }
+
+
+def _strategy(resolved: ResolvedFunction) -> dict[str, Any]:
+    rollout = resolved.spec.rollout
+    if rollout.strategy == "Recreate":
+        return {"type": "Recreate"}
+    return {
+        "type": "RollingUpdate",
+        "rollingUpdate": {
+            "maxSurge": rollout.max_surge,
+            "maxUnavailable": rollout.max_unavailable,
+        },
+    }
+
+
+def build_deployment(
+    resolved: ResolvedFunction,
+    bundle: ModuleBundle,
+    *,
+    revision: int,
+    configmap: str | None = None,
+    replicas: int | None = None,
+) -> dict[str, Any]:
+    """The Deployment that runs the function's pods on the runtime's wasm nodes.
+
+    ``replicas`` overrides the spec (the scaling handler's choice); by default spec.replicas
+    kept within the scaling bounds. ``configmap`` defaults to the digest's ConfigMap name.
+    """
+    fn = resolved.function
+    spec = fn.spec
+    cm = configmap or configmap_name(fn.name, bundle.digest)
+    revision_labels = {LABEL_REVISION: str(revision), LABEL_RUNTIME: resolved.runtime.name}
+    pod_annotations = {
+        ANNOTATION_REVISION: str(revision),
+        ANNOTATION_DIGEST: f"sha256:{bundle.digest}",
+        ANNOTATION_VERSION: spec.version,
+        ANNOTATION_MODULE_KEY: bundle.key,
+    }
+    container = {
+        "name": CONTAINER_NAME,
+        "image": _image(resolved),
+        "imagePullPolicy": "IfNotPresent",
+        "ports": [{"name": PORT_NAME, "containerPort": CONTAINER_PORT, "protocol": "TCP"}],
+        "env": function_env(resolved, bundle, revision),
+        "resources": {
+            key: value
+            for key, value in (
+                ("requests", resolved.resources.requests.to_manifest()),
+                ("limits", resolved.resources.limits.to_manifest()),
+            )
+            if value
+        },
+        "readinessProbe": _probe(resolved, READINESS_PATH),
+        "livenessProbe": _probe(resolved, LIVENESS_PATH),
+        "volumeMounts": [{"name": MODULE_VOLUME, "mountPath": MODULE_MOUNT_PATH, "readOnly": True}],
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(
+            fn,
+            fn.name,
+            "function",
+            labels={LABEL_RUNTIME: resolved.runtime.name},
+            annotations={ANNOTATION_REVISION: str(revision), ANNOTATION_VERSION: spec.version},
+        ),
+        "spec": {
+            "replicas": spec.desired_replicas if replicas is None else replicas,
+            "selector": {"matchLabels": selector(fn.name)},
+            "strategy": _strategy(resolved),
+            "minReadySeconds": spec.rollout.min_ready_seconds,
+            "progressDeadlineSeconds": spec.rollout.progress_deadline_seconds,
+            "revisionHistoryLimit": spec.revision_history_limit,
+            "template": {
+                "metadata": {
+                    "labels": {**function_labels(fn, "function"), **revision_labels},
+                    "annotations": pod_annotations,
+                },
+                "spec": {
+                    "containers": [container],
+                    "volumes": [
+                        {
+                            "name": MODULE_VOLUME,
+                            "configMap": {
+                                "name": cm,
+                                "items": [{"key": bundle.key, "path": bundle.key}],
+                            },
+                        }
+                    ],
+                    "nodeSelector": _node_selector(resolved),
+                    "tolerations": _tolerations(resolved),
+                    # Wasm guests never talk to the API server and need no service env vars.
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                },
+            },
+        },
+    }
+
+
+def build_service(function: WasmFunction) -> dict[str, Any]:
+    """ClusterIP Service on port 80 to the pods' ``http`` port; its EndpointSlices feed the
+    gateway."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(function, function.name, "function"),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector(function.name),
+            "ports": [
+                {
+                    "name": PORT_NAME,
+                    "port": SERVICE_PORT,
+                    "targetPort": PORT_NAME,
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
+
+
+def build_hpa(function: WasmFunction) -> dict[str, Any]:
+    """A native autoscaling/v2 HPA for ``scaling.engine: hpa``, targeting the WasmFunction's
+    own scale subresource so the operator still owns the Deployment."""
+    scaling = function.spec.scaling
+    if scaling is None:
+        raise ValueError(f"WasmFunction {function.name} has no spec.scaling")
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _metadata(function, function.name, "autoscaler"),
+        "spec": {
+            "scaleTargetRef": {
+                "apiVersion": API_VERSION,
+                "kind": FUNCTION_KIND,
+                "name": function.name,
+            },
+            "minReplicas": scaling.min_replicas,
+            "maxReplicas": scaling.max_replicas,
+            "metrics": [metric.to_manifest() for metric in scaling.metrics],
+            "behavior": {
+                "scaleUp": {"stabilizationWindowSeconds": scaling.behavior.scale_up_window_seconds},
+                "scaleDown": {
+                    "stabilizationWindowSeconds": scaling.behavior.scale_down_window_seconds
+                },
+            },
+        },
+    }
