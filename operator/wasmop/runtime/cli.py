@@ -1,0 +1,276 @@
+"""`wasmop runtime ...`: serve, check or invoke a module from the command line.
+
+    wasmop runtime serve --module functions/build/hello.wasm --port 18080
+    wasmop runtime check --module functions/build/sqlite.wasm --json
+    wasmop runtime invoke --module functions/build/fib.wasm --query n=20
+
+`serve` binds to 127.0.0.1 unless `--host` says otherwise (the container image passes
+0.0.0.0) and stops gracefully on SIGINT or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PORT = 8080
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "runtime",
+        help="serve, check or invoke a WebAssembly function with wasmtime",
+        description="The wasmtime function runtime (WASI preview 1, WAGI-style HTTP).",
+    )
+    commands = parser.add_subparsers(dest="runtime_command", metavar="<runtime command>")
+
+    serve = commands.add_parser("serve", help="serve modules over HTTP")
+    _module_args(serve, multiple=True)
+    _limit_args(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default 8080)")
+    serve.add_argument("--max-concurrency", type=int, default=4, help="per function")
+    serve.add_argument("--max-queue", type=int, default=64, help="per function")
+    serve.add_argument(
+        "--env", action="append", default=[], metavar="NAME=VALUE", help="grant an env var"
+    )
+    serve.set_defaults(handler=_serve)
+
+    check = commands.add_parser("check", help="check a module against the runtime's policy")
+    _module_args(check, multiple=False)
+    _limit_args(check)
+    check.add_argument("--compile", action="store_true", help="also compile and link it")
+    check.add_argument("--json", action="store_true", help="print JSON")
+    check.set_defaults(handler=_check)
+
+    invoke = commands.add_parser("invoke", help="run one request in-process and print it")
+    _module_args(invoke, multiple=False)
+    _limit_args(invoke)
+    invoke.add_argument("--method", default="GET")
+    invoke.add_argument("--path", default="/")
+    invoke.add_argument("--query", default="")
+    invoke.add_argument("-H", "--header", action="append", default=[], metavar="NAME: VALUE")
+    invoke.add_argument("--data", default=None, help="request body")
+    invoke.add_argument("--data-file", type=Path, default=None, help="request body from a file")
+    invoke.add_argument("-i", "--include", action="store_true", help="print status and headers")
+    invoke.set_defaults(handler=_invoke)
+
+    parser.set_defaults(handler=lambda args: (parser.print_help(), 2)[1])
+
+
+def _module_args(parser: argparse.ArgumentParser, multiple: bool) -> None:
+    parser.add_argument(
+        "--module",
+        required=True,
+        action="append" if multiple else "store",
+        help="a .wasm file (plain or gzip) or an http(s)/file URL"
+        + ("; repeat to serve several under /<name>/" if multiple else ""),
+    )
+    parser.add_argument(
+        "--name", default=None, help="function name (default: the module's file name)"
+    )
+    parser.add_argument(
+        "--feature",
+        action="append",
+        default=[],
+        metavar="NAME=on|off",
+        help="engine feature, e.g. simd=off (see EngineFeatures)",
+    )
+    parser.add_argument("--cache-dir", type=Path, default=None, help="precompiled module cache")
+
+
+def _limit_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--timeout-s", type=float, default=None, help="CPU bound per request")
+    parser.add_argument("--memory-mib", type=float, default=None, help="linear memory cap")
+    parser.add_argument("--output-mib", type=float, default=None, help="stdout cap")
+
+
+def _runtime_config(args: argparse.Namespace) -> Any:
+    from wasmop.cli import CommandError
+    from wasmop.runtime import EngineFeatures, RuntimeConfig, RuntimeConfigError
+
+    features: dict[str, bool] = {}
+    for item in args.feature:
+        name, _, value = item.partition("=")
+        if value.lower() not in ("on", "off", "true", "false", "1", "0"):
+            raise CommandError(f"--feature {item}: expected NAME=on or NAME=off")
+        features[name] = value.lower() in ("on", "true", "1")
+    try:
+        return RuntimeConfig(
+            features=EngineFeatures.from_mapping(features), cache_dir=args.cache_dir
+        )
+    except RuntimeConfigError as exc:
+        raise CommandError(str(exc)) from exc
+
+
+def _limits(args: argparse.Namespace) -> Any:
+    from wasmop.cli import CommandError
+    from wasmop.runtime import Limits, RuntimeConfigError
+
+    values: dict[str, float] = {}
+    if args.timeout_s is not None:
+        values["timeout_s"] = args.timeout_s
+    if args.memory_mib is not None:
+        values["memory_mib"] = args.memory_mib
+    if args.output_mib is not None:
+        values["output_mib"] = args.output_mib
+    try:
+        return Limits.from_mapping(values)
+    except RuntimeConfigError as exc:
+        raise CommandError(str(exc)) from exc
+
+
+def default_name(source: str) -> str:
+    """hello.wasm -> hello; https://x/y/SQLite.wasm.gz -> sqlite."""
+    stem = source.rstrip("/").rsplit("/", 1)[-1]
+    for suffix in (".gz", ".wasm"):
+        stem = stem.removesuffix(suffix)
+    name = re.sub(r"[^a-z0-9._-]+", "-", stem.lower()).strip("-._")
+    return name or "function"
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    return asyncio.run(_serve_async(args))
+
+
+async def _serve_async(args: argparse.Namespace) -> int:
+    import asyncio
+    import contextlib
+    import ipaddress
+    import logging
+    import signal
+
+    from wasmop.cli import CommandError
+    from wasmop.runtime import FunctionConfig, ModuleError, Runtime, RuntimeConfigError
+    from wasmop.runtime.server import start_server
+
+    log = logging.getLogger("wasmop.runtime.cli")
+    env: dict[str, str] = {}
+    for item in args.env:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise CommandError(f"--env {item}: expected NAME=VALUE")
+        env[name] = value
+    if args.name and len(args.module) > 1:
+        raise CommandError("--name works with a single --module")
+    with contextlib.suppress(ValueError):
+        if not ipaddress.ip_address(args.host).is_loopback:
+            log.warning("binding to %s: reachable from outside this host", args.host)
+    runtime = Runtime(_runtime_config(args))
+    limits = _limits(args)
+    try:
+        functions = []
+        for source in args.module:
+            try:
+                config = FunctionConfig(
+                    name=args.name or default_name(source),
+                    limits=limits,
+                    env=env,
+                    max_concurrency=args.max_concurrency,
+                    max_queue=args.max_queue,
+                )
+                module = await runtime.load_async(source, limits)
+            except (ModuleError, RuntimeConfigError) as exc:
+                raise CommandError(f"{source}: {exc}") from exc
+            functions.append(runtime.function(module, config))
+        try:
+            handle = await start_server(functions, host=args.host, port=args.port)
+        except OSError as exc:
+            raise CommandError(f"cannot listen on {args.host}:{args.port}: {exc}") from exc
+        for function in functions:
+            sys.stdout.write(
+                f"serving {function.name} ({function.digest[:12]}) on "
+                f"{handle.url_for(function.name if handle.prefix_routing else None)}\n"
+            )
+        sys.stdout.flush()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            await handle.stop()
+            for function in functions:
+                await function.aclose()
+    finally:
+        await runtime.aclose()
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from wasmop.runtime import ModuleError, check_module
+
+    try:
+        info = check_module(
+            args.module,
+            config=_runtime_config(args),
+            limits=_limits(args),
+            compile=args.compile,
+        )
+    except ModuleError as exc:
+        if args.json:
+            sys.stdout.write(json.dumps({"ok": False, **exc.to_dict()}, indent=2) + "\n")
+        else:
+            sys.stderr.write(f"{args.module}: {exc.reason}: {exc.message}\n")
+        return 1
+    if args.json:
+        sys.stdout.write(json.dumps({"ok": True, **info.to_dict()}, indent=2) + "\n")
+    else:
+        compressed = f" ({info.compressed_size} gzip)" if info.compressed_size else ""
+        sys.stdout.write(
+            f"{args.module}: ok\n"
+            f"  digest   sha256:{info.digest}\n"
+            f"  size     {info.size} bytes{compressed}\n"
+            f"  memory   {info.memory_min_bytes} bytes initial\n"
+            f"  imports  {', '.join(str(i) for i in info.imports) or '-'}\n"
+            f"  exports  {', '.join(e.name for e in info.exports)}\n"
+        )
+    return 0
+
+
+def _invoke(args: argparse.Namespace) -> int:
+    from wasmop.cli import CommandError
+    from wasmop.runtime import FunctionConfig, ModuleError, Request, Runtime
+
+    body = b""
+    if args.data is not None:
+        body = args.data.encode()
+    elif args.data_file is not None:
+        body = args.data_file.read_bytes()
+    headers = []
+    for item in args.header:
+        name, sep, value = item.partition(":")
+        if not sep:
+            raise CommandError(f"-H {item}: expected 'Name: value'")
+        headers.append((name.strip(), value.strip()))
+    with Runtime(_runtime_config(args)) as runtime:
+        try:
+            function = runtime.function(
+                args.module,
+                FunctionConfig(name=args.name or default_name(args.module), limits=_limits(args)),
+            )
+        except ModuleError as exc:
+            raise CommandError(f"{args.module}: {exc.reason}: {exc.message}") from exc
+        response = function.invoke_sync(
+            Request(
+                method=args.method, path=args.path, query=args.query, headers=headers, body=body
+            )
+        )
+    if args.include:
+        sys.stdout.write(f"HTTP/1.1 {response.status}\n")
+        for name, value in response.headers:
+            sys.stdout.write(f"{name}: {value}\n")
+        sys.stdout.write("\n")
+    sys.stdout.flush()
+    sys.stdout.buffer.write(response.body)
+    sys.stdout.flush()
+    return 0 if response.fault is None else 1

@@ -1,0 +1,516 @@
+"""A function: one compiled module served with its own limits, grants and concurrency.
+
+Each request runs in a fresh instance created from the module's `InstancePre` in a new
+`Store` with a memory cap, an epoch deadline (the CPU bound), capped stdout, the CGI
+environment and nothing else (no preopened directories or sockets, none of the host's
+environment). A request can therefore only fail itself: a trap, a timeout, a memory bomb
+or an output flood ends that request with the status in `abi.FAULT_STATUS`.
+
+Requests run on the function's own worker threads (`max_concurrency` of them): wasmtime
+releases the GIL while wasm runs, so functions and requests run in parallel, and a slow
+function cannot take threads from another. Beyond `max_concurrency`, up to `max_queue`
+requests wait in FIFO order; more get 503 queue-full.
+
+Live figures for kubelet-style resource metrics are plain attributes and methods:
+`cpu_seconds()`, `memory_bytes()`, `in_flight`, `queued` and `stats` (request counts,
+duration histogram, instantiation time), read by `wasmop.runtime.metrics` and by node
+agents directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import logging
+import re
+import threading
+import time
+from bisect import bisect_left
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import wasmtime
+
+from wasmop.runtime.abi import (
+    BadResponse,
+    Fault,
+    Request,
+    cgi_environ,
+    fault_body,
+    fault_headers,
+    parse_cgi_output,
+)
+from wasmop.runtime.config import MIB, FunctionConfig
+from wasmop.runtime.engine import OutputCapture, wasi_config
+
+if TYPE_CHECKING:
+    from wasmop.runtime.engine import CompiledModule, Runtime
+
+log = logging.getLogger("wasmop.runtime")
+
+# Upper bounds of the request duration histogram, in seconds.
+DURATION_BUCKETS: tuple[float, ...] = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+# Fuel per request when the runtime consumes fuel and the function sets none.
+DEFAULT_FUEL = 10_000_000_000
+# How much longer than its CPU bound a request may take before the server answers 504
+# anyway: only reached when wasm is blocked in a host call (a long WASI sleep), which an
+# epoch deadline cannot interrupt.
+DEADLINE_GRACE_S = 0.25
+STDERR_IN_BODY = 1024
+
+
+def trap_message(trap: wasmtime.Trap) -> str:
+    """The cause of a trap ("wasm trap: integer divide by zero"), without the backtrace."""
+    lines = [line.strip() for line in str(trap).strip().splitlines() if line.strip()]
+    if "Caused by:" in lines:
+        causes = lines[lines.index("Caused by:") + 1 :]
+        if causes:
+            return re.sub(r"^\d+:\s*", "", causes[-1])
+    return lines[0] if lines else "trap"
+
+
+class _Draining(Exception):
+    """Set on queued requests' waiters when the function closes."""
+
+
+@dataclass
+class InvokeStats:
+    """What one request cost."""
+
+    queue_s: float = 0.0  # waiting for a concurrency slot
+    instantiate_s: float = 0.0  # Store + instance from the InstancePre
+    wasm_s: float = 0.0  # wall time running `_start`
+    cpu_s: float = 0.0  # thread CPU time of instantiate + `_start`
+    memory_bytes: int = 0  # linear memory at the end (wasm memory never shrinks: the peak)
+    output_bytes: int = 0
+    exit_code: int | None = None
+    trap: str | None = None
+
+
+@dataclass
+class Response:
+    """A function's HTTP response; `fault` is set when the runtime ended the request."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    fault: Fault | None = None
+    stats: InvokeStats = field(default_factory=InvokeStats)
+    stderr: bytes = b""
+
+    @property
+    def reason(self) -> str | None:
+        return self.fault.value if self.fault else None
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        lowered = name.lower()
+        return next((v for k, v in self.headers if k.lower() == lowered), default)
+
+
+class FunctionStats:
+    """Cumulative counters of one function, safe to read from any thread."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.requests: collections.Counter[tuple[int, str]] = collections.Counter()
+        self.duration_buckets = [0] * (len(DURATION_BUCKETS) + 1)  # last one is +Inf
+        self.duration_sum = 0.0
+        self.duration_count = 0
+        self.instantiate_sum = 0.0
+        self.instantiate_count = 0
+        self.cpu_seconds = 0.0
+        self.peak_memory_bytes = 0
+
+    def record_request(self, status: int, reason: str, seconds: float) -> None:
+        with self.lock:
+            self.requests[(status, reason)] += 1
+            self.duration_buckets[bisect_left(DURATION_BUCKETS, seconds)] += 1
+            self.duration_sum += seconds
+            self.duration_count += 1
+
+    def record_execution(self, stats: InvokeStats, instantiated: bool) -> None:
+        with self.lock:
+            self.cpu_seconds += stats.cpu_s
+            if instantiated:
+                self.instantiate_sum += stats.instantiate_s
+                self.instantiate_count += 1
+            self.peak_memory_bytes = max(self.peak_memory_bytes, stats.memory_bytes)
+
+    def total(self) -> int:
+        with self.lock:
+            return sum(self.requests.values())
+
+    def snapshot(self) -> dict[str, object]:
+        with self.lock:
+            return {
+                "requests": {f"{s} {r}": n for (s, r), n in sorted(self.requests.items())},
+                "duration_sum": self.duration_sum,
+                "duration_count": self.duration_count,
+                "instantiate_sum": self.instantiate_sum,
+                "instantiate_count": self.instantiate_count,
+                "cpu_seconds": self.cpu_seconds,
+                "peak_memory_bytes": self.peak_memory_bytes,
+            }
+
+
+class Function:
+    """A servable function. Create through `Runtime.function(...)`."""
+
+    def __init__(self, runtime: Runtime, module: CompiledModule, config: FunctionConfig) -> None:
+        self.runtime = runtime
+        self.module = module
+        self.config = config
+        self.name = config.name
+        self.stats = FunctionStats()
+        self._limits = config.limits
+        self._ticks = runtime.ticker.deadline_ticks(config.limits.timeout_s)
+        self._argv = [config.name]
+        self._granted = dict(config.env)
+        self._fuel = (config.limits.fuel or DEFAULT_FUEL) if runtime.config.consume_fuel else None
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
+        # Event-loop side (only touched from the loop that serves the function).
+        self._running = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        # Thread side: executions in progress and their current linear memory.
+        self._active = 0
+        self._idle = threading.Condition()
+        self._live_memory: dict[int, int] = {}
+        self._closing = False
+
+    # -- live figures
+
+    @property
+    def digest(self) -> str:
+        return self.module.digest
+
+    @property
+    def in_flight(self) -> int:
+        """Requests holding a concurrency slot (running, or abandoned but still running)."""
+        return self._running
+
+    @property
+    def queued(self) -> int:
+        return len(self._waiters)
+
+    @property
+    def ready(self) -> bool:
+        return not self._closing
+
+    def cpu_seconds(self) -> float:
+        """Cumulative thread CPU time spent instantiating and running this function's wasm."""
+        with self.stats.lock:
+            return self.stats.cpu_seconds
+
+    def memory_bytes(self) -> int:
+        """Current memory: compiled code image plus linear memory of running instances.
+
+        Linear memory is sampled when an instance starts; wasm memory only grows, so this
+        can lag behind a request that is growing right now.
+        """
+        return self.module.image_bytes + sum(list(self._live_memory.values()))
+
+    # -- invoking
+
+    def invoke_sync(self, request: Request) -> Response:
+        """Run one request in the calling thread (no concurrency limit, no queue)."""
+        started = time.perf_counter()
+        if self._closing:
+            response = self._fault(Fault.DRAINING, "the function is shutting down")
+        elif len(request.body) > self._limits.body_bytes:
+            response = self._fault(
+                Fault.BODY_TOO_LARGE,
+                f"request body exceeds {self._limits.body_bytes} bytes",
+            )
+        else:
+            response = self._execute(request, 0.0)
+        self._record(response, time.perf_counter() - started)
+        return response
+
+    def reject(self, fault: Fault, message: str) -> Response:
+        """A fault decided outside the function (e.g. by the HTTP layer), counted as a request."""
+        response = self._fault(fault, message)
+        self._record(response, 0.0)
+        return response
+
+    async def invoke(self, request: Request) -> Response:
+        """Run one request on a worker thread, within the concurrency limit and queue."""
+        started = time.perf_counter()
+        response = await self._invoke(request, started)
+        self._record(response, time.perf_counter() - started)
+        return response
+
+    async def _invoke(self, request: Request, started: float) -> Response:
+        if self._closing:
+            return self._fault(Fault.DRAINING, "the function is shutting down")
+        limits = self._limits
+        if len(request.body) > limits.body_bytes:
+            return self._fault(
+                Fault.BODY_TOO_LARGE, f"request body exceeds {limits.body_bytes} bytes"
+            )
+        loop = asyncio.get_running_loop()
+        if self._running >= self.config.max_concurrency or self._waiters:
+            if len(self._waiters) >= self.config.max_queue:
+                return self._fault(
+                    Fault.QUEUE_FULL,
+                    f"{self._running} requests running and {len(self._waiters)} queued "
+                    f"(limits {self.config.max_concurrency} and {self.config.max_queue})",
+                )
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                async with asyncio.timeout(self.config.queue_timeout_s):
+                    await waiter
+            except _Draining:
+                return self._fault(Fault.DRAINING, "the function is shutting down")
+            except (TimeoutError, asyncio.CancelledError) as exc:
+                if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                    self._release()  # the slot was handed over just as we gave up
+                else:
+                    waiter.cancel()
+                    with contextlib.suppress(ValueError):
+                        self._waiters.remove(waiter)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                return self._fault(
+                    Fault.QUEUE_TIMEOUT,
+                    f"no free slot within {self.config.queue_timeout_s} s",
+                )
+        else:
+            self._running += 1
+        # A slot is held from here; it is released when the worker thread finishes, even if
+        # this coroutine is cancelled or gives up waiting first.
+        queued_s = time.perf_counter() - started
+        try:
+            future = loop.run_in_executor(self._worker_pool(), self._execute, request, queued_s)
+        except RuntimeError:  # executor shut down by close() in the meantime
+            self._release()
+            return self._fault(Fault.DRAINING, "the function is shutting down")
+        future.add_done_callback(self._release_done)
+        done, _ = await asyncio.wait({future}, timeout=limits.timeout_s + DEADLINE_GRACE_S)
+        if not done:
+            return self._fault(
+                Fault.TIMEOUT,
+                f"no response within {limits.timeout_s} s (blocked in a host call)",
+            )
+        try:
+            return future.result()
+        except Exception:
+            log.exception("runtime error function=%s", self.name)
+            return self._fault(Fault.INTERNAL, "internal runtime error")
+
+    def _release_done(self, future: asyncio.Future[Response]) -> None:
+        if not future.cancelled():
+            future.exception()  # mark retrieved; _invoke reports it
+        self._release()
+
+    def _release(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # hand the slot over without freeing it
+                return
+        self._running -= 1
+
+    def _worker_pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        with self._executor_lock:
+            if self._executor is None:
+                self._executor = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=self.config.max_concurrency,
+                    thread_name_prefix=f"wasm-{self.name}",
+                )
+            return self._executor
+
+    # -- one request in a fresh instance (any thread)
+
+    def _execute(self, request: Request, queued_s: float) -> Response:
+        limits = self._limits
+        stats = InvokeStats(queue_s=queued_s)
+        env = cgi_environ(
+            request, function=self.name, digest=self.module.digest, granted=self._granted
+        )
+        capture = OutputCapture(limits.output_bytes, limits.stderr_bytes)
+        ticker = self.runtime.ticker
+        store: wasmtime.Store | None = None
+        memory: wasmtime.Memory | None = None
+        trap: wasmtime.Trap | None = None
+        error: wasmtime.WasmtimeError | None = None
+        instantiated = False
+        key = id(capture)
+        with self._idle:
+            self._active += 1
+        ticker.enter(capture)
+        cpu_start = time.thread_time()
+        t_start = t_instance = time.perf_counter()
+        try:
+            store = wasmtime.Store(self.runtime.engine)
+            store.set_wasi(wasi_config(self._argv, env, request.body, capture))
+            store.set_limits(memory_size=limits.memory_bytes)
+            store.set_epoch_deadline(self._ticks)
+            if self._fuel is not None:
+                store.set_fuel(self._fuel)
+            instance = self.module.pre.instantiate(store)
+            instantiated = True
+            t_instance = time.perf_counter()
+            exports = instance.exports(store)
+            memory_export = exports.get("memory")
+            if isinstance(memory_export, wasmtime.Memory):
+                memory = memory_export
+                self._live_memory[key] = memory.data_len(store)
+            start = exports.get("_start")
+            assert isinstance(start, wasmtime.Func)
+            try:
+                start(store)
+                stats.exit_code = 0
+            except wasmtime.ExitTrap as exc:
+                stats.exit_code = exc.code
+        except wasmtime.Trap as exc:
+            trap = exc
+        except wasmtime.WasmtimeError as exc:
+            error = exc
+        finally:
+            t_end = time.perf_counter()
+            stats.cpu_s = time.thread_time() - cpu_start
+            ticker.exit(capture)
+            if instantiated:
+                stats.instantiate_s = t_instance - t_start
+                stats.wasm_s = t_end - t_instance
+            else:
+                stats.instantiate_s = t_end - t_start
+            if memory is not None and store is not None:
+                stats.memory_bytes = memory.data_len(store)
+            self._live_memory.pop(key, None)
+            if store is not None:
+                store.close()
+            stdout, stderr = capture.finish()
+            with self._idle:
+                self._active -= 1
+                if self._active == 0:
+                    self._idle.notify_all()
+        stats.output_bytes = len(stdout)
+        self.stats.record_execution(stats, instantiated)
+        response = self._classify(stats, stdout, capture.overflowed, stderr, trap, error)
+        response.stats = stats
+        return response
+
+    def _near_memory_cap(self, stats: InvokeStats) -> bool:
+        cap = self._limits.memory_bytes
+        return stats.memory_bytes >= cap - max(cap // 8, MIB)
+
+    def _classify(
+        self,
+        stats: InvokeStats,
+        output: bytes,
+        overflowed: bool,
+        stderr: bytes,
+        trap: wasmtime.Trap | None,
+        error: wasmtime.WasmtimeError | None,
+    ) -> Response:
+        limits = self._limits
+        if overflowed:
+            # Checked first: a flood that ignores its failed writes ends by timeout or exit,
+            # but what ended it is the output cap.
+            return self._fault(
+                Fault.OUTPUT_TOO_LARGE,
+                f"output exceeded {limits.output_bytes} bytes; further writes failed",
+                stderr,
+            )
+        if trap is not None:
+            message = trap_message(trap)
+            stats.trap = message
+            code = trap.trap_code
+            if code == wasmtime.TrapCode.INTERRUPT:
+                return self._fault(
+                    Fault.TIMEOUT, f"exceeded its CPU bound of {limits.timeout_s} s", stderr
+                )
+            if code == wasmtime.TrapCode.OUT_OF_FUEL:
+                return self._fault(Fault.TIMEOUT, f"ran out of fuel ({self._fuel})", stderr)
+            if self._near_memory_cap(stats):
+                return self._memory_fault(stats, stderr, message)
+            return self._fault(Fault.TRAP, message, stderr)
+        if error is not None:
+            text = str(error).strip()
+            if "memory" in text and ("limit" in text or "exceed" in text):
+                return self._memory_fault(stats, stderr, text.splitlines()[0])
+            log.warning("wasmtime error function=%s error=%s", self.name, text.splitlines()[:1])
+            return self._fault(Fault.INTERNAL, text.splitlines()[0] if text else "error", stderr)
+        if stats.exit_code:
+            if self._near_memory_cap(stats):
+                return self._memory_fault(stats, stderr, f"exit status {stats.exit_code}")
+            return self._fault(
+                Fault.EXIT_STATUS, f"the function exited with status {stats.exit_code}", stderr
+            )
+        try:
+            parsed = parse_cgi_output(output)
+        except BadResponse as exc:
+            return self._fault(Fault.BAD_RESPONSE, str(exc), stderr)
+        headers = parsed.headers
+        headers.append(
+            (
+                "Server-Timing",
+                f"queue;dur={stats.queue_s * 1000:.3f}, "
+                f"instantiate;dur={stats.instantiate_s * 1000:.3f}, "
+                f"wasm;dur={stats.wasm_s * 1000:.3f}",
+            )
+        )
+        return Response(parsed.status, headers, parsed.body, None, stats, stderr)
+
+    def _memory_fault(self, stats: InvokeStats, stderr: bytes, detail: str) -> Response:
+        return self._fault(
+            Fault.MEMORY_LIMIT,
+            f"linear memory reached {stats.memory_bytes} of its "
+            f"{self._limits.memory_bytes}-byte limit ({detail})",
+            stderr,
+        )
+
+    def _fault(self, fault: Fault, message: str, stderr: bytes = b"") -> Response:
+        tail = stderr[-STDERR_IN_BODY:].decode("utf-8", errors="replace") if stderr else None
+        log.debug("request fault function=%s reason=%s message=%s", self.name, fault.value, message)
+        return Response(
+            fault.status,
+            fault_headers(fault),
+            fault_body(fault, message, stderr=tail),
+            fault,
+            stderr=stderr,
+        )
+
+    def _record(self, response: Response, seconds: float) -> None:
+        self.stats.record_request(response.status, response.reason or "ok", seconds)
+
+    # -- shutdown
+
+    def begin_close(self) -> None:
+        """Refuse new requests (503 draining); running ones continue."""
+        self._closing = True
+
+    def join_workers(self, timeout: float) -> bool:
+        """Wait for running executions to finish, then let the worker threads go."""
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._active:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._idle.wait(remaining)
+            idle = self._active == 0
+        with self._executor_lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=idle, cancel_futures=True)
+        return idle
+
+    async def aclose(self, grace_s: float = 10.0) -> bool:
+        """Drain: refuse new requests, wait up to `grace_s` for running ones, stop threads."""
+        self.begin_close()
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(_Draining())
+        return await asyncio.to_thread(self.join_workers, grace_s)
+
+    def __repr__(self) -> str:
+        return f"<Function {self.name} digest={self.digest[:12]} in_flight={self.in_flight}>"
