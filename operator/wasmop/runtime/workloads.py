@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -191,7 +193,8 @@ class Workload:
     def function_config(self, **overrides: Any) -> FunctionConfig:
         """A FunctionConfig named after the workload with its suggested limits."""
         overrides.setdefault("limits", self.function_limits())
-        return FunctionConfig(name=self.name, **overrides)
+        overrides.setdefault("name", self.name)
+        return FunctionConfig(**overrides)
 
     def sample(self, name: str | None = None) -> Sample:
         if not self.samples:
@@ -253,3 +256,21 @@ def load_manifest(path: Path | str | None = None, build_dir: Path | str | None =
             )
         )
     return Manifest(root=root, workloads=tuple(workloads))
+
+
+def ensure_built(manifest: Manifest | None = None) -> Manifest:
+    """Build the workloads with functions/build.py if any module is missing.
+
+    `make functions` is the normal way; this lets `pytest tests/unit` work on its own.
+    """
+    manifest = manifest or load_manifest()
+    if manifest.missing():
+        subprocess.run(
+            [sys.executable, str(manifest.root / "build.py")],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    still_missing = manifest.missing()
+    if still_missing:
+        raise FileNotFoundError(f"workloads not built: {', '.join(map(str, still_missing))}")
+    return manifest
