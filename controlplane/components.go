@@ -42,7 +42,7 @@ func runScheduler(_ []string) int {
 
 func runKubectl(args []string) int {
 	// As upstream kubectl: honour -v before the command tree is built.
-	_ = logs.GlogSetter(kubectlcmd.GetLogVerbosity(args))
+	_, _ = logs.GlogSetter(kubectlcmd.GetLogVerbosity(args))
 	if err := cli.RunNoErrOutput(kubectlcmd.NewDefaultKubectlCommand()); err != nil {
 		kubectlutil.CheckErr(err)
 	}

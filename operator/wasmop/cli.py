@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            if exc.name == name:  # that area has not been built yet
+            if exc.name and name.startswith(exc.name):  # that area is not part of this build
                 continue
             raise
         module.register(subparsers)
@@ -58,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["kubectl"]:
+        # kubectl's own flags (including --help) pass through untouched.
+        from wasmop.cluster.cli import run_kubectl
+
+        return run_kubectl(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):

@@ -1,0 +1,5 @@
+import sys
+
+from wasmop.cli import main
+
+sys.exit(main())

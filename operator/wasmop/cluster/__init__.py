@@ -1,0 +1,1 @@
+"""The embedded Kubernetes cluster: PKI, configuration, supervision of its processes."""

@@ -1,0 +1,205 @@
+"""``wasmop cluster …`` and ``wasmop kubectl …``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+
+from wasmop.cluster.layout import StateLayout, active_kubeconfig, controlplane_binary
+
+
+def _layout(args: argparse.Namespace) -> StateLayout:
+    return StateLayout(args.state_dir.resolve()) if args.state_dir else StateLayout.default()
+
+
+def _wrap(func):  # type: ignore[no-untyped-def]
+    """Turn ClusterError into the CLI's one-line error."""
+
+    def handler(args: argparse.Namespace) -> int:
+        from wasmop.cli import CommandError
+        from wasmop.cluster.manager import ClusterError
+
+        try:
+            return func(args)
+        except ClusterError as exc:
+            raise CommandError(str(exc)) from exc
+
+    return handler
+
+
+def _env_lines(layout: StateLayout) -> list[str]:
+    return [f"export KUBECONFIG={shlex.quote(str(layout.admin_kubeconfig))}"]
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from wasmop.cluster import manager
+
+    layout = _layout(args)
+    result = manager.up(
+        layout,
+        fresh=args.fresh,
+        timeout=args.timeout,
+        progress=lambda msg: print(f"  {msg}", file=sys.stderr),
+        api_port=args.api_port,
+        node_monitor_grace_seconds=args.node_monitor_grace_seconds,
+        not_ready_toleration_seconds=args.toleration_seconds,
+        unreachable_toleration_seconds=args.toleration_seconds,
+        etcd_fsync=False if args.no_fsync else None,
+    )
+    if result.already_running:
+        print(f"the cluster in {layout.root} is already running", file=sys.stderr)
+    else:
+        print(f"cluster ready in {result.seconds:.1f} s", file=sys.stderr)
+    print("use it with:\n  " + "\n  ".join(_env_lines(layout)), file=sys.stderr)
+    print("  wasmop kubectl get nodes", file=sys.stderr)
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from wasmop.cluster import manager
+
+    layout = _layout(args)
+    stopped = manager.down(layout)
+    print("cluster stopped" if stopped else "no cluster was running", file=sys.stderr)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from wasmop.cluster import manager
+
+    layout = _layout(args)
+    status = manager.read_status(layout)
+    pid = manager.supervisor_pid(layout)
+    if pid is None or status is None:
+        print(f"not running (state dir {layout.root})")
+        return 3
+    print(f"{status['state']} (supervisor pid {pid}, state dir {layout.root})")
+    print(f"{'COMPONENT':<26}{'STATE':<12}{'PID':>8}{'RESTARTS':>10}")
+    for name, comp in status["components"].items():
+        pid_text = str(comp["pid"] or "-")
+        print(f"{name:<26}{comp['state']:<12}{pid_text:>8}{comp['restarts']:>10}")
+    return 0 if status["state"] == "running" else 1
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    print("\n".join(_env_lines(_layout(args))))
+    return 0
+
+
+def cmd_component(args: argparse.Namespace) -> int:
+    from wasmop.cluster import manager
+
+    fields = {"name": args.component}
+    if args.action == "stop" and args.kill:
+        fields["signal"] = "KILL"
+    reply = manager.control(_layout(args), args.action, **fields)
+    comp = reply["component"]
+    print(f"{args.component}: {comp['state']} (pid {comp['pid'] or '-'})")
+    return 0
+
+
+def cmd_node_credentials(args: argparse.Namespace) -> int:
+    from wasmop.cluster import manager
+
+    print(manager.issue_node_credentials(_layout(args), args.node))
+    return 0
+
+
+def run_kubectl(kubectl_args: list[str]) -> int:
+    """Replace this process with the built-in kubectl on the active kubeconfig."""
+    binary = controlplane_binary()
+    if not binary.exists():
+        sys.stderr.write(
+            f"wasmop: error: kubectl is part of the control plane binary ({binary}):"
+            " run 'make controlplane'\n"
+        )
+        return 1
+    argv = [str(binary), "kubectl", f"--kubeconfig={active_kubeconfig()}", *kubectl_args]
+    sys.stdout.flush()
+    os.execv(str(binary), argv)
+    return 0  # not reached
+
+
+def cmd_kubectl(args: argparse.Namespace) -> int:
+    return run_kubectl(args.kubectl_args)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    state = argparse.ArgumentParser(add_help=False)
+    state.add_argument(
+        "--state-dir",
+        type=lambda p: __import__("pathlib").Path(p),
+        help="cluster state directory (default: $WASMOP_STATE_DIR or .wasmop in the checkout)",
+    )
+
+    cluster = subparsers.add_parser(
+        "cluster",
+        help="start, stop and inspect the embedded Kubernetes cluster",
+        description="The embedded cluster: etcd, kube-apiserver, kube-controller-manager and "
+        "kube-scheduler from controlplane/, supervised in the background, listening on "
+        "127.0.0.1 only, with state under the state directory.",
+    )
+    sub = cluster.add_subparsers(dest="cluster_command", metavar="<action>", required=True)
+
+    up = sub.add_parser("up", parents=[state], help="start the cluster and wait until it is ready")
+    up.add_argument("--fresh", action="store_true", help="wipe the state dir first (all objects)")
+    up.add_argument("--timeout", type=float, default=120.0, help="seconds to wait (default 120)")
+    up.add_argument("--api-port", type=int, help="kube-apiserver port (default 6443)")
+    up.add_argument(
+        "--node-monitor-grace-seconds",
+        type=int,
+        help="seconds without a heartbeat before a node is NotReady (default 8; upstream 50)",
+    )
+    up.add_argument(
+        "--toleration-seconds",
+        type=int,
+        help="default not-ready/unreachable toleration of Pods (default 2; upstream 300)",
+    )
+    up.add_argument(
+        "--no-fsync", action="store_true", help="run etcd without fsync (faster, not durable)"
+    )
+    up.set_defaults(handler=_wrap(cmd_up))
+
+    down = sub.add_parser("down", parents=[state], help="stop every process of the cluster")
+    down.set_defaults(handler=_wrap(cmd_down))
+
+    status = sub.add_parser("status", parents=[state], help="show the components and their state")
+    status.set_defaults(handler=_wrap(cmd_status))
+
+    env = sub.add_parser(
+        "env",
+        parents=[state],
+        help='print shell exports for the cluster (eval "$(wasmop cluster env)")',
+    )
+    env.set_defaults(handler=_wrap(cmd_env))
+
+    for action, text in (
+        ("stop", "stop one component and keep it stopped (fault injection)"),
+        ("start", "start a component stopped with 'stop'"),
+        ("restart", "restart one component"),
+    ):
+        p = sub.add_parser(action, parents=[state], help=text)
+        p.add_argument("component", help="e.g. kube-apiserver (see 'wasmop cluster status')")
+        if action == "stop":
+            p.add_argument("--kill", action="store_true", help="SIGKILL instead of SIGTERM")
+        p.set_defaults(handler=_wrap(cmd_component), action=action)
+
+    creds = sub.add_parser(
+        "node-credentials",
+        parents=[state],
+        help="issue a system:node:<name> client certificate and print its kubeconfig path",
+    )
+    creds.add_argument("node", help="node name")
+    creds.set_defaults(handler=_wrap(cmd_node_credentials))
+
+    kubectl = subparsers.add_parser(
+        "kubectl",
+        help="kubectl (built in) against $KUBECONFIG or the embedded cluster",
+        description="Runs the kubectl built into the control plane binary with the active "
+        "kubeconfig: $KUBECONFIG when set, else the embedded cluster's admin kubeconfig.",
+        add_help=False,
+    )
+    kubectl.add_argument("kubectl_args", nargs=argparse.REMAINDER)
+    kubectl.set_defaults(handler=cmd_kubectl)

@@ -1,0 +1,205 @@
+"""The processes of the embedded cluster: their command lines, config files and probes.
+
+All of them are one binary (``controlplane/``) with a subcommand per component, each run
+as its own process exactly as in a kubeadm cluster. Every listener is bound to
+127.0.0.1; the ``kubernetes`` Service's endpoint reconciler is off because EndpointSlices
+cannot carry a loopback address.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from wasmop.cluster import kubeconfig
+from wasmop.cluster.layout import StateLayout, controlplane_binary
+from wasmop.cluster.pki import PKI, apiserver_identities
+from wasmop.cluster.settings import ClusterSettings
+
+
+@dataclass(frozen=True)
+class Probe:
+    """An HTTP(S) GET that answers 200 once the component is ready."""
+
+    url: str
+    client_cert: tuple[Path, Path] | None = None
+    ca: Path | None = None
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """One supervised process."""
+
+    name: str
+    argv: list[str]
+    probe: Probe | None
+    after: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    stop_timeout_seconds: float = 10.0
+    start_timeout_seconds: float = 60.0
+
+
+# Writes are traced at Request level so that every change the operator makes can be
+# reconstructed afterwards; reads and the constant lease/event churn are left out to keep
+# the log small, and Secrets never have their bodies logged.
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [
+        {"level": "None", "resources": [{"group": "coordination.k8s.io", "resources": ["leases"]}]},
+        {"level": "None", "resources": [{"group": "", "resources": ["events"]}]},
+        {"level": "None", "resources": [{"group": "events.k8s.io", "resources": ["events"]}]},
+        {"level": "None", "verbs": ["get", "list", "watch"]},
+        {"level": "None", "nonResourceURLs": ["/healthz*", "/readyz*", "/livez*", "/version"]},
+        {"level": "Metadata", "resources": [{"group": "", "resources": ["secrets"]}]},
+        {"level": "Request", "verbs": ["create", "update", "patch", "delete", "deletecollection"]},
+        {"level": "Metadata"},
+    ],
+}
+
+
+def prepare(layout: StateLayout, settings: ClusterSettings) -> PKI:
+    """Write the PKI, kubeconfigs and config files the components read."""
+    layout.ensure()
+    pki = PKI(layout.pki)
+    pki.ensure(apiserver_identities(settings.service_ip))
+    users = {
+        "admin": layout.admin_kubeconfig,
+        "controller-manager": layout.kubeconfig_for("controller-manager"),
+        "scheduler": layout.kubeconfig_for("scheduler"),
+    }
+    for name, path in users.items():
+        kubeconfig.write(
+            path, settings.api_url, pki.ca_cert, pki.cert_path(name), pki.key_path(name), name
+        )
+    (layout.config / "audit-policy.yaml").write_text(yaml.safe_dump(AUDIT_POLICY, sort_keys=False))
+    scheduler_config = {
+        "apiVersion": "kubescheduler.config.k8s.io/v1",
+        "kind": "KubeSchedulerConfiguration",
+        "clientConnection": {
+            "kubeconfig": str(layout.kubeconfig_for("scheduler")),
+            "qps": settings.client_qps,
+            "burst": settings.client_burst,
+        },
+        "leaderElection": {"leaderElect": False},
+    }
+    (layout.config / "scheduler.yaml").write_text(yaml.safe_dump(scheduler_config))
+    return pki
+
+
+def control_plane(layout: StateLayout, settings: ClusterSettings) -> list[ComponentSpec]:
+    """etcd, kube-apiserver, kube-controller-manager and kube-scheduler, in start order."""
+    binary = str(controlplane_binary())
+    pki = PKI(layout.pki)
+    ca = pki.ca_cert
+    admin = (pki.cert_path("admin"), pki.key_path("admin"))
+    s = settings
+    etcd_peer = f"http://127.0.0.1:{s.etcd_peer_port}"
+    etcd = [
+        binary, "etcd",
+        "--name=wasmop",
+        f"--data-dir={layout.etcd_data}",
+        f"--listen-client-urls={s.etcd_url}",
+        f"--advertise-client-urls={s.etcd_url}",
+        f"--listen-peer-urls={etcd_peer}",
+        f"--initial-advertise-peer-urls={etcd_peer}",
+        f"--initial-cluster=wasmop={etcd_peer}",
+        "--listen-metrics-urls=",
+        "--log-level=warn",
+        "--quota-backend-bytes=4294967296",
+        "--auto-compaction-retention=10m",
+        "--auto-compaction-mode=periodic",
+    ]  # fmt: skip
+    if not s.etcd_fsync:
+        etcd.append("--unsafe-no-fsync")
+    apiserver = [
+        binary, "kube-apiserver",
+        f"--etcd-servers={s.etcd_url}",
+        "--bind-address=127.0.0.1",
+        "--advertise-address=127.0.0.1",
+        f"--secure-port={s.api_port}",
+        "--endpoint-reconciler-type=none",
+        f"--service-cluster-ip-range={s.service_cidr}",
+        f"--client-ca-file={ca}",
+        f"--tls-cert-file={pki.cert_path('apiserver')}",
+        f"--tls-private-key-file={pki.key_path('apiserver')}",
+        f"--kubelet-client-certificate={pki.cert_path('apiserver-kubelet-client')}",
+        f"--kubelet-client-key={pki.key_path('apiserver-kubelet-client')}",
+        "--kubelet-preferred-address-types=InternalIP",
+        f"--service-account-key-file={pki.sa_public_key}",
+        f"--service-account-signing-key-file={pki.sa_private_key}",
+        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+        "--authorization-mode=Node,RBAC",
+        "--enable-admission-plugins=NodeRestriction",
+        f"--default-not-ready-toleration-seconds={s.not_ready_toleration_seconds}",
+        f"--default-unreachable-toleration-seconds={s.unreachable_toleration_seconds}",
+        f"--audit-policy-file={layout.config / 'audit-policy.yaml'}",
+        f"--audit-log-path={layout.audit_log}",
+        "--audit-log-format=json",
+        "--audit-log-maxsize=100",
+        "--audit-log-maxbackup=3",
+        "--audit-log-mode=batch",
+        "--audit-log-batch-max-wait=1s",
+        "--profiling=false",
+        "--event-ttl=2h",
+    ]  # fmt: skip
+    controller_kubeconfig = layout.kubeconfig_for("controller-manager")
+    controller_manager = [
+        binary, "kube-controller-manager",
+        f"--kubeconfig={controller_kubeconfig}",
+        f"--authentication-kubeconfig={controller_kubeconfig}",
+        f"--authorization-kubeconfig={controller_kubeconfig}",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={s.controller_manager_port}",
+        "--leader-elect=false",
+        "--use-service-account-credentials=true",
+        f"--root-ca-file={ca}",
+        f"--service-account-private-key-file={pki.sa_private_key}",
+        f"--cluster-signing-cert-file={ca}",
+        f"--cluster-signing-key-file={pki.key_path('ca')}",
+        f"--service-cluster-ip-range={s.service_cidr}",
+        f"--node-monitor-grace-period={s.node_monitor_grace_seconds}s",
+        f"--node-monitor-period={s.node_monitor_period_seconds}s",
+        f"--kube-api-qps={s.client_qps}",
+        f"--kube-api-burst={s.client_burst}",
+        "--concurrent-deployment-syncs=20",
+        "--concurrent-replicaset-syncs=20",
+        "--concurrent-service-endpoint-syncs=20",
+        "--concurrent-gc-syncs=40",
+        "--horizontal-pod-autoscaler-sync-period=5s",
+        "--profiling=false",
+    ]  # fmt: skip
+    scheduler_kubeconfig = layout.kubeconfig_for("scheduler")
+    scheduler = [
+        binary, "kube-scheduler",
+        f"--config={layout.config / 'scheduler.yaml'}",
+        f"--authentication-kubeconfig={scheduler_kubeconfig}",
+        f"--authorization-kubeconfig={scheduler_kubeconfig}",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={s.scheduler_port}",
+        "--profiling=false",
+    ]  # fmt: skip
+    return [
+        ComponentSpec("etcd", etcd, Probe(f"{s.etcd_url}/health")),
+        ComponentSpec(
+            "kube-apiserver",
+            apiserver,
+            Probe(f"{s.api_url}/readyz", client_cert=admin, ca=ca),
+            after=("etcd",),
+        ),
+        ComponentSpec(
+            "kube-controller-manager",
+            controller_manager,
+            Probe(f"https://127.0.0.1:{s.controller_manager_port}/healthz"),
+            after=("kube-apiserver",),
+        ),
+        ComponentSpec(
+            "kube-scheduler",
+            scheduler,
+            Probe(f"https://127.0.0.1:{s.scheduler_port}/healthz"),
+            after=("kube-apiserver",),
+        ),
+    ]

@@ -1,0 +1,278 @@
+"""Client side of the embedded cluster: bring it up, take it down, ask how it is.
+
+These functions are what ``wasmop cluster …``, the test fixtures and the benchmarks
+call. Each failure raises :class:`ClusterError` with one line a user can act on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from wasmop.cluster import components
+from wasmop.cluster.layout import CLUSTER_MARKER_ENV, StateLayout, controlplane_binary
+from wasmop.cluster.pki import PKI, PKIError, node_identity
+from wasmop.cluster.settings import ClusterSettings, SettingsError
+
+
+class ClusterError(Exception):
+    """Something the user must fix; the message is one line."""
+
+
+@dataclass(frozen=True)
+class UpResult:
+    already_running: bool
+    seconds: float
+    kubeconfig: Path
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def supervisor_pid(layout: StateLayout) -> int | None:
+    """The running supervisor's pid, or None (a stale pid file is ignored)."""
+    try:
+        pid = int(layout.supervisor_pid.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if _pid_alive(pid) else None
+
+
+def read_status(layout: StateLayout) -> dict[str, Any] | None:
+    try:
+        return json.loads(layout.supervisor_status.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def is_running(layout: StateLayout) -> bool:
+    status = read_status(layout)
+    return supervisor_pid(layout) is not None and bool(status) and status["state"] == "running"
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def check_ports(settings: ClusterSettings) -> None:
+    for owner, port in settings.ports().items():
+        if not _port_free(port):
+            raise ClusterError(
+                f"port {port} on 127.0.0.1 (for {owner}) is already in use; stop what holds it"
+                " (ss -ltnp) or choose another port in cluster.json"
+            )
+
+
+def check_binary() -> Path:
+    binary = controlplane_binary()
+    if binary.exists():
+        return binary
+    if shutil.which("go") is None:
+        raise ClusterError(
+            f"the control plane is not built ({binary}) and Go is not installed: install"
+            " Go >= 1.26 (https://go.dev/doc/install) or use environment.yml, then run"
+            " 'make controlplane'"
+        )
+    raise ClusterError(f"the control plane is not built ({binary}): run 'make controlplane'")
+
+
+def load_settings(layout: StateLayout, **overrides: Any) -> ClusterSettings:
+    try:
+        settings = ClusterSettings.load(layout.settings_file) or ClusterSettings()
+    except SettingsError as exc:
+        raise ClusterError(f"state dir {layout.root} is corrupt: {exc}; run with --fresh") from exc
+    return settings.updated(**overrides)
+
+
+def wipe(layout: StateLayout) -> None:
+    if supervisor_pid(layout) is not None:
+        down(layout)
+    if layout.root.exists():
+        shutil.rmtree(layout.root)
+
+
+def up(
+    layout: StateLayout,
+    *,
+    fresh: bool = False,
+    timeout: float = 120.0,
+    progress: Callable[[str], None] | None = None,
+    **overrides: Any,
+) -> UpResult:
+    """Start the cluster (or report the running one) and wait until it is ready."""
+    say = progress or (lambda _msg: None)
+    if fresh:
+        wipe(layout)
+    if supervisor_pid(layout) is not None:
+        status = read_status(layout) or {}
+        if status.get("state") == "running":
+            return UpResult(True, 0.0, layout.admin_kubeconfig)
+        if status.get("state") == "starting":
+            return _wait_running(layout, timeout, time.monotonic(), say)
+        state = status.get("state", "in an unknown state")
+        raise ClusterError(
+            f"a supervisor (pid {supervisor_pid(layout)}) is {state};"
+            " run 'wasmop cluster down' first"
+        )
+    check_binary()
+    settings = load_settings(layout, **overrides)
+    sweep_strays(layout)
+    check_ports(settings)
+    try:
+        layout.ensure()
+        components.prepare(layout, settings)
+    except PKIError as exc:
+        raise ClusterError(f"state dir {layout.root} is corrupt: {exc}; run with --fresh") from exc
+    settings.save(layout.settings_file)
+    layout.supervisor_status.unlink(missing_ok=True)
+    started = time.monotonic()
+    with layout.log_for("supervisor").open("ab") as logf:
+        subprocess.Popen(
+            [sys.executable, "-m", "wasmop.cluster.supervisor", "--state-dir", str(layout.root)],
+            stdin=subprocess.DEVNULL,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, CLUSTER_MARKER_ENV: str(layout.root)},
+        )
+    return _wait_running(layout, timeout, started, say)
+
+
+def _wait_running(
+    layout: StateLayout, timeout: float, started: float, say: Callable[[str], None]
+) -> UpResult:
+    deadline = started + timeout
+    announced: set[str] = set()
+    seen_pid = False
+    while time.monotonic() < deadline:
+        status = read_status(layout)
+        pid = supervisor_pid(layout)
+        seen_pid = seen_pid or pid is not None
+        if status:
+            for name, comp in status["components"].items():
+                if comp["state"] == "running" and name not in announced:
+                    announced.add(name)
+                    say(f"{name} ready ({time.monotonic() - started:.1f} s)")
+            if status["state"] == "running":
+                return UpResult(False, time.monotonic() - started, layout.admin_kubeconfig)
+            if status["state"] == "failed":
+                raise ClusterError(status["message"])
+        if seen_pid and pid is None and (status is None or status["state"] != "running"):
+            # Give the supervisor a moment to write its final status.
+            time.sleep(0.2)
+            status = read_status(layout)
+            if status and status.get("message"):
+                raise ClusterError(status["message"])
+            raise ClusterError(f"the cluster supervisor exited; see {layout.log_for('supervisor')}")
+        time.sleep(0.05)
+    raise ClusterError(
+        f"the cluster was not ready after {timeout:.0f} s; see the logs in {layout.logs}"
+    )
+
+
+def _processes_of(layout: StateLayout) -> list[int]:
+    """Pids of processes carrying this cluster's marker (strays after a crash)."""
+    marker = f"{CLUSTER_MARKER_ENV}={layout.root}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if marker in environ.split(b"\0"):
+            pids.append(int(entry.name))
+    return pids
+
+
+def sweep_strays(layout: StateLayout, grace: float = 5.0) -> list[int]:
+    """Stop every process left from this cluster: SIGTERM, then SIGKILL."""
+    pids = _processes_of(layout)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(_pid_alive(p) for p in pids):
+        time.sleep(0.05)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return pids
+
+
+def down(layout: StateLayout, timeout: float = 60.0) -> bool:
+    """Stop the supervisor and everything it started. True if anything was running."""
+    pid = supervisor_pid(layout)
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and _pid_alive(pid):
+            time.sleep(0.05)
+    strays = sweep_strays(layout)
+    layout.supervisor_pid.unlink(missing_ok=True)
+    return pid is not None or bool(strays)
+
+
+def control(layout: StateLayout, op: str, **fields: Any) -> dict[str, Any]:
+    """Send one command to the supervisor (stop/start/restart a component, status)."""
+    if supervisor_pid(layout) is None:
+        raise ClusterError("the embedded cluster is not running; run 'wasmop cluster up'")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(120)
+        s.connect(str(layout.control_socket))
+        s.sendall(json.dumps({"op": op, **fields}).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    reply = json.loads(data)
+    if not reply.get("ok"):
+        raise ClusterError(reply.get("error", "the supervisor refused the command"))
+    return reply
+
+
+def issue_node_credentials(layout: StateLayout, node_name: str) -> Path:
+    """A kubeconfig for a wasm node agent, authenticating as ``system:node:<name>``."""
+    from wasmop.cluster import kubeconfig
+
+    settings = load_settings(layout)
+    pki = PKI(layout.pki)
+    try:
+        cert, key = pki.ensure_identity(node_identity(node_name))
+    except PKIError as exc:
+        raise ClusterError(f"state dir {layout.root} is corrupt: {exc}; run with --fresh") from exc
+    return kubeconfig.write(
+        layout.kubeconfig_for(f"node-{node_name}"),
+        settings.api_url,
+        pki.ca_cert,
+        cert,
+        key,
+        f"system:node:{node_name}",
+    )

@@ -1,0 +1,383 @@
+"""Kubernetes API access: configuration, requests, errors, list-and-watch."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import os
+import ssl
+import tempfile
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+import yaml
+
+log = logging.getLogger(__name__)
+
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_PATCH = "application/strategic-merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
+
+
+class ApiError(Exception):
+    """A non-2xx answer from the API server, with Kubernetes' own reason and message."""
+
+    def __init__(self, status: int, reason: str, message: str, body: Any = None) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.body = body
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def conflict(self) -> bool:
+        return self.status == 409
+
+    @property
+    def gone(self) -> bool:
+        return self.status == 410
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    type: str  # ADDED, MODIFIED, DELETED, BOOKMARK
+    object: dict[str, Any]
+
+
+def _materialise(data: str | None, path: str | None, suffix: str) -> str | None:
+    """kubeconfigs may inline base64 data; ssl wants files."""
+    if path:
+        return path
+    if not data:
+        return None
+    f = tempfile.NamedTemporaryFile(prefix="wasmop-kube-", suffix=suffix, delete=False)  # noqa: SIM115
+    f.write(base64.b64decode(data))
+    f.close()
+    os.chmod(f.name, 0o600)
+    return f.name
+
+
+@dataclass(frozen=True)
+class KubeConfig:
+    """Where the API server is and how to authenticate to it."""
+
+    server: str
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    token: str | None = None
+    token_file: str | None = None
+    insecure: bool = False
+    namespace: str = "default"
+    user: str = ""
+
+    @classmethod
+    def from_file(cls, path: Path | str, context: str | None = None) -> KubeConfig:
+        path = Path(path)
+        doc = yaml.safe_load(path.read_text())
+        ctx_name = context or doc.get("current-context")
+        contexts = {c["name"]: c["context"] for c in doc.get("contexts", [])}
+        if ctx_name not in contexts:
+            raise ValueError(f"{path}: context {ctx_name!r} not found")
+        ctx = contexts[ctx_name]
+        cluster = {c["name"]: c["cluster"] for c in doc.get("clusters", [])}[ctx["cluster"]]
+        user = {u["name"]: u.get("user", {}) for u in doc.get("users", [])}[ctx["user"]]
+        base = path.parent
+
+        def rel(p: str | None) -> str | None:
+            return str((base / p).resolve()) if p else None
+
+        if "exec" in user or "auth-provider" in user:
+            raise ValueError(
+                f"{path}: user {ctx['user']!r} uses an exec/auth-provider plugin; wasmop needs"
+                " a client certificate or token (e.g. a service-account kubeconfig)"
+            )
+        return cls(
+            server=cluster["server"].rstrip("/"),
+            ca_file=_materialise(
+                cluster.get("certificate-authority-data"),
+                rel(cluster.get("certificate-authority")),
+                ".crt",
+            ),
+            cert_file=_materialise(
+                user.get("client-certificate-data"), rel(user.get("client-certificate")), ".crt"
+            ),
+            key_file=_materialise(user.get("client-key-data"), rel(user.get("client-key")), ".key"),
+            token=user.get("token"),
+            token_file=rel(user.get("tokenFile")),
+            insecure=bool(cluster.get("insecure-skip-tls-verify")),
+            namespace=ctx.get("namespace", "default"),
+            user=ctx["user"],
+        )
+
+    @classmethod
+    def in_cluster(cls) -> KubeConfig:
+        host = os.environ["KUBERNETES_SERVICE_HOST"]
+        port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+        if ":" in host:
+            host = f"[{host}]"
+        namespace_file = SERVICE_ACCOUNT_DIR / "namespace"
+        return cls(
+            server=f"https://{host}:{port}",
+            ca_file=str(SERVICE_ACCOUNT_DIR / "ca.crt"),
+            token_file=str(SERVICE_ACCOUNT_DIR / "token"),
+            namespace=namespace_file.read_text().strip() if namespace_file.exists() else "default",
+            user="serviceaccount",
+        )
+
+    @classmethod
+    def load(cls, path: Path | str | None = None) -> KubeConfig:
+        """Explicit path, else $KUBECONFIG, else in-cluster, else the embedded cluster."""
+        if path:
+            return cls.from_file(path)
+        if os.environ.get("KUBECONFIG"):
+            return cls.from_file(os.environ["KUBECONFIG"].split(os.pathsep)[0])
+        if os.environ.get("KUBERNETES_SERVICE_HOST") and SERVICE_ACCOUNT_DIR.exists():
+            return cls.in_cluster()
+        from wasmop.cluster.layout import StateLayout
+
+        return cls.from_file(StateLayout.default().admin_kubeconfig)
+
+    def ssl_context(self) -> ssl.SSLContext | bool:
+        if not self.server.startswith("https"):
+            return False
+        context = ssl.create_default_context(cafile=self.ca_file)
+        if self.insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        if self.cert_file and self.key_file:
+            context.load_cert_chain(self.cert_file, self.key_file)
+        return context
+
+    def bearer_token(self) -> str | None:
+        if self.token_file:
+            # Projected service-account tokens rotate: read on every use.
+            return Path(self.token_file).read_text().strip()
+        return self.token
+
+
+def api_path(
+    api_version: str,
+    plural: str,
+    namespace: str | None = None,
+    name: str | None = None,
+    subresource: str | None = None,
+) -> str:
+    """``/api/v1/namespaces/ns/pods/name/status`` and friends."""
+    prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    parts = [prefix]
+    if namespace:
+        parts.append(f"namespaces/{namespace}")
+    parts.append(plural)
+    if name:
+        parts.append(name)
+    if subresource:
+        parts.append(subresource)
+    return "/".join(parts)
+
+
+@dataclass
+class Kube:
+    """One API connection pool. Use as ``async with Kube(config) as kube``."""
+
+    config: KubeConfig
+    user_agent: str = "wasmop"
+    max_connections: int = 50
+    _session: aiohttp.ClientSession | None = field(default=None, init=False, repr=False)
+
+    async def __aenter__(self) -> Kube:
+        self.session  # noqa: B018 - create eagerly
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                ssl=self.config.ssl_context(), limit=self.max_connections
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector, headers={"User-Agent": self.user_agent}
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def _headers(self, content_type: str | None = None) -> dict[str, str]:
+        headers = {"Accept": "application/json"}
+        token = self.config.bearer_token()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        if content_type:
+            headers["Content-Type"] = content_type
+        return headers
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: Mapping[str, Any] | None = None,
+        content_type: str = "application/json",
+        timeout: float = 30.0,  # noqa: ASYNC109 - a per-request HTTP timeout, not a wait
+    ) -> Any:
+        url = self.config.server + path
+        if params:
+            url += "?" + urlencode({k: v for k, v in params.items() if v is not None})
+        data = None if body is None else json.dumps(body)
+        async with self.session.request(
+            method,
+            url,
+            data=data,
+            headers=self._headers(content_type if body is not None else None),
+            timeout=aiohttp.ClientTimeout(total=timeout),
+        ) as response:
+            text = await response.text()
+            payload: Any = json.loads(text) if text and text[0] in "{[" else text
+            if response.status >= 300:
+                if isinstance(payload, dict):
+                    raise ApiError(
+                        response.status,
+                        payload.get("reason", response.reason or ""),
+                        payload.get("message", text),
+                        payload,
+                    )
+                raise ApiError(response.status, response.reason or "", str(payload)[:500])
+            return payload
+
+    async def get(self, path: str, **params: Any) -> Any:
+        return await self.request("GET", path, params=params)
+
+    async def create(self, path: str, body: dict[str, Any], **params: Any) -> Any:
+        return await self.request("POST", path, body=body, params=params)
+
+    async def replace(self, path: str, body: dict[str, Any]) -> Any:
+        return await self.request("PUT", path, body=body)
+
+    async def patch(
+        self, path: str, body: Any, content_type: str = MERGE_PATCH, **params: Any
+    ) -> Any:
+        return await self.request(
+            "PATCH", path, body=body, content_type=content_type, params=params
+        )
+
+    async def apply(
+        self, path: str, body: dict[str, Any], field_manager: str, force: bool = True
+    ) -> Any:
+        """Server-side apply: the idempotent way to own a set of fields."""
+        return await self.request(
+            "PATCH",
+            path,
+            body=body,
+            content_type=APPLY_PATCH,
+            params={"fieldManager": field_manager, "force": "true" if force else None},
+        )
+
+    async def delete(self, path: str, body: dict[str, Any] | None = None, **params: Any) -> Any:
+        return await self.request("DELETE", path, body=body, params=params)
+
+    async def list(self, path: str, **params: Any) -> dict[str, Any]:
+        return await self.get(path, **params)
+
+    async def watch(
+        self,
+        path: str,
+        resource_version: str | None = None,
+        timeout_seconds: int = 300,
+        **params: Any,
+    ) -> AsyncIterator[WatchEvent]:
+        """One watch request; raises ApiError(410) when the version is too old."""
+        query = {
+            "watch": "1",
+            "allowWatchBookmarks": "true",
+            "resourceVersion": resource_version,
+            "timeoutSeconds": timeout_seconds,
+            **params,
+        }
+        url = (
+            self.config.server
+            + path
+            + "?"
+            + urlencode({k: v for k, v in query.items() if v is not None})
+        )
+        async with self.session.get(
+            url,
+            headers=self._headers(),
+            timeout=aiohttp.ClientTimeout(total=None, sock_read=timeout_seconds + 30),
+        ) as response:
+            if response.status >= 300:
+                text = await response.text()
+                raise ApiError(response.status, response.reason or "", text[:500])
+            async for line in response.content:
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                if event["type"] == "ERROR":
+                    status = event["object"]
+                    raise ApiError(
+                        status.get("code", 500), status.get("reason", ""), status.get("message", "")
+                    )
+                yield WatchEvent(event["type"], event["object"])
+
+    async def list_and_watch(
+        self, path: str, *, retry_delay: float = 0.5, **params: Any
+    ) -> AsyncIterator[WatchEvent]:
+        """An endless stream: every current object as ADDED, then changes, resuming after
+        disconnects and relisting after 410 Gone (as a reflector does). A relist yields
+        SYNC-type events for objects present and DELETED for objects that went away."""
+        known: dict[str, dict[str, Any]] = {}
+        while True:
+            try:
+                listing = await self.list(path, **params)
+            except (ApiError, aiohttp.ClientError, TimeoutError) as exc:
+                log.warning("list %s failed: %s; retrying", path, exc)
+                await asyncio.sleep(retry_delay)
+                continue
+            current = {o["metadata"]["uid"]: o for o in listing.get("items", [])}
+            for uid, obj in known.items():
+                if uid not in current:
+                    yield WatchEvent("DELETED", obj)
+            for uid, obj in current.items():
+                yield WatchEvent("ADDED" if uid not in known else "MODIFIED", obj)
+            known = current
+            version = listing["metadata"]["resourceVersion"]
+            while True:
+                try:
+                    async for event in self.watch(path, version, **params):
+                        if event.type == "BOOKMARK":
+                            version = event.object["metadata"]["resourceVersion"]
+                            continue
+                        version = event.object["metadata"]["resourceVersion"]
+                        uid = event.object["metadata"]["uid"]
+                        if event.type == "DELETED":
+                            known.pop(uid, None)
+                        else:
+                            known[uid] = event.object
+                        yield event
+                except ApiError as exc:
+                    if exc.gone:
+                        break  # relist
+                    log.warning("watch %s failed: %s; retrying", path, exc)
+                    await asyncio.sleep(retry_delay)
+                    break
+                except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+                    log.info("watch %s interrupted (%s); resuming", path, exc)
+                    await asyncio.sleep(retry_delay)
+                # A normal end of the watch (server timeout): resume from `version`.

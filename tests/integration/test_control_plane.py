@@ -1,0 +1,237 @@
+"""The embedded control plane is a real Kubernetes: API, controllers, RBAC, audit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+from wasmop.cluster import manager
+from wasmop.cluster.layout import CLUSTER_MARKER_ENV
+
+pytestmark = pytest.mark.integration
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def wasmop(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "wasmop", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_namespace_and_custom_resource_round_trip(api: client.ApiClient, namespace: str) -> None:
+    ext = client.ApiextensionsV1Api(api)
+    group = f"t{uuid.uuid4().hex[:6]}.example.com"
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"widgets.{group}"},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {
+                                "spec": {
+                                    "type": "object",
+                                    "properties": {"size": {"type": "integer", "minimum": 1}},
+                                }
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+    ext.create_custom_resource_definition(crd)
+    try:
+
+        def established() -> bool:
+            got = ext.read_custom_resource_definition(f"widgets.{group}")
+            conditions = got.status.conditions or []
+            return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+        wait_for(established, what="CRD Established")
+        custom = client.CustomObjectsApi(api)
+        body = {"apiVersion": f"{group}/v1", "kind": "Widget", "metadata": {"name": "w1"}}
+        body["spec"] = {"size": 3}
+        # The CRD's discovery can lag Established by a moment.
+        wait_for(
+            lambda: _try(
+                lambda: custom.create_namespaced_custom_object(
+                    group, "v1", namespace, "widgets", body
+                )
+            ),
+            what="custom object created",
+        )
+        got = custom.get_namespaced_custom_object(group, "v1", namespace, "widgets", "w1")
+        assert got["spec"] == {"size": 3}
+        with pytest.raises(ApiException) as invalid:
+            bad = dict(body, metadata={"name": "w2"}, spec={"size": 0})
+            custom.create_namespaced_custom_object(group, "v1", namespace, "widgets", bad)
+        assert invalid.value.status == 422
+        assert "spec.size" in invalid.value.body
+    finally:
+        ext.delete_custom_resource_definition(f"widgets.{group}")
+
+
+def _try(func):  # type: ignore[no-untyped-def]
+    try:
+        return func() or True
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+
+
+def test_deployment_creates_replicaset_and_pending_pods(
+    api: client.ApiClient, namespace: str
+) -> None:
+    apps = client.AppsV1Api(api)
+    core = client.CoreV1Api(api)
+    labels = {"app": "probe"}
+    deployment = client.V1Deployment(
+        metadata=client.V1ObjectMeta(name="probe"),
+        spec=client.V1DeploymentSpec(
+            replicas=2,
+            selector=client.V1LabelSelector(match_labels=labels),
+            template=client.V1PodTemplateSpec(
+                metadata=client.V1ObjectMeta(labels=labels),
+                spec=client.V1PodSpec(
+                    containers=[client.V1Container(name="c", image="example.invalid/none:1")],
+                    # Only wasm nodes may run anything; keep this Pod off them.
+                    node_selector={"wasmop.test/nowhere": "true"},
+                ),
+            ),
+        ),
+    )
+    apps.create_namespaced_deployment(namespace, deployment)
+    replicasets = wait_for(
+        lambda: apps.list_namespaced_replica_set(namespace).items, what="a ReplicaSet"
+    )
+    assert replicasets[0].metadata.owner_references[0].name == "probe"
+    pods = wait_for(
+        lambda: (lambda p: p if len(p) == 2 else None)(core.list_namespaced_pod(namespace).items),
+        what="two Pods",
+    )
+    assert {p.status.phase for p in pods} == {"Pending"}
+    assert all(p.metadata.owner_references[0].kind == "ReplicaSet" for p in pods)
+
+
+def test_serviceaccount_without_role_is_denied(
+    api: client.ApiClient, namespace: str, cluster
+) -> None:  # type: ignore[no-untyped-def]
+    core = client.CoreV1Api(api)
+    core.create_namespaced_service_account(
+        namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="nobody"))
+    )
+    token = core.create_namespaced_service_account_token(
+        "nobody",
+        namespace,
+        client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[])),
+    ).status.token
+    conf = client.Configuration()
+    conf.host = api.configuration.host
+    conf.ssl_ca_cert = api.configuration.ssl_ca_cert
+    conf.api_key = {"authorization": f"Bearer {token}"}
+    with client.ApiClient(conf) as as_nobody, pytest.raises(ApiException) as denied:
+        client.CoreV1Api(as_nobody).list_namespaced_secret(namespace)
+    assert denied.value.status == 403
+    assert f"system:serviceaccount:{namespace}:nobody" in denied.value.body
+
+
+def test_audit_log_records_a_create(api: client.ApiClient, namespace: str, cluster) -> None:  # type: ignore[no-untyped-def]
+    name = f"audited-{uuid.uuid4().hex[:8]}"
+    client.CoreV1Api(api).create_namespaced_config_map(
+        namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name=name), data={"k": "v"})
+    )
+
+    def recorded() -> dict | None:
+        text = cluster.layout.audit_log.read_text() if cluster.layout.audit_log.exists() else ""
+        for line in text.splitlines():
+            event = json.loads(line)
+            ref = event.get("objectRef", {})
+            if (
+                event["verb"] == "create"
+                and ref.get("name") == name
+                and event["stage"] == "ResponseComplete"
+            ):
+                return event
+        return None
+
+    event = wait_for(recorded, timeout=15, interval=0.25, what="the audit event")
+    assert event["objectRef"]["namespace"] == namespace
+    assert event["user"]["username"] == "wasmop-admin"
+    assert event["requestObject"]["data"] == {"k": "v"}
+
+
+def test_kubectl_subcommand_against_the_cluster(cluster) -> None:  # type: ignore[no-untyped-def]
+    ready = wasmop("kubectl", "get", "--raw", "/readyz")
+    assert ready.returncode == 0 and ready.stdout.strip() == "ok"
+    version = wasmop("kubectl", "version", "-o", "json")
+    assert version.returncode == 0, version.stderr
+    server = json.loads(version.stdout)["serverVersion"]
+    assert server["gitVersion"].startswith("v1.36.")
+    assert server["major"] == "1" and server["minor"] == "36"
+    can_i = wasmop(
+        "kubectl",
+        "auth",
+        "can-i",
+        "list",
+        "secrets",
+        "--as",
+        "system:serviceaccount:default:default",
+    )
+    assert can_i.stdout.strip() == "no"
+
+
+def test_kubernetes_service_has_no_loopback_endpoints(api: client.ApiClient) -> None:
+    slices = (
+        client.DiscoveryV1Api(api)
+        .list_namespaced_endpoint_slice(
+            "default", label_selector="kubernetes.io/service-name=kubernetes"
+        )
+        .items
+    )
+    addresses = [a for s in slices for e in s.endpoints or [] for a in e.addresses]
+    assert not any(a.startswith("127.") for a in addresses)
+
+
+def test_objects_survive_restart_and_down_stops_everything(api: client.ApiClient, cluster) -> None:  # type: ignore[no-untyped-def]
+    core = client.CoreV1Api(api)
+    name = f"survivor-{uuid.uuid4().hex[:8]}"
+    core.create_namespaced_config_map(
+        "default", client.V1ConfigMap(metadata=client.V1ObjectMeta(name=name), data={"a": "1"})
+    )
+    try:
+        assert manager.down(cluster.layout)
+        assert manager._processes_of(cluster.layout) == [], (
+            f"processes left with {CLUSTER_MARKER_ENV}"
+        )
+        result = manager.up(cluster.layout, timeout=180)
+        assert not result.already_running
+        assert core.read_namespaced_config_map(name, "default").data == {"a": "1"}
+        assert manager.up(cluster.layout).already_running
+    finally:
+        core.delete_namespaced_config_map(name, "default")

@@ -1,0 +1,98 @@
+"""What `wasmop cluster up` refuses, and the one line it says, before starting anything."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+from wasmop.cluster import manager
+from wasmop.cluster.layout import StateLayout
+from wasmop.cluster.settings import ClusterSettings, SettingsError
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> StateLayout:
+    return StateLayout(tmp_path / "state")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_port_in_use_is_named(layout: StateLayout, monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        layout.root.mkdir()
+        ClusterSettings(
+            api_port=port,
+            etcd_client_port=free_port(),
+            etcd_peer_port=free_port(),
+            controller_manager_port=free_port(),
+            scheduler_port=free_port(),
+        ).save(layout.settings_file)
+        monkeypatch.setattr(manager, "check_binary", lambda: Path("/bin/true"))
+        with pytest.raises(manager.ClusterError, match=f"port {port} .*kube-apiserver.* in use"):
+            manager.up(layout)
+
+
+def test_corrupt_settings_point_at_fresh(
+    layout: StateLayout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    layout.root.mkdir()
+    layout.settings_file.write_text("{not json")
+    monkeypatch.setattr(manager, "check_binary", lambda: Path("/bin/true"))
+    with pytest.raises(manager.ClusterError, match=r"corrupt.*--fresh"):
+        manager.up(layout)
+
+
+def test_corrupt_pki_points_at_fresh(layout: StateLayout, monkeypatch: pytest.MonkeyPatch) -> None:
+    layout.ensure()
+    (layout.pki / "ca.crt").write_text("not a certificate")
+    (layout.pki / "ca.key").write_text("not a key")
+    ClusterSettings(api_port=1, etcd_client_port=2, etcd_peer_port=3).save(layout.settings_file)
+    monkeypatch.setattr(manager, "check_binary", lambda: Path("/bin/true"))
+    monkeypatch.setattr(manager, "check_ports", lambda settings: None)
+    with pytest.raises(manager.ClusterError, match=r"corrupt: .*ca\.crt.*--fresh"):
+        manager.up(layout)
+
+
+def test_missing_binary_without_go_says_how_to_install(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("WASMOP_CONTROLPLANE_BIN", str(tmp_path / "missing"))
+    monkeypatch.setattr(manager.shutil, "which", lambda name: None)
+    with pytest.raises(manager.ClusterError, match=r"Go is not installed: install Go >= 1\.26"):
+        manager.check_binary()
+
+
+def test_missing_binary_with_go_says_make_controlplane(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("WASMOP_CONTROLPLANE_BIN", str(tmp_path / "missing"))
+    monkeypatch.setattr(manager.shutil, "which", lambda name: "/usr/bin/go")
+    with pytest.raises(manager.ClusterError, match=r"make controlplane"):
+        manager.check_binary()
+
+
+def test_settings_round_trip_and_unknown_keys(tmp_path: Path) -> None:
+    path = tmp_path / "cluster.json"
+    ClusterSettings(api_port=7443).save(path)
+    assert ClusterSettings.load(path) == ClusterSettings(api_port=7443)
+    path.write_text('{"api_port": 1, "colour": "red"}')
+    with pytest.raises(SettingsError, match=r"unknown settings colour"):
+        ClusterSettings.load(path)
+
+
+def test_service_ip_is_first_host_of_range() -> None:
+    assert ClusterSettings(service_cidr="10.100.0.0/16").service_ip == "10.100.0.1"
+
+
+def test_status_of_a_cluster_that_never_ran(layout: StateLayout) -> None:
+    assert manager.supervisor_pid(layout) is None
+    assert not manager.is_running(layout)
+    assert manager.down(layout) is False
