@@ -290,6 +290,8 @@ async def test_faults_do_not_disturb_concurrent_requests(
         for w in (manifest["loop"], manifest["grow"], manifest["flood"], manifest["trap"])
     ]
     faults = [asyncio.create_task(f.invoke(Request())) for f in faulty]
+    await asyncio.sleep(0.05)  # let them start: the hellos below run beside them
+    assert sum(f.in_flight for f in faulty) >= 1
     hellos = [await hello.invoke(Request()) for _ in range(30)]
     assert all(r.status == 200 and r.body == b"Hello, world!\n" for r in hellos)
     reasons = [(await task).reason for task in faults]
@@ -332,3 +334,41 @@ def test_process_exits_cleanly_after_serving(manifest: Manifest, tmp_path: Path)
     assert result.returncode == 0, result.stderr
     assert "Hello, world!" in result.stdout
     assert "panicked" not in result.stderr
+
+
+async def test_a_lone_request_runs_inline_and_a_slow_one_falls_back(
+    runtime: Runtime, manifest: Manifest
+) -> None:
+    hello = runtime.function(manifest["hello"].wasm_path, name="hello-inline")
+    assert (await hello.invoke(Request())).status == 200
+    assert hello.stats.inline_runs == 1
+
+    loop = runtime.function(
+        manifest["loop"].wasm_path, name="loop-inline", limits=Limits(timeout_s=0.3)
+    )
+    response = await loop.invoke(Request())
+    # The inline attempt was abandoned after one tick and the request ran again on a
+    # worker with its full budget, so the timeout is the function's own.
+    assert response.fault is Fault.TIMEOUT
+    assert "0.3 s" in response.body.decode()
+    assert (loop.stats.inline_runs, loop.stats.inline_overruns) == (0, 1)
+    assert loop.stats.snapshot()["requests"] == {"504 timeout": 1}
+    await loop.invoke(Request())
+    assert loop.stats.inline_overruns == 1  # cooling down: straight to a worker
+    for function in (hello, loop):
+        await function.aclose()
+
+
+async def test_modules_that_can_block_never_run_inline(
+    runtime: Runtime, manifest: Manifest
+) -> None:
+    sleep = runtime.function(manifest["sleep"].wasm_path, name="sleep-inline")
+    assert (await sleep.invoke(Request(query="ms=1"))).status == 200
+    assert sleep.stats.inline_runs == 0
+    disabled = runtime.function(
+        manifest["hello"].wasm_path, FunctionConfig(name="hello-no-inline", inline=False)
+    )
+    assert (await disabled.invoke(Request())).status == 200
+    assert disabled.stats.inline_runs == 0
+    for function in (sleep, disabled):
+        await function.aclose()

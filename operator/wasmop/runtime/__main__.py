@@ -15,15 +15,17 @@ from wasmop.runtime.cli import register
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m wasmop.runtime")
-    parser.add_argument(
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
+    known, rest = options.parse_known_args(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="python -m wasmop.runtime", parents=[options])
     subparsers = parser.add_subparsers(dest="command", metavar="<command>")
     register(subparsers)
-    args = parser.parse_args(["runtime", *(sys.argv[1:] if argv is None else argv)])
+    args = parser.parse_args(["runtime", *rest])
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=known.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )

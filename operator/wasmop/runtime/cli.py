@@ -136,7 +136,14 @@ def default_name(source: str) -> str:
 def _serve(args: argparse.Namespace) -> int:
     import asyncio
 
-    return asyncio.run(_serve_async(args))
+    try:  # uvloop roughly halves the event loop's share of an HTTP request
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is a dependency, but optional here
+        loop_factory = None
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(_serve_async(args))
 
 
 async def _serve_async(args: argparse.Namespace) -> int:

@@ -220,6 +220,9 @@ class FunctionConfig:
     max_queue: int = 64
     # A queued request that has not started after this long gets 503 queue-timeout.
     queue_timeout_s: float = 10.0
+    # Let a request that is alone in the process run on the event loop's thread within a
+    # budget of two epoch ticks, falling back to a worker thread if it needs longer.
+    inline: bool = True
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z0-9]([a-z0-9._-]{0,251}[a-z0-9])?", self.name):
@@ -258,6 +261,8 @@ class FunctionConfig:
                 kwargs[name_] = int(values.pop(name_))
         if "queue_timeout_s" in values:
             kwargs["queue_timeout_s"] = float(values.pop("queue_timeout_s"))
+        if "inline" in values:
+            kwargs["inline"] = bool(values.pop("inline"))
         if values:
             raise RuntimeConfigError(f"unknown function settings: {', '.join(sorted(values))}")
         return cls(**kwargs)

@@ -85,8 +85,7 @@ class OutputFile:
         fcntl.fcntl(self.fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_GROW)
         self.sealed = True
 
-    def read(self, limit: int) -> bytes:
-        size = min(self.size(), limit)
+    def read(self, size: int) -> bytes:
         chunks, offset = [], 0
         while offset < size:
             chunk = os.pread(self.fd, size - offset, offset)
@@ -109,9 +108,10 @@ def _acquire_file() -> OutputFile:
     return OutputFile()
 
 
-def _release_file(file: OutputFile) -> None:
+def _release_file(file: OutputFile, size: int) -> None:
     if not file.sealed:
-        os.ftruncate(file.fd, 0)  # give the pages back now, not at the next request
+        if size > 64 * 1024:
+            os.ftruncate(file.fd, 0)  # give the pages back now, not at the next request
         with _POOL_LOCK:
             if len(_POOL) < _POOL_MAX:
                 _POOL.append(file)
@@ -148,27 +148,44 @@ class OutputCapture:
         """The captured streams; stdout is empty when it overflowed. Releases the files."""
         with self.lock:
             self.done = True
-            if not self.overflowed and self.out.size() > self.out_cap:
+            out_size = self.out.size()
+            err_size = self.err.size()
+            if out_size > self.out_cap:
                 self.overflowed = True
-            stdout = b"" if self.overflowed else self.out.read(self.out_cap)
-            stderr = self.err.read(self.err_cap)
-            _release_file(self.out)
-            _release_file(self.err)
+            stdout = b"" if self.overflowed else self.out.read(out_size)
+            stderr = self.err.read(min(err_size, self.err_cap)) if err_size else b""
+            _release_file(self.out, out_size)
+            _release_file(self.err, err_size)
         return stdout, stderr
 
 
+_CHAR_PP = ctypes.POINTER(ctypes.POINTER(ctypes.c_char))
+
+
+def c_strings(values: list[str]) -> Any:
+    """A C array of NUL-terminated UTF-8 strings (wasmtime copies them)."""
+    array = (ctypes.c_char_p * len(values))(*[v.encode() for v in values])
+    return ctypes.cast(array, _CHAR_PP)
+
+
 def wasi_config(
-    argv: list[str], env: list[tuple[str, str]], stdin: bytes, capture: OutputCapture
+    argv: Any, env: list[tuple[str, str]], stdin: bytes, capture: OutputCapture
 ) -> wasmtime.WasiConfig:
-    """A WASI context with no preopened directories or sockets: CGI env, stdin and capture."""
+    """A WASI context with no preopened directories or sockets: CGI env, stdin and capture.
+
+    `argv` is `(count, c_strings(...))`, built once per function.
+    """
     config = wasmtime.WasiConfig()
-    config.argv = argv
-    config.env = env
+    pointer = config.ptr()
+    ffi.wasi_config_set_argv(pointer, argv[0], argv[1])
+    names = c_strings([name for name, _ in env])
+    values = c_strings([value.replace("\0", "") for _, value in env])
+    ffi.wasi_config_set_env(pointer, len(env), names, values)
     if stdin:
         vec = ffi.wasm_byte_vec_t()
         buffer = ctypes.cast(ctypes.c_char_p(stdin), ctypes.POINTER(ffi.wasm_byte_t))
         ffi.wasm_byte_vec_new(ctypes.byref(vec), len(stdin), buffer)
-        ffi.wasi_config_set_stdin_bytes(config.ptr(), ctypes.byref(vec))  # takes ownership
+        ffi.wasi_config_set_stdin_bytes(pointer, ctypes.byref(vec))  # takes ownership
     config.stdout_file = capture.out.path
     config.stderr_file = capture.err.path
     return config

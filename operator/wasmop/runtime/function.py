@@ -23,6 +23,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import ctypes
 import logging
 import re
 import threading
@@ -32,6 +33,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import wasmtime
+from wasmtime import _ffi as ffi
+from wasmtime._extern import wrap_extern
 
 from wasmop.runtime.abi import (
     BadResponse,
@@ -43,7 +46,7 @@ from wasmop.runtime.abi import (
     parse_cgi_output,
 )
 from wasmop.runtime.config import MIB, FunctionConfig
-from wasmop.runtime.engine import OutputCapture, wasi_config
+from wasmop.runtime.engine import OutputCapture, c_strings, wasi_config
 
 if TYPE_CHECKING:
     from wasmop.runtime.engine import CompiledModule, Runtime
@@ -61,6 +64,32 @@ DEFAULT_FUEL = 10_000_000_000
 # epoch deadline cannot interrupt.
 DEADLINE_GRACE_S = 0.25
 STDERR_IN_BODY = 1024
+# The inline budget in epoch ticks: between one and two ticks (10-20 ms by default); one
+# tick alone would interrupt a short request whenever a tick happens to fall inside it.
+INLINE_TICKS = 2
+# After a request overran the inline budget, the function uses worker threads this long.
+INLINE_COOLDOWN_S = 10.0
+# WASI calls that can block the calling thread for long (sleeps, waits on clocks); a module
+# importing one never runs on the event loop's thread.
+_BLOCKING_IMPORTS = frozenset({"poll_oneoff"})
+# Invocations in progress in this process (all functions, all servers): the inline path is
+# only taken when a request is alone, so concurrent requests still use several cores.
+_ACTIVE_INVOCATIONS = [0]
+
+
+_EXPORT_NAMES: dict[bytes, ctypes.Array[ctypes.c_char]] = {}
+
+
+def export(instance: wasmtime.Instance, store: wasmtime.Store, name: bytes) -> object:
+    """One export by name, without wrapping every export of the instance first."""
+    buffer = _EXPORT_NAMES.get(name)
+    if buffer is None:
+        buffer = _EXPORT_NAMES[name] = ctypes.create_string_buffer(name, len(name))
+    item = ffi.wasmtime_extern_t()
+    found = ffi.wasmtime_instance_export_get(
+        store._context(), ctypes.byref(instance._instance), buffer, len(name), ctypes.byref(item)
+    )
+    return wrap_extern(item) if found else None
 
 
 def trap_message(trap: wasmtime.Trap) -> str:
@@ -124,6 +153,8 @@ class FunctionStats:
         self.instantiate_count = 0
         self.cpu_seconds = 0.0
         self.peak_memory_bytes = 0
+        self.inline_runs = 0  # requests served on the event loop's thread
+        self.inline_overruns = 0  # inline attempts abandoned for a worker thread
 
     def record_request(self, status: int, reason: str, seconds: float) -> None:
         with self.lock:
@@ -154,6 +185,8 @@ class FunctionStats:
                 "instantiate_count": self.instantiate_count,
                 "cpu_seconds": self.cpu_seconds,
                 "peak_memory_bytes": self.peak_memory_bytes,
+                "inline_runs": self.inline_runs,
+                "inline_overruns": self.inline_overruns,
             }
 
 
@@ -168,7 +201,7 @@ class Function:
         self.stats = FunctionStats()
         self._limits = config.limits
         self._ticks = runtime.ticker.deadline_ticks(config.limits.timeout_s)
-        self._argv = [config.name]
+        self._argv = (1, c_strings([config.name]))
         self._granted = dict(config.env)
         self._fuel = (config.limits.fuel or DEFAULT_FUEL) if runtime.config.consume_fuel else None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -181,6 +214,10 @@ class Function:
         self._idle = threading.Condition()
         self._live_memory: dict[int, int] = {}
         self._closing = False
+        self._inline = config.inline and not any(
+            imp.name in _BLOCKING_IMPORTS for imp in module.info.imports
+        )
+        self._inline_cooldown_until = 0.0
 
     # -- live figures
 
@@ -238,9 +275,13 @@ class Function:
         return response
 
     async def invoke(self, request: Request) -> Response:
-        """Run one request on a worker thread, within the concurrency limit and queue."""
+        """Run one request within the concurrency limit and queue (see `_run_inline`)."""
         started = time.perf_counter()
-        response = await self._invoke(request, started)
+        _ACTIVE_INVOCATIONS[0] += 1
+        try:
+            response = await self._invoke(request, started)
+        finally:
+            _ACTIVE_INVOCATIONS[0] -= 1
         self._record(response, time.perf_counter() - started)
         return response
 
@@ -282,6 +323,11 @@ class Function:
                 )
         else:
             self._running += 1
+            if self._may_run_inline():
+                response = self._run_inline(request)
+                if response is not None:
+                    self._release()
+                    return response
         # A slot is held from here; it is released when the worker thread finishes, even if
         # this coroutine is cancelled or gives up waiting first.
         queued_s = time.perf_counter() - started
@@ -302,6 +348,34 @@ class Function:
         except Exception:
             log.exception("runtime error function=%s", self.name)
             return self._fault(Fault.INTERNAL, "internal runtime error")
+
+    def _may_run_inline(self) -> bool:
+        """Whether this request may try the fast path on the event loop's own thread."""
+        return (
+            self._inline
+            and _ACTIVE_INVOCATIONS[0] == 1  # nothing else in this process is being served
+            and time.monotonic() >= self._inline_cooldown_until
+        )
+
+    def _run_inline(self, request: Request) -> Response | None:
+        """Run on the calling (event loop) thread with a CPU budget of `INLINE_TICKS`.
+
+        Saves the two thread wake-ups of the worker path, which on a virtual machine cost
+        more than running hello itself. A request that overruns the budget is abandoned
+        and run again on a worker with its full limits: a fresh instance with only stdin,
+        stdout and clocks has no side effects to repeat. The function then stays on the
+        worker path for a while, so a slow function blocks the loop at most once a
+        cool-down, for at most two ticks.
+        """
+        response = self._execute(request, 0.0, ticks=INLINE_TICKS)
+        if response.fault is Fault.TIMEOUT and response.stats.trap is not None:
+            self._inline_cooldown_until = time.monotonic() + INLINE_COOLDOWN_S
+            with self.stats.lock:
+                self.stats.inline_overruns += 1
+            return None
+        with self.stats.lock:
+            self.stats.inline_runs += 1
+        return response
 
     def _release_done(self, future: asyncio.Future[Response]) -> None:
         if not future.cancelled():
@@ -327,7 +401,7 @@ class Function:
 
     # -- one request in a fresh instance (any thread)
 
-    def _execute(self, request: Request, queued_s: float) -> Response:
+    def _execute(self, request: Request, queued_s: float, ticks: int | None = None) -> Response:
         limits = self._limits
         stats = InvokeStats(queue_s=queued_s)
         env = cgi_environ(
@@ -350,18 +424,17 @@ class Function:
             store = wasmtime.Store(self.runtime.engine)
             store.set_wasi(wasi_config(self._argv, env, request.body, capture))
             store.set_limits(memory_size=limits.memory_bytes)
-            store.set_epoch_deadline(self._ticks)
+            store.set_epoch_deadline(self._ticks if ticks is None else ticks)
             if self._fuel is not None:
                 store.set_fuel(self._fuel)
             instance = self.module.pre.instantiate(store)
             instantiated = True
             t_instance = time.perf_counter()
-            exports = instance.exports(store)
-            memory_export = exports.get("memory")
+            memory_export = export(instance, store, b"memory")
             if isinstance(memory_export, wasmtime.Memory):
                 memory = memory_export
                 self._live_memory[key] = memory.data_len(store)
-            start = exports.get("_start")
+            start = export(instance, store, b"_start")
             assert isinstance(start, wasmtime.Func)
             try:
                 start(store)

@@ -1,0 +1,377 @@
+"""Microbenchmark of the wasmtime function runtime (`make bench-runtime`).
+
+Everything is measured in one run on this machine and reported as medians and ratios,
+because absolute numbers move with the machine and its load while ratios mostly do not:
+
+- raw wasmtime call of hello: Store + WASI context + instantiate from the InstancePre +
+  `_start`, output read back; the floor any embedding pays;
+- in-process runtime invoke: `Function.invoke_sync` (CGI env, limits, output parsing),
+  `await Function.invoke` as the server calls it (a lone request runs on the loop's
+  thread), and the same forced onto a worker thread (what a thread hop costs here);
+- HTTP invoke through `python -m wasmop.runtime serve` in another process, from a
+  keep-alive connection with a minimal client so the client adds little;
+- first load (compile) of the largest module versus cached loads (precompiled on disk,
+  and in memory);
+- requests per second with the server pinned to one core and several connections.
+
+Targets (issue 3): HTTP p50 <= 2 ms and <= 3x the raw call; cached load >= 10x faster
+than compiling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+HTTP_TARGET_S = 0.002
+HTTP_RATIO_TARGET = 3.0
+CACHE_RATIO_TARGET = 10.0
+
+
+@dataclass
+class Row:
+    name: str
+    median_s: float
+    p90_s: float | None = None
+    samples: int = 0
+
+
+@dataclass
+class Results:
+    environment: dict[str, str] = field(default_factory=dict)
+    rows: dict[str, Row] = field(default_factory=dict)
+    rps_one_core: float = 0.0
+
+    def add(self, key: str, name: str, samples: list[float]) -> Row:
+        ordered = sorted(samples)
+        row = Row(
+            name=name,
+            median_s=statistics.median(ordered),
+            p90_s=ordered[int(len(ordered) * 0.9)] if len(ordered) >= 10 else None,
+            samples=len(ordered),
+        )
+        self.rows[key] = row
+        return row
+
+
+def timed(fn: Callable[[], object], count: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(count):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+# --- in-process ------------------------------------------------------------------------
+
+
+def bench_in_process(results: Results, hello: Path, count: int) -> None:
+    import wasmtime
+
+    from wasmop.runtime import Function, FunctionConfig, Request, Runtime
+
+    runtime = Runtime()
+    function = runtime.function(hello, FunctionConfig(name="hello"))
+    pre = function.module.pre
+    engine = runtime.engine
+    out = os.memfd_create("bench-stdout", os.MFD_CLOEXEC)
+    out_path = f"/proc/self/fd/{out}"
+
+    def raw() -> bytes:
+        store = wasmtime.Store(engine)
+        wasi = wasmtime.WasiConfig()
+        wasi.stdout_file = out_path
+        store.set_wasi(wasi)
+        store.set_epoch_deadline(1_000_000)
+        instance = pre.instantiate(store)
+        start = instance.exports(store)["_start"]
+        assert isinstance(start, wasmtime.Func)
+        start(store)
+        store.close()
+        return os.pread(out, 4096, 0)
+
+    assert raw().endswith(b"Hello, world!\n")
+    request = Request()
+
+    def sync_invoke() -> None:
+        function.invoke_sync(request)
+
+    # Interleave the two so that background load hits both alike.
+    raw_samples: list[float] = []
+    sync_samples: list[float] = []
+    for _ in range(4):
+        raw_samples += timed(raw, count // 4, count // 20)
+        sync_samples += timed(sync_invoke, count // 4, count // 20)
+    results.add("raw", "raw wasmtime call, hello", raw_samples)
+    results.add("invoke_sync", "in-process invoke (calling thread), hello", sync_samples)
+
+    worker_only = runtime.function(hello, FunctionConfig(name="hello-worker", inline=False))
+
+    async def async_samples(target: Function) -> list[float]:
+        samples = []
+        for index in range(count + count // 10):
+            start = time.perf_counter()
+            await target.invoke(request)
+            if index >= count // 10:
+                samples.append(time.perf_counter() - start)
+        await target.aclose()
+        return samples
+
+    results.add(
+        "invoke_async",
+        "in-process invoke (async, as served), hello",
+        asyncio.run(async_samples(function)),
+    )
+    results.add(
+        "invoke_worker",
+        "in-process invoke (always a worker thread)",
+        asyncio.run(async_samples(worker_only)),
+    )
+    os.close(out)
+    runtime.close()
+
+
+def bench_loads(results: Results, largest: Path) -> None:
+    from wasmop.runtime import Runtime, RuntimeConfig
+
+    compile_samples = []
+    for _ in range(3):
+        with Runtime() as runtime:
+            start = time.perf_counter()
+            module = runtime.load(largest)
+            compile_samples.append(time.perf_counter() - start)
+            assert module.origin == "compiled"
+    results.add("load_compile", f"load {largest.name}: compile", compile_samples)
+
+    with tempfile.TemporaryDirectory(prefix="wasmop-bench-cache-") as cache:
+        config = RuntimeConfig(cache_dir=Path(cache))
+        with Runtime(config) as runtime:
+            runtime.load(largest)  # writes the precompiled file
+        disk_samples = []
+        for _ in range(10):
+            with Runtime(config) as runtime:
+                start = time.perf_counter()
+                module = runtime.load(largest)
+                disk_samples.append(time.perf_counter() - start)
+                assert module.origin == "disk-cache"
+        results.add("load_disk", f"load {largest.name}: precompiled on disk", disk_samples)
+        with Runtime(config) as runtime:
+            runtime.load(largest)
+            memory_samples = timed(lambda: runtime.load(largest), 10, 1)
+        results.add("load_memory", f"load {largest.name}: in-memory cache", memory_samples)
+
+
+# --- over HTTP -------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    """`python -m wasmop.runtime serve` in a child process, optionally pinned to one CPU."""
+
+    def __init__(self, module: Path, cpu: int | None = None, concurrency: int = 4) -> None:
+        self.port = free_port()
+        command = [
+            sys.executable, "-m", "wasmop.runtime", "--log-level", "warning", "serve",
+            "--module", str(module), "--port", str(self.port),
+            "--max-concurrency", str(concurrency), "--max-queue", "1024",
+        ]  # fmt: skip
+        pin = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=pin
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if "serving" not in line:
+            self.stop()
+            raise RuntimeError(f"server did not start: {line} {self.process.stderr}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+_LENGTH = re.compile(rb"\r\ncontent-length:\s*(\d+)", re.IGNORECASE)
+
+
+def read_response(sock: socket.socket, buffer: bytearray) -> bytes:
+    """One HTTP/1.1 response with Content-Length from a keep-alive socket."""
+    while True:
+        end = buffer.find(b"\r\n\r\n")
+        if end != -1:
+            match = _LENGTH.search(buffer, 0, end + 2)
+            length = int(match.group(1)) if match else 0
+            total = end + 4 + length
+            while len(buffer) < total:
+                buffer += sock.recv(65536)
+            response = bytes(buffer[:total])
+            del buffer[:total]
+            return response
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("server closed the connection")
+        buffer += chunk
+
+
+def bench_http_latency(results: Results, hello: Path, count: int) -> None:
+    server = Server(hello)
+    try:
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        buffer = bytearray()
+
+        def one() -> None:
+            sock.sendall(REQUEST)
+            response = read_response(sock, buffer)
+            assert response.startswith(b"HTTP/1.1 200") and response.endswith(b"Hello, world!\n")
+
+        results.add("http", "HTTP invoke (keep-alive), hello", timed(one, count, count // 10))
+        sock.close()
+    finally:
+        server.stop()
+
+
+async def _load(port: int, connections: int, total: int) -> float:
+    async def worker(quota: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for _ in range(quota):
+            writer.write(REQUEST)
+            head = await reader.readuntil(b"\r\n\r\n")
+            match = _LENGTH.search(head)
+            await reader.readexactly(int(match.group(1)) if match else 0)
+        writer.close()
+
+    quotas = [total // connections] * connections
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(q) for q in quotas))
+    return sum(quotas) / (time.perf_counter() - start)
+
+
+def bench_rps(results: Results, hello: Path, total: int) -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    server = Server(hello, cpu=cpus[0], concurrency=4)
+    try:
+        if len(cpus) > 1:
+            os.sched_setaffinity(0, set(cpus[1:]))  # the client stays off the server's core
+        asyncio.run(_load(server.port, 8, total // 5))  # warm up
+        results.rps_one_core = asyncio.run(_load(server.port, 8, total))
+    finally:
+        os.sched_setaffinity(0, set(cpus))
+        server.stop()
+
+
+# --- report ----------------------------------------------------------------------------
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:9.3f} ms"
+
+
+def report(results: Results) -> str:
+    rows = results.rows
+    lines = [
+        "wasmop runtime microbenchmark: "
+        + ", ".join(f"{k} {v}" for k, v in results.environment.items()),
+        "",
+        f"{'measurement':<46} {'median':>12} {'p90':>12} {'n':>6}",
+    ]
+    for row in rows.values():
+        p90 = _ms(row.p90_s) if row.p90_s is not None else ""
+        lines.append(f"{row.name:<46} {_ms(row.median_s):>12} {p90:>12} {row.samples:>6}")
+    lines.append(
+        f"{'requests/s, server pinned to one core, hello':<46} {results.rps_one_core:12.0f}"
+    )
+    http, raw = rows["http"].median_s, rows["raw"].median_s
+    ratio_raw = http / raw
+    ratio_invoke = http / rows["invoke_sync"].median_s
+    cache_ratio = rows["load_compile"].median_s / rows["load_disk"].median_s
+    cache_ratio_memory = rows["load_compile"].median_s / rows["load_memory"].median_s
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "MISSED"
+
+    lines += [
+        "",
+        f"{'target':<46} {'measured':>12} {'verdict':>12}",
+        f"{'HTTP invoke p50 <= 2 ms':<46} {_ms(http):>12} {verdict(http <= HTTP_TARGET_S):>12}",
+        f"{'HTTP invoke / raw wasmtime call <= 3x':<46} {ratio_raw:11.2f}x "
+        f"{verdict(ratio_raw <= HTTP_RATIO_TARGET):>12}",
+        f"{'HTTP invoke / in-process invoke (info)':<46} {ratio_invoke:11.2f}x",
+        f"{'compile / precompiled-on-disk load >= 10x':<46} {cache_ratio:11.0f}x "
+        f"{verdict(cache_ratio >= CACHE_RATIO_TARGET):>12}",
+        f"{'compile / in-memory cache load (info)':<46} {cache_ratio_memory:11.0f}x",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="wasmtime runtime microbenchmark")
+    parser.add_argument("--requests", type=int, default=4000, help="samples per latency row")
+    parser.add_argument("--rps-requests", type=int, default=8000, help="requests for req/s")
+    parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    args = parser.parse_args(argv)
+
+    import wasmtime  # noqa: F401 - fail early with a clear import error
+
+    from wasmop.runtime.engine import wasmtime_version
+    from wasmop.runtime.workloads import ensure_built
+
+    manifest = ensure_built()
+    hello = manifest["hello"].wasm_path
+    largest = max((w.wasm_path for w in manifest.servable()), key=lambda p: p.stat().st_size)
+    results = Results(
+        environment={
+            "wasmtime": wasmtime_version(),
+            "python": platform.python_version(),
+            "cpus": str(len(os.sched_getaffinity(0))),
+            "load": f"{os.getloadavg()[0]:.2f}",
+        }
+    )
+    bench_in_process(results, hello, args.requests)
+    bench_http_latency(results, hello, args.requests)
+    bench_loads(results, largest)
+    bench_rps(results, hello, args.rps_requests)
+    results.environment["load"] += f"->{os.getloadavg()[0]:.2f}"
+    sys.stdout.write(report(results) + "\n")
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "environment": results.environment,
+                    "rows": {k: asdict(v) for k, v in results.rows.items()},
+                    "rps_one_core": results.rps_one_core,
+                },
+                indent=2,
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
