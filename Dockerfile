@@ -1,0 +1,19 @@
+# The wasmop function runtime as a container image, for running functions on a real
+# cluster (kind, k3s, EKS) instead of in a wasm node agent: `wasmop runtime serve`.
+# The module is mounted at /module/function.wasm (plain or gzip-compressed), e.g. from
+# the function's ConfigMap; --module may also be an http(s) URL.
+FROM python:3.11-slim
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY operator ./operator
+
+# Only what the runtime imports, not the whole harness (operator, notebooks, Locust).
+RUN pip install --no-cache-dir --no-deps . \
+ && pip install --no-cache-dir "wasmtime==50.0.1" "aiohttp>=3.11,<4" "uvloop>=0.21" \
+      "prometheus_client>=0.21"
+
+USER 65532:65532
+EXPOSE 8080
+ENTRYPOINT ["python", "-m", "wasmop.runtime", "serve", "--host", "0.0.0.0", "--port", "8080"]
+CMD ["--module", "/module/function.wasm"]
