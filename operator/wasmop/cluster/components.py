@@ -15,7 +15,9 @@ import yaml
 
 from wasmop.cluster import kubeconfig
 from wasmop.cluster.layout import StateLayout, controlplane_binary
-from wasmop.cluster.pki import PKI, apiserver_identities
+import sys
+
+from wasmop.cluster.pki import PKI, Identity, apiserver_identities
 from wasmop.cluster.settings import ClusterSettings
 
 
@@ -39,6 +41,7 @@ class ComponentSpec:
     env: dict[str, str] = field(default_factory=dict)
     stop_timeout_seconds: float = 10.0
     start_timeout_seconds: float = 60.0
+    oneshot: bool = False  # runs to completion (exit 0) instead of staying up
 
 
 # Writes are traced at Request level so that every change the operator makes can be
@@ -66,8 +69,10 @@ def prepare(layout: StateLayout, settings: ClusterSettings) -> PKI:
     layout.ensure()
     pki = PKI(layout.pki)
     pki.ensure(apiserver_identities(settings.service_ip))
+    pki.ensure_identity(Identity("gateway", "wasmop:gateway"))
     users = {
         "admin": layout.admin_kubeconfig,
+        "gateway": layout.kubeconfig_for("gateway"),
         "controller-manager": layout.kubeconfig_for("controller-manager"),
         "scheduler": layout.kubeconfig_for("scheduler"),
     }
@@ -203,3 +208,51 @@ def control_plane(layout: StateLayout, settings: ClusterSettings) -> list[Compon
             after=("kube-apiserver",),
         ),
     ]
+
+
+def workloads(layout: StateLayout, settings: ClusterSettings) -> list[ComponentSpec]:
+    """Base objects, the wasm node agents and the gateway: what makes the cluster run
+    WebAssembly, started once the control plane is up."""
+    from wasmop.node.netns import NodeNetwork
+
+    wasmop = [sys.executable, "-m", "wasmop"]
+    state = ["--state-dir", str(layout.root)]
+    specs = [
+        ComponentSpec(
+            "bootstrap",
+            [sys.executable, "-m", "wasmop.cluster.bootstrap", *state],
+            probe=None,
+            after=("kube-apiserver",),
+            oneshot=True,
+        )
+    ]
+    for index, name in enumerate(settings.node_names(), start=1):
+        cidr = settings.node_pod_cidr(index)
+        network = NodeNetwork.for_node(name, cidr)
+        specs.append(
+            ComponentSpec(
+                name,
+                [
+                    *wasmop, "node", *state, "run",
+                    "--name", name,
+                    "--pod-cidr", cidr,
+                    "--zone", settings.node_zone(index),
+                ],  # fmt: skip
+                Probe(f"http://{network.node_address}:10250/healthz"),
+                after=("bootstrap",),
+                stop_timeout_seconds=35.0,
+            )
+        )
+    specs.append(
+        ComponentSpec(
+            "gateway",
+            [
+                *wasmop, "gateway", "run",
+                "--port", str(settings.gateway_port),
+                "--kubeconfig", str(layout.kubeconfig_for("gateway")),
+            ],  # fmt: skip
+            Probe(f"http://127.0.0.1:{settings.gateway_port}/healthz"),
+            after=("bootstrap",),
+        )
+    )
+    return specs

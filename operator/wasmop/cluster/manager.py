@@ -235,7 +235,22 @@ def down(layout: StateLayout, timeout: float = 60.0) -> bool:
             time.sleep(0.05)
     strays = sweep_strays(layout)
     layout.supervisor_pid.unlink(missing_ok=True)
+    _remove_node_networks(layout)
     return pid is not None or bool(strays)
+
+
+def _remove_node_networks(layout: StateLayout) -> None:
+    """A killed agent cannot remove its namespace; do it for it."""
+    from wasmop.node.netns import NodeNetwork
+
+    try:
+        settings = load_settings(layout)
+    except ClusterError:
+        return
+    for index, name in enumerate(settings.node_names(), start=1):
+        network = NodeNetwork.for_node(name, settings.node_pod_cidr(index))
+        if network.exists():
+            network.teardown()
 
 
 def control(layout: StateLayout, op: str, **fields: Any) -> dict[str, Any]:

@@ -37,6 +37,26 @@ class ClusterSettings:
     client_qps: int = 200
     client_burst: int = 400
     etcd_fsync: bool = True
+    # Wasm node agents (at least two, so a node failure can evict to a healthy node) and
+    # the gateway, started with the control plane.
+    nodes: int = 2
+    zones: tuple[str, ...] = ("zone-a", "zone-b")
+    gateway_port: int = 8000
+
+    def __post_init__(self) -> None:
+        self.zones = tuple(self.zones)
+        if not 0 <= self.nodes <= 63:
+            raise SettingsError(f"nodes must be between 0 and 63, got {self.nodes}")
+
+    def node_names(self) -> list[str]:
+        return [f"wasm-node-{i}" for i in range(1, self.nodes + 1)]
+
+    def node_pod_cidr(self, index: int) -> str:
+        """Node i (from 1) serves 10.244.i.0/24."""
+        return f"10.244.{index}.0/24"
+
+    def node_zone(self, index: int) -> str:
+        return self.zones[(index - 1) % len(self.zones)]
 
     @property
     def service_ip(self) -> str:
@@ -61,6 +81,7 @@ class ClusterSettings:
             "kube-apiserver": self.api_port,
             "kube-controller-manager": self.controller_manager_port,
             "kube-scheduler": self.scheduler_port,
+            "gateway": self.gateway_port,
         }
 
     def to_json(self) -> str:
@@ -72,6 +93,8 @@ class ClusterSettings:
         unknown = sorted(set(data) - set(known))
         if unknown:
             raise SettingsError(f"unknown settings {', '.join(unknown)}")
+        if "zones" in data:
+            data = {**data, "zones": tuple(data["zones"])}
         return cls(**data)
 
     @classmethod

@@ -177,8 +177,32 @@ class Supervisor:
         for dep in c.spec.after:
             await self.components[dep].ready.wait()
         await self._spawn(c)
+        if c.spec.oneshot:
+            await self._run_to_completion(c)
+            return
         await self._wait_ready(c)
         self._watchers[c.spec.name] = asyncio.create_task(self._watch(c))
+
+    async def _run_to_completion(self, c: Component) -> None:
+        assert c.process is not None
+        try:
+            code = await asyncio.wait_for(c.process.wait(), c.spec.start_timeout_seconds)
+        except TimeoutError:
+            await self._terminate(c, signal.SIGKILL)
+            raise StartFailure(
+                f"{c.spec.name} did not finish in {c.spec.start_timeout_seconds:.0f} s"
+                f" (log: {c.log_path})"
+            ) from None
+        if code != 0:
+            cause = last_log_line(c.log_path)
+            raise StartFailure(
+                f"{c.spec.name} failed with status {code}"
+                + (f": {cause}" if cause else "")
+                + f" (log: {c.log_path})"
+            )
+        c.state = "completed"
+        c.ready.set()
+        self.write_status()
 
     async def _watch(self, c: Component) -> None:
         """Restart the component whenever it exits unexpectedly."""
@@ -331,7 +355,7 @@ def build_specs(layout: StateLayout) -> list[ComponentSpec]:
     from wasmop.cluster.settings import ClusterSettings
 
     settings = ClusterSettings.load(layout.settings_file) or ClusterSettings()
-    return components.control_plane(layout, settings)
+    return components.control_plane(layout, settings) + components.workloads(layout, settings)
 
 
 def main(argv: list[str] | None = None) -> int:

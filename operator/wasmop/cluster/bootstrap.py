@@ -1,0 +1,117 @@
+"""Objects every embedded cluster starts with, applied once the API server is ready.
+
+Server-side apply makes this idempotent: a restart re-applies the same manifests and
+changes nothing. CustomResourceDefinitions go first and are waited for (Established),
+because objects of their kinds cannot be created before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from wasmop.cluster.layout import StateLayout, repo_root
+from wasmop.kube import ApiError, Kube, KubeConfig
+
+log = logging.getLogger("wasmop.bootstrap")
+FIELD_MANAGER = "wasmop-bootstrap"
+
+
+def manifests() -> list[Path]:
+    """What to apply, in order (files that do not exist yet are skipped)."""
+    config = repo_root() / "operator" / "config"
+    return [
+        config / "crds" / "wasmruntimes.yaml",
+        config / "crds" / "wasmfunctions.yaml",
+        config / "rbac" / "gateway.yaml",
+        config / "rbac" / "operator.yaml",
+        config / "crds" / "default-runtime.yaml",
+    ]
+
+
+# Kinds bootstrap applies, and where they live in the API.
+RESOURCES: dict[str, tuple[str, bool]] = {
+    "CustomResourceDefinition": ("customresourcedefinitions", False),
+    "Namespace": ("namespaces", False),
+    "ServiceAccount": ("serviceaccounts", True),
+    "ClusterRole": ("clusterroles", False),
+    "ClusterRoleBinding": ("clusterrolebindings", False),
+    "Role": ("roles", True),
+    "RoleBinding": ("rolebindings", True),
+    "WasmRuntime": ("wasmruntimes", False),
+}
+
+
+def object_path(obj: dict[str, Any]) -> str:
+    kind = obj["kind"]
+    if kind not in RESOURCES:
+        raise ValueError(f"bootstrap does not know kind {kind}")
+    plural, namespaced = RESOURCES[kind]
+    api_version = obj["apiVersion"]
+    prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    namespace = obj["metadata"].get("namespace", "default") if namespaced else None
+    ns = f"/namespaces/{namespace}" if namespace else ""
+    return f"{prefix}{ns}/{plural}/{obj['metadata']['name']}"
+
+
+async def wait_established(kube: Kube, name: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
+    while time.monotonic() < deadline:
+        crd = await kube.get(path)
+        conditions = (crd.get("status") or {}).get("conditions") or []
+        if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
+            return
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"CRD {name} not Established after {timeout:.0f} s")
+
+
+async def apply_all(kube: Kube, files: list[Path]) -> int:
+    applied = 0
+    for path in files:
+        if not path.exists():
+            continue
+        for obj in yaml.safe_load_all(path.read_text()):
+            if not obj:
+                continue
+            for attempt in range(50):
+                try:
+                    await kube.apply(object_path(obj), obj, FIELD_MANAGER)
+                    break
+                except ApiError as exc:
+                    # A kind whose CRD was just established may not be served for a moment.
+                    if exc.status == 404 and attempt < 49:
+                        await asyncio.sleep(0.1)
+                        continue
+                    raise
+            applied += 1
+            if obj["kind"] == "CustomResourceDefinition":
+                await wait_established(kube, obj["metadata"]["name"])
+    return applied
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Apply the embedded cluster's base objects.")
+    parser.add_argument("--state-dir", type=Path, required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    layout = StateLayout(args.state_dir.resolve())
+
+    async def run() -> int:
+        async with Kube(KubeConfig.from_file(layout.admin_kubeconfig), user_agent=FIELD_MANAGER) as kube:
+            return await apply_all(kube, manifests())
+
+    count = asyncio.run(run())
+    log.info("applied %d objects", count)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""``wasmop gateway run``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
+    from wasmop.gateway.server import GatewaySettings, serve
+    from wasmop.kube import Kube, KubeConfig
+
+    settings = GatewaySettings(
+        host=args.host, port=args.port, cold_start_wait_s=args.cold_start_wait, attempts=args.attempts
+    )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        async with Kube(KubeConfig.load(args.kubeconfig), user_agent="wasmop-gateway") as kube:
+            await serve(kube, settings, stop)
+
+    asyncio.run(main())
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    gateway = subparsers.add_parser(
+        "gateway",
+        help="HTTP gateway: /<namespace>/<service>[/<path>] to a ready Pod",
+        description="Routes requests to ready endpoints of a Service (from its "
+        "EndpointSlices), balancing by fewest requests in flight and retrying a failed "
+        "connection on another Pod. Exposes /metrics, /healthz and /-/stats.",
+    )
+    sub = gateway.add_subparsers(dest="gateway_command", metavar="<action>", required=True)
+    run = sub.add_parser("run", help="run the gateway in the foreground")
+    run.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    run.add_argument("--port", type=int, default=8000, help="listen port (default 8000)")
+    run.add_argument("--kubeconfig", type=Path, help="default: $KUBECONFIG or the embedded cluster")
+    run.add_argument(
+        "--cold-start-wait", type=float, default=5.0, help="seconds to wait for a first ready Pod"
+    )
+    run.add_argument("--attempts", type=int, default=3, help="Pods tried on connection failure")
+    run.set_defaults(handler=cmd_run)

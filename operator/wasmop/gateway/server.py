@@ -1,0 +1,291 @@
+"""The gateway server: routes requests to ready Pods, retries connection failures on
+another Pod, and measures every request.
+
+Each response carries ``Server-Timing`` (time in the gateway and upstream) and
+``X-Wasmop-Pod`` (the Pod that served it); a response that had to wait for a first
+ready endpoint is marked ``X-Wasmop-Cold-Start: true``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from wasmop.gateway.endpoints import EndpointTable
+from wasmop.kube import Kube
+from wasmop.kube.client import api_path
+
+log = logging.getLogger(__name__)
+
+REASON_HEADER = "X-Wasmop-Reason"
+POD_HEADER = "X-Wasmop-Pod"
+COLD_START_HEADER = "X-Wasmop-Cold-Start"
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+}
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    attempts: int = 3  # tries on distinct endpoints when a connection fails
+    cold_start_wait_s: float = 5.0  # wait this long for a first ready endpoint
+    upstream_timeout_s: float = 60.0
+    connections_per_endpoint: int = 64
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        labels = ["namespace", "service"]
+        self.requests = Counter(
+            "wasmop_gateway_requests", "Requests by service and status code",
+            [*labels, "code"], registry=self.registry,
+        )  # fmt: skip
+        self.in_flight = Gauge(
+            "wasmop_gateway_in_flight_requests", "Requests in flight", labels, registry=self.registry
+        )
+        self.latency = Histogram(
+            "wasmop_gateway_request_duration_seconds", "Gateway request latency",
+            labels, registry=self.registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )  # fmt: skip
+        self.retries = Counter(
+            "wasmop_gateway_upstream_retries", "Connection failures retried on another Pod",
+            labels, registry=self.registry,
+        )  # fmt: skip
+        self.cold_starts = Counter(
+            "wasmop_gateway_cold_starts", "Requests that waited for a first ready Pod",
+            labels, registry=self.registry,
+        )  # fmt: skip
+
+
+class Gateway:
+    def __init__(self, kube: Kube, settings: GatewaySettings) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.table = EndpointTable()
+        self.metrics = Metrics()
+        self.synced = asyncio.Event()
+        self._changed = asyncio.Condition()
+        self._session: aiohttp.ClientSession | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        # Per-service counters for the autoscaler's requests-per-second signal.
+        self.counts: dict[tuple[str, str], int] = {}
+
+    # --- watches --------------------------------------------------------------------
+
+    async def _watch_services(self) -> None:
+        async for event in self.kube.list_and_watch(api_path("v1", "services")):
+            self.table.apply_service(event.type, event.object)
+            await self._notify()
+
+    async def _watch_slices(self) -> None:
+        path = api_path("discovery.k8s.io/v1", "endpointslices")
+        async for event in self.kube.list_and_watch(path):
+            self.table.apply_slice(event.type, event.object)
+            self.synced.set()
+            await self._notify()
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(
+                limit=0, limit_per_host=self.settings.connections_per_endpoint, ttl_dns_cache=None
+            ),
+            auto_decompress=False,
+        )
+        self._tasks = [
+            asyncio.create_task(self._watch_services()),
+            asyncio.create_task(self._watch_slices()),
+        ]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+
+    # --- requests -------------------------------------------------------------------
+
+    async def _wait_for_endpoint(self, namespace: str, service: str, deadline: float) -> bool:
+        async with self._changed:
+            while time.monotonic() < deadline:
+                entry = self.table.lookup(namespace, service)
+                if entry is not None and entry.ready():
+                    return True
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), deadline - time.monotonic())
+        entry = self.table.lookup(namespace, service)
+        return entry is not None and bool(entry.ready())
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        parts = request.path.split("/", 3)
+        if len(parts) < 3 or not parts[1] or not parts[2]:
+            return _error(404, "NoRoute", "use /<namespace>/<service>[/<path>]")
+        namespace, service = parts[1], parts[2]
+        rest = "/" + parts[3] if len(parts) > 3 else "/"
+        key = (namespace, service)
+        if key not in self.table.services:
+            return _error(404, "ServiceNotFound", f"no Service {namespace}/{service}")
+        labels = {"namespace": namespace, "service": service}
+        self.counts[key] = self.counts.get(key, 0) + 1
+        in_flight = self.metrics.in_flight.labels(**labels)
+        in_flight.inc()
+        try:
+            response = await self._forward(request, namespace, service, rest, started)
+        finally:
+            in_flight.dec()
+        self.metrics.requests.labels(**labels, code=str(response.status)).inc()
+        self.metrics.latency.labels(**labels).observe(time.perf_counter() - started)
+        return response
+
+    async def _forward(
+        self, request: web.Request, namespace: str, service: str, rest: str, started: float
+    ) -> web.StreamResponse:
+        labels = {"namespace": namespace, "service": service}
+        cold = False
+        entry = self.table.lookup(namespace, service)
+        if entry is None or not entry.ready():
+            deadline = time.monotonic() + self.settings.cold_start_wait_s
+            if not await self._wait_for_endpoint(namespace, service, deadline):
+                return _error(
+                    503,
+                    "NoReadyEndpoints",
+                    f"Service {namespace}/{service} has no ready endpoint"
+                    f" (waited {self.settings.cold_start_wait_s:g} s)",
+                )
+            cold = True
+            self.metrics.cold_starts.labels(**labels).inc()
+            entry = self.table.lookup(namespace, service)
+        assert entry is not None and self._session is not None
+        body = await request.read()
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        query = f"?{request.query_string}" if request.query_string else ""
+        tried: set[str] = set()
+        last_error = ""
+        for attempt in range(self.settings.attempts):
+            endpoint = entry.choose(exclude=tried)
+            if endpoint is None:
+                break
+            tried.add(endpoint.address)
+            endpoint.in_flight += 1
+            upstream_started = time.perf_counter()
+            try:
+                async with self._session.request(
+                    request.method,
+                    endpoint.url + rest + query,
+                    data=body,
+                    headers=headers,
+                    allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(total=self.settings.upstream_timeout_s),
+                ) as upstream:
+                    payload = await upstream.read()
+                    upstream_s = time.perf_counter() - upstream_started
+                    out_headers = {
+                        k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP
+                    }
+            except (aiohttp.ClientConnectionError, aiohttp.ServerDisconnectedError) as exc:
+                # Nothing was answered: safe to try another Pod.
+                last_error = f"{endpoint.pod or endpoint.address}: {exc.__class__.__name__}"
+                if attempt + 1 < self.settings.attempts:
+                    self.metrics.retries.labels(namespace=namespace, service=service).inc()
+                continue
+            except TimeoutError:
+                return _error(504, "UpstreamTimeout", f"{endpoint.pod} did not answer in time")
+            finally:
+                endpoint.in_flight -= 1
+            total_ms = (time.perf_counter() - started) * 1000
+            timing = f"gateway;dur={total_ms - upstream_s * 1000:.3f}, upstream;dur={upstream_s * 1000:.3f}"
+            out_headers["Server-Timing"] = timing
+            out_headers[POD_HEADER] = endpoint.pod
+            if cold:
+                out_headers[COLD_START_HEADER] = "true"
+            return web.Response(status=upstream.status, body=payload, headers=out_headers)
+        return _error(502, "UpstreamUnavailable", f"no Pod of {namespace}/{service} answered: {last_error}")
+
+    # --- admin endpoints ------------------------------------------------------------
+
+    async def metrics_handler(self, _: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    async def stats_handler(self, _: web.Request) -> web.Response:
+        """Cumulative request counts per service, cheap for the autoscaler to poll."""
+        services = [
+            {"namespace": ns, "service": svc, "requests": count}
+            for (ns, svc), count in sorted(self.counts.items())
+        ]
+        return web.json_response({"time": time.time(), "services": services})
+
+    async def healthz(self, _: web.Request) -> web.Response:
+        if not self.synced.is_set():
+            return web.Response(status=503, text="endpoints not synced yet")
+        return web.Response(text="ok")
+
+
+def _error(status: int, reason: str, message: str) -> web.Response:
+    return web.Response(status=status, text=message + "\n", headers={REASON_HEADER: reason})
+
+
+async def serve(kube: Kube, settings: GatewaySettings, stop: asyncio.Event) -> None:
+    gateway = Gateway(kube, settings)
+    await gateway.start()
+    server = web.Server(_dispatch(gateway), access_log=None)
+    runner = web.ServerRunner(server)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
+    await site.start()
+    log.info("gateway listening on http://%s:%d", settings.host, settings.port)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        await gateway.close()
+
+
+def _dispatch(gateway: Gateway) -> Any:
+    admin = {
+        "/metrics": gateway.metrics_handler,
+        "/healthz": gateway.healthz,
+        "/-/stats": gateway.stats_handler,
+    }
+
+    async def dispatch(request: web.BaseRequest) -> web.StreamResponse:
+        handler = admin.get(request.path)
+        if handler is not None:
+            return await handler(request)  # type: ignore[arg-type]
+        return await gateway.handle(request)  # type: ignore[arg-type]
+
+    return dispatch

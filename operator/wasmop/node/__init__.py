@@ -1,0 +1,1 @@
+"""Wasm node agents: virtual kubelets that run WebAssembly Pods with wasmop.runtime."""

@@ -1,0 +1,449 @@
+"""The wasm node agent: a virtual kubelet whose Pods are WebAssembly functions.
+
+It registers a Node, keeps its Lease fresh so the node lifecycle controller sees it
+Ready, watches the Pods bound to it (list-then-watch with a field selector, exactly as
+the Node authorizer allows), and hands each to a `PodWorker`. All API access uses the
+node's own client certificate, so NodeRestriction applies to everything it does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import os
+import platform
+import secrets
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from wasmop import __version__
+from wasmop.kube import ApiError, Kube, KubeConfig
+from wasmop.kube.client import api_path
+from wasmop.node.ipam import PodAddressAllocator
+from wasmop.node.netns import NodeNetwork
+from wasmop.node.podspec import ContainerPlan, ModuleSource, PodSpecError, micro_time, now_rfc3339
+from wasmop.node.pods import PodWorker, pod_key
+
+log = logging.getLogger(__name__)
+
+TAINT_KEY = "wasm.bits-dissertation.io/runtime"
+RUNTIME_LABEL = "wasm.bits-dissertation.io/runtime"
+ENGINE_VERSION_LABEL = "wasm.bits-dissertation.io/engine-version"
+ZONE_LABEL = "topology.kubernetes.io/zone"
+DAEMON_PORT = 10250
+MAX_CONFIGMAP_CACHE = 64
+
+
+@dataclass
+class NodeSettings:
+    """How one agent presents itself to the cluster."""
+
+    name: str
+    pod_cidr: str
+    kubeconfig: Path
+    zone: str = "zone-a"
+    cpu: str = "2"
+    memory: str = "4Gi"
+    max_pods: int = 110
+    runtime_name: str = "wasmtime"
+    labels: dict[str, str] = field(default_factory=dict)
+    lease_duration_s: int = 40
+    lease_renew_s: float = 2.0
+    status_report_s: float = 30.0
+    run_dir: Path | None = None  # where the fault-API token and pid file go
+    cache_dir: Path | None = None  # precompiled modules
+
+
+class NodeAgent:
+    def __init__(self, settings: NodeSettings) -> None:
+        self.settings = settings
+        self.name = settings.name
+        self.network = NodeNetwork.for_node(settings.name, settings.pod_cidr)
+        self.ipam = PodAddressAllocator(self.network.pod_addresses())
+        self.kube = Kube(KubeConfig.from_file(settings.kubeconfig), user_agent=f"wasmop-node/{self.name}")
+        self.workers: dict[str, PodWorker] = {}
+        self.started = time.time()
+        self.fault_token = secrets.token_urlsafe(24)
+        self._runtimes: dict[Any, Any] = {}
+        self._probe_session: aiohttp.ClientSession | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+        self._configmaps: dict[tuple[str, str], dict[str, Any]] = {}
+        self._stop = asyncio.Event()
+        self._lease_version: str | None = None
+
+    # --- services for pod workers ---------------------------------------------------
+
+    def runtime_for(self, env: dict[str, str]) -> Any:
+        """The engine for the Pod's feature set (one wasmtime Engine per distinct set)."""
+        from wasmop.runtime import EngineFeatures, Runtime, RuntimeConfig
+
+        names = {n for n in env.get("WASMOP_FEATURES", "").split(",") if n}
+        known = {"simd", "bulk-memory", "reference-types", "multi-value", "threads", "memory64"}
+        flags = {n.replace("-", "_"): n in names for n in known} if names else {}
+        fuel = "fuel" in names and "WASMOP_FUEL" in env
+        key = (tuple(sorted(flags.items())), fuel)
+        if key not in self._runtimes:
+            try:
+                features = EngineFeatures.from_mapping(flags)
+            except Exception as exc:  # noqa: BLE001 - RuntimeConfigError: bad pod input
+                raise PodSpecError("UnsupportedFeature", str(exc)) from exc
+            config = RuntimeConfig(
+                features=features, consume_fuel=fuel, cache_dir=self.settings.cache_dir
+            )
+            self._runtimes[key] = Runtime(config)
+        return self._runtimes[key]
+
+    def function_config(self, pod_name: str, plan: ContainerPlan) -> Any:
+        from wasmop.runtime import FunctionConfig, Limits
+
+        env = plan.env
+        limits: dict[str, Any] = {}
+        try:
+            if "WASMOP_TIMEOUT_MS" in env:
+                limits["timeout_ms"] = float(env["WASMOP_TIMEOUT_MS"])
+            if "WASMOP_MEMORY_BYTES" in env:
+                limits["memory_bytes"] = int(env["WASMOP_MEMORY_BYTES"])
+            if "WASMOP_OUTPUT_BYTES" in env:
+                limits["output_bytes"] = int(env["WASMOP_OUTPUT_BYTES"])
+            if "WASMOP_FUEL" in env:
+                limits["fuel"] = int(env["WASMOP_FUEL"])
+            granted = [n for n in env.get("WASMOP_GUEST_ENV", "").split(",") if n]
+            guest = {n: env[n] for n in granted if n in env}
+            concurrency = int(env.get("WASMOP_MAX_CONCURRENCY", "4"))
+            return FunctionConfig(
+                name=pod_name, limits=Limits.from_mapping(limits), env=guest, max_concurrency=concurrency
+            )
+        except (ValueError, Exception) as exc:  # noqa: BLE001 - RuntimeConfigError too
+            raise PodSpecError("InvalidLimits", f"cannot apply the Pod's limits: {exc}") from exc
+
+    async def fetch_module(self, namespace: str, source: ModuleSource) -> bytes:
+        """The module bytes from the ConfigMap the Pod mounts (cached: they are immutable)."""
+        key = (namespace, source.configmap)
+        configmap = self._configmaps.get(key)
+        if configmap is None or not configmap.get("immutable"):
+            try:
+                configmap = await self.kube.get(api_path("v1", "configmaps", namespace, source.configmap))
+            except ApiError as exc:
+                if exc.not_found:
+                    raise PodSpecError(
+                        "ModuleNotFound", f"ConfigMap {namespace}/{source.configmap} not found"
+                    ) from exc
+                raise PodSpecError("ModuleNotFound", f"cannot read ConfigMap: {exc}") from exc
+            if len(self._configmaps) >= MAX_CONFIGMAP_CACHE:
+                self._configmaps.pop(next(iter(self._configmaps)))
+            self._configmaps[key] = configmap
+        binary = configmap.get("binaryData", {})
+        text = configmap.get("data", {})
+        keys = [source.key] if source.key else ["module.wasm", "module.wasm.gz"]
+        if source.key is None and len(binary) + len(text) == 1:
+            keys.append(next(iter([*binary, *text])))
+        for k in keys:
+            if k in binary:
+                return base64.b64decode(binary[k])
+            if k in text:
+                return text[k].encode()
+        raise PodSpecError(
+            "ModuleNotFound",
+            f"ConfigMap {namespace}/{source.configmap} has no key {' or '.join(keys)}",
+        )
+
+    async def probe(self, url: str, timeout: float) -> tuple[bool, str]:
+        """One HTTP probe from the host namespace into the node's namespace."""
+        if self._probe_session is None:
+            self._probe_session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, force_close=True)
+            )
+        try:
+            async with self._probe_session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as r:
+                await r.read()
+                if 200 <= r.status < 400:
+                    return True, ""
+                return False, f"HTTP probe failed with statuscode: {r.status}"
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            return False, f"Get {url}: {exc.__class__.__name__} {exc}"
+
+    async def record_event(self, pod: dict[str, Any], reason: str, message: str, warning: bool) -> None:
+        """Post an Event in the background; Pod start never waits for it."""
+        meta = pod["metadata"]
+        now = micro_time()
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+                "fieldPath": "spec.containers{function}",
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": "Warning" if warning else "Normal",
+            "source": {"component": "wasmop-node", "host": self.name},
+            "reportingComponent": "wasmop-node",
+            "reportingInstance": self.name,
+            "firstTimestamp": now_rfc3339(),
+            "lastTimestamp": now_rfc3339(),
+            "eventTime": None,
+            "count": 1,
+        }
+        del now
+
+        async def post() -> None:
+            try:
+                await self.kube.create(api_path("v1", "events", meta["namespace"]), body)
+            except (ApiError, aiohttp.ClientError, TimeoutError) as exc:
+                log.debug("event %s for %s not recorded: %s", reason, meta["name"], exc)
+
+        self._spawn(post())
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    # --- node object and heartbeat --------------------------------------------------
+
+    def node_labels(self) -> dict[str, str]:
+        from wasmop.runtime.engine import wasmtime_version as engine_version
+
+        return {
+            "kubernetes.io/arch": "wasm32-wasi",
+            "kubernetes.io/os": "wasi",
+            "kubernetes.io/hostname": self.name,
+            ZONE_LABEL: self.settings.zone,
+            RUNTIME_LABEL: self.settings.runtime_name,
+            ENGINE_VERSION_LABEL: engine_version(),
+            **self.settings.labels,
+        }
+
+    def node_status(self) -> dict[str, Any]:
+        from wasmop.runtime.engine import wasmtime_version as engine_version
+
+        resources = {"cpu": self.settings.cpu, "memory": self.settings.memory, "pods": str(self.settings.max_pods)}
+        heartbeat = now_rfc3339()
+
+        def condition(kind: str, status: str, reason: str, message: str) -> dict[str, Any]:
+            return {
+                "type": kind,
+                "status": status,
+                "reason": reason,
+                "message": message,
+                "lastHeartbeatTime": heartbeat,
+                "lastTransitionTime": heartbeat,
+            }
+
+        return {
+            "capacity": resources,
+            "allocatable": resources,
+            "conditions": [
+                condition("Ready", "True", "KubeletReady", "wasm node agent is posting ready status"),
+                condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "no memory pressure"),
+                condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "no disk pressure"),
+                condition("PIDPressure", "False", "KubeletHasSufficientPID", "no PID pressure"),
+            ],
+            "addresses": [
+                {"type": "InternalIP", "address": self.network.node_address},
+                {"type": "Hostname", "address": self.name},
+            ],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": DAEMON_PORT}},
+            "nodeInfo": {
+                "machineID": self.name,
+                "systemUUID": self.name,
+                "bootID": f"{int(self.started)}",
+                "kernelVersion": platform.release(),
+                "osImage": "wasmop wasm node",
+                "containerRuntimeVersion": f"wasmtime://{engine_version()}",
+                "kubeletVersion": f"v{__version__}-wasmop",
+                "kubeProxyVersion": "",
+                "operatingSystem": "wasi",
+                "architecture": "wasm32",
+            },
+        }
+
+    async def register(self) -> None:
+        body = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": self.name, "labels": self.node_labels()},
+            "spec": {
+                "podCIDR": str(self.network.pod_cidr),
+                "podCIDRs": [str(self.network.pod_cidr)],
+                "taints": [{"key": TAINT_KEY, "value": self.settings.runtime_name, "effect": "NoSchedule"}],
+            },
+        }
+        try:
+            await self.kube.create(api_path("v1", "nodes"), body)
+            log.info("registered node %s", self.name)
+        except ApiError as exc:
+            if not exc.conflict:
+                raise
+            # Re-registration after a restart: refresh labels (taints are set at creation only).
+            await self.kube.patch(api_path("v1", "nodes", name=self.name), {"metadata": {"labels": self.node_labels()}})
+            log.info("node %s already registered; resuming", self.name)
+        await self.report_status()
+
+    async def report_status(self) -> None:
+        await self.kube.patch(api_path("v1", "nodes", name=self.name, subresource="status"), {"status": self.node_status()})
+
+    async def renew_lease(self) -> None:
+        path = api_path("coordination.k8s.io/v1", "leases", "kube-node-lease", self.name)
+        spec = {
+            "holderIdentity": self.name,
+            "leaseDurationSeconds": self.settings.lease_duration_s,
+            "renewTime": micro_time(),
+        }
+        try:
+            lease = await self.kube.patch(path, {"spec": spec})
+        except ApiError as exc:
+            if not exc.not_found:
+                raise
+            node = await self.kube.get(api_path("v1", "nodes", name=self.name))
+            body = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {
+                    "name": self.name,
+                    "namespace": "kube-node-lease",
+                    "ownerReferences": [
+                        {"apiVersion": "v1", "kind": "Node", "name": self.name, "uid": node["metadata"]["uid"]}
+                    ],
+                },
+                "spec": spec,
+            }
+            lease = await self.kube.create(api_path("coordination.k8s.io/v1", "leases", "kube-node-lease"), body)
+        self._lease_version = lease["metadata"]["resourceVersion"]
+
+    async def _heartbeat(self) -> None:
+        last_status = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                await self.renew_lease()
+                if time.monotonic() - last_status >= self.settings.status_report_s:
+                    await self.report_status()
+                    last_status = time.monotonic()
+            except (ApiError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+                log.warning("heartbeat failed: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.settings.lease_renew_s)
+
+    # --- pods -----------------------------------------------------------------------
+
+    def _handle_pod(self, event_type: str, pod: dict[str, Any]) -> None:
+        uid = pod["metadata"]["uid"]
+        worker = self.workers.get(uid)
+        if event_type == "DELETED":
+            if worker is not None:
+                worker.deleting.set()
+            return
+        phase = pod.get("status", {}).get("phase")
+        if worker is None:
+            if phase in ("Succeeded", "Failed") and not pod["metadata"].get("deletionTimestamp"):
+                return
+            worker = PodWorker(self, pod)
+            self.workers[uid] = worker
+            worker.task = asyncio.create_task(self._run_worker(worker))
+            log.debug("adopted pod %s", pod_key(pod))
+        else:
+            worker.update(pod)
+
+    async def _run_worker(self, worker: PodWorker) -> None:
+        try:
+            await worker.run()
+        finally:
+            self.workers.pop(worker.uid, None)
+
+    async def _watch_pods(self) -> None:
+        path = api_path("v1", "pods")
+        selector = f"spec.nodeName={self.name}"
+        async for event in self.kube.list_and_watch(path, fieldSelector=selector):
+            self._handle_pod(event.type, event.object)
+
+    def find_worker(self, namespace: str, name: str) -> PodWorker | None:
+        return next(
+            (w for w in self.workers.values() if w.namespace == namespace and w.name == name), None
+        )
+
+    # --- main -----------------------------------------------------------------------
+
+    def _write_run_files(self) -> None:
+        run_dir = self.settings.run_dir
+        if run_dir is None:
+            return
+        run_dir.mkdir(parents=True, exist_ok=True)
+        token = run_dir / f"node-{self.name}.json"
+        token.write_text(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "address": self.network.node_address,
+                    "port": DAEMON_PORT,
+                    "token": self.fault_token,
+                    "namespace": self.network.namespace,
+                }
+            )
+        )
+        token.chmod(0o600)
+
+    async def run(self) -> None:
+        from wasmop.node.daemon import start_daemon
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        await asyncio.to_thread(self.network.setup)
+        daemon = None
+        try:
+            daemon = await start_daemon(self)
+            self._write_run_files()
+            await self.register()
+            await self.renew_lease()
+            tasks = [
+                asyncio.create_task(self._heartbeat()),
+                asyncio.create_task(self._watch_pods()),
+            ]
+            log.info("node %s ready (pod range %s)", self.name, self.network.pod_cidr)
+            await self._stop.wait()
+            for task in tasks:
+                task.cancel()
+            await self.shutdown_pods()
+        finally:
+            if daemon is not None:
+                await daemon.cleanup()
+            if self._probe_session is not None:
+                await self._probe_session.close()
+            for task in list(self._background):
+                task.cancel()
+            await self.kube.close()
+            for runtime in self._runtimes.values():
+                runtime.close()
+            await asyncio.to_thread(self.network.teardown)
+            if self.settings.run_dir is not None:
+                (self.settings.run_dir / f"node-{self.name}.json").unlink(missing_ok=True)
+            log.info("node %s stopped", self.name)
+
+    async def shutdown_pods(self) -> None:
+        """Stop serving (the Pods stay bound to this node and are re-adopted on restart)."""
+        tasks = [w.task for w in self.workers.values() if w.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _set_link(self: NodeAgent, delay_ms: float = 0.0, loss_percent: float = 0.0) -> None:
+    """Edge-network emulation on this node's link."""
+    self.network.set_netem(delay_ms=delay_ms, loss_percent=loss_percent)
+
+
+NodeAgent.set_link = _set_link  # type: ignore[attr-defined]

@@ -1,0 +1,146 @@
+"""``wasmop node …``: run a wasm node agent, and inject faults into one."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import urllib.request
+from pathlib import Path
+
+
+def _run_file(state_dir: Path | None, node: str) -> Path:
+    from wasmop.cluster.layout import StateLayout
+
+    layout = StateLayout(state_dir.resolve()) if state_dir else StateLayout.default()
+    return layout.run / f"node-{node}.json"
+
+
+def _node_info(args: argparse.Namespace) -> dict:
+    from wasmop.cli import CommandError
+
+    path = _run_file(args.state_dir, args.node)
+    try:
+        return json.loads(path.read_text())
+    except OSError as exc:
+        raise CommandError(f"node {args.node} is not running here (no {path})") from exc
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from wasmop.cli import CommandError
+    from wasmop.cluster.layout import StateLayout
+    from wasmop.node.agent import NodeAgent, NodeSettings
+    from wasmop.node.netns import NetworkError
+
+    layout = StateLayout(args.state_dir.resolve()) if args.state_dir else StateLayout.default()
+    kubeconfig = args.kubeconfig
+    if kubeconfig is None:
+        from wasmop.cluster import manager
+
+        try:
+            kubeconfig = manager.issue_node_credentials(layout, args.name)
+        except manager.ClusterError as exc:
+            raise CommandError(str(exc)) from exc
+    labels = dict(item.split("=", 1) for item in args.label)
+    settings = NodeSettings(
+        name=args.name,
+        pod_cidr=args.pod_cidr,
+        kubeconfig=Path(kubeconfig),
+        zone=args.zone,
+        cpu=args.cpu,
+        memory=args.memory,
+        max_pods=args.max_pods,
+        runtime_name=args.runtime,
+        labels=labels,
+        run_dir=layout.run,
+        cache_dir=layout.root / "module-cache",
+    )
+    try:
+        agent = NodeAgent(settings)
+        asyncio.run(agent.run())
+    except NetworkError as exc:
+        raise CommandError(str(exc)) from exc
+    return 0
+
+
+def _post(info: dict, path: str, body: dict) -> dict:
+    request = urllib.request.Request(
+        f"http://{info['address']}:{info['port']}{path}",
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {info['token']}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def cmd_fault(args: argparse.Namespace) -> int:
+    from wasmop.cli import CommandError
+
+    info = _node_info(args)
+    if args.fault == "crash":
+        namespace, _, pod = args.pod.rpartition("/")
+        try:
+            reply = _post(info, "/faults/crash", {"namespace": namespace or "default", "pod": pod})
+        except urllib.error.HTTPError as exc:
+            raise CommandError(json.loads(exc.read()).get("error", str(exc))) from exc
+        print(f"crashed {reply['crashed']}")
+    elif args.fault == "netem":
+        reply = _post(info, "/faults/netem", {"delayMs": args.delay_ms, "lossPercent": args.loss_percent})
+        print(f"node {args.node}: delay {reply['delayMs']} ms, loss {reply['lossPercent']} %")
+    else:
+        sig = {"freeze": signal.SIGSTOP, "thaw": signal.SIGCONT, "kill": signal.SIGKILL}[args.fault]
+        os.kill(int(info["pid"]), sig)
+        print(f"node {args.node}: sent {sig.name} to agent pid {info['pid']}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    node = subparsers.add_parser(
+        "node",
+        help="run a wasm node agent (virtual kubelet) or inject a fault into one",
+        description="A wasm node agent registers a Node and runs the Pods bound to it as "
+        "WebAssembly functions in wasmtime, each on its own address inside the node's "
+        "network namespace. Needs root (network namespaces).",
+    )
+    node.add_argument("--state-dir", type=Path, help="embedded cluster state directory")
+    sub = node.add_subparsers(dest="node_command", metavar="<action>", required=True)
+
+    run = sub.add_parser("run", help="run an agent in the foreground")
+    run.add_argument("--name", required=True, help="Node name")
+    run.add_argument("--pod-cidr", required=True, help="the node's pod range, 10.244.N.0/24 (N=1..63)")
+    run.add_argument("--zone", default="zone-a", help="topology.kubernetes.io/zone (default zone-a)")
+    run.add_argument("--cpu", default="2", help="CPU capacity to advertise (default 2)")
+    run.add_argument("--memory", default="4Gi", help="memory capacity to advertise (default 4Gi)")
+    run.add_argument("--max-pods", type=int, default=110, help="Pod capacity (default 110)")
+    run.add_argument("--runtime", default="wasmtime", help="runtime name label and taint value")
+    run.add_argument("--label", action="append", default=[], metavar="K=V", help="extra Node label")
+    run.add_argument(
+        "--kubeconfig",
+        help="node credentials (default: a system:node:<name> certificate from the embedded cluster)",
+    )
+    run.set_defaults(handler=cmd_run)
+
+    fault = sub.add_parser("fault", help="inject a fault into a running agent")
+    fault_sub = fault.add_subparsers(dest="fault", metavar="<fault>", required=True)
+    crash = fault_sub.add_parser("crash", help="crash one Pod's container")
+    crash.add_argument("node")
+    crash.add_argument("pod", help="namespace/name")
+    netem = fault_sub.add_parser("netem", help="set delay and loss on the node's link (0 0 clears)")
+    netem.add_argument("node")
+    netem.add_argument("--delay-ms", type=float, default=0.0)
+    netem.add_argument("--loss-percent", type=float, default=0.0)
+    for name, text in (
+        ("freeze", "stop the agent process (SIGSTOP): the node hangs"),
+        ("thaw", "continue a frozen agent (SIGCONT)"),
+        ("kill", "kill the agent process (SIGKILL)"),
+    ):
+        p = fault_sub.add_parser(name, help=text)
+        p.add_argument("node")
+    fault.set_defaults(handler=cmd_fault)
+    sub.choices["fault"].set_defaults(handler=cmd_fault)
+    _ = sys

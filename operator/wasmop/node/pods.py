@@ -1,0 +1,377 @@
+"""The life of one Pod on a wasm node: load its module, serve it, probe it, restart it,
+and end it when the API server asks.
+
+One asyncio task per Pod (``PodWorker.run``). Everything that fails inside it becomes
+Pod status and an Event, never an exception that reaches the agent: a broken module
+affects its own Pod only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from wasmop.kube import ApiError
+from wasmop.kube.client import api_path
+from wasmop.node.podspec import (
+    ContainerPlan,
+    ContainerState,
+    PodSpecError,
+    Probe,
+    now_rfc3339,
+    plan_container,
+    pod_status,
+)
+
+if TYPE_CHECKING:
+    from wasmop.node.agent import NodeAgent
+    from wasmop.runtime import Function, ServerHandle
+
+log = logging.getLogger(__name__)
+
+# Back-off between restarts of a failed container (upstream: 10 s doubling to 5 min;
+# shorter here so recovery experiments measure the system rather than the back-off).
+RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
+# Retry of a Pod that cannot start (module missing or invalid).
+START_RETRY_S = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0)
+
+
+class ContainerExit(Exception):
+    """The container stopped; ``reason`` and ``exit_code`` go into its status."""
+
+    def __init__(self, reason: str, exit_code: int, message: str = "") -> None:
+        super().__init__(message or reason)
+        self.reason = reason
+        self.exit_code = exit_code
+        self.message = message
+
+
+def pod_key(pod: dict[str, Any]) -> str:
+    return f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"
+
+
+class PodWorker:
+    """Runs one Pod bound to this node."""
+
+    def __init__(self, agent: NodeAgent, pod: dict[str, Any]) -> None:
+        self.agent = agent
+        self.pod = pod
+        self.uid: str = pod["metadata"]["uid"]
+        self.key = pod_key(pod)
+        self.namespace: str = pod["metadata"]["namespace"]
+        self.name: str = pod["metadata"]["name"]
+        self.plan: ContainerPlan | None = None
+        previous = pod.get("status", {})
+        restart_count = 0
+        for status in previous.get("containerStatuses", []):
+            restart_count = int(status.get("restartCount", 0))
+        spec_container = pod["spec"]["containers"][0] if pod["spec"].get("containers") else {}
+        self.container = ContainerState(
+            name=spec_container.get("name", "function"),
+            image=spec_container.get("image", ""),
+            restart_count=restart_count,
+        )
+        self.pod_ip: str | None = None
+        self.start_time: str = previous.get("startTime") or now_rfc3339()
+        self.function: Function | None = None
+        self.server: ServerHandle | None = None
+        self.deleting = asyncio.Event()
+        self._crash = asyncio.Event()
+        self._liveness_failed = asyncio.Event()
+        self._published: dict[str, Any] | None = None
+        self._publish_lock = asyncio.Lock()
+        self.task: asyncio.Task[None] | None = None
+        if pod["metadata"].get("deletionTimestamp"):
+            self.deleting.set()
+
+    # --- inputs from the agent ------------------------------------------------------
+
+    def update(self, pod: dict[str, Any]) -> None:
+        self.pod = pod
+        if pod["metadata"].get("deletionTimestamp"):
+            self.deleting.set()
+
+    def crash(self) -> None:
+        """Fault injection: the container dies as if the process had crashed."""
+        self._crash.set()
+
+    @property
+    def grace_seconds(self) -> float:
+        meta = self.pod["metadata"]
+        grace = meta.get("deletionGracePeriodSeconds")
+        if grace is None:
+            grace = self.pod["spec"].get("terminationGracePeriodSeconds", 30)
+        return float(grace)
+
+    # --- status and events ----------------------------------------------------------
+
+    async def publish(self) -> None:
+        """Write the Pod's status if it changed since the last write."""
+        async with self._publish_lock:
+            status = pod_status(
+                self.pod,
+                self.container,
+                host_ip=self.agent.network.node_address,
+                pod_ip=self.pod_ip,
+                start_time=self.start_time,
+            )
+            comparable = _without_times(status)
+            if comparable == self._published:
+                return
+            path = api_path("v1", "pods", self.namespace, self.name, "status")
+            try:
+                updated = await self.agent.kube.patch(path, {"status": status})
+            except ApiError as exc:
+                if exc.not_found:
+                    self.deleting.set()
+                    return
+                log.warning("status update of %s failed: %s", self.key, exc)
+                return
+            self.pod = updated
+            self._published = comparable
+
+    async def event(self, reason: str, message: str, warning: bool = False) -> None:
+        await self.agent.record_event(self.pod, reason, message, warning)
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            await self._run()
+        except asyncio.CancelledError:
+            await self._stop_server(0)
+            raise
+        except Exception:  # noqa: BLE001 - a Pod must never take its node down
+            log.exception("pod %s failed unexpectedly", self.key)
+            await self._stop_server(0)
+        finally:
+            self.agent.ipam.release(self.uid)
+
+    async def _run(self) -> None:
+        if not self.deleting.is_set():
+            try:
+                self.plan = plan_container(self.pod)
+            except PodSpecError as exc:
+                await self._cannot_run(exc.reason, exc.message)
+                await self.deleting.wait()
+            else:
+                self.pod_ip = self.agent.ipam.allocate(self.uid, self.pod.get("status", {}).get("podIP"))
+                await self._supervise(self.plan)
+        await self._finish_deletion()
+
+    async def _supervise(self, plan: ContainerPlan) -> None:
+        """Start the container, restart it when it dies, until the Pod is deleted."""
+        start_failures = 0
+        restarts = 0
+        while not self.deleting.is_set():
+            try:
+                await self._start(plan)
+            except PodSpecError as exc:
+                await self._cannot_run(exc.reason, exc.message)
+                delay = START_RETRY_S[min(start_failures, len(START_RETRY_S) - 1)]
+                start_failures += 1
+                if await _wait_or(self.deleting, delay):
+                    return
+                continue
+            start_failures = 0
+            exit_ = await self._serve_until_exit(plan)
+            if exit_ is None:  # deletion
+                return
+            await self._stop_server(0)
+            self.container.last_terminated = {
+                "exitCode": exit_.exit_code,
+                "reason": exit_.reason,
+                "message": exit_.message,
+                "startedAt": self.container.started_at,
+                "finishedAt": now_rfc3339(),
+            }
+            self.container.state = "terminated"
+            self.container.reason = exit_.reason
+            self.container.exit_code = exit_.exit_code
+            self.container.message = exit_.message
+            self.container.ready = False
+            await self.publish()
+            await self.event("Killing" if exit_.reason == "Unhealthy" else "BackOff", exit_.message, True)
+            if self.pod["spec"].get("restartPolicy", "Always") == "Never":
+                await self.deleting.wait()
+                return
+            delay = RESTART_BACKOFF_S[min(restarts, len(RESTART_BACKOFF_S) - 1)]
+            restarts += 1
+            self.container.state = "waiting"
+            self.container.reason = "CrashLoopBackOff"
+            self.container.message = f"back-off {delay:g}s restarting failed container"
+            await self.publish()
+            if await _wait_or(self.deleting, delay):
+                return
+            self.container.restart_count += 1
+
+    async def _cannot_run(self, reason: str, message: str) -> None:
+        repeated = (self.container.reason, self.container.message) == (reason, message)
+        self.container.state = "waiting"
+        self.container.reason = reason
+        self.container.message = message
+        self.container.ready = False
+        await self.publish()
+        if not repeated:  # retries of the same failure add no new Event
+            await self.event("Failed", f"{reason}: {message}", warning=True)
+            log.warning("pod %s cannot run: %s: %s", self.key, reason, message)
+
+    async def _start(self, plan: ContainerPlan) -> None:
+        """Load the module, create the function and its server on podIP:port."""
+        from wasmop.runtime import ModuleError, start_server
+
+        started = time.perf_counter()
+        data = await self.agent.fetch_module(self.namespace, plan.module)
+        try:
+            runtime = self.agent.runtime_for(plan.env)
+            module = await runtime.load_async(data)
+            self.function = runtime.function(module, self.agent.function_config(self.name, plan))
+        except ModuleError as exc:
+            raise PodSpecError(exc.reason, str(exc)) from exc
+        loaded = time.perf_counter()
+        assert self.pod_ip is not None
+        try:
+            sock = self.agent.network.listen(self.pod_ip, plan.port)
+        except OSError as exc:
+            raise PodSpecError("PortUnavailable", f"cannot listen on {self.pod_ip}:{plan.port}: {exc}") from exc
+        self.server = await start_server(self.function, sock=sock)
+        self.container.state = "running"
+        self.container.reason = ""
+        self.container.message = ""
+        self.container.exit_code = None
+        self.container.started_at = now_rfc3339()
+        self.container.container_id = f"wasmtime://{module.digest[:12]}-{self.uid[:8]}"
+        self._crash.clear()
+        self._liveness_failed.clear()
+        log.info(
+            "pod %s serving on %s:%d (module %s, load %.1f ms)",
+            self.key,
+            self.pod_ip,
+            plan.port,
+            module.digest[:12],
+            (loaded - started) * 1000,
+        )
+        await self.event("Started", f"Serving module sha256:{module.digest[:12]} on {self.pod_ip}:{plan.port}")
+
+    async def _serve_until_exit(self, plan: ContainerPlan) -> ContainerExit | None:
+        """Probe while serving; return why the container stopped (None: Pod deleted)."""
+        self.container.ready = plan.readiness is None
+        probes = []
+        readiness = plan.readiness
+        if readiness is not None and readiness.initial_delay_s == 0:
+            # Probe once right away, so a healthy Pod goes from Pending to Running and
+            # Ready in a single status write instead of waiting a probe period.
+            ok, _ = await self.agent.probe(self._probe_url(readiness), readiness.timeout_s)
+            self.container.ready = ok and readiness.success_threshold <= 1
+        await self.publish()
+        if readiness is not None:
+            probes.append(
+                asyncio.create_task(
+                    self._probe_loop(readiness, readiness=True, probed=readiness.initial_delay_s == 0)
+                )
+            )
+        if plan.liveness is not None:
+            probes.append(asyncio.create_task(self._probe_loop(plan.liveness, readiness=False)))
+        waits = {
+            asyncio.create_task(self.deleting.wait()): None,
+            asyncio.create_task(self._crash.wait()): ContainerExit(
+                "Error", 137, "container crashed (fault injected)"
+            ),
+            asyncio.create_task(self._liveness_failed.wait()): ContainerExit(
+                "Unhealthy", 137, "liveness probe failed: container will be restarted"
+            ),
+        }
+        try:
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in [*probes, *waits]:
+                task.cancel()
+        if self.deleting.is_set():
+            return None
+        return waits[next(iter(done))]
+
+    def _probe_url(self, probe: Probe) -> str:
+        return f"http://{self.pod_ip}:{probe.port}{probe.path}"
+
+    async def _probe_loop(self, probe: Probe, *, readiness: bool, probed: bool = False) -> None:
+        """Kubernetes probe semantics: thresholds of consecutive results, every period."""
+        url = self._probe_url(probe)
+        successes = 1 if probed and self.container.ready else 0
+        failures = 0
+        await asyncio.sleep(probe.period_s if probed else probe.initial_delay_s)
+        while True:
+            ok, detail = await self.agent.probe(url, probe.timeout_s)
+            if ok:
+                successes, failures = successes + 1, 0
+                if readiness and not self.container.ready and successes >= probe.success_threshold:
+                    self.container.ready = True
+                    await self.publish()
+            else:
+                successes, failures = 0, failures + 1
+                if failures >= probe.failure_threshold:
+                    kind = "Readiness" if readiness else "Liveness"
+                    await self.event("Unhealthy", f"{kind} probe failed: {detail}", warning=True)
+                    if readiness and self.container.ready:
+                        self.container.ready = False
+                        await self.publish()
+                    if not readiness:
+                        self._liveness_failed.set()
+                        return
+            await asyncio.sleep(probe.period_s)
+
+    async def _stop_server(self, grace: float) -> None:
+        server, function = self.server, self.function
+        self.server = self.function = None
+        if server is not None:
+            with contextlib.suppress(Exception):
+                await server.stop(grace=grace)
+        if function is not None:
+            with contextlib.suppress(Exception):
+                await function.aclose(grace)
+
+    async def _finish_deletion(self) -> None:
+        """Stop within the grace period, then remove the Pod object (as a kubelet does)."""
+        grace = min(self.grace_seconds, 30.0)
+        if self.server is not None:
+            self.container.ready = False
+            await self.event("Killing", f"Stopping container {self.container.name}")
+        await self._stop_server(grace)
+        path = api_path("v1", "pods", self.namespace, self.name)
+        body = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "gracePeriodSeconds": 0,
+            "preconditions": {"uid": self.uid},
+        }
+        try:
+            await self.agent.kube.delete(path, body)
+        except ApiError as exc:
+            if not (exc.not_found or exc.conflict):
+                log.warning("deleting pod %s failed: %s", self.key, exc)
+        log.info("pod %s removed", self.key)
+
+
+async def _wait_or(event: asyncio.Event, seconds: float) -> bool:
+    """Sleep, waking early if ``event`` is set; return whether it was set."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), seconds)
+    return event.is_set()
+
+
+def _without_times(status: dict[str, Any]) -> dict[str, Any]:
+    """The status minus timestamps that change on every build (for change detection)."""
+    conditions = [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in status["conditions"]]
+    containers = []
+    for c in status["containerStatuses"]:
+        c = dict(c)
+        state = dict(c["state"])
+        if "terminated" in state:
+            state["terminated"] = {k: v for k, v in state["terminated"].items() if k != "finishedAt"}
+        c["state"] = state
+        containers.append(c)
+    return {**status, "conditions": conditions, "containerStatuses": containers}
+
+

@@ -1,0 +1,259 @@
+"""What a wasm node reads from a Pod spec and writes to a Pod status: pure functions.
+
+Kept apart from the agent's I/O so the mapping between Kubernetes' Pod API and the
+wasm runtime can be unit-tested and read in one place.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+MODULE_PATH_ENV = "WASMOP_MODULE_PATH"
+DEFAULT_MODULE_KEYS = ("module.wasm", "module.wasm.gz")
+DEFAULT_PORT = 8080
+
+
+class PodSpecError(Exception):
+    """The Pod cannot run on a wasm node as written; ``reason`` is CamelCase."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def now_rfc3339() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def micro_time() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class Probe:
+    """An httpGet probe, with Kubernetes' defaults."""
+
+    path: str = "/"
+    port: int = DEFAULT_PORT
+    initial_delay_s: float = 0.0
+    period_s: float = 10.0
+    timeout_s: float = 1.0
+    success_threshold: int = 1
+    failure_threshold: int = 3
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any] | None, ports: dict[str, int], default_port: int) -> Probe | None:
+        if not raw:
+            return None
+        http = raw.get("httpGet")
+        if http is None:
+            raise PodSpecError(
+                "UnsupportedProbe", "wasm nodes run httpGet probes only (no exec, tcpSocket or grpc)"
+            )
+        port = http.get("port", default_port)
+        if isinstance(port, str) and not port.isdigit():
+            if port not in ports:
+                raise PodSpecError("InvalidProbe", f"probe port {port!r} is not a named container port")
+            port = ports[port]
+        return cls(
+            path=http.get("path", "/"),
+            port=int(port),
+            initial_delay_s=float(raw.get("initialDelaySeconds", 0)),
+            period_s=float(raw.get("periodSeconds", 10)),
+            timeout_s=float(raw.get("timeoutSeconds", 1)),
+            success_threshold=int(raw.get("successThreshold", 1)),
+            failure_threshold=int(raw.get("failureThreshold", 3)),
+        )
+
+
+@dataclass(frozen=True)
+class ModuleSource:
+    """Which ConfigMap key holds the Pod's module."""
+
+    configmap: str
+    key: str | None  # None: the first of DEFAULT_MODULE_KEYS that exists
+
+
+@dataclass(frozen=True)
+class ContainerPlan:
+    """Everything needed to run the Pod's one container as a wasm function."""
+
+    name: str
+    image: str
+    port: int
+    module: ModuleSource
+    env: dict[str, str] = field(default_factory=dict)
+    readiness: Probe | None = None
+    liveness: Probe | None = None
+    cpu_request_millis: int = 0
+    memory_limit_bytes: int | None = None
+
+
+def _env(container: dict[str, Any]) -> dict[str, str]:
+    # valueFrom (secrets, fieldRefs) is not supported: wasm functions get literal values.
+    return {e["name"]: str(e.get("value", "")) for e in container.get("env", []) if "name" in e}
+
+
+def _module_source(pod: dict[str, Any], container: dict[str, Any], env: dict[str, str]) -> ModuleSource:
+    volumes = {
+        v["name"]: v["configMap"]["name"]
+        for v in pod["spec"].get("volumes", [])
+        if v.get("configMap", {}).get("name")
+    }
+    mounts = [(m["mountPath"].rstrip("/"), m["name"]) for m in container.get("volumeMounts", [])]
+    path = env.get(MODULE_PATH_ENV)
+    if path:
+        for mount_path, volume in mounts:
+            if path.startswith(mount_path + "/") and volume in volumes:
+                return ModuleSource(volumes[volume], path[len(mount_path) + 1 :])
+        raise PodSpecError(
+            "ModuleNotMounted", f"{MODULE_PATH_ENV}={path} is not inside a mounted ConfigMap volume"
+        )
+    for _, volume in mounts:
+        if volume in volumes:
+            return ModuleSource(volumes[volume], None)
+    if volumes:
+        return ModuleSource(next(iter(volumes.values())), None)
+    raise PodSpecError(
+        "ModuleNotMounted", "the Pod has no ConfigMap volume holding a WebAssembly module"
+    )
+
+
+def plan_container(pod: dict[str, Any]) -> ContainerPlan:
+    """Read the Pod's single container as a wasm function, or say why it cannot run."""
+    from wasmop.operator.quantity import cpu_millis, memory_bytes
+
+    containers = pod["spec"].get("containers", [])
+    if len(containers) != 1:
+        raise PodSpecError(
+            "UnsupportedPod", f"wasm nodes run Pods with exactly one container, got {len(containers)}"
+        )
+    if pod["spec"].get("initContainers"):
+        raise PodSpecError("UnsupportedPod", "wasm nodes do not run init containers")
+    container = containers[0]
+    ports = {p.get("name", ""): int(p["containerPort"]) for p in container.get("ports", [])}
+    port = next(iter(ports.values()), DEFAULT_PORT)
+    env = _env(container)
+    resources = container.get("resources", {})
+    requests, limits = resources.get("requests", {}), resources.get("limits", {})
+    cpu = requests.get("cpu", limits.get("cpu"))
+    memory = limits.get("memory")
+    return ContainerPlan(
+        name=container["name"],
+        image=container.get("image", ""),
+        port=port,
+        module=_module_source(pod, container, env),
+        env=env,
+        readiness=Probe.parse(container.get("readinessProbe"), ports, port),
+        liveness=Probe.parse(container.get("livenessProbe"), ports, port),
+        cpu_request_millis=cpu_millis(cpu) if cpu is not None else 0,
+        memory_limit_bytes=memory_bytes(memory) if memory is not None else None,
+    )
+
+
+# --- status -----------------------------------------------------------------------
+
+
+@dataclass
+class ContainerState:
+    """What the agent knows about the Pod's one container."""
+
+    name: str
+    image: str
+    state: str = "waiting"  # waiting, running, terminated
+    reason: str = "ContainerCreating"
+    message: str = ""
+    started_at: str | None = None
+    ready: bool = False
+    restart_count: int = 0
+    exit_code: int | None = None
+    last_terminated: dict[str, Any] | None = None
+    container_id: str = ""
+
+    def to_status(self) -> dict[str, Any]:
+        if self.state == "running":
+            state: dict[str, Any] = {"running": {"startedAt": self.started_at}}
+        elif self.state == "terminated":
+            state = {
+                "terminated": {
+                    "exitCode": self.exit_code if self.exit_code is not None else 1,
+                    "reason": self.reason,
+                    "message": self.message,
+                    "startedAt": self.started_at,
+                    "finishedAt": now_rfc3339(),
+                }
+            }
+        else:
+            state = {"waiting": {"reason": self.reason, **({"message": self.message} if self.message else {})}}
+        status: dict[str, Any] = {
+            "name": self.name,
+            "image": self.image,
+            "imageID": "",
+            "ready": self.ready,
+            "started": self.state == "running",
+            "restartCount": self.restart_count,
+            "state": state,
+            "lastState": {"terminated": self.last_terminated} if self.last_terminated else {},
+        }
+        if self.container_id:
+            status["containerID"] = self.container_id
+        return status
+
+
+def _condition(kind: str, ok: bool, previous: dict[str, dict[str, Any]], reason: str = "") -> dict[str, Any]:
+    status = "True" if ok else "False"
+    old = previous.get(kind)
+    since = old["lastTransitionTime"] if old and old.get("status") == status else now_rfc3339()
+    condition = {"type": kind, "status": status, "lastTransitionTime": since, "lastProbeTime": None}
+    if reason and not ok:
+        condition["reason"] = reason
+    return condition
+
+
+def pod_status(
+    pod: dict[str, Any],
+    container: ContainerState,
+    *,
+    host_ip: str,
+    pod_ip: str | None,
+    start_time: str,
+) -> dict[str, Any]:
+    """The status a kubelet would report for this Pod (full lists: merge-patch safe)."""
+    previous = {c["type"]: c for c in pod.get("status", {}).get("conditions", [])}
+    started = container.state == "running"
+    phase = "Running" if started else "Pending"
+    if container.state == "terminated" and pod["spec"].get("restartPolicy") == "Never":
+        phase = "Succeeded" if container.exit_code == 0 else "Failed"
+    not_ready = "ContainersNotReady"
+    conditions = [
+        _condition("PodReadyToStartContainers", pod_ip is not None, previous),
+        _condition("Initialized", True, previous),
+        _condition("Ready", container.ready, previous, not_ready),
+        _condition("ContainersReady", container.ready, previous, not_ready),
+        _condition("PodScheduled", True, previous),
+    ]
+    status: dict[str, Any] = {
+        "phase": phase,
+        "conditions": conditions,
+        "hostIP": host_ip,
+        "hostIPs": [{"ip": host_ip}],
+        "startTime": start_time,
+        "containerStatuses": [container.to_status()],
+    }
+    if pod_ip:
+        status["podIP"] = pod_ip
+        status["podIPs"] = [{"ip": pod_ip}]
+    return status
+
+
+def tolerates_wasm(pod: dict[str, Any], taint_key: str) -> bool:
+    """Whether the Pod tolerates the wasm node taint (the scheduler checks this too)."""
+    for toleration in pod["spec"].get("tolerations", []):
+        if toleration.get("operator") == "Exists" and toleration.get("key") in (None, "", taint_key):
+            return True
+        if toleration.get("key") == taint_key:
+            return True
+    return False
