@@ -6,15 +6,18 @@ A node agent hosts many pods in one process, so everything expensive is shared h
 - one WASI `Linker` and, per module, one `InstancePre` (imports resolved once), so a
   request only creates a Store and instantiates;
 - compiled modules cached by sha256 digest in memory and, with `cache_dir`, precompiled
-  on disk (`Module.deserialize_file` maps them in well under a millisecond where SQLite
-  takes about a second to compile);
+  on disk (`Module.deserialize_file` maps them in a few milliseconds where SQLite takes
+  most of a second to compile; the files are mapped, so they are only ever replaced by
+  rename, never edited in place);
 - one daemon thread that advances the engine's epoch while any request runs, which is how
-  every request's CPU bound is enforced (much cheaper than fuel).
+  every request's CPU bound is enforced (much cheaper than fuel), and that enforces the
+  output caps.
 
-`Runtime.close()` (or leaving the process normally) interrupts running requests by
-advancing the epoch past every deadline and joins the worker threads before the
-interpreter finalises: wasmtime calls back into Python from its own threads for stdout,
-and such a call during finalisation aborts the process.
+No Python code ever runs on wasmtime's own threads (output goes to memfd files, see
+below), and `Runtime.close()` (also run automatically when the process exits normally)
+interrupts running requests by advancing the epoch past every deadline and joins the
+worker threads before the interpreter finalises. Together these keep shutdown clean:
+wasmtime-py's own stdout callbacks once aborted the interpreter at exit.
 """
 
 from __future__ import annotations

@@ -9,7 +9,9 @@ or an output flood ends that request with the status in `abi.FAULT_STATUS`.
 Requests run on the function's own worker threads (`max_concurrency` of them): wasmtime
 releases the GIL while wasm runs, so functions and requests run in parallel, and a slow
 function cannot take threads from another. Beyond `max_concurrency`, up to `max_queue`
-requests wait in FIFO order; more get 503 queue-full.
+requests wait in FIFO order; more get 503 queue-full. A request that is alone in the
+process skips the thread hop and runs on the event loop's thread within a small budget
+(`Function._run_inline`), which roughly halves the latency of short functions.
 
 Live figures for kubelet-style resource metrics are plain attributes and methods:
 `cpu_seconds()`, `memory_bytes()`, `in_flight`, `queued` and `stats` (request counts,
@@ -117,7 +119,8 @@ class InvokeStats:
     memory_bytes: int = 0  # linear memory at the end (wasm memory never shrinks: the peak)
     output_bytes: int = 0
     exit_code: int | None = None
-    trap: str | None = None
+    trap: str | None = None  # the trap's cause, e.g. "wasm trap: interrupt"
+    trap_code: str | None = None  # wasmtime.TrapCode name, e.g. "INTERRUPT"
 
 
 @dataclass
@@ -367,8 +370,10 @@ class Function:
         worker path for a while, so a slow function blocks the loop at most once a
         cool-down, for at most two ticks.
         """
+        if self._ticks <= INLINE_TICKS:
+            return self._execute(request, 0.0)  # the budget is the function's whole bound
         response = self._execute(request, 0.0, ticks=INLINE_TICKS)
-        if response.fault is Fault.TIMEOUT and response.stats.trap is not None:
+        if response.fault is Fault.TIMEOUT and response.stats.trap_code == "INTERRUPT":
             self._inline_cooldown_until = time.monotonic() + INLINE_COOLDOWN_S
             with self.stats.lock:
                 self.stats.inline_overruns += 1
@@ -393,6 +398,8 @@ class Function:
     def _worker_pool(self) -> concurrent.futures.ThreadPoolExecutor:
         with self._executor_lock:
             if self._executor is None:
+                if self._closing:
+                    raise RuntimeError("function is closed")
                 self._executor = concurrent.futures.ThreadPoolExecutor(
                     max_workers=self.config.max_concurrency,
                     thread_name_prefix=f"wasm-{self.name}",
@@ -496,6 +503,7 @@ class Function:
             message = trap_message(trap)
             stats.trap = message
             code = trap.trap_code
+            stats.trap_code = code.name if code is not None else None
             if code == wasmtime.TrapCode.INTERRUPT:
                 return self._fault(
                     Fault.TIMEOUT, f"exceeded its CPU bound of {limits.timeout_s} s", stderr
