@@ -27,10 +27,14 @@ def test_manifest_covers_the_issue(manifest: Manifest) -> None:
         assert workload.exercises, workload.name
         assert workload.wasm_path.is_file(), workload.name
         if workload.is_fixture:
-            assert workload.check, workload.name
+            assert workload.check or workload.samples, workload.name
         else:
-            assert workload.samples, workload.name
+            assert workload.samples and not workload.check, workload.name
+        if not workload.check:
             workload.function_limits()  # parses
+    assert {w.name for w in manifest.servable()} - {w.name for w in manifest.benchmarks()} == {
+        "env"
+    }
 
 
 def test_expectation_reports_every_mismatch() -> None:

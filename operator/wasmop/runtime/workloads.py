@@ -220,7 +220,11 @@ class Manifest:
         return self.by_name[name]
 
     def servable(self) -> list[Workload]:
-        """Every workload except the test fixtures (bad modules)."""
+        """Every module that passes the runtime's check (all but the bad fixtures)."""
+        return [w for w in self.workloads if not w.check]
+
+    def benchmarks(self) -> list[Workload]:
+        """The benchmark workloads: everything that is not a test fixture."""
         return [w for w in self.workloads if not w.is_fixture]
 
     def missing(self) -> list[Path]:
