@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pytest
@@ -106,7 +105,6 @@ def test_serve_answers_shows_metrics_and_stops_cleanly(manifest: Manifest) -> No
         assert (
             'wasmop_function_requests_total{code="200",function="hello",reason="ok"} 1.0' in metrics
         )
-        started = time.monotonic()
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=30)
     finally:
@@ -115,7 +113,6 @@ def test_serve_answers_shows_metrics_and_stops_cleanly(manifest: Manifest) -> No
             process.wait()
     assert process.returncode == 0, stderr
     assert "panicked" not in stderr
-    assert time.monotonic() - started < 10
 
 
 def test_serve_refuses_a_bad_module(manifest: Manifest) -> None:

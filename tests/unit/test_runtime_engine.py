@@ -372,3 +372,22 @@ async def test_modules_that_can_block_never_run_inline(
     assert disabled.stats.inline_runs == 0
     for function in (sleep, disabled):
         await function.aclose()
+
+
+async def test_closing_the_runtime_interrupts_running_requests(manifest: Manifest) -> None:
+    runtime = Runtime()
+    loop = runtime.function(
+        manifest["loop"].wasm_path,
+        FunctionConfig(name="loop-close", limits=Limits(timeout_s=600), inline=False),
+    )
+    running = asyncio.create_task(loop.invoke(Request()))
+    for _ in range(500):
+        if loop.memory_bytes() > loop.module.image_bytes:  # instantiated and running
+            break
+        await asyncio.sleep(0.01)
+    assert loop.in_flight == 1
+    await runtime.aclose()
+    response = await running
+    assert response.fault is Fault.TIMEOUT  # not the 600 s bound: the close interrupted it
+    assert not loop.ready
+    assert (await loop.invoke(Request())).fault is Fault.DRAINING
