@@ -16,6 +16,7 @@ it on stop; it never closes the functions, which the caller may serve again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 from collections.abc import Iterable, Mapping
@@ -69,7 +70,9 @@ class ServerHandle:
         self.ready = False
         if self.runner is not None:
             if grace is not None:
-                self.runner._shutdown_timeout = grace
+                # aiohttp only takes the grace period at construction; adjust it in place.
+                with contextlib.suppress(AttributeError):
+                    self.runner._shutdown_timeout = grace
             await self.runner.cleanup()
         log.info("server stopped address=%s:%d", self.host, self.port)
 
