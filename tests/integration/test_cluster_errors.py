@@ -19,16 +19,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_failed_component_is_named_with_its_log(tmp_path: Path) -> None:
-    layout = StateLayout(tmp_path / "state")
-    layout.root.mkdir()
-    ClusterSettings(
+def scratch_settings() -> ClusterSettings:
+    """A second cluster beside the session's: its own ports, no wasm nodes."""
+    return ClusterSettings(
         api_port=free_port(),
         etcd_client_port=free_port(),
         etcd_peer_port=free_port(),
         controller_manager_port=free_port(),
         scheduler_port=free_port(),
-    ).save(layout.settings_file)
+        gateway_port=free_port(),
+        nodes=0,
+    )
+
+
+def test_failed_component_is_named_with_its_log(tmp_path: Path) -> None:
+    layout = StateLayout(tmp_path / "state")
+    layout.root.mkdir()
+    scratch_settings().save(layout.settings_file)
     layout.etcd_data.write_text("a file where etcd expects its data directory")
     try:
         with pytest.raises(manager.ClusterError) as failure:
@@ -50,13 +57,7 @@ def test_supervisor_killed_takes_components_with_it(tmp_path: Path) -> None:
 
     layout = StateLayout(tmp_path / "state")
     layout.root.mkdir()
-    ClusterSettings(
-        api_port=free_port(),
-        etcd_client_port=free_port(),
-        etcd_peer_port=free_port(),
-        controller_manager_port=free_port(),
-        scheduler_port=free_port(),
-    ).save(layout.settings_file)
+    scratch_settings().save(layout.settings_file)
     try:
         manager.up(layout, timeout=120)
         pid = manager.supervisor_pid(layout)

@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         etcd_peer_port=base.etcd_peer_port + args.port_offset,
         controller_manager_port=base.controller_manager_port + args.port_offset,
         scheduler_port=base.scheduler_port + args.port_offset,
+        gateway_port=base.gateway_port + args.port_offset,
+        # Wasm nodes need the machine's pod range, which a running cluster may hold.
+        nodes=0,
     )
     cold: list[float] = []
     warm: list[float] = []

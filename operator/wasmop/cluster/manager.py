@@ -38,13 +38,14 @@ class UpResult:
 
 
 def _pid_alive(pid: int) -> bool:
+    """True for a live process; a zombie (e.g. a supervisor we started, killed) is dead."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reap it if it is our own child
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    except PermissionError:
-        return True
-    return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def supervisor_pid(layout: StateLayout) -> int | None:
@@ -180,6 +181,7 @@ def _wait_running(
             if status["state"] == "running":
                 return UpResult(False, time.monotonic() - started, layout.admin_kubeconfig)
             if status["state"] == "failed":
+                _wait_gone(layout)
                 raise ClusterError(status["message"])
         if seen_pid and pid is None and (status is None or status["state"] != "running"):
             # Give the supervisor a moment to write its final status.
@@ -192,6 +194,13 @@ def _wait_running(
     raise ClusterError(
         f"the cluster was not ready after {timeout:.0f} s; see the logs in {layout.logs}"
     )
+
+
+def _wait_gone(layout: StateLayout, timeout: float = 10.0) -> None:
+    """Let a failed supervisor finish stopping what it started before reporting."""
+    deadline = time.monotonic() + timeout
+    while _processes_of(layout) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _processes_of(layout: StateLayout) -> list[int]:

@@ -91,7 +91,8 @@ class Gateway:
         self.settings = settings
         self.table = EndpointTable()
         self.metrics = Metrics()
-        self.synced = asyncio.Event()
+        self._services_synced = asyncio.Event()
+        self._slices_synced = asyncio.Event()
         self._changed = asyncio.Condition()
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -102,14 +103,19 @@ class Gateway:
 
     async def _watch_services(self) -> None:
         async for event in self.kube.list_and_watch(api_path("v1", "services")):
+            if event.type == "SYNCED":
+                self._services_synced.set()
+                continue
             self.table.apply_service(event.type, event.object)
             await self._notify()
 
     async def _watch_slices(self) -> None:
         path = api_path("discovery.k8s.io/v1", "endpointslices")
         async for event in self.kube.list_and_watch(path):
+            if event.type == "SYNCED":
+                self._slices_synced.set()
+                continue
             self.table.apply_slice(event.type, event.object)
-            self.synced.set()
             await self._notify()
 
     async def _notify(self) -> None:
@@ -250,7 +256,7 @@ class Gateway:
         return web.json_response({"time": time.time(), "services": services})
 
     async def healthz(self, _: web.Request) -> web.Response:
-        if not self.synced.is_set():
+        if not (self._services_synced.is_set() and self._slices_synced.is_set()):
             return web.Response(status=503, text="endpoints not synced yet")
         return web.Response(text="ok")
 

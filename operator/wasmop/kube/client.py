@@ -52,7 +52,7 @@ class ApiError(Exception):
 
 @dataclass(frozen=True)
 class WatchEvent:
-    type: str  # ADDED, MODIFIED, DELETED, BOOKMARK
+    type: str  # ADDED, MODIFIED, DELETED; SYNCED from list_and_watch
     object: dict[str, Any]
 
 
@@ -340,8 +340,9 @@ class Kube:
         self, path: str, *, retry_delay: float = 0.5, **params: Any
     ) -> AsyncIterator[WatchEvent]:
         """An endless stream: every current object as ADDED, then changes, resuming after
-        disconnects and relisting after 410 Gone (as a reflector does). A relist yields
-        SYNC-type events for objects present and DELETED for objects that went away."""
+        disconnects and relisting after 410 Gone (as a reflector does). After each
+        (re)list comes one ``SYNCED`` event (no object): the consumer's view is complete.
+        A relist yields DELETED for objects that went away meanwhile."""
         known: dict[str, dict[str, Any]] = {}
         while True:
             try:
@@ -358,6 +359,7 @@ class Kube:
                 yield WatchEvent("ADDED" if uid not in known else "MODIFIED", obj)
             known = current
             version = listing["metadata"]["resourceVersion"]
+            yield WatchEvent("SYNCED", {"metadata": {"resourceVersion": version}})
             while True:
                 try:
                     async for event in self.watch(path, version, **params):

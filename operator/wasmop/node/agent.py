@@ -86,7 +86,8 @@ class NodeAgent:
         from wasmop.runtime import EngineFeatures, Runtime, RuntimeConfig
 
         names = {n for n in env.get("WASMOP_FEATURES", "").split(",") if n}
-        known = {"simd", "bulk-memory", "reference-types", "multi-value", "threads", "memory64"}
+        # reference-types stays on: this wasmtime cannot run without it.
+        known = {"simd", "bulk-memory", "multi-value", "threads", "memory64"}
         flags = {n.replace("-", "_"): n in names for n in known} if names else {}
         fuel = "fuel" in names and "WASMOP_FUEL" in env
         key = (tuple(sorted(flags.items())), fuel)
@@ -341,6 +342,8 @@ class NodeAgent:
     # --- pods -----------------------------------------------------------------------
 
     def _handle_pod(self, event_type: str, pod: dict[str, Any]) -> None:
+        if event_type == "SYNCED":
+            return
         uid = pod["metadata"]["uid"]
         worker = self.workers.get(uid)
         if event_type == "DELETED":

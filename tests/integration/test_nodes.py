@@ -1,0 +1,264 @@
+"""Wasm node agents run real Pods of the embedded cluster; the gateway routes to them."""
+
+from __future__ import annotations
+
+import base64
+import collections
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from wasmop.cluster import manager
+from wasmop.cluster.layout import repo_root
+from wasmop.cluster.settings import ClusterSettings
+
+pytestmark = pytest.mark.integration
+
+FUNCTIONS = repo_root() / "functions" / "build"
+TOLERATION = {"key": "wasm.bits-dissertation.io/runtime", "operator": "Exists", "effect": "NoSchedule"}
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def module_configmap(core: client.CoreV1Api, namespace: str, name: str, wasm: Path) -> None:
+    data = base64.b64encode(wasm.read_bytes()).decode()
+    core.create_namespaced_config_map(
+        namespace,
+        client.V1ConfigMap(metadata=client.V1ObjectMeta(name=name), binary_data={"module.wasm": data}),
+    )
+
+
+def wasm_deployment(name: str, configmap: str, replicas: int) -> dict[str, Any]:
+    """A hand-written Deployment of a wasm function: no operator involved."""
+    labels = {"app": name}
+    probe = {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 2}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "tolerations": [TOLERATION],
+                    "terminationGracePeriodSeconds": 5,
+                    "containers": [
+                        {
+                            "name": "function",
+                            "image": "wasmop/runtime:0.1.0",
+                            "ports": [{"name": "http", "containerPort": 8080}],
+                            "readinessProbe": probe,
+                            "livenessProbe": {**probe, "httpGet": {"path": "/healthz", "port": "http"}},
+                            "volumeMounts": [{"name": "module", "mountPath": "/module"}],
+                        }
+                    ],
+                    "volumes": [{"name": "module", "configMap": {"name": configmap}}],
+                },
+            },
+        },
+    }
+
+
+def service(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": "http"}]},
+    }
+
+
+def gateway_get(path: str, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
+    port = ClusterSettings().gateway_port
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def ready_pods(core: client.CoreV1Api, namespace: str, app: str) -> list[client.V1Pod]:
+    pods = core.list_namespaced_pod(namespace, label_selector=f"app={app}").items
+    return [
+        p
+        for p in pods
+        if p.metadata.deletion_timestamp is None
+        and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+    ]
+
+
+@pytest.fixture
+def hello(api: client.ApiClient, namespace: str) -> tuple[str, str]:
+    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    module_configmap(core, namespace, "hello-module", FUNCTIONS / "hello.wasm")
+    apps.create_namespaced_deployment(namespace, wasm_deployment("hello", "hello-module", 4))
+    core.create_namespaced_service(namespace, service("hello"))
+    wait_for(lambda: len(ready_pods(core, namespace, "hello")) == 4, what="4 ready hello Pods")
+    return namespace, "hello"
+
+
+def test_nodes_are_ready(api: client.ApiClient, cluster) -> None:  # type: ignore[no-untyped-def]
+    expected = set(manager.load_settings(cluster.layout).node_names())
+    nodes = {n.metadata.name: n for n in client.CoreV1Api(api).list_node().items}
+    assert expected <= set(nodes)
+    for name in expected:
+        node = nodes[name]
+        ready = next(c for c in node.status.conditions if c.type == "Ready")
+        assert ready.status == "True", name
+        assert node.metadata.labels["kubernetes.io/arch"] == "wasm32-wasi"
+        assert node.metadata.labels["topology.kubernetes.io/zone"]
+        assert node.spec.taints[0].key == "wasm.bits-dissertation.io/runtime"
+        assert node.status.addresses[0].address.startswith("10.244.0.")
+
+
+def test_hand_written_deployment_serves_through_gateway(api: client.ApiClient, hello: tuple[str, str]) -> None:
+    namespace, name = hello
+    core = client.CoreV1Api(api)
+    pod_ips = {p.status.pod_ip for p in ready_pods(core, namespace, name)}
+    assert all(ip.startswith("10.244.") for ip in pod_ips)
+
+    def slice_addresses() -> set[str]:
+        slices = client.DiscoveryV1Api(api).list_namespaced_endpoint_slice(
+            namespace, label_selector=f"kubernetes.io/service-name={name}"
+        )
+        return {a for s in slices.items for e in s.endpoints or [] for a in e.addresses}
+
+    wait_for(lambda: slice_addresses() == pod_ips, what="EndpointSlice with the Pod IPs")
+    served: collections.Counter[str] = collections.Counter()
+    for _ in range(40):
+        status, headers, body = gateway_get(f"/{namespace}/{name}/")
+        assert status == 200 and body == b"Hello, world!\n"
+        assert "upstream;dur=" in headers["Server-Timing"]
+        served[headers["X-Wasmop-Pod"]] += 1
+    assert len(served) == 4, f"requests not spread over the replicas: {served}"
+
+
+def test_crashed_container_restarts_and_deleted_pod_is_replaced(api: client.ApiClient, hello, cluster) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import urllib.request
+
+    namespace, name = hello
+    core = client.CoreV1Api(api)
+    victim = ready_pods(core, namespace, name)[0]
+    info = json.loads((cluster.layout.run / f"node-{victim.spec.node_name}.json").read_text())
+    request = urllib.request.Request(
+        f"http://{info['address']}:{info['port']}/faults/crash",
+        data=json.dumps({"namespace": namespace, "pod": victim.metadata.name}).encode(),
+        headers={"Authorization": f"Bearer {info['token']}"},
+        method="POST",
+    )
+    urllib.request.urlopen(request, timeout=5).read()
+
+    def restarted() -> bool:
+        pod = core.read_namespaced_pod(victim.metadata.name, namespace)
+        status = pod.status.container_statuses[0]
+        return status.restart_count == 1 and status.ready
+
+    wait_for(restarted, what="the crashed container to restart and become ready")
+    pod = core.read_namespaced_pod(victim.metadata.name, namespace)
+    assert pod.status.container_statuses[0].last_state.terminated.exit_code == 137
+    with urllib.request.urlopen(f"http://{pod.status.pod_ip}:8080/", timeout=5) as response:
+        assert response.read() == b"Hello, world!\n"
+
+    core.delete_namespaced_pod(victim.metadata.name, namespace)
+    wait_for(
+        lambda: not [p for p in core.list_namespaced_pod(namespace).items if p.metadata.name == victim.metadata.name],
+        what="the deleted Pod object to disappear",
+    )
+    wait_for(lambda: len(ready_pods(core, namespace, name)) == 4, what="a replacement Pod")
+
+
+def test_pod_with_invalid_module_reports_reason_and_others_run(api: client.ApiClient, hello) -> None:  # type: ignore[no-untyped-def]
+    namespace, name = hello
+    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    module_configmap(core, namespace, "broken-module", FUNCTIONS / "notwasm.wasm")
+    apps.create_namespaced_deployment(namespace, wasm_deployment("broken", "broken-module", 1))
+
+    def waiting_reason() -> str | None:
+        pods = core.list_namespaced_pod(namespace, label_selector="app=broken").items
+        for pod in pods:
+            for status in pod.status.container_statuses or []:
+                if status.state.waiting and status.state.waiting.reason == "NotWasm":
+                    return pod.metadata.name
+        return None
+
+    broken = wait_for(waiting_reason, what="the NotWasm reason in the Pod status")
+    events = wait_for(
+        lambda: [
+            e
+            for e in core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={broken}").items
+            if e.reason == "Failed" and "NotWasm" in e.message
+        ],
+        what="a Failed event naming NotWasm",
+    )
+    assert events[0].type == "Warning"
+    assert len(ready_pods(core, namespace, name)) == 4
+    status, _, body = gateway_get(f"/{namespace}/{name}/")
+    assert status == 200 and body == b"Hello, world!\n"
+
+
+def test_gateway_answers_503_with_reason_when_nothing_is_ready(api: client.ApiClient, namespace: str) -> None:
+    core = client.CoreV1Api(api)
+    core.create_namespaced_service(namespace, service("nobody"))
+    wait_for(lambda: gateway_get(f"/{namespace}/nobody/")[0] != 404, what="the gateway to see the Service")
+    status, headers, body = gateway_get(f"/{namespace}/nobody/")
+    assert status == 503
+    assert headers["X-Wasmop-Reason"] == "NoReadyEndpoints"
+    assert b"no ready endpoint" in body
+    status, headers, _ = gateway_get(f"/{namespace}/absent/")
+    assert status == 404 and headers["X-Wasmop-Reason"] == "ServiceNotFound"
+
+
+def test_killed_node_is_marked_not_ready_and_pods_move(api: client.ApiClient, hello, cluster) -> None:  # type: ignore[no-untyped-def]
+    namespace, name = hello
+    core = client.CoreV1Api(api)
+    settings = manager.load_settings(cluster.layout)
+    nodes = settings.node_names()
+    victim = next(p.spec.node_name for p in ready_pods(core, namespace, name))
+    survivor = next(n for n in nodes if n != victim)
+
+    def node_ready(node: str) -> bool:
+        conditions = core.read_node(node).status.conditions
+        return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+    manager.control(cluster.layout, "stop", name=victim, signal="KILL")
+    try:
+        killed = time.monotonic()
+        wait_for(
+            lambda: not node_ready(victim),
+            timeout=settings.node_monitor_grace_seconds + 10,
+            what=f"{victim} NotReady",
+        )
+        assert time.monotonic() - killed <= settings.node_monitor_grace_seconds + 10
+
+        def all_on_survivor() -> bool:
+            pods = ready_pods(core, namespace, name)
+            return len(pods) == 4 and {p.spec.node_name for p in pods} == {survivor}
+
+        wait_for(all_on_survivor, timeout=60, what=f"4 ready Pods on {survivor}")
+        for _ in range(10):
+            status, headers, _ = gateway_get(f"/{namespace}/{name}/")
+            assert status == 200
+    finally:
+        manager.control(cluster.layout, "start", name=victim)
+    wait_for(lambda: node_ready(victim), what=f"{victim} Ready again")
+    # The returning agent finishes the deletions the eviction started.
+    wait_for(
+        lambda: all(p.metadata.deletion_timestamp is None for p in core.list_namespaced_pod(namespace).items),
+        what="no Pod left Terminating",
+    )
