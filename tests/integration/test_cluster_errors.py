@@ -28,6 +28,8 @@ def scratch_settings() -> ClusterSettings:
         controller_manager_port=free_port(),
         scheduler_port=free_port(),
         gateway_port=free_port(),
+        operator_metrics_port=free_port(),
+        operator_health_port=free_port(),
         nodes=0,
     )
 

@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         controller_manager_port=base.controller_manager_port + args.port_offset,
         scheduler_port=base.scheduler_port + args.port_offset,
         gateway_port=base.gateway_port + args.port_offset,
+        operator_metrics_port=base.operator_metrics_port + args.port_offset,
+        operator_health_port=base.operator_health_port + args.port_offset,
         # Wasm nodes need the machine's pod range, which a running cluster may hold.
         nodes=0,
     )

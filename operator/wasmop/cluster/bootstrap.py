@@ -30,6 +30,7 @@ def manifests() -> list[Path]:
     return [
         config / "crds" / "wasmruntimes.yaml",
         config / "crds" / "wasmfunctions.yaml",
+        config / "crds" / "kopf-peering.yaml",
         config / "rbac" / "gateway.yaml",
         config / "rbac" / "operator.yaml",
         config / "crds" / "default-runtime.yaml",
@@ -46,7 +47,12 @@ RESOURCES: dict[str, tuple[str, bool]] = {
     "Role": ("roles", True),
     "RoleBinding": ("rolebindings", True),
     "WasmRuntime": ("wasmruntimes", False),
+    "ClusterKopfPeering": ("clusterkopfpeerings", False),
 }
+
+OPERATOR_NAMESPACE = "wasm-operators"
+OPERATOR_ACCOUNT = "wasmop-operator"
+TOKEN_SECONDS = 365 * 24 * 3600
 
 
 def object_path(obj: dict[str, Any]) -> str:
@@ -97,6 +103,36 @@ async def apply_all(kube: Kube, files: list[Path]) -> int:
     return applied
 
 
+async def write_operator_kubeconfig(kube: Kube, layout: StateLayout) -> Path:
+    """The operator runs with its ServiceAccount's token, never as admin."""
+    request = {
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "spec": {"audiences": [], "expirationSeconds": TOKEN_SECONDS},
+    }
+    path = f"/api/v1/namespaces/{OPERATOR_NAMESPACE}/serviceaccounts/{OPERATOR_ACCOUNT}/token"
+    token = (await kube.create(path, request))["status"]["token"]
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {"name": "wasmop", "cluster": {"server": kube.config.server, "certificate-authority": kube.config.ca_file}}
+        ],
+        "users": [{"name": OPERATOR_ACCOUNT, "user": {"token": token}}],
+        "contexts": [
+            {
+                "name": "wasmop",
+                "context": {"cluster": "wasmop", "user": OPERATOR_ACCOUNT, "namespace": OPERATOR_NAMESPACE},
+            }
+        ],
+        "current-context": "wasmop",
+    }
+    target = layout.kubeconfig_for("operator")
+    target.write_text(yaml.safe_dump(config, sort_keys=False))
+    target.chmod(0o600)
+    return target
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Apply the embedded cluster's base objects.")
     parser.add_argument("--state-dir", type=Path, required=True)
@@ -106,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
 
     async def run() -> int:
         async with Kube(KubeConfig.from_file(layout.admin_kubeconfig), user_agent=FIELD_MANAGER) as kube:
-            return await apply_all(kube, manifests())
+            count = await apply_all(kube, manifests())
+            await write_operator_kubeconfig(kube, layout)
+            return count
 
     count = asyncio.run(run())
     log.info("applied %d objects", count)

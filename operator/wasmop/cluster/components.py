@@ -245,6 +245,20 @@ def workloads(layout: StateLayout, settings: ClusterSettings) -> list[ComponentS
         )
     specs.append(
         ComponentSpec(
+            "operator",
+            [
+                *wasmop, "operator", "run",
+                "--kubeconfig", str(layout.kubeconfig_for("operator")),
+                "--gateway-url", f"http://127.0.0.1:{settings.gateway_port}",
+                "--metrics-port", str(settings.operator_metrics_port),
+                "--health-port", str(settings.operator_health_port),
+            ],  # fmt: skip
+            Probe(f"http://127.0.0.1:{settings.operator_health_port}/readyz"),
+            after=("bootstrap",),
+        )
+    )
+    specs.append(
+        ComponentSpec(
             "gateway",
             [
                 *wasmop, "gateway", "run",

@@ -42,6 +42,8 @@ class ClusterSettings:
     nodes: int = 2
     zones: tuple[str, ...] = ("zone-a", "zone-b")
     gateway_port: int = 8000
+    operator_metrics_port: int = 8080
+    operator_health_port: int = 8081
 
     def __post_init__(self) -> None:
         self.zones = tuple(self.zones)
@@ -82,6 +84,8 @@ class ClusterSettings:
             "kube-controller-manager": self.controller_manager_port,
             "kube-scheduler": self.scheduler_port,
             "gateway": self.gateway_port,
+            "operator (metrics)": self.operator_metrics_port,
+            "operator (health)": self.operator_health_port,
         }
 
     def to_json(self) -> str:

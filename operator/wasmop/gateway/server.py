@@ -249,10 +249,11 @@ class Gateway:
 
     async def stats_handler(self, _: web.Request) -> web.Response:
         """Cumulative request counts per service, cheap for the autoscaler to poll."""
-        services = [
-            {"namespace": ns, "service": svc, "requests": count}
-            for (ns, svc), count in sorted(self.counts.items())
-        ]
+        services = []
+        for (ns, svc), count in sorted(self.counts.items()):
+            entry = self.table.lookup(ns, svc)
+            in_flight = sum(e.in_flight for e in entry.ready()) if entry else 0
+            services.append({"namespace": ns, "service": svc, "requests": count, "inFlight": in_flight})
         return web.json_response({"time": time.time(), "services": services})
 
     async def healthz(self, _: web.Request) -> web.Response:

@@ -27,6 +27,7 @@ import aiohttp
 from wasmop import __version__
 from wasmop.kube import ApiError, Kube, KubeConfig
 from wasmop.kube.client import api_path
+from wasmop.kube.events import EventRecorder
 from wasmop.node.ipam import PodAddressAllocator
 from wasmop.node.netns import NodeNetwork
 from wasmop.node.podspec import ContainerPlan, ModuleSource, PodSpecError, micro_time, now_rfc3339
@@ -72,9 +73,9 @@ class NodeAgent:
         self.workers: dict[str, PodWorker] = {}
         self.started = time.time()
         self.fault_token = secrets.token_urlsafe(24)
+        self.events = EventRecorder(self.kube, "wasmop-node", self.name)
         self._runtimes: dict[Any, Any] = {}
         self._probe_session: aiohttp.ClientSession | None = None
-        self._background: set[asyncio.Task[Any]] = set()
         self._configmaps: dict[tuple[str, str], dict[str, Any]] = {}
         self._stop = asyncio.Event()
         self._lease_version: str | None = None
@@ -172,47 +173,11 @@ class NodeAgent:
             return False, f"Get {url}: {exc.__class__.__name__} {exc}"
 
     async def record_event(self, pod: dict[str, Any], reason: str, message: str, warning: bool) -> None:
-        """Post an Event in the background; Pod start never waits for it."""
-        meta = pod["metadata"]
-        now = micro_time()
-        body = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-            "involvedObject": {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "name": meta["name"],
-                "namespace": meta["namespace"],
-                "uid": meta["uid"],
-                "fieldPath": "spec.containers{function}",
-            },
-            "reason": reason,
-            "message": message[:1024],
-            "type": "Warning" if warning else "Normal",
-            "source": {"component": "wasmop-node", "host": self.name},
-            "reportingComponent": "wasmop-node",
-            "reportingInstance": self.name,
-            "firstTimestamp": now_rfc3339(),
-            "lastTimestamp": now_rfc3339(),
-            "eventTime": None,
-            "count": 1,
-        }
-        del now
-
-        async def post() -> None:
-            try:
-                await self.kube.create(api_path("v1", "events", meta["namespace"]), body)
-            except (ApiError, aiohttp.ClientError, TimeoutError) as exc:
-                log.debug("event %s for %s not recorded: %s", reason, meta["name"], exc)
-
-        self._spawn(post())
-
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        return task
+        """An Event about a Pod, posted in the background: Pod start never waits for it."""
+        self.events.record(
+            {"apiVersion": "v1", "kind": "Pod", **pod}, reason, message, warning=warning,
+            field_path="spec.containers{function}",
+        )  # fmt: skip
 
     # --- node object and heartbeat --------------------------------------------------
 
@@ -426,8 +391,7 @@ class NodeAgent:
                 await daemon.cleanup()
             if self._probe_session is not None:
                 await self._probe_session.close()
-            for task in list(self._background):
-                task.cancel()
+            await self.events.drain()
             await self.kube.close()
             for runtime in self._runtimes.values():
                 runtime.close()

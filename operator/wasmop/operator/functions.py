@@ -1,0 +1,293 @@
+"""The function handlers' logic: from a WasmFunction to its ConfigMap, Deployment and
+Service, and from their progress back to the function's status.
+
+``reconcile`` is idempotent: every object has a deterministic name and is written with
+server-side apply, so running it twice (after an operator restart, say) changes nothing
+and duplicates nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from wasmop.kube import ApiError, Kube
+from wasmop.kube.client import api_path
+from wasmop.kube.events import EventRecorder
+from wasmop.operator.modules import ModuleChecker, ModuleUnavailable, fetch_module
+from wasmop.operator.resources import (
+    LABEL_FUNCTION,
+    ModuleTooLarge,
+    build_configmap,
+    build_deployment,
+    build_hpa,
+    build_service,
+    configmap_name,
+    gateway_url,
+    pack_module,
+    selector_string,
+)
+from wasmop.operator.spec import SpecError, WasmFunction, WasmRuntime, resolve
+from wasmop.operator.state import FunctionState, write_status
+from wasmop.operator.status import now_rfc3339, orphaned_configmaps, record_revision
+from wasmop.operator.validation import problem_from_spec_error, summarize, validate_function
+
+log = logging.getLogger(__name__)
+
+FIELD_MANAGER = "wasmop-operator"
+
+
+class NotOurs(Exception):
+    """An object with the name we need exists and belongs to someone else."""
+
+
+class RetryLater(Exception):
+    """Transient: kopf retries the handler after ``delay`` seconds."""
+
+    def __init__(self, message: str, delay: float = 2.0) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+@dataclass
+class FunctionController:
+    kube: Kube
+    events: EventRecorder
+    checker: ModuleChecker
+    gateway: str
+    runtimes: dict[str, WasmRuntime] = field(default_factory=dict)
+    ready_runtimes: set[str] = field(default_factory=set)
+    states: dict[tuple[str, str], FunctionState] = field(default_factory=dict)
+    http: aiohttp.ClientSession | None = None
+
+    def state_for(self, body: dict[str, Any]) -> FunctionState:
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        state = self.states.get(key)
+        if state is None or state.uid != body["metadata"].get("uid"):
+            state = FunctionState.from_body(body)
+            self.states[key] = state
+        return state
+
+    def forget(self, namespace: str, name: str) -> None:
+        self.states.pop((namespace, name), None)
+
+    # --- reconcile ------------------------------------------------------------------
+
+    async def reconcile(self, body: dict[str, Any]) -> None:
+        state = self.state_for(body)
+        async with state.lock:
+            await self._reconcile(state, body)
+
+    async def _reconcile(self, state: FunctionState, body: dict[str, Any]) -> None:
+        now = now_rfc3339()
+        meta = body["metadata"]
+        state.generation = int(meta.get("generation") or 0)
+        try:
+            function = WasmFunction.from_body(body)
+        except SpecError as exc:
+            problem = problem_from_spec_error(exc)
+            await self._invalid(state, problem.reason, str(problem))
+            return
+        state.desired = function.spec.desired_replicas
+        state.runtime = function.spec.runtime
+        state.url = gateway_url(self.gateway, function)
+        state.selector = selector_string(function.name)
+
+        runtime = self.runtimes.get(function.spec.runtime)
+        if runtime is None:
+            await self._wait(state, "RuntimeNotFound", f'WasmRuntime "{function.spec.runtime}" does not exist')
+            return
+        if runtime.name not in self.ready_runtimes:
+            await self._wait(state, "NoReadyNodes", f'WasmRuntime "{runtime.name}" has no Ready node')
+            return
+
+        try:
+            module = await fetch_module(self.kube, function, self._session())
+        except ModuleUnavailable as exc:
+            if exc.permanent:
+                await self._invalid(state, exc.reason, exc.message)
+                return
+            await self._wait(state, exc.reason, exc.message)
+            raise RetryLater(exc.message, delay=5.0) from exc
+        problems = validate_function(function, runtime, module=module, check_module=None)
+        if not problems:
+            problems = await self.checker.check(module, runtime.spec)
+        if problems:
+            reason, message = summarize(problems)
+            await self._invalid(state, reason, message)
+            return
+        try:
+            bundle = pack_module(module)
+        except ModuleTooLarge as exc:
+            await self._invalid(state, "ModuleTooLarge", str(exc))
+            return
+
+        state.valid = True
+        state.waiting = None
+        state.validation = ("Valid", f"module sha256:{bundle.digest[:12]} fits WasmRuntime {runtime.name}")
+        state.observed_generation = state.generation
+        cm_name = configmap_name(function.name, bundle.digest)
+        update = record_revision(
+            state.revisions,
+            state.revision,
+            digest=bundle.digest,
+            version=function.spec.version,
+            config_map=cm_name,
+            now=now,
+            limit=function.spec.revision_history_limit,
+        )
+        if update.changed or state.timings.revision is None:
+            state.timings = state.timings.for_revision(update.current.revision, now)
+            state.settled = False
+        if state.timings.accepted_at is None:
+            state.timings = state.timings.mark("accepted_at", now)
+        state.timings = state.timings.mark("validated_at", now_rfc3339())
+        if state.deployment is not None and state.deployment.replicas != state.desired:
+            state.settled = False
+        state.revision, state.revisions = update.current.revision, update.history
+
+        await self._ensure_configmap(build_configmap(function, bundle))
+        resolved = resolve(function, runtime)
+        deployment = build_deployment(
+            resolved, bundle, revision=update.current.revision, configmap=update.current.config_map
+        )
+        try:
+            applied = await self._apply_owned(
+                api_path("apps/v1", "deployments", function.namespace, function.name), deployment, function
+            )
+            state.timings = state.timings.mark("deployment_created_at", now_rfc3339())
+            await self._apply_owned(
+                api_path("v1", "services", function.namespace, function.name), build_service(function), function
+            )
+        except NotOurs as exc:
+            await self._wait(state, "ResourceConflict", str(exc))
+            raise RetryLater(str(exc), delay=10.0) from exc
+        await self._sync_hpa(function)
+        state.observe_deployment(applied, now_rfc3339())
+        await write_status(self.kube, self.events, state)
+        if update.changed and update.rolled_back:
+            self.events.record(state.reference, "RolledBack", f"back to revision {update.current.revision}")
+        elif update.changed and len(update.history) > 1:
+            self.events.record(
+                state.reference, "RollingOut",
+                f"revision {update.current.revision} (version {function.spec.version})",
+            )  # fmt: skip
+        await self._collect_configmaps(function, state, update.config_maps_to_delete)
+
+    async def _apply_owned(self, path: str, body: dict[str, Any], function: WasmFunction) -> dict[str, Any]:
+        """Server-side apply, refusing to take over an object another owner controls.
+
+        The first apply does not force: a conflict means some other manager holds fields,
+        and only when the object is controlled by this very WasmFunction (say, someone
+        ran ``kubectl scale`` on its Deployment) is it taken back by force.
+        """
+        try:
+            return await self.kube.apply(path, body, FIELD_MANAGER, force=False)
+        except ApiError as exc:
+            if not exc.conflict:
+                raise
+        existing = await self.kube.get(path)
+        owners = existing["metadata"].get("ownerReferences") or []
+        if not any(o.get("uid") == function.uid and o.get("controller") for o in owners):
+            raise NotOurs(
+                f"{body['kind']} {function.namespace}/{function.name} exists and is not owned by"
+                " this WasmFunction; delete or rename it"
+            )
+        return await self.kube.apply(path, body, FIELD_MANAGER, force=True)
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self.http is None or self.http.closed:
+            self.http = aiohttp.ClientSession()
+        return self.http
+
+    async def _invalid(self, state: FunctionState, reason: str, message: str) -> None:
+        state.valid = False
+        state.waiting = None
+        state.validation = (reason, message)
+        state.observed_generation = state.generation
+        await write_status(self.kube, self.events, state)
+
+    async def _wait(self, state: FunctionState, reason: str, message: str) -> None:
+        state.valid = None if state.valid is False else state.valid
+        state.waiting = (reason, message)
+        state.observed_generation = state.generation
+        await write_status(self.kube, self.events, state)
+
+    async def _ensure_configmap(self, configmap: dict[str, Any]) -> None:
+        """Create the immutable module ConfigMap unless it exists (same name, same bytes)."""
+        meta = configmap["metadata"]
+        try:
+            await self.kube.create(api_path("v1", "configmaps", meta["namespace"]), configmap)
+        except ApiError as exc:
+            if not exc.conflict:
+                raise
+
+    async def _collect_configmaps(
+        self, function: WasmFunction, state: FunctionState, dropped: tuple[str, ...]
+    ) -> None:
+        """Delete module ConfigMaps no revision in the history refers to any more."""
+        path = api_path("v1", "configmaps", function.namespace)
+        listing = await self.kube.list(path, labelSelector=f"{LABEL_FUNCTION}={function.name}")
+        existing = [item["metadata"]["name"] for item in listing.get("items", [])]
+        for name in {*dropped, *orphaned_configmaps(existing, state.revisions)}:
+            if name not in existing:
+                continue
+            try:
+                await self.kube.delete(api_path("v1", "configmaps", function.namespace, name))
+            except ApiError as exc:
+                if not exc.not_found:
+                    raise
+
+    async def _sync_hpa(self, function: WasmFunction) -> None:
+        path = api_path("autoscaling/v2", "horizontalpodautoscalers", function.namespace, function.name)
+        scaling = function.spec.scaling
+        if scaling is not None and scaling.engine == "hpa":
+            await self.kube.apply(path, build_hpa(function), FIELD_MANAGER)
+            return
+        try:
+            await self.kube.delete(path)
+        except ApiError as exc:
+            if not exc.not_found:
+                raise
+
+    # --- observation ----------------------------------------------------------------
+
+    async def observe_deployment(self, event_type: str, body: dict[str, Any]) -> None:
+        """A Deployment we own changed: mirror its progress into the function's status."""
+        meta = body["metadata"]
+        owner = next(
+            (o for o in meta.get("ownerReferences") or [] if o.get("kind") == "WasmFunction"), None
+        )
+        if owner is None:
+            return
+        state = self.states.get((meta["namespace"], owner["name"]))
+        if state is None or state.uid != owner.get("uid"):
+            return
+        async with state.lock:
+            state.observe_deployment(None if event_type == "DELETED" else body, now_rfc3339())
+            await write_status(self.kube, self.events, state)
+
+    async def record_scaling(self, namespace: str, name: str, scaling: dict[str, Any]) -> None:
+        state = self.states.get((namespace, name))
+        if state is None:
+            return
+        async with state.lock:
+            state.scaling = scaling
+            await write_status(self.kube, self.events, state)
+
+    def waiting_on(self, runtime: str) -> list[tuple[str, str]]:
+        return [
+            key
+            for key, state in self.states.items()
+            if state.waiting is not None and state.runtime == runtime
+        ]
+
+    def phases(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for state in self.states.values():
+            if state.phase is not None:
+                counts[state.phase.value] = counts.get(state.phase.value, 0) + 1
+        return counts

@@ -1,0 +1,253 @@
+"""The scaling handlers' inputs and their loop: per-Pod CPU and memory from the wasm
+nodes' resource metrics, request rates from the gateway, the HPA algorithm, and the
+scale subresource as the one place a decision is applied.
+
+One scrape per interval serves every autoscaled function (``MetricsCollector`` caches
+it), so the cost of autoscaling grows with the number of nodes, not of functions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from wasmop.kube import ApiError, Kube
+from wasmop.kube.client import api_path
+from wasmop.kube.events import EventRecorder
+from wasmop.operator.functions import FunctionController
+from wasmop.operator.hpa import PodMetric, Recommendation, decide_for, observation_for
+from wasmop.operator.nodes import NodeIndex
+from wasmop.operator.quantity import cpu_millis, memory_bytes
+from wasmop.operator.resources import LABEL_FUNCTION
+from wasmop.operator.spec import API_VERSION, FUNCTION_PLURAL, WasmFunction
+from wasmop.operator.status import now_rfc3339, scaling_status
+
+log = logging.getLogger(__name__)
+
+SAMPLE = re.compile(r'^(\w+)\{([^}]*)\}\s+([0-9.eE+-]+)(?:\s+(\d+))?$')
+LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+def parse_resource_metrics(text: str) -> dict[tuple[str, str], tuple[float | None, float | None]]:
+    """(namespace, pod) -> (cpu seconds total, working-set bytes) from /metrics/resource."""
+    out: dict[tuple[str, str], list[float | None]] = {}
+    for line in text.splitlines():
+        match = SAMPLE.match(line)
+        if not match:
+            continue
+        name, labels_text, value = match.group(1), match.group(2), float(match.group(3))
+        if name not in ("pod_cpu_usage_seconds_total", "pod_memory_working_set_bytes"):
+            continue
+        labels = dict(LABEL.findall(labels_text))
+        key = (labels.get("namespace", ""), labels.get("pod", ""))
+        entry = out.setdefault(key, [None, None])
+        entry[0 if name.startswith("pod_cpu") else 1] = value
+    return {k: (v[0], v[1]) for k, v in out.items()}
+
+
+@dataclass
+class PodInfo:
+    name: str
+    ready: bool
+    phase: str
+    deleting: bool
+    cpu_request: float | None  # cores
+    memory_request: float | None  # bytes
+
+
+class PodIndex:
+    """The Pods of every function, from the Pod watch (no listing per decision)."""
+
+    def __init__(self) -> None:
+        self.by_function: dict[tuple[str, str], dict[str, PodInfo]] = {}
+
+    def apply(self, event_type: str, body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        function = (meta.get("labels") or {}).get(LABEL_FUNCTION)
+        if not function:
+            return
+        pods = self.by_function.setdefault((meta["namespace"], function), {})
+        if event_type == "DELETED":
+            pods.pop(meta["name"], None)
+            return
+        status = body.get("status") or {}
+        containers = (body.get("spec") or {}).get("containers") or [{}]
+        requests = (containers[0].get("resources") or {}).get("requests") or {}
+        pods[meta["name"]] = PodInfo(
+            name=meta["name"],
+            ready=any(
+                c.get("type") == "Ready" and c.get("status") == "True"
+                for c in status.get("conditions") or []
+            ),
+            phase=status.get("phase", "Pending"),
+            deleting=bool(meta.get("deletionTimestamp")),
+            cpu_request=cpu_millis(requests["cpu"]) / 1000 if "cpu" in requests else None,
+            memory_request=float(memory_bytes(requests["memory"])) if "memory" in requests else None,
+        )
+
+    def pods(self, namespace: str, function: str) -> list[PodInfo]:
+        return list(self.by_function.get((namespace, function), {}).values())
+
+
+@dataclass
+class MetricsCollector:
+    """Scrapes the nodes and the gateway at most once per ``max_age`` seconds."""
+
+    nodes: NodeIndex
+    gateway: str
+    cpu_cores: dict[tuple[str, str], float] = field(default_factory=dict)
+    memory: dict[tuple[str, str], float] = field(default_factory=dict)
+    rps: dict[tuple[str, str], float] = field(default_factory=dict)
+    in_flight: dict[tuple[str, str], float] = field(default_factory=dict)
+    _cpu_prev: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
+    _count_prev: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
+    _last: float = 0.0
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _session: aiohttp.ClientSession | None = None
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2))
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def refresh(self, max_age: float) -> None:
+        async with self._lock:
+            if time.monotonic() - self._last < max_age:
+                return
+            await asyncio.gather(self._scrape_nodes(), self._scrape_gateway())
+            self._last = time.monotonic()
+
+    async def _scrape_nodes(self) -> None:
+        async def one(url: str) -> str | None:
+            try:
+                async with self.session().get(f"{url}/metrics/resource") as response:
+                    return await response.text() if response.status == 200 else None
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                log.debug("scrape of %s failed: %s", url, exc)
+                return None
+
+        endpoints = self.nodes.metrics_endpoints()
+        texts = await asyncio.gather(*(one(url) for _, url in endpoints))
+        now = time.monotonic()
+        seen: set[tuple[str, str]] = set()
+        for text in texts:
+            if text is None:
+                continue
+            for key, (cpu, mem) in parse_resource_metrics(text).items():
+                seen.add(key)
+                if mem is not None:
+                    self.memory[key] = mem
+                if cpu is None:
+                    continue
+                previous = self._cpu_prev.get(key)
+                self._cpu_prev[key] = (cpu, now)
+                if previous is not None and now > previous[1]:
+                    self.cpu_cores[key] = max(0.0, (cpu - previous[0]) / (now - previous[1]))
+        for stale in set(self._cpu_prev) - seen:
+            self._cpu_prev.pop(stale, None)
+            self.cpu_cores.pop(stale, None)
+            self.memory.pop(stale, None)
+
+    async def _scrape_gateway(self) -> None:
+        try:
+            async with self.session().get(f"{self.gateway.rstrip('/')}/-/stats") as response:
+                stats = await response.json()
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            log.debug("gateway stats unavailable: %s", exc)
+            return
+        now = time.monotonic()
+        for entry in stats.get("services", []):
+            key = (entry["namespace"], entry["service"])
+            count = float(entry["requests"])
+            self.in_flight[key] = float(entry.get("inFlight", 0))
+            previous = self._count_prev.get(key)
+            self._count_prev[key] = (count, now)
+            if previous is not None and now > previous[1]:
+                self.rps[key] = max(0.0, (count - previous[0]) / (now - previous[1]))
+
+
+@dataclass
+class Autoscaler:
+    kube: Kube
+    events: EventRecorder
+    functions: FunctionController
+    collector: MetricsCollector
+    pods: PodIndex
+    interval: float = 5.0
+    history: dict[tuple[str, str], tuple[Recommendation, ...]] = field(default_factory=dict)
+    decisions: int = 0
+
+    def observations(self, function: WasmFunction) -> list[Any]:
+        scaling = function.spec.scaling
+        assert scaling is not None
+        key = (function.namespace, function.name)
+        pods = self.pods.pods(*key)
+        result = []
+        for metric in scaling.metrics:
+            if metric.name == "cpu":
+                samples = [
+                    PodMetric(p.name, self.collector.cpu_cores.get((key[0], p.name)), p.cpu_request,
+                              p.ready, p.phase, p.deleting)
+                    for p in pods
+                ]  # fmt: skip
+                result.append(observation_for(metric, pods=samples))
+            elif metric.name == "memory":
+                samples = [
+                    PodMetric(p.name, self.collector.memory.get((key[0], p.name)), p.memory_request,
+                              p.ready, p.phase, p.deleting)
+                    for p in pods
+                ]  # fmt: skip
+                result.append(observation_for(metric, pods=samples))
+            elif metric.name in ("requests_per_second", "requests-per-second"):
+                result.append(observation_for(metric, total=self.collector.rps.get(key)))
+            elif metric.name == "concurrency":
+                result.append(observation_for(metric, total=self.collector.in_flight.get(key)))
+        return result
+
+    async def tick(self, body: dict[str, Any]) -> None:
+        function = WasmFunction.from_body(body)
+        scaling = function.spec.scaling
+        if scaling is None or scaling.engine != "operator":
+            return
+        await self.collector.refresh(max_age=self.interval / 2)
+        key = (function.namespace, function.name)
+        decision = decide_for(
+            scaling,
+            current_replicas=function.spec.replicas,
+            observations=self.observations(function),
+            history=self.history.get(key, ()),
+            now=time.time(),
+        )
+        self.history[key] = decision.history
+        now = now_rfc3339()
+        state = self.functions.states.get(key)
+        previous = state.scaling if state else None
+        if decision.scale:
+            path = api_path(API_VERSION, FUNCTION_PLURAL, function.namespace, function.name, "scale")
+            try:
+                await self.kube.patch(path, {"spec": {"replicas": decision.desired_replicas}})
+            except ApiError as exc:
+                log.warning("scaling %s/%s failed: %s", *key, exc)
+                return
+            self.decisions += 1
+            direction = "ScaledUp" if decision.desired_replicas > function.spec.replicas else "ScaledDown"
+            self.events.record(
+                {"apiVersion": API_VERSION, "kind": "WasmFunction", "metadata": body["metadata"]},
+                direction,
+                decision.reason,
+            )
+            log.info("%s/%s: %s", *key, decision.reason)
+        await self.functions.record_scaling(*key, scaling_status(decision, now=now, previous=previous))
+
+    def forget(self, namespace: str, name: str) -> None:
+        self.history.pop((namespace, name), None)

@@ -1,0 +1,224 @@
+"""What the operator knows about one WasmFunction, and the status it writes from it.
+
+Handlers change this state (validation verdicts, the Deployment's progress, scaling
+decisions) and then call ``write``: the whole status is computed from the state under
+one lock per function and sent as a merge patch only when it changed. Timings and
+revisions live in the object's status, so a restarted operator picks them up again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from wasmop.kube import ApiError, Kube
+from wasmop.kube.client import api_path
+from wasmop.kube.events import EventRecorder
+from wasmop.operator.resources import ANNOTATION_REVISION
+from wasmop.operator.spec import API_VERSION, FUNCTION_PLURAL
+from wasmop.operator.status import (
+    ConditionType,
+    DeploymentState,
+    Phase,
+    Revision,
+    Timings,
+    compute_phase,
+    now_rfc3339,
+    parse_revisions,
+    ready_text,
+    set_condition,
+    workload_conditions,
+)
+
+log = logging.getLogger(__name__)
+
+# Events for phase changes: (reason, warning).
+PHASE_EVENTS: dict[Phase, tuple[str, bool]] = {
+    Phase.PENDING: ("Pending", False),
+    Phase.DEPLOYING: ("Deploying", False),
+    Phase.READY: ("Ready", False),
+    Phase.DEGRADED: ("Degraded", True),
+    Phase.FAILED: ("Failed", True),
+    Phase.INVALID: ("Invalid", True),
+}
+
+
+@dataclass
+class FunctionState:
+    namespace: str
+    name: str
+    uid: str = ""
+    generation: int = 0
+    observed_generation: int = 0
+    desired: int = 1
+    valid: bool | None = None
+    validation: tuple[str, str] = ("Pending", "not validated yet")
+    waiting: tuple[str, str] | None = None
+    revision: int | None = None
+    revisions: tuple[Revision, ...] = ()
+    timings: Timings = field(default_factory=Timings)
+    deployment: DeploymentState | None = None
+    deployment_revision: str | None = None
+    settled: bool = False
+    runtime: str = ""
+    url: str = ""
+    selector: str = ""
+    scaling: dict[str, Any] | None = None
+    conditions: list[dict[str, Any]] = field(default_factory=list)
+    phase: Phase | None = None
+    written: dict[str, Any] | None = None
+    body: dict[str, Any] | None = None  # the latest object, for retries outside kopf
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> FunctionState:
+        """Resume from what an earlier operator wrote into status."""
+        meta, status = body["metadata"], body.get("status") or {}
+        history, current = parse_revisions(status)
+        phase = status.get("phase")
+        return cls(
+            namespace=meta["namespace"],
+            name=meta["name"],
+            uid=meta.get("uid", ""),
+            generation=int(meta.get("generation") or 0),
+            revision=current,
+            revisions=history,
+            timings=Timings.from_status(status.get("timings")),
+            conditions=list(status.get("conditions") or []),
+            phase=Phase(phase) if phase in Phase.__members__.values() else None,
+            scaling=status.get("scaling"),
+        )
+
+    @property
+    def reference(self) -> dict[str, Any]:
+        return {
+            "apiVersion": API_VERSION,
+            "kind": "WasmFunction",
+            "metadata": {"name": self.name, "namespace": self.namespace, "uid": self.uid},
+        }
+
+    # --- observations ---------------------------------------------------------------
+
+    def observe_deployment(self, body: dict[str, Any] | None, now: str) -> None:
+        if body is None:
+            self.deployment = None
+            return
+        self.deployment = DeploymentState.from_deployment(body)
+        annotations = body["metadata"].get("annotations") or {}
+        self.deployment_revision = annotations.get(ANNOTATION_REVISION)
+        d = self.deployment
+        current = self.revision is not None and self.deployment_revision == str(self.revision)
+        if not current or d.observed_generation < d.generation:
+            return
+        if d.updated_replicas >= 1 and d.ready_replicas >= 1:
+            self.timings = self.timings.mark("first_replica_ready_at", now)
+        if d.rolled_out(self.desired) and d.ready_replicas >= self.desired:
+            if self.desired > 0:
+                self.timings = self.timings.mark("all_ready_at", now)
+            self.settled = True
+
+    # --- status ---------------------------------------------------------------------
+
+    def build_status(self, now: str) -> dict[str, Any]:
+        d = self.deployment
+        phase = compute_phase(
+            valid=self.valid,
+            deployment=d,
+            desired=self.desired,
+            settled=self.settled,
+            waiting=self.waiting is not None,
+        )
+        gen = self.observed_generation
+        conditions = set_condition(
+            self.conditions,
+            ConditionType.VALIDATED,
+            bool(self.valid) if self.valid is not None else "Unknown",
+            *self.validation,
+            observed_generation=gen,
+            now=now,
+        )
+        if self.waiting is not None:
+            conditions = set_condition(
+                conditions, ConditionType.AVAILABLE, False, *self.waiting,
+                observed_generation=gen, now=now,
+            )  # fmt: skip
+        else:
+            for ctype, ok, reason, message in workload_conditions(d, self.desired):
+                conditions = set_condition(
+                    conditions, ctype, ok, reason, message, observed_generation=gen, now=now
+                )
+        if self.scaling is not None:
+            scaling_reason = self.scaling.get("lastEvaluationReason", "")
+            able = bool(self.scaling.get("ableToScale", True))
+            conditions = set_condition(
+                conditions, ConditionType.SCALING, able,
+                "ScalingActive" if able else "ScalingLimited", scaling_reason,
+                observed_generation=gen, now=now,
+            )  # fmt: skip
+        self.conditions = conditions
+        ready = d.ready_replicas if d else 0
+        status: dict[str, Any] = {
+            "phase": phase.value,
+            "observedGeneration": gen,
+            "replicas": d.replicas if d else 0,
+            "readyReplicas": ready,
+            "updatedReplicas": d.updated_replicas if d else 0,
+            "availableReplicas": d.available_replicas if d else 0,
+            "desiredReplicas": self.desired,
+            "readyText": ready_text(ready, self.desired),
+            "selector": self.selector,
+            "url": self.url,
+            "runtime": self.runtime,
+            "timings": self.timings.to_status(),
+            "conditions": conditions,
+        }
+        if self.revision is not None:
+            status["currentRevision"] = self.revision
+            status["revisions"] = [r.to_status() for r in self.revisions]
+        if self.scaling is not None:
+            status["scaling"] = self.scaling
+        return status
+
+
+def _comparable(status: dict[str, Any]) -> dict[str, Any]:
+    conditions = [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in status["conditions"]]
+    return {**status, "conditions": conditions}
+
+
+async def write_status(kube: Kube, events: EventRecorder, state: FunctionState) -> Phase | None:
+    """Patch the function's status if it changed; post an Event on a phase change.
+
+    Callers hold ``state.lock``. Returns the phase written (None if nothing was written).
+    """
+    now = now_rfc3339()
+    status = state.build_status(now)
+    comparable = _comparable(status)
+    if comparable == state.written:
+        return None
+    path = api_path(API_VERSION, FUNCTION_PLURAL, state.namespace, state.name, "status")
+    try:
+        await kube.patch(path, {"status": status})
+    except ApiError as exc:
+        if exc.not_found:
+            return None
+        raise
+    state.written = comparable
+    phase = Phase(status["phase"])
+    if phase != state.phase:
+        reason, warning = PHASE_EVENTS[phase]
+        message = _phase_message(state, phase, status)
+        events.record(state.reference, reason, message, warning=warning)
+        log.info("%s/%s is %s: %s", state.namespace, state.name, phase.value, message)
+        state.phase = phase
+    return phase
+
+
+def _phase_message(state: FunctionState, phase: Phase, status: dict[str, Any]) -> str:
+    if phase == Phase.INVALID:
+        return state.validation[1]
+    if phase == Phase.PENDING and state.waiting is not None:
+        return state.waiting[1]
+    revision = f" (revision {state.revision})" if state.revision is not None else ""
+    return f"{status['readyText']} replicas ready{revision}"

@@ -1,0 +1,84 @@
+"""The operator's own observability: Prometheus metrics on one port, health on another."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import generate_latest
+
+
+class OperatorMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.handler_duration = Histogram(
+            "wasmop_operator_handler_duration_seconds",
+            "Time spent in each handler",
+            ["handler"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.handler_errors = Counter(
+            "wasmop_operator_handler_errors", "Handler runs that raised", ["handler"], registry=self.registry
+        )
+        self.functions = Gauge(
+            "wasmop_operator_functions", "WasmFunctions by phase", ["phase"], registry=self.registry
+        )
+        self.scaling_decisions = Counter(
+            "wasmop_operator_scaling_decisions", "Replica changes made by the autoscaler",
+            ["direction"], registry=self.registry,
+        )  # fmt: skip
+
+    @contextlib.contextmanager
+    def observe(self, handler: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        except Exception:
+            self.handler_errors.labels(handler).inc()
+            raise
+        finally:
+            self.handler_duration.labels(handler).observe(time.perf_counter() - started)
+
+
+async def serve_telemetry(
+    metrics: OperatorMetrics,
+    phases: Callable[[], dict[str, int]],
+    ready: asyncio.Event,
+    *,
+    host: str,
+    metrics_port: int,
+    health_port: int,
+) -> list[web.AppRunner]:
+    async def metrics_handler(_: web.Request) -> web.Response:
+        counts = phases()
+        for phase in ("Pending", "Deploying", "Ready", "Degraded", "Failed", "Invalid"):
+            metrics.functions.labels(phase).set(counts.get(phase, 0))
+        return web.Response(
+            body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def readyz(_: web.Request) -> web.Response:
+        if not ready.is_set():
+            return web.Response(status=503, text="watching not started yet")
+        return web.Response(text="ok")
+
+    runners = []
+    for port, routes in (
+        (metrics_port, [web.get("/metrics", metrics_handler)]),
+        (health_port, [web.get("/healthz", healthz), web.get("/readyz", readyz)]),
+    ):
+        app = web.Application()
+        app.add_routes(routes)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        runners.append(runner)
+    return runners
