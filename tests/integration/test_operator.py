@@ -1,0 +1,366 @@
+"""The operator end to end: WasmFunctions become Ready, roll out, scale, stay valid,
+clean up and survive an operator restart, all on the real embedded cluster."""
+
+from __future__ import annotations
+
+import base64
+import re
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from wasmop.cluster import manager
+from wasmop.cluster.layout import repo_root
+from wasmop.cluster.settings import ClusterSettings
+
+pytestmark = pytest.mark.integration
+
+GROUP, VERSION, PLURAL = "operators.bits-dissertation.io", "v1alpha1", "wasmfunctions"
+FUNCTIONS = repo_root() / "functions" / "build"
+MILLIS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+def wait_for(predicate, timeout: float = 60.0, interval: float = 0.1, what: str = "condition"):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
+
+
+def module_configmap(core: client.CoreV1Api, namespace: str, name: str, wasm: Path) -> None:
+    data = base64.b64encode(wasm.read_bytes()).decode()
+    core.create_namespaced_config_map(
+        namespace,
+        client.V1ConfigMap(metadata=client.V1ObjectMeta(name=name), binary_data={"module.wasm": data}),
+    )
+
+
+def wasm_function(name: str, configmap: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "WasmFunction",
+        "metadata": {"name": name},
+        "spec": {"module": {"configMapRef": {"name": configmap}}, **spec},
+    }
+
+
+class Functions:
+    """Thin helper over the CustomObjectsApi for one namespace."""
+
+    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+        self.custom = client.CustomObjectsApi(api)
+        self.namespace = namespace
+
+    def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body)
+
+    def get(self, name: str) -> dict[str, Any]:
+        return self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
+
+    def patch(self, name: str, spec: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name, {"spec": spec})
+
+    def delete(self, name: str) -> None:
+        self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
+
+    def status(self, name: str) -> dict[str, Any]:
+        return self.get(name).get("status") or {}
+
+    def wait_phase(self, name: str, phase: str, timeout: float = 60.0, **expect: Any) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            status = self.status(name)
+            if status.get("phase") != phase:
+                return None
+            if any(status.get(k) != v for k, v in expect.items()):
+                return None
+            return status
+
+        return wait_for(reached, timeout=timeout, what=f"{name} {phase} {expect}")
+
+
+def gateway(path: str, timeout: float = 10.0) -> tuple[int, bytes]:
+    port = ClusterSettings().gateway_port
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def events_for(core: client.CoreV1Api, namespace: str, name: str) -> list[client.CoreV1Event]:
+    return core.list_namespaced_event(
+        namespace, field_selector=f"involvedObject.kind=WasmFunction,involvedObject.name={name}"
+    ).items
+
+
+@pytest.fixture
+def fns(api: client.ApiClient, namespace: str) -> Functions:
+    core = client.CoreV1Api(api)
+    for name in ("hello", "echo", "sha256", "fib", "badimport"):
+        module_configmap(core, namespace, f"wasm-{name}", FUNCTIONS / f"{name}.wasm")
+    return Functions(api, namespace)
+
+
+def test_function_becomes_ready_and_serves(fns: Functions, api: client.ApiClient) -> None:
+    fns.create(wasm_function("hello", "wasm-hello", replicas=2))
+    status = fns.wait_phase("hello", "Ready", readyReplicas=2)
+    assert status["readyText"] == "2/2"
+    assert status["url"].endswith(f"/{fns.namespace}/hello")
+    timings = status["timings"]
+    for key in ("acceptedAt", "validatedAt", "deploymentCreatedAt", "firstReplicaReadyAt", "allReadyAt"):
+        assert MILLIS.match(timings[key]), (key, timings[key])
+    assert timings["acceptedAt"] <= timings["validatedAt"] <= timings["deploymentCreatedAt"]
+    assert timings["firstReplicaReadyAt"] <= timings["allReadyAt"]
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["Validated"]["status"] == "True"
+    assert conditions["Available"]["status"] == "True"
+    assert all(c["observedGeneration"] == 1 for c in status["conditions"])
+    assert gateway(f"/{fns.namespace}/hello/") == (200, b"Hello, world!\n")
+    # What `kubectl get wf` prints (the printer columns over this status).
+    listing = subprocess.run(
+        [sys.executable, "-m", "wasmop", "kubectl", "get", "wf", "hello", "-n", fns.namespace],
+        capture_output=True, text=True, timeout=30, check=True,
+    ).stdout  # fmt: skip
+    header, row = listing.splitlines()[:2]
+    assert header.split()[:3] == ["NAME", "PHASE", "READY"]
+    assert row.split()[:3] == ["hello", "Ready", "2/2"]
+
+
+def test_version_change_rolls_out_without_failures_and_rolls_back(fns: Functions, api: client.ApiClient) -> None:
+    core = client.CoreV1Api(api)
+    fns.create(wasm_function("hello", "wasm-hello", replicas=2, version="1.0.0", revisionHistoryLimit=2))
+    fns.wait_phase("hello", "Ready", readyReplicas=2)
+    failures: list[tuple[int, bytes]] = []
+    sent = 0
+    stop = threading.Event()
+
+    def steady_load() -> None:
+        nonlocal sent
+        while not stop.is_set() and sent < 5000:  # bounded in count and time
+            status, body = gateway(f"/{fns.namespace}/hello/")
+            sent += 1
+            if status != 200:
+                failures.append((status, body))
+            time.sleep(0.02)
+
+    loader = threading.Thread(target=steady_load)
+    loader.start()
+    try:
+        fns.patch("hello", {"version": "2.0.0"})
+        fns.wait_phase("hello", "Ready", currentRevision=2, updatedReplicas=2, readyReplicas=2, replicas=2)
+        fns.patch("hello", {"version": "1.0.0"})
+        status = fns.wait_phase("hello", "Ready", currentRevision=1, updatedReplicas=2, readyReplicas=2, replicas=2)
+    finally:
+        stop.set()
+        loader.join()
+    assert sent > 20 and failures == [], f"{len(failures)} of {sent} requests failed: {failures[:3]}"
+    assert [r["version"] for r in status["revisions"]] == ["2.0.0", "1.0.0"]
+    assert any(e.reason == "RolledBack" for e in events_for(core, fns.namespace, "hello"))
+
+    # New modules: ConfigMaps of revisions beyond the history limit are removed.
+    fns.patch("hello", {"module": {"configMapRef": {"name": "wasm-echo"}}, "version": "3.0.0"})
+    fns.wait_phase("hello", "Ready", currentRevision=3, updatedReplicas=2, readyReplicas=2)
+    fns.patch("hello", {"module": {"configMapRef": {"name": "wasm-sha256"}}, "version": "4.0.0"})
+    status = fns.wait_phase("hello", "Ready", currentRevision=4, updatedReplicas=2, readyReplicas=2)
+    kept = {r["configMap"] for r in status["revisions"]}
+    assert len(status["revisions"]) == 2
+
+    def module_configmaps() -> set[str]:
+        items = core.list_namespaced_config_map(
+            fns.namespace, label_selector="wasm.bits-dissertation.io/function=hello"
+        ).items
+        return {cm.metadata.name for cm in items}
+
+    wait_for(lambda: module_configmaps() == kept, what=f"only {kept} left")
+
+
+def test_kubectl_scale_changes_replicas(fns: Functions, api: client.ApiClient) -> None:
+    fns.create(wasm_function("hello", "wasm-hello", replicas=1))
+    fns.wait_phase("hello", "Ready")
+    fns.custom.patch_namespaced_custom_object_scale(
+        GROUP, VERSION, fns.namespace, PLURAL, "hello", {"spec": {"replicas": 3}}
+    )
+    fns.wait_phase("hello", "Ready", readyReplicas=3, desiredReplicas=3)
+    scale = fns.custom.get_namespaced_custom_object_scale(GROUP, VERSION, fns.namespace, PLURAL, "hello")
+    assert scale["status"]["replicas"] == 3
+    assert scale["status"]["selector"] == "wasm.bits-dissertation.io/function=hello"
+
+
+def test_autoscaler_scales_out_under_load_and_back_in(fns: Functions, api: client.ApiClient) -> None:
+    core = client.CoreV1Api(api)
+    scaling = {
+        "minReplicas": 1,
+        "maxReplicas": 3,
+        "metrics": [
+            {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}}
+        ],
+        "behavior": {"scaleUp": {"stabilizationWindowSeconds": 0}, "scaleDown": {"stabilizationWindowSeconds": 5}},
+    }
+    fns.create(
+        wasm_function(
+            "fib", "wasm-fib", replicas=1, scaling=scaling,
+            resources={"requests": {"cpu": "100m"}, "limits": {"cpu": "1"}},
+        )
+    )  # fmt: skip
+    fns.wait_phase("fib", "Ready")
+    stop = threading.Event()
+
+    def load() -> None:
+        deadline = time.monotonic() + 90  # bounded in time
+        while not stop.is_set() and time.monotonic() < deadline:
+            gateway(f"/{fns.namespace}/fib/?n=27")
+
+    workers = [threading.Thread(target=load) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    try:
+        status = wait_for(
+            lambda: (s := fns.status("fib")).get("desiredReplicas", 1) > 1 and s,
+            timeout=60, what="a scale-out decision",
+        )  # fmt: skip
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join()
+    assert "cpu" in status["scaling"]["lastScaleReason"]
+    assert fns.get("fib")["spec"]["replicas"] > 1
+    wait_for(lambda: fns.get("fib")["spec"]["replicas"] == 1, timeout=60, what="scale back in")
+    reasons = {e.reason for e in events_for(core, fns.namespace, "fib")}
+    assert {"ScaledUp", "ScaledDown"} <= reasons
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"module": {"configMapRef": {"name": "a"}, "url": "https://example.invalid/m.wasm"}}, "spec.module"),
+        ({"module": {"configMapRef": {"name": "a"}}, "scaling": {"minReplicas": 3, "maxReplicas": 2}}, "spec.scaling"),
+        ({"module": {"configMapRef": {"name": "a"}}, "replicas": -1}, "spec.replicas"),
+    ],
+)
+def test_schema_and_cel_reject_bad_specs(fns: Functions, spec: dict[str, Any], field: str) -> None:
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "WasmFunction", "metadata": {"name": "bad"}, "spec": spec}
+    with pytest.raises(ApiException) as rejected:
+        fns.create(body)
+    assert rejected.value.status == 422
+    assert field in rejected.value.body
+
+
+@pytest.mark.parametrize(
+    ("name", "spec", "reason"),
+    [
+        ("forbidden-env", {"capabilities": {"env": [{"name": "AWS_SECRET", "value": "x"}]}}, "CapabilityNotAllowed"),
+        ("too-slow", {"limits": {"timeoutMilliseconds": 120000}}, "LimitAboveMaximum"),
+        ("bad-import", {"module": {"configMapRef": {"name": "wasm-badimport"}}}, "ModuleIncompatible"),
+    ],
+)
+def test_operator_marks_invalid_and_keeps_serving_others(
+    fns: Functions, api: client.ApiClient, name: str, spec: dict[str, Any], reason: str
+) -> None:
+    core = client.CoreV1Api(api)
+    fns.create({**wasm_function(name, "wasm-hello"), "spec": {**wasm_function(name, "wasm-hello")["spec"], **spec}})
+    fns.create(wasm_function("fine", "wasm-hello"))
+    status = fns.wait_phase(name, "Invalid")
+    validated = next(c for c in status["conditions"] if c["type"] == "Validated")
+    assert validated["status"] == "False" and validated["reason"] == reason
+    assert validated["message"]
+    wait_for(
+        lambda: any(e.reason == "Invalid" and e.type == "Warning" for e in events_for(core, fns.namespace, name)),
+        what="a Warning event",
+    )
+    fns.wait_phase("fine", "Ready")
+    assert not client.AppsV1Api(api).list_namespaced_deployment(
+        fns.namespace, label_selector=f"wasm.bits-dissertation.io/function={name}"
+    ).items
+
+
+def test_delete_removes_everything_owned(fns: Functions, api: client.ApiClient) -> None:
+    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    fns.create(wasm_function("hello", "wasm-hello", replicas=2))
+    fns.wait_phase("hello", "Ready", readyReplicas=2)
+    selector = "wasm.bits-dissertation.io/function=hello"
+    fns.delete("hello")
+
+    def gone() -> bool:
+        return not (
+            apps.list_namespaced_deployment(fns.namespace, label_selector=selector).items
+            or core.list_namespaced_service(fns.namespace, label_selector=selector).items
+            or core.list_namespaced_pod(fns.namespace, label_selector=selector).items
+            or core.list_namespaced_config_map(fns.namespace, label_selector=selector).items
+        )
+
+    wait_for(gone, what="Deployment, Service, Pods and ConfigMaps deleted")
+
+
+def test_operator_killed_mid_deployment_of_20(fns: Functions, api: client.ApiClient, cluster) -> None:  # type: ignore[no-untyped-def]
+    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+    names = [f"f{i:02d}" for i in range(20)]
+    for name in names[:10]:
+        fns.create(wasm_function(name, "wasm-hello"))
+    manager.control(cluster.layout, "stop", name="operator", signal="KILL")
+    try:
+        for name in names[10:]:
+            fns.create(wasm_function(name, "wasm-hello"))
+    finally:
+        manager.control(cluster.layout, "start", name="operator")
+    for name in names:
+        fns.wait_phase(name, "Ready", timeout=120, readyReplicas=1)
+    deployments = apps.list_namespaced_deployment(fns.namespace).items
+    assert sorted(d.metadata.name for d in deployments) == names
+    assert len(apps.list_namespaced_replica_set(fns.namespace).items) == 20
+    assert len(core.list_namespaced_service(fns.namespace).items) == 20
+    pods = [p for p in core.list_namespaced_pod(fns.namespace).items if not p.metadata.deletion_timestamp]
+    assert len(pods) == 20
+    modules = core.list_namespaced_config_map(fns.namespace, label_selector="app.kubernetes.io/component=module")
+    assert len(modules.items) == 20
+
+
+def test_operator_serviceaccount_cannot_read_secrets(api: client.ApiClient) -> None:
+    review = client.V1SubjectAccessReview(
+        spec=client.V1SubjectAccessReviewSpec(
+            user="system:serviceaccount:wasm-operators:wasmop-operator",
+            resource_attributes=client.V1ResourceAttributes(verb="list", resource="secrets"),
+        )
+    )
+    result = client.AuthorizationV1Api(api).create_subject_access_review(review)
+    assert result.status.allowed is False
+    review.spec.resource_attributes = client.V1ResourceAttributes(
+        verb="patch", group=GROUP, resource="wasmfunctions", subresource="status"
+    )
+    assert client.AuthorizationV1Api(api).create_subject_access_review(review).status.allowed is True
+
+
+def test_operator_runs_as_its_serviceaccount(cluster) -> None:  # type: ignore[no-untyped-def]
+    audit = cluster.layout.audit_log.read_text().splitlines()
+    writers = {line.split('"username":"', 1)[1].split('"', 1)[0] for line in audit if "wasmfunctions" in line and '"patch"' in line}
+    assert "system:serviceaccount:wasm-operators:wasmop-operator" in writers
+
+
+def test_hpa_engine_creates_native_hpa(fns: Functions, api: client.ApiClient) -> None:
+    scaling = {"engine": "hpa", "minReplicas": 1, "maxReplicas": 3}
+    fns.create(wasm_function("hello", "wasm-hello", scaling=scaling, resources={"requests": {"cpu": "100m"}}))
+    fns.wait_phase("hello", "Ready")
+    hpas = client.AutoscalingV2Api(api)
+
+    def reported() -> Any:
+        hpa = hpas.read_namespaced_horizontal_pod_autoscaler("hello", fns.namespace)
+        conditions = {c.type: c for c in (hpa.status.conditions or [])}
+        active = conditions.get("ScalingActive")
+        return active if active is not None and active.status == "False" else None
+
+    hpa = hpas.read_namespaced_horizontal_pod_autoscaler("hello", fns.namespace)
+    assert hpa.spec.scale_target_ref.kind == "WasmFunction"
+    active = wait_for(reported, timeout=60, what="the HPA controller's verdict")
+    assert "metrics" in (active.message or "").lower() or active.reason.startswith("FailedGet")
