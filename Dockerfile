@@ -1,7 +1,7 @@
 # The wasmop function runtime as a container image, for running functions on a real
 # cluster (kind, k3s, EKS) instead of in a wasm node agent: `wasmop runtime serve`.
-# The module is mounted at /module/function.wasm (plain or gzip-compressed), e.g. from
-# the function's ConfigMap; --module may also be an http(s) URL.
+# The operator's Pod template mounts the module ConfigMap at /module and describes the
+# function in WASMOP_* variables (wasmop.runtime.podenv), which --from-env reads.
 FROM python:3.11-slim
 
 WORKDIR /app
@@ -16,4 +16,4 @@ RUN pip install --no-cache-dir --no-deps . \
 USER 65532:65532
 EXPOSE 8080
 ENTRYPOINT ["python", "-m", "wasmop.runtime", "serve", "--host", "0.0.0.0", "--port", "8080"]
-CMD ["--module", "/module/function.wasm"]
+CMD ["--from-env"]

@@ -82,49 +82,29 @@ class NodeAgent:
 
     # --- services for pod workers ---------------------------------------------------
 
-    def runtime_for(self, env: dict[str, str]) -> Any:
-        """The engine for the Pod's feature set (one wasmtime Engine per distinct set)."""
-        from wasmop.runtime import EngineFeatures, Runtime, RuntimeConfig
+    def pod_environment(self, pod_name: str, plan: ContainerPlan) -> Any:
+        """The Pod's WASMOP_* settings (see wasmop.runtime.podenv)."""
+        from wasmop.runtime import RuntimeConfigError
+        from wasmop.runtime.podenv import from_env
 
-        names = {n for n in env.get("WASMOP_FEATURES", "").split(",") if n}
-        # reference-types stays on: this wasmtime cannot run without it.
-        known = {"simd", "bulk-memory", "multi-value", "threads", "memory64"}
-        flags = {n.replace("-", "_"): n in names for n in known} if names else {}
-        fuel = "fuel" in names and "WASMOP_FUEL" in env
-        key = (tuple(sorted(flags.items())), fuel)
+        try:
+            return from_env(plan.env, pod_name)
+        except RuntimeConfigError as exc:
+            raise PodSpecError("InvalidSettings", f"cannot apply the Pod's settings: {exc}") from exc
+
+    def runtime_for(self, environment: Any) -> Any:
+        """The engine for the Pod's feature set (one wasmtime Engine per distinct set)."""
+        from wasmop.runtime import Runtime, RuntimeConfig
+
+        key = environment.engine_key
         if key not in self._runtimes:
-            try:
-                features = EngineFeatures.from_mapping(flags)
-            except Exception as exc:  # noqa: BLE001 - RuntimeConfigError: bad pod input
-                raise PodSpecError("UnsupportedFeature", str(exc)) from exc
             config = RuntimeConfig(
-                features=features, consume_fuel=fuel, cache_dir=self.settings.cache_dir
+                features=environment.features,
+                consume_fuel=environment.consume_fuel,
+                cache_dir=self.settings.cache_dir,
             )
             self._runtimes[key] = Runtime(config)
         return self._runtimes[key]
-
-    def function_config(self, pod_name: str, plan: ContainerPlan) -> Any:
-        from wasmop.runtime import FunctionConfig, Limits
-
-        env = plan.env
-        limits: dict[str, Any] = {}
-        try:
-            if "WASMOP_TIMEOUT_MS" in env:
-                limits["timeout_ms"] = float(env["WASMOP_TIMEOUT_MS"])
-            if "WASMOP_MEMORY_BYTES" in env:
-                limits["memory_bytes"] = int(env["WASMOP_MEMORY_BYTES"])
-            if "WASMOP_OUTPUT_BYTES" in env:
-                limits["output_bytes"] = int(env["WASMOP_OUTPUT_BYTES"])
-            if "WASMOP_FUEL" in env:
-                limits["fuel"] = int(env["WASMOP_FUEL"])
-            granted = [n for n in env.get("WASMOP_GUEST_ENV", "").split(",") if n]
-            guest = {n: env[n] for n in granted if n in env}
-            concurrency = int(env.get("WASMOP_MAX_CONCURRENCY", "4"))
-            return FunctionConfig(
-                name=pod_name, limits=Limits.from_mapping(limits), env=guest, max_concurrency=concurrency
-            )
-        except (ValueError, Exception) as exc:  # noqa: BLE001 - RuntimeConfigError too
-            raise PodSpecError("InvalidLimits", f"cannot apply the Pod's limits: {exc}") from exc
 
     async def fetch_module(self, namespace: str, source: ModuleSource) -> bytes:
         """The module bytes from the ConfigMap the Pod mounts (cached: they are immutable)."""

@@ -225,10 +225,11 @@ class PodWorker:
 
         started = time.perf_counter()
         data = await self.agent.fetch_module(self.namespace, plan.module)
+        environment = self.agent.pod_environment(self.name, plan)
         try:
-            runtime = self.agent.runtime_for(plan.env)
+            runtime = self.agent.runtime_for(environment)
             module = await runtime.load_async(data)
-            self.function = runtime.function(module, self.agent.function_config(self.name, plan))
+            self.function = runtime.function(module, environment.function)
         except ModuleError as exc:
             raise PodSpecError(exc.reason, str(exc)) from exc
         loaded = time.perf_counter()

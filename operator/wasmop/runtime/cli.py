@@ -29,7 +29,13 @@ def register(subparsers: Any) -> None:
     commands = parser.add_subparsers(dest="runtime_command", metavar="<runtime command>")
 
     serve = commands.add_parser("serve", help="serve modules over HTTP")
-    _module_args(serve, multiple=True)
+    _module_args(serve, multiple=True, required=False)
+    serve.add_argument(
+        "--from-env",
+        action="store_true",
+        help="take the module, limits and grants from the Pod's WASMOP_* variables "
+        "(what the operator's Deployment sets; see wasmop.runtime.podenv)",
+    )
     _limit_args(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default 8080)")
@@ -62,10 +68,10 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=lambda args: (parser.print_help(), 2)[1])
 
 
-def _module_args(parser: argparse.ArgumentParser, multiple: bool) -> None:
+def _module_args(parser: argparse.ArgumentParser, multiple: bool, required: bool = True) -> None:
     parser.add_argument(
         "--module",
-        required=True,
+        required=required,
         action="append" if multiple else "store",
         help="a .wasm file (plain or gzip) or an http(s)/file URL"
         + ("; repeat to serve several under /<name>/" if multiple else ""),
@@ -146,6 +152,24 @@ def _serve(args: argparse.Namespace) -> int:
         return runner.run(_serve_async(args))
 
 
+def _plan_from_env() -> tuple[list[tuple[str, Any]], Any]:
+    """One function, configured by the WASMOP_* variables of the Pod it runs in."""
+    import os
+
+    from wasmop.cli import CommandError
+    from wasmop.runtime import RuntimeConfig, RuntimeConfigError
+    from wasmop.runtime.podenv import from_env
+
+    try:
+        pod = from_env(os.environ, os.environ.get("WASMOP_FUNCTION", "function"))
+    except RuntimeConfigError as exc:
+        raise CommandError(str(exc)) from exc
+    if not pod.module_path:
+        raise CommandError("--from-env: WASMOP_MODULE_PATH is not set")
+    config = RuntimeConfig(features=pod.features, consume_fuel=pod.consume_fuel)
+    return [(pod.module_path, pod.function)], config
+
+
 async def _serve_async(args: argparse.Namespace) -> int:
     import asyncio
     import contextlib
@@ -164,25 +188,37 @@ async def _serve_async(args: argparse.Namespace) -> int:
         if not sep:
             raise CommandError(f"--env {item}: expected NAME=VALUE")
         env[name] = value
-    if args.name and len(args.module) > 1:
-        raise CommandError("--name works with a single --module")
-    with contextlib.suppress(ValueError):
-        if not ipaddress.ip_address(args.host).is_loopback:
-            log.warning("binding to %s: reachable from outside this host", args.host)
-    runtime = Runtime(_runtime_config(args))
-    limits = _limits(args)
-    try:
-        functions = []
-        for source in args.module:
-            try:
-                config = FunctionConfig(
+    if args.from_env:
+        plan = _plan_from_env()
+    else:
+        if not args.module:
+            raise CommandError("give --module (or --from-env inside a function's Pod)")
+        if args.name and len(args.module) > 1:
+            raise CommandError("--name works with a single --module")
+        limits = _limits(args)
+        plan = [
+            (
+                source,
+                FunctionConfig(
                     name=args.name or default_name(source),
                     limits=limits,
                     env=env,
                     max_concurrency=args.max_concurrency,
                     max_queue=args.max_queue,
-                )
-                module = await runtime.load_async(source, limits)
+                ),
+            )
+            for source in args.module
+        ], _runtime_config(args)
+    with contextlib.suppress(ValueError):
+        if not ipaddress.ip_address(args.host).is_loopback:
+            log.warning("binding to %s: reachable from outside this host", args.host)
+    sources, runtime_config = plan
+    runtime = Runtime(runtime_config)
+    try:
+        functions = []
+        for source, config in sources:
+            try:
+                module = await runtime.load_async(source, config.limits)
             except (ModuleError, RuntimeConfigError) as exc:
                 raise CommandError(f"{source}: {exc}") from exc
             functions.append(runtime.function(module, config))
