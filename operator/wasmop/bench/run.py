@@ -1,0 +1,364 @@
+"""An experiment run: its id, parameters, environment, and the files it leaves behind.
+
+Every run owns ``results/<experiment>/<run-id>/``::
+
+    params.json             the parameters it ran with
+    env.json                where: git commit, packages, Kubernetes, nodes, CPU, time
+    <table>.csv (.parquet)  tidy tables, one row per observation, units in column names
+    raw/                    raw observations behind the tables (watch events, requests)
+    figures/<name>.png|pdf  figures
+    observations.csv        every value recorded with :meth:`ExperimentRun.observe`
+    summary.json            statistics of those values, counts, and the targets table
+
+The summary notebook pools ``observations.csv`` and the ``counts`` of many runs, so
+whatever a notebook wants judged against the report's targets goes through ``observe``
+and ``count``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import platform
+import re
+import secrets
+import socket
+import subprocess
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from wasmop.bench.stats import describe, jsonable, ratio
+from wasmop.bench.targets import evaluate, results_frame
+from wasmop.cluster.layout import repo_root
+
+log = logging.getLogger(__name__)
+
+RESULTS_ENV = "WASMOP_RESULTS_DIR"
+PACKAGES = (
+    "wasmop", "kopf", "kubernetes", "wasmtime", "aiohttp", "locust", "papermill",
+    "pandas", "numpy", "pyarrow", "matplotlib", "psutil",
+)  # fmt: skip
+_SAFE = re.compile(r"[^A-Za-z0-9._=-]+")
+
+
+def default_results_dir() -> Path:
+    """``$WASMOP_RESULTS_DIR`` or ``results/`` of this checkout."""
+    env = os.environ.get(RESULTS_ENV)
+    return Path(env).resolve() if env else repo_root() / "results"
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """Sortable and unique: ``20250131T120000Z-1a2b3c``."""
+    now = now or datetime.now(UTC)
+    return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def safe_name(text: str) -> str:
+    """A file-system-safe form of a run id or table name."""
+    cleaned = _SAFE.sub("-", text).strip("-.")
+    if not cleaned:
+        raise ValueError(f"{text!r} has no usable characters for a file name")
+    return cleaned
+
+
+def now_ms() -> float:
+    """Wall-clock milliseconds since the epoch (comparable with the operator's timings)."""
+    return time.time_ns() / 1e6
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", *args], cwd=repo_root(), capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _memory_total_mib() -> float | None:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / 1024
+    return None
+
+
+def _versions(packages: Iterable[str]) -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in packages:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+async def _kubernetes_info(kubeconfig: Path | str | None) -> dict[str, Any]:
+    from wasmop.kube import Kube, KubeConfig
+
+    async with Kube(KubeConfig.load(kubeconfig), user_agent="wasmop-bench") as kube:
+        version = await kube.get("/version")
+        nodes = await kube.list("/api/v1/nodes")
+    described = []
+    for node in nodes.get("items", []):
+        meta, status = node["metadata"], node.get("status", {})
+        ready = next(
+            (c["status"] for c in status.get("conditions", []) if c["type"] == "Ready"), "Unknown"
+        )
+        info = status.get("nodeInfo", {})
+        described.append(
+            {
+                "name": meta["name"],
+                "zone": meta.get("labels", {}).get("topology.kubernetes.io/zone"),
+                "arch": meta.get("labels", {}).get("kubernetes.io/arch"),
+                "ready": ready,
+                "kubelet_version": info.get("kubeletVersion"),
+                "container_runtime": info.get("containerRuntimeVersion"),
+                "cpu": status.get("capacity", {}).get("cpu"),
+                "memory": status.get("capacity", {}).get("memory"),
+            }
+        )
+    return {"server_version": version.get("gitVersion"), "nodes": described}
+
+
+def collect_environment(
+    kubeconfig: Path | str | None = None, kubernetes: bool = True
+) -> dict[str, Any]:
+    """What a reader needs to reproduce or compare a run; never raises."""
+    env: dict[str, Any] = {
+        "time_utc": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "hostname": socket.gethostname(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "memory_total_mib": _memory_total_mib(),
+        "git": {
+            "commit": _git("rev-parse", "HEAD"),
+            "branch": _git("rev-parse", "--abbrev-ref", "HEAD"),
+            "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        },
+        "packages": _versions(PACKAGES),
+    }
+    with contextlib.suppress(Exception):
+        from wasmop.cluster import manager
+        from wasmop.cluster.layout import StateLayout
+
+        layout = StateLayout.default()
+        if layout.settings_file.exists() and not os.environ.get("KUBECONFIG"):
+            env["embedded_cluster"] = json.loads(layout.settings_file.read_text())
+            status = manager.read_status(layout) or {}
+            env["components"] = sorted(status.get("components", {}))
+    if kubernetes:
+        from wasmop.bench.session import run_sync
+
+        try:
+            env["kubernetes"] = run_sync(_kubernetes_info(kubeconfig), timeout=30)
+        except Exception as exc:  # a run without a cluster still gets its metadata
+            env["kubernetes"] = {"error": f"{exc.__class__.__name__}: {exc}"}
+    return env
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    folder: Path
+
+    @property
+    def params(self) -> Path:
+        return self.folder / "params.json"
+
+    @property
+    def env(self) -> Path:
+        return self.folder / "env.json"
+
+    @property
+    def summary(self) -> Path:
+        return self.folder / "summary.json"
+
+    @property
+    def observations(self) -> Path:
+        return self.folder / "observations.csv"
+
+    @property
+    def raw(self) -> Path:
+        return self.folder / "raw"
+
+    @property
+    def figures(self) -> Path:
+        return self.folder / "figures"
+
+
+class ExperimentRun:
+    """One execution of one experiment with one set of parameters.
+
+    Create with :meth:`start`; record with :meth:`write_table`, :meth:`observe`,
+    :meth:`count`; close with :meth:`finish`, which writes ``summary.json``.
+    """
+
+    def __init__(
+        self, experiment: str, run_id: str, folder: Path, params: Mapping[str, Any]
+    ) -> None:
+        self.experiment = experiment
+        self.run_id = run_id
+        self.folder = folder
+        self.paths = RunPaths(folder)
+        self.params = dict(params)
+        self.started_ms = now_ms()
+        self._observations: list[dict[str, Any]] = []
+        self._counts: dict[str, float] = {}
+
+    @classmethod
+    def start(
+        cls,
+        experiment: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        results_dir: Path | str | None = None,
+        run_id: str | None = None,
+        environment: bool = True,
+        kubeconfig: Path | str | None = None,
+    ) -> ExperimentRun:
+        """Create the run folder and write ``params.json`` and ``env.json``."""
+        root = Path(results_dir) if results_dir else default_results_dir()
+        run_id = safe_name(run_id) if run_id else new_run_id()
+        folder = root / safe_name(experiment) / run_id
+        folder.mkdir(parents=True, exist_ok=True)
+        run = cls(experiment, run_id, folder, params or {})
+        _write_json(run.paths.params, {"experiment": experiment, "run_id": run_id, **run.params})
+        env = collect_environment(kubeconfig, kubernetes=environment)
+        _write_json(run.paths.env, env)
+        log.info("experiment %s run %s in %s", experiment, run_id, folder)
+        return run
+
+    # --- tables -----------------------------------------------------------------------
+
+    def write_table(self, name: str, frame: pd.DataFrame, parquet: bool = True) -> Path:
+        """``<name>.csv`` (and ``.parquet``) in the run folder, with run id columns."""
+        frame = frame.copy()
+        frame.insert(0, "run_id", self.run_id)
+        frame.insert(0, "experiment", self.experiment)
+        path = self.folder / f"{safe_name(name)}.csv"
+        frame.to_csv(path, index=False)
+        if parquet:
+            try:
+                frame.to_parquet(path.with_suffix(".parquet"), index=False)
+            except (ImportError, ValueError, TypeError) as exc:  # mixed-type columns
+                log.debug("no parquet for %s: %s", name, exc)
+        return path
+
+    def write_raw(self, name: str, rows: Iterable[Mapping[str, Any]] | pd.DataFrame) -> Path:
+        """Raw observations as ``raw/<name>.csv`` (tables) or ``raw/<name>.jsonl``."""
+        self.paths.raw.mkdir(exist_ok=True)
+        if isinstance(rows, pd.DataFrame):
+            path = self.paths.raw / f"{safe_name(name)}.csv"
+            rows.to_csv(path, index=False)
+            return path
+        path = self.paths.raw / f"{safe_name(name)}.jsonl"
+        with path.open("w") as f:
+            for row in rows:
+                f.write(json.dumps(jsonable(row), default=str) + "\n")
+        return path
+
+    def figure_stem(self, name: str) -> Path:
+        """Where :func:`wasmop.bench.plots.save` should write a figure (no suffix)."""
+        self.paths.figures.mkdir(exist_ok=True)
+        return self.paths.figures / safe_name(name)
+
+    # --- observations -----------------------------------------------------------------
+
+    def observe(self, metric: str, values: float | Iterable[float], **context: Any) -> None:
+        """Record values of a metric (name with its unit, e.g. ``deploy_latency_ms``)."""
+        if isinstance(values, int | float):
+            values = [values]
+        for value in values:
+            self._observations.append({"metric": metric, "value": float(value), **context})
+
+    def count(self, name: str, increment: float = 1) -> None:
+        """Additive counters (requests_total, requests_failed, ...), pooled across runs."""
+        self._counts[name] = self._counts.get(name, 0) + increment
+
+    def observations(self) -> pd.DataFrame:
+        return pd.DataFrame(self._observations, columns=None)
+
+    def metrics(self) -> dict[str, dict[str, float]]:
+        """Statistics per observed metric, plus ratios derived from the counts."""
+        stats: dict[str, dict[str, float]] = {}
+        by_metric: dict[str, list[float]] = {}
+        for row in self._observations:
+            by_metric.setdefault(row["metric"], []).append(row["value"])
+        for metric, values in by_metric.items():
+            stats[metric] = describe(values)
+        stats.update(ratios_from_counts(self._counts))
+        return stats
+
+    def finish(
+        self, metrics: Mapping[str, Mapping[str, float]] | None = None, **extra: Any
+    ) -> dict[str, Any]:
+        """Write ``observations.csv`` and ``summary.json``; returns the summary.
+
+        ``metrics`` replaces the statistics of this run's own observations (the summary
+        notebook passes the statistics pooled over many runs)."""
+        frame = self.observations()
+        if frame.empty:
+            frame = pd.DataFrame(columns=["metric", "value"])
+        frame.insert(0, "run_id", self.run_id)
+        frame.insert(0, "experiment", self.experiment)
+        frame.to_csv(self.paths.observations, index=False)
+        metrics = dict(metrics) if metrics is not None else self.metrics()
+        targets = results_frame(evaluate(metrics))
+        summary = {
+            "experiment": self.experiment,
+            "run_id": self.run_id,
+            "params": self.params,
+            "started_ms": self.started_ms,
+            "finished_ms": now_ms(),
+            "metrics": metrics,
+            "counts": self._counts,
+            "targets": targets.to_dict(orient="records"),
+            **extra,
+        }
+        _write_json(self.paths.summary, summary)
+        return summary
+
+
+def ratios_from_counts(counts: Mapping[str, float]) -> dict[str, dict[str, float]]:
+    """success/error ratios of requests, and the ready ratio of concurrent deployments."""
+    stats: dict[str, dict[str, float]] = {}
+    total = counts.get("requests_total", 0)
+    if total:
+        failed = counts.get("requests_failed", 0)
+        stats["success_ratio"] = {"value": ratio(total - failed, total), "n": total}
+        stats["error_ratio"] = {"value": ratio(failed, total), "n": total}
+    concurrent = counts.get("concurrent_deploy_total", 0)
+    if concurrent:
+        ready = counts.get("concurrent_deploy_ready", 0)
+        stats["concurrent_ready_ratio"] = {"value": ratio(ready, concurrent), "n": concurrent}
+    return stats
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(jsonable(data), indent=2, sort_keys=False, default=str) + "\n")

@@ -1,0 +1,183 @@
+"""The original report's targets, and which of them a set of measurements meets.
+
+Each target names the metric it judges (as experiments record it, see
+:mod:`wasmop.bench.run`), the statistic of that metric (median, p95, max or a plain
+value) and the bound. A target with no measurement is reported as not measured rather
+than silently passing.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+_OPS: Mapping[str, Callable[[float, float], bool]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "==": lambda a, b: math.isclose(a, b, rel_tol=0.0, abs_tol=1e-12),
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    key: str
+    label: str
+    requirement: str  # the report's wording, for the table
+    metric: str  # metric name as recorded, unit suffix included
+    statistic: str  # p50, p95, max, mean or value
+    op: str
+    threshold: float
+    unit: str
+    min_n: int = 1  # observations needed before the target can hold (100 concurrent)
+    context: str = "p95"  # a second statistic shown beside the judged one
+
+    def check(self, measured: float) -> bool:
+        return _OPS[self.op](measured, self.threshold)
+
+
+TARGETS: tuple[Target, ...] = (
+    Target(
+        "deployment", "Deployment latency", "< 2 s (create to Ready, median)",
+        "deploy_latency_ms", "p50", "<", 2000.0, "ms",
+    ),
+    Target(
+        "scaling", "Scaling latency", "< 5 s (desired change to ready, median)",
+        "scale_latency_ms", "p50", "<", 5000.0, "ms",
+    ),
+    Target(
+        "status", "Status update lag", "< 1 s (Pods ready to status Ready, median)",
+        "status_lag_ms", "p50", "<", 1000.0, "ms",
+    ),
+    Target(
+        "success", "Request success rate", ">= 99.9 %",
+        "success_ratio", "value", ">=", 0.999, "ratio", context="n",
+    ),
+    Target(
+        "error", "Error rate", "< 0.1 %",
+        "error_ratio", "value", "<", 0.001, "ratio", context="n",
+    ),
+    Target(
+        "recovery", "Recovery time", "< 10 s (fault to desired ready, median)",
+        "recovery_ms", "p50", "<", 10000.0, "ms", context="max",
+    ),
+    Target(
+        "concurrent", "Concurrent deployments", "100 at once, all succeed",
+        "concurrent_ready_ratio", "value", "==", 1.0, "ratio", min_n=100, context="n",
+    ),
+    Target(
+        "operator_cpu", "Operator CPU", "within 100m request / 500m limit (p95)",
+        "operator_cpu_millicores", "p95", "<=", 500.0, "millicores", context="mean",
+    ),
+    Target(
+        "operator_memory", "Operator memory", "within 128 MiB request / 256 MiB limit (max)",
+        "operator_rss_mib", "max", "<=", 256.0, "MiB", context="mean",
+    ),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TargetResult:
+    target: Target
+    measured: float | None
+    context_value: float | None
+    n: int
+    holds: bool | None  # None: not measured (or too few observations)
+    note: str = ""
+
+    @property
+    def verdict(self) -> str:
+        return {True: "holds", False: "missed", None: "not measured"}[self.holds]
+
+
+def _number(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def evaluate(
+    stats: Mapping[str, Mapping[str, Any]], targets: Sequence[Target] = TARGETS
+) -> list[TargetResult]:
+    """Judge every target against ``stats`` (metric -> {statistic: value, "n": count})."""
+    results = []
+    for target in targets:
+        described = stats.get(target.metric) or {}
+        measured = _number(described.get(target.statistic))
+        context = _number(described.get(target.context))
+        n = int(_number(described.get("n")) or 0)
+        if measured is None:
+            results.append(TargetResult(target, None, context, n, None, "no measurement"))
+            continue
+        if n < target.min_n:
+            note = f"only {n} observed, the target needs {target.min_n}"
+            results.append(TargetResult(target, measured, context, n, None, note))
+            continue
+        note = ""
+        if target.key == "operator_cpu" and measured <= 100.0:
+            note = "within the 100m request"
+        elif target.key == "operator_memory" and measured <= 128.0:
+            note = "within the 128 MiB request"
+        results.append(TargetResult(target, measured, context, n, target.check(measured), note))
+    return results
+
+
+def results_frame(results: Iterable[TargetResult]) -> pd.DataFrame:
+    """The targets table: one row per target, judged statistic and verdict."""
+    rows = []
+    for r in results:
+        rows.append(
+            {
+                "target": r.target.label,
+                "requirement": r.target.requirement,
+                "metric": r.target.metric,
+                "statistic": r.target.statistic,
+                "measured": r.measured,
+                "context_statistic": r.target.context,
+                "context_value": r.context_value,
+                "unit": r.target.unit,
+                "n": r.n,
+                "holds": r.holds,
+                "verdict": r.verdict,
+                "note": r.note,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def format_value(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "ratio":
+        return f"{value * 100:.3f} %"
+    if unit == "ms":
+        return f"{value / 1000:.2f} s" if value >= 1000 else f"{value:.0f} ms"
+    return f"{value:.1f} {unit}"
+
+
+def results_markdown(results: Iterable[TargetResult]) -> str:
+    """The targets table as Markdown, for notebooks and the terminal."""
+    lines = [
+        "| Target | Requirement | Measured | n | Verdict |",
+        "|---|---|---|---:|---|",
+    ]
+    for r in results:
+        measured = format_value(r.measured, r.target.unit)
+        if r.context_value is not None and r.target.context != "n":
+            context = format_value(r.context_value, r.target.unit)
+            measured += f" ({r.target.context} {context})"
+        verdict = r.verdict + (f": {r.note}" if r.note else "")
+        lines.append(
+            f"| {r.target.label} | {r.target.requirement} | {measured} | {r.n} | {verdict} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,84 @@
+"""The report's targets: which hold, which are missed, which were not measured."""
+
+from __future__ import annotations
+
+import math
+
+from wasmop.bench.stats import describe, jsonable, ratio
+from wasmop.bench.targets import TARGETS, evaluate, results_frame, results_markdown
+
+
+def by_key(results):  # type: ignore[no-untyped-def]
+    return {r.target.key: r for r in results}
+
+
+def test_describe_uses_exact_quantiles_and_ignores_missing_values() -> None:
+    stats = describe([1, 2, 3, 4, None, float("nan"), 100])
+    assert stats["n"] == 5
+    assert stats["p50"] == 3
+    assert stats["max"] == 100 and stats["min"] == 1
+    empty = describe([])
+    assert empty["n"] == 0 and math.isnan(empty["p50"])
+
+
+def test_ratio_and_json_conversion() -> None:
+    assert ratio(1, 4) == 0.25
+    assert math.isnan(ratio(1, 0))
+    assert jsonable({"a": float("nan"), "b": [float("inf"), 1.5]}) == {"a": None, "b": [None, 1.5]}
+
+
+def test_every_target_is_judged_on_its_statistic() -> None:
+    stats = {
+        "deploy_latency_ms": {"p50": 800.0, "p95": 2500.0, "n": 10},
+        "scale_latency_ms": {"p50": 6000.0, "n": 3},
+        "status_lag_ms": {"p50": 50.0, "n": 10},
+        "success_ratio": {"value": 0.9995, "n": 10000},
+        "error_ratio": {"value": 0.0005, "n": 10000},
+        "recovery_ms": {"p50": 12000.0, "max": 15000.0, "n": 4},
+        "concurrent_ready_ratio": {"value": 1.0, "n": 100},
+        "operator_cpu_millicores": {"p95": 80.0, "mean": 20.0, "n": 60},
+        "operator_rss_mib": {"max": 300.0, "mean": 200.0, "n": 60},
+    }
+    results = by_key(evaluate(stats))
+    assert results["deployment"].holds is True  # the median, not the p95, is judged
+    assert results["deployment"].context_value == 2500.0
+    assert results["scaling"].holds is False
+    assert results["status"].holds is True
+    assert results["success"].holds is True
+    assert results["error"].holds is True
+    assert results["recovery"].holds is False
+    assert results["concurrent"].holds is True
+    assert results["operator_cpu"].holds is True
+    assert "request" in results["operator_cpu"].note
+    assert results["operator_memory"].holds is False
+    assert len(results) == len(TARGETS)
+
+
+def test_missing_or_too_few_observations_are_not_measured() -> None:
+    results = by_key(
+        evaluate(
+            {
+                "concurrent_ready_ratio": {"value": 1.0, "n": 10},
+                "deploy_latency_ms": {"p50": float("nan"), "n": 0},
+            }
+        )
+    )
+    assert results["concurrent"].holds is None
+    assert "10" in results["concurrent"].note and "100" in results["concurrent"].note
+    assert results["deployment"].holds is None
+    assert results["scaling"].holds is None and results["scaling"].verdict == "not measured"
+
+
+def test_error_ratio_at_the_bound_is_missed() -> None:
+    results = by_key(evaluate({"error_ratio": {"value": 0.001, "n": 1000}}))
+    assert results["error"].holds is False
+
+
+def test_tables() -> None:
+    results = evaluate({"deploy_latency_ms": {"p50": 1500.0, "p95": 1900.0, "n": 5}})
+    frame = results_frame(results)
+    assert list(frame["target"]) == [t.label for t in TARGETS]
+    assert frame.loc[0, "verdict"] == "holds"
+    markdown = results_markdown(results)
+    assert "| Deployment latency |" in markdown and "1.50 s" in markdown
+    assert markdown.count("\n") == len(TARGETS) + 2
