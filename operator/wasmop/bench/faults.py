@@ -1,0 +1,202 @@
+"""Fault injection for recovery experiments: thin wrappers over the cluster's own hooks.
+
+* a Pod's container crashes: the node agent's fault API (``POST /faults/crash``);
+* a Pod is deleted: the Kubernetes API;
+* a node agent is killed / restarted, the operator is killed / restarted, the API server
+  is restarted: the cluster supervisor (``manager.control``);
+* a node's link gets delay or loss: the node agent's link emulation (``/faults/netem``).
+
+Each call returns a :class:`FaultEvent` stamped with the client time of the injection,
+which a recorder marker and the recovery analysis use as time zero.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wasmop.bench.run import now_ms
+from wasmop.cluster import manager
+from wasmop.cluster.layout import StateLayout
+from wasmop.kube import ApiError, Kube
+from wasmop.kube.client import api_path
+
+log = logging.getLogger(__name__)
+
+OPERATOR_COMPONENT = "operator"
+API_SERVER_COMPONENT = "kube-apiserver"
+
+
+class FaultError(RuntimeError):
+    """The fault could not be injected; the message says why."""
+
+
+@dataclass(frozen=True)
+class FaultEvent:
+    kind: str
+    target: str
+    t_ms: float
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def _layout(layout: StateLayout | None) -> StateLayout:
+    return layout or StateLayout.default()
+
+
+def node_info(node: str, layout: StateLayout | None = None) -> dict[str, Any]:
+    """The agent's run file: address and port of its daemon endpoint, bearer token, pid."""
+    path = _layout(layout).run / f"node-{node}.json"
+    try:
+        return json.loads(path.read_text())
+    except OSError as exc:
+        raise FaultError(f"node {node} is not running here (no {path})") from exc
+
+
+def _post_node(node: str, path: str, body: dict[str, Any], layout: StateLayout | None) -> Any:
+    info = node_info(node, layout)
+    request = urllib.request.Request(
+        f"http://{info['address']}:{info['port']}{path}",
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {info['token']}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        text = exc.read().decode(errors="replace")
+        with contextlib.suppress(ValueError):
+            text = json.loads(text).get("error", text)
+        raise FaultError(f"node {node} refused {path}: {exc.code} {text}") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        raise FaultError(f"node {node} unreachable for {path}: {exc}") from exc
+
+
+# --------------------------------------------------------------------------- pods
+
+
+async def pod_node(kube: Kube, namespace: str, pod: str) -> str:
+    obj = await kube.get(api_path("v1", "pods", namespace, pod))
+    node = obj.get("spec", {}).get("nodeName")
+    if not node:
+        raise FaultError(f"pod {namespace}/{pod} is not scheduled to a node")
+    return node
+
+
+def crash_container(
+    namespace: str, pod: str, node: str, layout: StateLayout | None = None
+) -> FaultEvent:
+    """Kill the Pod's container as if its process crashed (the agent restarts it)."""
+    t = now_ms()
+    _post_node(node, "/faults/crash", {"namespace": namespace, "pod": pod}, layout)
+    return FaultEvent("pod-crash", f"{namespace}/{pod}", t, {"node": node})
+
+
+async def delete_pod(
+    kube: Kube, namespace: str, pod: str, grace_seconds: int | None = None
+) -> FaultEvent:
+    """Delete a Pod through the API (its ReplicaSet replaces it)."""
+    t = now_ms()
+    params = {} if grace_seconds is None else {"gracePeriodSeconds": grace_seconds}
+    try:
+        await kube.delete(api_path("v1", "pods", namespace, pod), **params)
+    except ApiError as exc:
+        raise FaultError(f"cannot delete pod {namespace}/{pod}: {exc}") from exc
+    return FaultEvent("pod-delete", f"{namespace}/{pod}", t, {"grace_seconds": grace_seconds})
+
+
+# --------------------------------------------------------------------------- components
+
+
+def _control(layout: StateLayout | None, op: str, **fields: Any) -> None:
+    try:
+        manager.control(_layout(layout), op, **fields)
+    except manager.ClusterError as exc:
+        raise FaultError(str(exc)) from exc
+
+
+def components(layout: StateLayout | None = None) -> dict[str, dict[str, Any]]:
+    """The supervisor's components (name -> pid, state, restarts)."""
+    status = manager.read_status(_layout(layout)) or {}
+    return dict(status.get("components", {}))
+
+
+def kill_component(name: str, layout: StateLayout | None = None) -> FaultEvent:
+    """SIGKILL a supervised component and keep it down until :func:`start_component`."""
+    t = now_ms()
+    _control(layout, "stop", name=name, signal="KILL")
+    return FaultEvent("kill", name, t)
+
+
+def start_component(name: str, layout: StateLayout | None = None) -> FaultEvent:
+    t = now_ms()
+    _control(layout, "start", name=name)
+    return FaultEvent("start", name, t)
+
+
+def restart_component(name: str, layout: StateLayout | None = None) -> FaultEvent:
+    """Restart a component (graceful stop, then start) through the supervisor."""
+    t = now_ms()
+    _control(layout, "restart", name=name)
+    return FaultEvent("restart", name, t)
+
+
+def kill_node(node: str, layout: StateLayout | None = None) -> FaultEvent:
+    """Kill a wasm node agent: its Pods stop answering and the node goes NotReady."""
+    event = kill_component(node, layout)
+    return FaultEvent("node-kill", node, event.t_ms)
+
+
+def start_node(node: str, layout: StateLayout | None = None) -> FaultEvent:
+    event = start_component(node, layout)
+    return FaultEvent("node-start", node, event.t_ms)
+
+
+def kill_operator(layout: StateLayout | None = None) -> FaultEvent:
+    event = kill_component(OPERATOR_COMPONENT, layout)
+    return FaultEvent("operator-kill", OPERATOR_COMPONENT, event.t_ms)
+
+
+def start_operator(layout: StateLayout | None = None) -> FaultEvent:
+    event = start_component(OPERATOR_COMPONENT, layout)
+    return FaultEvent("operator-start", OPERATOR_COMPONENT, event.t_ms)
+
+
+def restart_apiserver(layout: StateLayout | None = None) -> FaultEvent:
+    event = restart_component(API_SERVER_COMPONENT, layout)
+    return FaultEvent("apiserver-restart", API_SERVER_COMPONENT, event.t_ms)
+
+
+# --------------------------------------------------------------------------- network
+
+
+def set_link(
+    node: str,
+    delay_ms: float = 0.0,
+    loss_percent: float = 0.0,
+    layout: StateLayout | None = None,
+) -> FaultEvent:
+    """Delay and loss on the node's link (both 0 clears); the agent does the emulation."""
+    if delay_ms < 0 or not 0 <= loss_percent <= 100:
+        raise ValueError("delay_ms must be >= 0 and loss_percent within 0..100")
+    t = now_ms()
+    reply = _post_node(
+        node, "/faults/netem", {"delayMs": delay_ms, "lossPercent": loss_percent}, layout
+    )
+    return FaultEvent(
+        "link", node, t, {"delay_ms": delay_ms, "loss_percent": loss_percent, **reply}
+    )
+
+
+def clear_link(node: str, layout: StateLayout | None = None) -> FaultEvent:
+    return set_link(node, 0.0, 0.0, layout)
+
+
+def run_file(node: str, layout: StateLayout | None = None) -> Path:
+    return _layout(layout).run / f"node-{node}.json"

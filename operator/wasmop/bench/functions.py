@@ -1,0 +1,438 @@
+"""Deploy, scale and delete functions for experiments, timing each step client-side.
+
+Two ways to run a workload:
+
+* through the operator: a ``WasmFunction`` (the operator creates the module ConfigMap,
+  Deployment and Service and reports status); Ready is the function's own status;
+* without it (``plain``): a ConfigMap, a hand-written Deployment and a Service, as the
+  node tests do; Ready is the Deployment's status. Useful to test the harness before
+  the operator exists, and as a baseline that shows what the operator adds.
+
+Readiness is always decided from a :class:`~wasmop.bench.watch.Recorder`'s events, so the
+times are the watch's millisecond client timestamps, not polling intervals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from wasmop.bench.run import now_ms
+from wasmop.bench.watch import (
+    FUNCTION_LABEL,
+    GROUP_VERSION,
+    Recorder,
+    deployment_ready,
+    function_ready,
+)
+from wasmop.kube import ApiError, Kube
+from wasmop.kube.client import api_path
+
+log = logging.getLogger(__name__)
+
+GATEWAY_ENV = "WASMOP_GATEWAY_URL"
+EXPERIMENT_LABEL = "wasm.bits-dissertation.io/experiment"
+TOLERATION = {
+    "key": "wasm.bits-dissertation.io/runtime",
+    "operator": "Exists",
+    "effect": "NoSchedule",
+}
+RUNTIME_IMAGE = "wasmop/runtime:0.1.0"
+
+
+def gateway_base() -> str:
+    """``$WASMOP_GATEWAY_URL`` or the embedded cluster's gateway on loopback."""
+    env = os.environ.get(GATEWAY_ENV)
+    if env:
+        return env.rstrip("/")
+    from wasmop.cluster import manager
+    from wasmop.cluster.layout import StateLayout
+
+    port = manager.load_settings(StateLayout.default()).gateway_port
+    return f"http://127.0.0.1:{port}"
+
+
+def gateway_url(namespace: str, name: str, path: str = "/", base: str | None = None) -> str:
+    """Where the gateway serves a function: ``<base>/<namespace>/<name><path>``."""
+    if not path.startswith("/"):
+        path = "/" + path
+    return f"{base or gateway_base()}/{namespace}/{name}{path}"
+
+
+@dataclass(frozen=True)
+class DeployOutcome:
+    name: str
+    created_ms: float
+    ready_ms: float | None
+    ok: bool
+    error: str = ""
+
+    @property
+    def latency_ms(self) -> float | None:
+        return None if self.ready_ms is None else self.ready_ms - self.created_ms
+
+
+def outcomes_frame(outcomes: Sequence[DeployOutcome]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "function": o.name,
+                "created_ms": o.created_ms,
+                "ready_ms": o.ready_ms,
+                "create_to_ready_ms": o.latency_ms,
+                "ok": o.ok,
+                "error": o.error,
+            }
+            for o in outcomes
+        ],
+        columns=["function", "created_ms", "ready_ms", "create_to_ready_ms", "ok", "error"],
+    )
+
+
+# --------------------------------------------------------------------------- namespaces
+
+
+async def create_namespace(kube: Kube, name: str, labels: Mapping[str, str] | None = None) -> None:
+    body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+    if labels:
+        body["metadata"]["labels"] = dict(labels)
+    try:
+        await kube.create("/api/v1/namespaces", body)
+    except ApiError as exc:
+        if not exc.conflict:
+            raise
+
+
+async def delete_namespace(kube: Kube, name: str, wait_s: float = 0.0) -> None:
+    """Delete a namespace; with ``wait_s`` wait (at most that long) until it is gone."""
+    try:
+        await kube.delete(f"/api/v1/namespaces/{name}")
+    except ApiError as exc:
+        if not exc.not_found:
+            raise
+        return
+    deadline = asyncio.get_running_loop().time() + wait_s
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            await kube.get(f"/api/v1/namespaces/{name}")
+        except ApiError as exc:
+            if exc.not_found:
+                return
+            raise
+        await asyncio.sleep(0.5)
+
+
+async def clear_namespace(kube: Kube, name: str, timeout_s: float = 60.0) -> bool:
+    """Delete the namespace's WasmFunctions and Deployments and wait (at most
+    ``timeout_s``) until its Pods are gone, so the next experiment starts on idle nodes;
+    then delete the namespace itself without waiting for the namespace controller."""
+    for version, plural in ((GROUP_VERSION, "wasmfunctions"), ("apps/v1", "deployments")):
+        try:
+            await kube.delete(api_path(version, plural, name), propagationPolicy="Background")
+        except ApiError as exc:
+            if not exc.not_found:
+                raise
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    gone = False
+    while loop.time() < deadline:
+        pods = await kube.list(api_path("v1", "pods", name))
+        if not pods.get("items"):
+            gone = True
+            break
+        await asyncio.sleep(0.25)
+    await delete_namespace(kube, name)
+    return gone
+
+
+# --------------------------------------------------------------------------- modules
+
+
+def module_configmap_name(workload: str) -> str:
+    """The ConfigMap the samples reference: ``wasm-<workload>``."""
+    return f"wasm-{workload}"
+
+
+async def ensure_module(kube: Kube, namespace: str, workload: str) -> str:
+    """Create ``wasm-<workload>`` with the built module (as the samples expect)."""
+    from wasmop.runtime.workloads import ensure_built, load_manifest
+
+    manifest = ensure_built(load_manifest())
+    data = manifest[workload].wasm_path.read_bytes()
+    name = module_configmap_name(workload)
+    body = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "labels": {"wasm.bits-dissertation.io/workload": workload}},
+        "binaryData": {"module.wasm": base64.b64encode(data).decode()},
+    }
+    try:
+        await kube.create(api_path("v1", "configmaps", namespace), body)
+    except ApiError as exc:
+        if not exc.conflict:
+            raise
+    return name
+
+
+# --------------------------------------------------------------------------- WasmFunctions
+
+
+def function_manifest(
+    name: str,
+    workload: str,
+    *,
+    replicas: int = 1,
+    version: str = "1.0.0",
+    labels: Mapping[str, str] | None = None,
+    spec: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A WasmFunction for a built workload whose module is in ``wasm-<workload>``."""
+    body: dict[str, Any] = {
+        "apiVersion": GROUP_VERSION,
+        "kind": "WasmFunction",
+        "metadata": {
+            "name": name,
+            "labels": {"wasm.bits-dissertation.io/workload": workload, **(labels or {})},
+        },
+        "spec": {
+            "module": {"configMapRef": {"name": module_configmap_name(workload)}},
+            "version": version,
+            "replicas": replicas,
+        },
+    }
+    body["spec"].update(spec or {})
+    return body
+
+
+async def create_function(kube: Kube, namespace: str, manifest: Mapping[str, Any]) -> float:
+    """Create a WasmFunction; returns the client time just before the request."""
+    created = now_ms()
+    await kube.create(api_path(GROUP_VERSION, "wasmfunctions", namespace), dict(manifest))
+    return created
+
+
+async def _create_all(
+    kube: Kube, namespace: str, manifests: Sequence[Mapping[str, Any]], create: Any
+) -> list[tuple[str, float, str]]:
+    async def one(manifest: Mapping[str, Any]) -> tuple[str, float, str]:
+        name = manifest["metadata"]["name"]
+        started = now_ms()
+        try:
+            return name, await create(kube, namespace, manifest), ""
+        except ApiError as exc:
+            return name, started, f"create failed: {exc}"
+
+    return list(await asyncio.gather(*(one(m) for m in manifests)))
+
+
+async def _wait_all(
+    recorder: Recorder,
+    kind: str,
+    created: list[tuple[str, float, str]],
+    test: Any,
+    timeout_s: float,
+) -> list[DeployOutcome]:
+    """Wait until each created object passes ``test``; its ready time is the first
+    recorded event that showed it ready (not when this waiter happened to wake up)."""
+    pending = {name for name, _, error in created if not error}
+
+    def check(rec: Recorder) -> bool:
+        for name in list(pending):
+            obj = rec.get(kind, name)
+            if obj is not None and test(obj):
+                pending.discard(name)
+        return not pending
+
+    with contextlib.suppress(TimeoutError):
+        await recorder.wait_for(check, timeout_s)
+    outcomes = []
+    for name, created_ms, error in created:
+        if error:
+            outcomes.append(DeployOutcome(name, created_ms, None, False, error))
+        elif name not in pending:
+            ready_ms = first_ready_ms(recorder.rows, kind, name, created_ms)
+            outcomes.append(DeployOutcome(name, created_ms, ready_ms, ready_ms is not None))
+        else:
+            outcomes.append(
+                DeployOutcome(name, created_ms, None, False, f"not Ready after {timeout_s:g} s")
+            )
+    return outcomes
+
+
+def first_ready_ms(
+    rows: Sequence[Mapping[str, Any]],
+    kind: str,
+    name: str,
+    after_ms: float,
+    replicas: int | None = None,
+) -> float | None:
+    """Client time of the first event of ``kind``/``name`` after ``after_ms`` that showed
+    it ready (and, if given, with ``replicas`` desired)."""
+    for row in list(rows):
+        if row["kind"] != kind or row["name"] != name or row["t_ms"] < after_ms:
+            continue
+        if row["event"] in ("LISTED", "DELETED") or not row["ready"]:
+            continue
+        if replicas is not None and row["replicas_desired"] != replicas:
+            continue
+        return float(row["t_ms"])
+    return None
+
+
+async def deploy_functions(
+    kube: Kube,
+    namespace: str,
+    manifests: Sequence[Mapping[str, Any]],
+    recorder: Recorder,
+    timeout_s: float = 120.0,
+) -> list[DeployOutcome]:
+    """Create all WasmFunctions at once and wait for each to be Ready (status)."""
+    created = await _create_all(kube, namespace, manifests, create_function)
+    return await _wait_all(recorder, "WasmFunction", created, function_ready, timeout_s)
+
+
+async def scale_function(kube: Kube, namespace: str, name: str, replicas: int) -> float:
+    """Set replicas through the scale subresource (as kubectl scale does)."""
+    t = now_ms()
+    await kube.patch(
+        api_path(GROUP_VERSION, "wasmfunctions", namespace, name, "scale"),
+        {"spec": {"replicas": replicas}},
+    )
+    return t
+
+
+async def delete_functions(kube: Kube, namespace: str, names: Sequence[str]) -> None:
+    async def one(name: str) -> None:
+        try:
+            await kube.delete(api_path(GROUP_VERSION, "wasmfunctions", namespace, name))
+        except ApiError as exc:
+            if not exc.not_found:
+                raise
+
+    await asyncio.gather(*(one(n) for n in names))
+
+
+# --------------------------------------------------------------------------- without the operator
+
+
+def plain_deployment(
+    name: str, configmap: str, replicas: int = 1, period_s: int = 2
+) -> dict[str, Any]:
+    """A Deployment of a wasm function written by hand: no operator involved."""
+    labels = {"app": name, FUNCTION_LABEL: name}
+    probe = {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": period_s}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {FUNCTION_LABEL: name}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "tolerations": [TOLERATION],
+                    "terminationGracePeriodSeconds": 5,
+                    "containers": [
+                        {
+                            "name": "function",
+                            "image": RUNTIME_IMAGE,
+                            "ports": [{"name": "http", "containerPort": 8080}],
+                            "readinessProbe": probe,
+                            "livenessProbe": {
+                                **probe,
+                                "httpGet": {"path": "/healthz", "port": "http"},
+                            },
+                            "volumeMounts": [{"name": "module", "mountPath": "/module"}],
+                        }
+                    ],
+                    "volumes": [{"name": "module", "configMap": {"name": configmap}}],
+                },
+            },
+        },
+    }
+
+
+def plain_service(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "labels": {FUNCTION_LABEL: name}},
+        "spec": {
+            "selector": {FUNCTION_LABEL: name},
+            "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
+        },
+    }
+
+
+async def create_plain(kube: Kube, namespace: str, manifest: Mapping[str, Any]) -> float:
+    """Create a hand-written Deployment and its Service; returns the client time just
+    before the request."""
+    name = manifest["metadata"]["name"]
+    service = plain_service(name)
+    created = now_ms()
+    await kube.create(api_path("apps/v1", "deployments", namespace), dict(manifest))
+    try:
+        await kube.create(api_path("v1", "services", namespace), service)
+    except ApiError as exc:
+        if not exc.conflict:
+            raise
+    return created
+
+
+async def deploy_plain(
+    kube: Kube,
+    namespace: str,
+    names: Sequence[str],
+    workload: str,
+    recorder: Recorder,
+    *,
+    replicas: int = 1,
+    timeout_s: float = 120.0,
+) -> list[DeployOutcome]:
+    """Deploy ``workload`` under each name as ConfigMap + Deployment + Service, at once,
+    and wait for every Deployment to have all replicas ready."""
+    configmap = await ensure_module(kube, namespace, workload)
+    manifests = [plain_deployment(n, configmap, replicas) for n in names]
+    created = await _create_all(kube, namespace, manifests, create_plain)
+    return await _wait_all(recorder, "Deployment", created, deployment_ready, timeout_s)
+
+
+async def scale_deployment(kube: Kube, namespace: str, name: str, replicas: int) -> float:
+    """Set a Deployment's replicas through its scale subresource."""
+    t = now_ms()
+    await kube.patch(
+        api_path("apps/v1", "deployments", namespace, name, "scale"),
+        {"spec": {"replicas": replicas}},
+    )
+    return t
+
+
+async def wait_replicas_ready(
+    recorder: Recorder,
+    kind: str,
+    name: str,
+    replicas: int,
+    after_ms: float,
+    timeout_s: float = 120.0,
+) -> float:
+    """Client time at which ``kind`` (WasmFunction or Deployment) first reported
+    ``replicas`` desired and all of them ready, after ``after_ms``."""
+    test = function_ready if kind == "WasmFunction" else deployment_ready
+
+    def ok(rec: Recorder) -> bool:
+        obj = rec.get(kind, name)
+        return obj is not None and (obj.get("spec") or {}).get("replicas") == replicas and test(obj)
+
+    await recorder.wait_for(ok, timeout_s)
+    stamp = first_ready_ms(recorder.rows, kind, name, after_ms, replicas)
+    assert stamp is not None, "the recorder saw the object ready"
+    return stamp
