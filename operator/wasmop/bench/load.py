@@ -1,0 +1,300 @@
+"""Run Locust headless as a subprocess, and read back what it wrote.
+
+Locust is never imported here: it monkey-patches the process with gevent, which breaks a
+Jupyter kernel (and asyncio). :func:`run_locust` starts ``python -m locust`` with the
+scenarios in ``loadtests/``, always headless, bounded by ``--run-time`` (and optionally a
+request count), writing into one folder::
+
+    locust_stats.csv, locust_stats_history.csv (full history), locust_failures.csv,
+    locust_exceptions.csv   Locust's own CSV files, written once a second (so the
+                            final second may be missing from locust_stats.csv)
+    locust_final.json       Locust's exact final statistics per request name
+    requests.csv            the raw per-request log (exact quantiles)
+    locust.log, locust.out  Locust's log and its terminal output
+
+It exits non-zero when the failure ratio exceeds ``fail_ratio`` (see loadtests/_common).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from wasmop.bench.mix import MixEntry, format_mix
+from wasmop.bench.net import check_target
+from wasmop.bench.rawlog import RAW_COLUMNS
+from wasmop.bench.shapes import Shape
+from wasmop.cluster.layout import repo_root
+
+log = logging.getLogger(__name__)
+
+CSV_PREFIX = "locust"
+RAW_LOG = "requests.csv"
+FINAL_STATS = "locust_final"  # Locust appends .json
+
+
+def loadtests_dir() -> Path:
+    return repo_root() / "loadtests"
+
+
+class LocustFailed(RuntimeError):
+    """Locust exited non-zero; the message carries the end of its log."""
+
+    def __init__(self, message: str, result: LocustResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+@dataclass(frozen=True)
+class LocustConfig:
+    """One headless Locust run. ``scenarios`` are file names under loadtests/ (or paths)."""
+
+    host: str
+    scenarios: tuple[str, ...] = ("http_mix.py",)
+    users: int = 10
+    spawn_rate: float = 10.0
+    run_time_s: float = 10.0
+    functions: tuple[MixEntry, ...] = ()
+    user_rps: float = 10.0
+    shape: Shape | None = None
+    fail_ratio: float = 0.0
+    max_requests: int = 0
+    stop_timeout_s: float = 5.0
+    options: Mapping[str, str | int | float | bool] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_target(self.host)
+        if self.run_time_s <= 0:
+            raise ValueError("run_time_s must be positive: every run is bounded in time")
+        if self.users < 0 or self.spawn_rate <= 0:
+            raise ValueError("users must be >= 0 and spawn_rate positive")
+        if not 0 <= self.fail_ratio <= 1:
+            raise ValueError("fail_ratio is a ratio between 0 and 1")
+
+    def scenario_paths(self) -> list[Path]:
+        paths = []
+        for scenario in self.scenarios:
+            path = Path(scenario)
+            if not path.is_absolute() and not path.exists():
+                path = loadtests_dir() / scenario
+            if not path.is_file():
+                raise FileNotFoundError(f"no Locust scenario {scenario} (looked in {path})")
+            paths.append(path)
+        if self.shape is not None and not any(p.name == "shape.py" for p in paths):
+            paths.append(loadtests_dir() / "shape.py")
+        return paths
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def locust_command(config: LocustConfig, out_dir: Path) -> list[str]:
+    """The exact command line: also stored with the results for reproduction."""
+    files = ",".join(str(p) for p in config.scenario_paths())
+    command = [
+        sys.executable, "-m", "locust",
+        "-f", files,
+        "--headless",
+        "--host", config.host,
+        "--users", str(config.users),
+        "--spawn-rate", f"{config.spawn_rate:g}",
+        "--run-time", f"{max(1, round(config.run_time_s))}s",
+        "--stop-timeout", f"{config.stop_timeout_s:g}",
+        "--csv", str(out_dir / CSV_PREFIX),
+        "--csv-full-history",
+        "--json-file", str(out_dir / FINAL_STATS),
+        "--only-summary",
+        "--logfile", str(out_dir / "locust.log"),
+        "--loglevel", "INFO",
+        "--raw-log", str(out_dir / RAW_LOG),
+        "--fail-ratio", f"{config.fail_ratio:g}",
+        "--max-requests", str(config.max_requests),
+        "--user-rps", f"{config.user_rps:g}",
+    ]  # fmt: skip
+    if config.functions:
+        command += ["--functions", format_mix(config.functions)]
+    if config.shape is not None:
+        command += ["--shape", config.shape.format()]
+    for name, value in config.options.items():
+        if isinstance(value, bool):
+            if value:
+                command.append(_flag(name))
+        else:
+            command += [_flag(name), str(value)]
+    return command
+
+
+@dataclass(frozen=True)
+class LocustResult:
+    returncode: int
+    out_dir: Path
+    command: tuple[str, ...]
+    duration_s: float
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    @property
+    def stats_csv(self) -> Path:
+        return self.out_dir / f"{CSV_PREFIX}_stats.csv"
+
+    @property
+    def history_csv(self) -> Path:
+        return self.out_dir / f"{CSV_PREFIX}_stats_history.csv"
+
+    @property
+    def failures_csv(self) -> Path:
+        return self.out_dir / f"{CSV_PREFIX}_failures.csv"
+
+    @property
+    def final_json(self) -> Path:
+        return self.out_dir / f"{FINAL_STATS}.json"
+
+    @property
+    def raw_log(self) -> Path:
+        return self.out_dir / RAW_LOG
+
+    @property
+    def log_file(self) -> Path:
+        return self.out_dir / "locust.log"
+
+    @property
+    def output_file(self) -> Path:
+        return self.out_dir / "locust.out"
+
+    def log_tail(self, lines: int = 20) -> str:
+        text = ""
+        for path in (self.log_file, self.output_file):
+            if path.exists():
+                text += path.read_text(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def run_locust(
+    config: LocustConfig,
+    out_dir: Path | str,
+    *,
+    check: bool = True,
+    grace_s: float = 60.0,
+) -> LocustResult:
+    """Run Locust to completion (at most run time + stop timeout + ``grace_s``)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    command = locust_command(config, out)
+    (out / "command.txt").write_text(" ".join(command) + "\n")
+    env = {**os.environ, **config.env}
+    # The scenarios import `_common` from their own directory.
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(loadtests_dir()), env.get("PYTHONPATH", "")])
+    )
+    limit = config.run_time_s + config.stop_timeout_s + grace_s
+    started = time.monotonic()
+    log.info("locust: %s", " ".join(command))
+    with (out / "locust.out").open("w") as output:
+        process = subprocess.Popen(
+            command, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+        )
+        try:
+            returncode = process.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            returncode = -9
+    result = LocustResult(returncode, out, tuple(command), time.monotonic() - started)
+    if check and not result.ok:
+        reason = "timed out and was killed" if returncode == -9 else f"exited {returncode}"
+        raise LocustFailed(f"locust {reason}; see {out}:\n{result.log_tail()}", result)
+    return result
+
+
+# --------------------------------------------------------------------------- reading back
+
+
+def read_stats(result: LocustResult) -> pd.DataFrame:
+    """Locust's final statistics per request name (and the Aggregated row)."""
+    return pd.read_csv(result.stats_csv)
+
+
+def read_final(result: LocustResult) -> pd.DataFrame:
+    """Locust's exact final counts per request name (``--json-file``)."""
+    import json
+
+    columns = ["method", "name", "num_requests", "num_failures", "avg_response_time_ms"]
+    if not result.final_json.exists():
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for entry in json.loads(result.final_json.read_text()):
+        requests = entry.get("num_requests", 0)
+        rows.append(
+            {
+                "method": entry.get("method"),
+                "name": entry.get("name"),
+                "num_requests": requests,
+                "num_failures": entry.get("num_failures", 0),
+                "avg_response_time_ms": entry.get("total_response_time", 0) / requests
+                if requests
+                else float("nan"),
+            }
+        )
+    return pd.DataFrame(rows, columns=columns)
+
+
+def read_history(result: LocustResult) -> pd.DataFrame:
+    """Locust's statistics every second (``--csv-full-history``), with ``t_s`` from the
+    first row."""
+    frame = pd.read_csv(result.history_csv)
+    if not frame.empty and "Timestamp" in frame:
+        frame["t_s"] = frame["Timestamp"] - frame["Timestamp"].min()
+    return frame
+
+
+def read_failures(result: LocustResult) -> pd.DataFrame:
+    if not result.failures_csv.exists():
+        return pd.DataFrame(columns=["Method", "Name", "Error", "Occurrences"])
+    return pd.read_csv(result.failures_csv)
+
+
+def read_raw_log(path: Path | str | LocustResult) -> pd.DataFrame:
+    """The raw per-request log: one row per request, typed."""
+    if isinstance(path, LocustResult):
+        path = path.raw_log
+    frame = pd.read_csv(path, dtype={"pod": "string", "error": "string", "name": "string"})
+    frame = frame.reindex(columns=list(RAW_COLUMNS))
+    frame["ok"] = frame["ok"].fillna(0).astype(int).astype(bool)
+    frame["cold_start"] = frame["cold_start"].fillna(0).astype(int).astype(bool)
+    frame["status"] = frame["status"].fillna(0).astype(int)
+    frame["pod"] = frame["pod"].fillna("")
+    frame["error"] = frame["error"].fillna("")
+    return frame.sort_values("timestamp_ms", kind="stable").reset_index(drop=True)
+
+
+def request_summary(raw: pd.DataFrame, by: Sequence[str] = ("name",)) -> pd.DataFrame:
+    """Exact latency quantiles and failure counts per request name, from the raw log."""
+    from wasmop.bench.stats import describe
+
+    rows = []
+    for key, group in raw.groupby(list(by), sort=True):
+        stats = describe(group["latency_ms"])
+        values = key if isinstance(key, tuple) else (key,)
+        row = dict(zip(by, values, strict=True))
+        row.update(
+            requests=len(group),
+            failures=int((~group["ok"]).sum()),
+            failure_ratio=float((~group["ok"]).mean()),
+            **{f"latency_ms_{k}": v for k, v in stats.items() if k != "n"},
+        )
+        span_s = (group["timestamp_ms"].max() - group["timestamp_ms"].min()) / 1000
+        row["throughput_rps"] = len(group) / span_s if span_s > 0 else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
