@@ -1,0 +1,245 @@
+"""The dissertation's figures, built from the experiments' tidy tables.
+
+Each function takes the tables an experiment wrote (one run's, or many runs' pooled by
+:mod:`wasmop.bench.report`) and returns a matplotlib Figure in the house style of
+:mod:`wasmop.bench.plots`; the experiment notebooks and the summary notebook share them,
+so a figure looks the same wherever it is drawn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from wasmop.bench import plots
+from wasmop.bench.watch import PHASES
+
+PHASE_LABELS = {
+    "operator": "operator (validate, create Deployment)",
+    "replicaset": "ReplicaSet controller",
+    "scheduling": "scheduler",
+    "pod_start": "node agent (start, probe)",
+    "rollout": "remaining replicas",
+    "status": "status update",
+}
+
+
+def _empty(fig: Figure, ax: object, text: str) -> Figure:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)  # type: ignore[attr-defined]
+    ax.set_axis_off()  # type: ignore[attr-defined]
+    return fig
+
+
+def deployment_cdf(functions: pd.DataFrame, by: str = "concurrency") -> Figure:
+    """ECDF of create-to-Ready per concurrency level."""
+    fig, ax = plots.new_figure()
+    ok = functions[functions["ok"].astype(bool)] if not functions.empty else functions
+    if ok.empty:
+        return _empty(fig, ax, "no successful deployment")
+    series = {
+        f"{by} {key}": (group["create_to_ready_ms"] / 1000).tolist()
+        for key, group in ok.groupby(by, sort=True)
+    }
+    plots.ecdf(ax, series, "create to Ready (s)")
+    ax.axvline(2.0, color="#444444", linestyle="--", linewidth=1)
+    ax.annotate("target 2 s", (2.0, 0.05), xytext=(4, 0), textcoords="offset points", fontsize=8)
+    ax.set_title("Deployment latency")
+    return fig
+
+
+def phase_breakdown(phases: pd.DataFrame, by: str = "concurrency") -> Figure:
+    """Median time in each phase of a deployment, stacked, per concurrency level."""
+    fig, ax = plots.new_figure(width=7.5)
+    if phases.empty:
+        return _empty(fig, ax, "no phase data")
+    medians = phases.groupby([by, "phase"])["duration_ms"].median().unstack("phase")
+    order = [p for p, _, _ in PHASES if p in medians.columns]
+    components = {PHASE_LABELS.get(p, p): (medians[p] / 1000).tolist() for p in order}
+    plots.stacked_bars(
+        ax, [str(i) for i in medians.index], components, "median time (s)", xlabel=by
+    )
+    ax.set_title("Where deployment time goes")
+    return fig
+
+
+def scaling_latency(steps: pd.DataFrame) -> Figure:
+    """Scale-out and scale-in latency (request to ready), each repetition a marker."""
+    fig, ax = plots.new_figure()
+    if steps.empty:
+        return _empty(fig, ax, "no scaling steps")
+    labels = []
+    for i, (key, group) in enumerate(steps.groupby(["direction", "to_replicas"], sort=False)):
+        direction, to = key
+        label = f"scale {direction} to {to}"
+        labels.append(label)
+        style = plots.series_style(i)
+        values = group["latency_ms"] / 1000
+        ax.bar(
+            i, values.median(), color="white", edgecolor=style["color"],
+            hatch=style["hatch"] or None, linewidth=1.0,
+        )  # fmt: skip
+        jitter = np.linspace(-0.15, 0.15, len(values)) if len(values) > 1 else [0.0]
+        ax.plot(i + np.asarray(jitter), values, linestyle="none", marker=style["marker"],
+                color="black", markersize=4)  # fmt: skip
+    ax.set_xticks(range(len(labels)), labels)
+    ax.axhline(5.0, color="#444444", linestyle="--", linewidth=1)
+    ax.set_ylabel("request to ready (s)")
+    ax.set_title("Manual scaling latency (bar: median; markers: runs)")
+    ax.grid(axis="x", visible=False)
+    return fig
+
+
+def autoscaling_timeline(
+    events: pd.DataFrame, history: pd.DataFrame, name: str = "autoscaled"
+) -> Figure:
+    """Users offered and replicas desired/ready over time during a load shape."""
+    fig, (load_ax, replica_ax) = plots.new_figure(nrows=2, height=4.8, sharex=True)
+    rows = events[(events["kind"] == "WasmFunction") & (events["name"] == name)]
+    rows = rows[rows["event"] != "LISTED"]
+    start = rows["t_ms"].min() if not rows.empty else 0.0
+    if not history.empty:
+        aggregated = history[history["Name"] == "Aggregated"]
+        t = (aggregated["Timestamp"] * 1000 - start) / 1000
+        plots.lines(
+            load_ax, t.tolist(),
+            {"users": aggregated["User Count"].tolist(),
+             "requests/s": aggregated["Requests/s"].tolist()},
+            "", "users; requests/s", step=True,
+        )  # fmt: skip
+        load_ax.legend(loc="upper left")
+    load_ax.set_title("Load-driven autoscaling")
+    if not rows.empty:
+        t = ((rows["t_ms"] - start) / 1000).tolist()
+        plots.lines(
+            replica_ax, t,
+            {"desired": rows["replicas_desired"].tolist(),
+             "ready": rows["replicas_ready"].fillna(0).tolist()},
+            "time since deployment (s)", "replicas", step=True,
+        )  # fmt: skip
+        replica_ax.legend(loc="upper left")
+    return fig
+
+
+def latency_cdf(requests: pd.DataFrame, by: str = "name") -> Figure:
+    """ECDF of successful request latency per function (log scale)."""
+    fig, ax = plots.new_figure()
+    ok = requests[requests["ok"].astype(bool)] if not requests.empty else requests
+    if ok.empty:
+        return _empty(fig, ax, "no successful request")
+    series = {str(k).split("/")[-1]: g["latency_ms"].tolist() for k, g in ok.groupby(by)}
+    plots.ecdf(ax, series, "request latency through the gateway (ms)", log_x=True)
+    ax.set_title("Request latency")
+    return fig
+
+
+def throughput_timeline(requests: pd.DataFrame) -> Figure:
+    """Requests and failures per second, from the raw log."""
+    fig, ax = plots.new_figure()
+    if requests.empty:
+        return _empty(fig, ax, "no requests")
+    t = ((requests["timestamp_ms"] - requests["timestamp_ms"].min()) // 1000).astype(int)
+    per_second = requests.assign(second=t).groupby("second")
+    ok = per_second["ok"].sum()
+    failed = per_second["ok"].count() - ok
+    plots.lines(
+        ax, ok.index.tolist(),
+        {"successful requests/s": ok.tolist(), "failed requests/s": failed.tolist()},
+        "time since first request (s)", "requests per second", step=True,
+    )  # fmt: skip
+    ax.set_title("Throughput and errors")
+    return fig
+
+
+def recovery_bars(recovery: pd.DataFrame) -> Figure:
+    """Recovery time per fault (median over runs), with the 10 s target."""
+    fig, ax = plots.new_figure()
+    data = recovery.dropna(subset=["recovery_ms"]) if not recovery.empty else recovery
+    if data.empty:
+        return _empty(fig, ax, "no recovery measured")
+    grouped = data.groupby("fault")["recovery_ms"]
+    medians = grouped.median() / 1000
+    spread = grouped.max() / 1000 - medians
+    plots.bars(
+        ax, medians.index.tolist(), medians.tolist(), "fault to recovered (s)",
+        errors=spread.tolist(),
+    )  # fmt: skip
+    ax.axhline(10.0, color="#444444", linestyle="--", linewidth=1)
+    ax.set_title("Recovery time per fault (bar: median; whisker: max)")
+    return fig
+
+
+def probe_timeline(probes: pd.DataFrame, fault_ms: float) -> Figure:
+    """Each probe request around a fault: latency, failures marked."""
+    fig, ax = plots.new_figure()
+    if probes.empty:
+        return _empty(fig, ax, "no probes")
+    t = (probes["t_ms"] - fault_ms) / 1000
+    ok = probes["ok"].astype(bool)
+    ax.plot(t[ok], probes.loc[ok, "latency_ms"], linestyle="none", marker="o", markersize=3,
+            color="black", label="successful")  # fmt: skip
+    ax.plot(t[~ok], probes.loc[~ok, "latency_ms"], linestyle="none", marker="x", markersize=5,
+            color="#D55E00", label="failed")  # fmt: skip
+    plots.mark_times(ax, [0.0], ["fault"])
+    ax.set_yscale("log")
+    ax.set_xlabel("time since fault (s)")
+    ax.set_ylabel("request latency (ms)")
+    ax.legend(loc="upper right")
+    ax.set_title("Requests around the fault")
+    return fig
+
+
+def resource_timeline(samples: pd.DataFrame) -> Figure:
+    """Operator CPU (millicores) and RSS (MiB) over time, with the phases shaded."""
+    fig, (cpu_ax, mem_ax) = plots.new_figure(nrows=2, height=4.8, sharex=True)
+    if samples.empty:
+        return _empty(fig, cpu_ax, "no samples")
+    t = ((samples["t_ms"] - samples["t_ms"].min()) / 1000).tolist()
+    plots.lines(cpu_ax, t, {"CPU": samples["cpu_millicores"].tolist()}, "", "CPU (millicores)")
+    cpu_ax.axhline(500, color="#444444", linestyle="--", linewidth=1)
+    cpu_ax.axhline(100, color="#444444", linestyle=":", linewidth=1)
+    plots.lines(mem_ax, t, {"RSS": samples["rss_mib"].tolist()}, "time (s)", "memory RSS (MiB)")
+    mem_ax.axhline(256, color="#444444", linestyle="--", linewidth=1)
+    mem_ax.axhline(128, color="#444444", linestyle=":", linewidth=1)
+    if "phase" in samples:
+        starts = samples.groupby("phase", sort=False)["t_ms"].min()
+        offsets = ((starts - samples["t_ms"].min()) / 1000).tolist()
+        plots.mark_times(cpu_ax, offsets, starts.index.tolist())
+    cpu_ax.set_title("Operator resource use (dashed: limit; dotted: request)")
+    return fig
+
+
+def edge_latency(summary: pd.DataFrame) -> Figure:
+    """Median and p95 latency against the link delay, one series per loss level."""
+    fig, ax = plots.new_figure()
+    if summary.empty:
+        return _empty(fig, ax, "no edge measurements")
+    series = {}
+    for loss, group in summary.groupby("loss_percent", sort=True):
+        group = group.sort_values("delay_ms")
+        series[f"median, {loss:g} % loss"] = group["latency_ms_p50"].tolist()
+        series[f"p95, {loss:g} % loss"] = group["latency_ms_p95"].tolist()
+        x = group["delay_ms"].tolist()
+    plots.lines(ax, x, series, "added link delay (ms)", "request latency (ms)", markevery=1)
+    ax.set_title("Latency under edge network conditions")
+    return fig
+
+
+def targets_table_figure(frame: pd.DataFrame, columns: Sequence[str] | None = None) -> Figure:
+    """The targets table as a figure (for slides and the PDF appendix)."""
+    columns = list(columns or ["target", "requirement", "measured", "unit", "n", "verdict"])
+    shown = frame[columns].copy()
+    if "measured" in shown:
+        shown["measured"] = [
+            "-" if pd.isna(v) else (f"{v:.4f}" if u == "ratio" else f"{v:.1f}")
+            for v, u in zip(frame["measured"], frame["unit"], strict=True)
+        ]
+    fig, ax = plots.new_figure(width=9.0, height=0.4 + 0.3 * len(shown))
+    ax.set_axis_off()
+    table = ax.table(cellText=shown.values, colLabels=columns, loc="center", cellLoc="left")
+    table.auto_set_font_size(False)
+    table.set_fontsize(8)
+    table.scale(1, 1.2)
+    return fig
