@@ -1,0 +1,109 @@
+"""``wasmop experiments …``: run experiment plans through papermill, register the kernel."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from wasmop.bench import runner
+    from wasmop.bench.run import default_results_dir
+    from wasmop.cli import CommandError
+
+    try:
+        plan = runner.load_plan(args.plan)
+    except runner.PlanError as exc:
+        raise CommandError(str(exc)) from exc
+    results_dir = (args.results or default_results_dir()).resolve()
+    jobs = runner.expand(plan, args.only)
+    if not jobs:
+        raise CommandError(f"plan {plan.name} has no experiment matching {args.only}")
+    if args.dry_run:
+        for job in jobs:
+            state = "done" if runner.is_complete(job, results_dir) and not job.always else "todo"
+            print(f"{state:5} {job.experiment}/{job.run_id}  {dict(job.parameters)}")
+        return 0
+    runner.ensure_kernel(args.kernel)
+    print(f"plan {plan.name}: {len(jobs)} runs into {results_dir}")
+    results = runner.run_plan(
+        plan,
+        results_dir=results_dir,
+        kernel=args.kernel,
+        only=args.only,
+        rerun=args.rerun,
+        fail_fast=args.fail_fast,
+        progress=not args.no_progress,
+    )
+    counts = {
+        s: sum(1 for r in results if r.status == s) for s in ("completed", "skipped", "failed")
+    }
+    print(
+        f"plan {plan.name}: {counts['completed']} completed, {counts['skipped']} skipped,"
+        f" {counts['failed']} failed; results in {results_dir}"
+    )
+    failed = [r for r in results if r.status == "failed"]
+    for result in failed:
+        print(f"  failed: {result.job.experiment}/{result.job.run_id}: {result.error}")
+        print(f"          see {result.notebook}")
+    return 1 if failed else 0
+
+
+def cmd_kernel(args: argparse.Namespace) -> int:
+    from wasmop.bench import runner
+
+    location = runner.ensure_kernel(args.name, user=args.user, force=True)
+    print(f"Jupyter kernel {args.name!r} registered in {location}")
+    return 0
+
+
+def cmd_plans(_: argparse.Namespace) -> int:
+    from wasmop.bench import runner
+
+    for path in sorted(runner.plans_dir().glob("*.yaml")):
+        plan = runner.load_plan(path)
+        print(f"{plan.name:10} {len(runner.expand(plan)):4} runs  {path}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    experiments = subparsers.add_parser(
+        "experiments",
+        help="run experiment plans (papermill notebooks) and manage the Jupyter kernel",
+        description="An experiment plan is notebooks x parameter grid x repetitions "
+        "(notebooks/plans/*.yaml). Each run is executed by papermill into "
+        "results/<experiment>/<run-id>/; completed runs are skipped when a plan is resumed.",
+    )
+    sub = experiments.add_subparsers(dest="experiments_command", metavar="<action>", required=True)
+
+    run = sub.add_parser("run", help="run (or resume) a plan")
+    run.add_argument(
+        "--plan",
+        required=True,
+        help="quick, full, another name in notebooks/plans/, or a YAML file",
+    )
+    run.add_argument("--results", type=Path, help="results directory (default: results/)")
+    run.add_argument(
+        "--only",
+        action="append",
+        metavar="EXPERIMENT",
+        help="run only this experiment (repeatable)",
+    )
+    run.add_argument("--rerun", action="store_true", help="run completed runs again")
+    run.add_argument("--fail-fast", action="store_true", help="stop at the first failed run")
+    run.add_argument(
+        "--dry-run", action="store_true", help="list the runs and whether they are done"
+    )
+    run.add_argument("--kernel", default="wasmop", help="Jupyter kernel name (default: wasmop)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.set_defaults(handler=cmd_run)
+
+    kernel = sub.add_parser("kernel", help="(re)register the wasmop Jupyter kernel for this venv")
+    kernel.add_argument("--name", default="wasmop", help="kernel name (default: wasmop)")
+    kernel.add_argument(
+        "--user", action="store_true", help="install for the user instead of into the venv"
+    )
+    kernel.set_defaults(handler=cmd_kernel)
+
+    plans = sub.add_parser("plans", help="list the plans in notebooks/plans/")
+    plans.set_defaults(handler=cmd_plans)
