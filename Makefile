@@ -9,8 +9,9 @@ WASMOP := $(VENV)/bin/wasmop
 CONTROLPLANE := controlplane/bin/wasmop-controlplane
 export WASMOP_STATE_DIR ?= $(CURDIR)/.wasmop
 
-.PHONY: help venv controlplane functions build test test-unit test-integration lint \
-        cluster-up cluster-down cluster-status bench-cluster bench-runtime clean
+.PHONY: help venv controlplane functions build test test-unit lint demo \
+        cluster-up cluster-down cluster-status bench-cluster bench-runtime bench-nodes \
+        bench-operator clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -33,7 +34,7 @@ functions: venv ## build the benchmark WebAssembly workloads into functions/buil
 build: venv controlplane functions ## everything the tests and experiments need
 
 test: build ## run unit and integration tests (starts the embedded cluster if none is up)
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -p no:cacheprovider
 
 test-unit: venv ## only the unit tests (no cluster)
 	$(PY) -m pytest tests/unit
@@ -56,6 +57,18 @@ bench-cluster: venv controlplane ## cold and warm start to /readyz, idle control
 
 bench-runtime: venv functions ## wasmtime runtime microbenchmark
 	$(PY) -m wasmop.bench.runtime_micro
+
+bench-nodes: build ## Pod create-to-Ready latency, Pods/s per node, memory per idle Pod
+	$(WASMOP) cluster up
+	$(PY) -m wasmop.bench.node_start
+
+bench-operator: build ## function deploy latency and phases, status lag, scale-out, operator CPU/RSS
+	$(WASMOP) cluster up
+	$(PY) -m wasmop.bench.operator_deploy
+
+demo: build ## deploy every sample workload, invoke, scale and update them, print a table
+	$(WASMOP) cluster up
+	$(PY) scripts/demo.py
 
 clean: ## remove build outputs (keeps Go's caches)
 	rm -rf $(VENV) controlplane/bin functions/build

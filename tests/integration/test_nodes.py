@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-
 from wasmop.cluster import manager
 from wasmop.cluster.layout import repo_root
 from wasmop.cluster.settings import ClusterSettings
@@ -20,7 +19,11 @@ from wasmop.cluster.settings import ClusterSettings
 pytestmark = pytest.mark.integration
 
 FUNCTIONS = repo_root() / "functions" / "build"
-TOLERATION = {"key": "wasm.bits-dissertation.io/runtime", "operator": "Exists", "effect": "NoSchedule"}
+TOLERATION = {
+    "key": "wasm.bits-dissertation.io/runtime",
+    "operator": "Exists",
+    "effect": "NoSchedule",
+}
 
 
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):  # type: ignore[no-untyped-def]
@@ -37,7 +40,9 @@ def module_configmap(core: client.CoreV1Api, namespace: str, name: str, wasm: Pa
     data = base64.b64encode(wasm.read_bytes()).decode()
     core.create_namespaced_config_map(
         namespace,
-        client.V1ConfigMap(metadata=client.V1ObjectMeta(name=name), binary_data={"module.wasm": data}),
+        client.V1ConfigMap(
+            metadata=client.V1ObjectMeta(name=name), binary_data={"module.wasm": data}
+        ),
     )
 
 
@@ -63,7 +68,10 @@ def wasm_deployment(name: str, configmap: str, replicas: int) -> dict[str, Any]:
                             "image": "wasmop/runtime:0.1.0",
                             "ports": [{"name": "http", "containerPort": 8080}],
                             "readinessProbe": probe,
-                            "livenessProbe": {**probe, "httpGet": {"path": "/healthz", "port": "http"}},
+                            "livenessProbe": {
+                                **probe,
+                                "httpGet": {"path": "/healthz", "port": "http"},
+                            },
                             "volumeMounts": [{"name": "module", "mountPath": "/module"}],
                         }
                     ],
@@ -126,7 +134,9 @@ def test_nodes_are_ready(api: client.ApiClient, cluster) -> None:  # type: ignor
         assert node.status.addresses[0].address.startswith("10.244.0.")
 
 
-def test_hand_written_deployment_serves_through_gateway(api: client.ApiClient, hello: tuple[str, str]) -> None:
+def test_hand_written_deployment_serves_through_gateway(
+    api: client.ApiClient, hello: tuple[str, str]
+) -> None:
     namespace, name = hello
     core = client.CoreV1Api(api)
     pod_ips = {p.status.pod_ip for p in ready_pods(core, namespace, name)}
@@ -148,7 +158,9 @@ def test_hand_written_deployment_serves_through_gateway(api: client.ApiClient, h
     assert len(served) == 4, f"requests not spread over the replicas: {served}"
 
 
-def test_crashed_container_restarts_and_deleted_pod_is_replaced(api: client.ApiClient, hello, cluster) -> None:  # type: ignore[no-untyped-def]
+def test_crashed_container_restarts_and_deleted_pod_is_replaced(
+    api: client.ApiClient, hello, cluster
+) -> None:  # type: ignore[no-untyped-def]
     import json
     import urllib.request
 
@@ -177,13 +189,21 @@ def test_crashed_container_restarts_and_deleted_pod_is_replaced(api: client.ApiC
 
     core.delete_namespaced_pod(victim.metadata.name, namespace)
     wait_for(
-        lambda: not [p for p in core.list_namespaced_pod(namespace).items if p.metadata.name == victim.metadata.name],
+        lambda: (
+            not [
+                p
+                for p in core.list_namespaced_pod(namespace).items
+                if p.metadata.name == victim.metadata.name
+            ]
+        ),
         what="the deleted Pod object to disappear",
     )
     wait_for(lambda: len(ready_pods(core, namespace, name)) == 4, what="a replacement Pod")
 
 
-def test_pod_with_invalid_module_reports_reason_and_others_run(api: client.ApiClient, hello) -> None:  # type: ignore[no-untyped-def]
+def test_pod_with_invalid_module_reports_reason_and_others_run(
+    api: client.ApiClient, hello
+) -> None:  # type: ignore[no-untyped-def]
     namespace, name = hello
     core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
     module_configmap(core, namespace, "broken-module", FUNCTIONS / "notwasm.wasm")
@@ -201,7 +221,9 @@ def test_pod_with_invalid_module_reports_reason_and_others_run(api: client.ApiCl
     events = wait_for(
         lambda: [
             e
-            for e in core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={broken}").items
+            for e in core.list_namespaced_event(
+                namespace, field_selector=f"involvedObject.name={broken}"
+            ).items
             if e.reason == "Failed" and "NotWasm" in e.message
         ],
         what="a Failed event naming NotWasm",
@@ -212,10 +234,15 @@ def test_pod_with_invalid_module_reports_reason_and_others_run(api: client.ApiCl
     assert status == 200 and body == b"Hello, world!\n"
 
 
-def test_gateway_answers_503_with_reason_when_nothing_is_ready(api: client.ApiClient, namespace: str) -> None:
+def test_gateway_answers_503_with_reason_when_nothing_is_ready(
+    api: client.ApiClient, namespace: str
+) -> None:
     core = client.CoreV1Api(api)
     core.create_namespaced_service(namespace, service("nobody"))
-    wait_for(lambda: gateway_get(f"/{namespace}/nobody/")[0] != 404, what="the gateway to see the Service")
+    wait_for(
+        lambda: gateway_get(f"/{namespace}/nobody/")[0] != 404,
+        what="the gateway to see the Service",
+    )
     status, headers, body = gateway_get(f"/{namespace}/nobody/")
     assert status == 503
     assert headers["X-Wasmop-Reason"] == "NoReadyEndpoints"
@@ -224,7 +251,9 @@ def test_gateway_answers_503_with_reason_when_nothing_is_ready(api: client.ApiCl
     assert status == 404 and headers["X-Wasmop-Reason"] == "ServiceNotFound"
 
 
-def test_killed_node_is_marked_not_ready_and_pods_move(api: client.ApiClient, hello, cluster) -> None:  # type: ignore[no-untyped-def]
+def test_killed_node_is_marked_not_ready_and_pods_move(
+    api: client.ApiClient, hello, cluster
+) -> None:  # type: ignore[no-untyped-def]
     namespace, name = hello
     core = client.CoreV1Api(api)
     settings = manager.load_settings(cluster.layout)
@@ -252,13 +281,52 @@ def test_killed_node_is_marked_not_ready_and_pods_move(api: client.ApiClient, he
 
         wait_for(all_on_survivor, timeout=60, what=f"4 ready Pods on {survivor}")
         for _ in range(10):
-            status, headers, _ = gateway_get(f"/{namespace}/{name}/")
+            status, _, _ = gateway_get(f"/{namespace}/{name}/")
             assert status == 200
     finally:
         manager.control(cluster.layout, "start", name=victim)
     wait_for(lambda: node_ready(victim), what=f"{victim} Ready again")
     # The returning agent finishes the deletions the eviction started.
     wait_for(
-        lambda: all(p.metadata.deletion_timestamp is None for p in core.list_namespaced_pod(namespace).items),
+        lambda: all(
+            p.metadata.deletion_timestamp is None for p in core.list_namespaced_pod(namespace).items
+        ),
         what="no Pod left Terminating",
     )
+
+
+def test_link_delay_and_loss_on_one_node(api: client.ApiClient, hello, cluster) -> None:  # type: ignore[no-untyped-def]
+    """Edge emulation: a delayed node's Pods answer no faster than the delay; clearing it
+    restores the plain link; other nodes are untouched."""
+    import json
+    import urllib.request
+
+    namespace, name = hello
+    core = client.CoreV1Api(api)
+    pod = ready_pods(core, namespace, name)[0]
+    node = pod.spec.node_name
+    info = json.loads((cluster.layout.run / f"node-{node}.json").read_text())
+
+    def set_link(delay_ms: float, loss: float = 0.0) -> dict[str, Any]:
+        request = urllib.request.Request(
+            f"http://{info['address']}:{info['port']}/faults/netem",
+            data=json.dumps({"delayMs": delay_ms, "lossPercent": loss}).encode(),
+            headers={"Authorization": f"Bearer {info['token']}"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.loads(response.read())
+
+    def request_seconds() -> float:
+        started = time.perf_counter()
+        with urllib.request.urlopen(f"http://{pod.status.pod_ip}:8080/", timeout=10) as response:
+            assert response.read() == b"Hello, world!\n"
+        return time.perf_counter() - started
+
+    assert set_link(60)["method"] in ("tc-netem", "user-space")
+    try:
+        # A fresh connection costs two round trips (handshake, request): at least 120 ms.
+        assert min(request_seconds() for _ in range(3)) >= 0.12
+    finally:
+        set_link(0)
+    assert min(request_seconds() for _ in range(3)) < 0.12

@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-
 from wasmop.cluster import manager
 from wasmop.cluster.layout import repo_root
 from wasmop.cluster.settings import ClusterSettings
@@ -44,7 +43,9 @@ def module_configmap(core: client.CoreV1Api, namespace: str, name: str, wasm: Pa
     data = base64.b64encode(wasm.read_bytes()).decode()
     core.create_namespaced_config_map(
         namespace,
-        client.V1ConfigMap(metadata=client.V1ObjectMeta(name=name), binary_data={"module.wasm": data}),
+        client.V1ConfigMap(
+            metadata=client.V1ObjectMeta(name=name), binary_data={"module.wasm": data}
+        ),
     )
 
 
@@ -65,13 +66,19 @@ class Functions:
         self.namespace = namespace
 
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body)
+        return self.custom.create_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, body
+        )
 
     def get(self, name: str) -> dict[str, Any]:
-        return self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
+        return self.custom.get_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, name
+        )
 
     def patch(self, name: str, spec: dict[str, Any]) -> None:
-        self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name, {"spec": spec})
+        self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, name, {"spec": spec}
+        )
 
     def delete(self, name: str) -> None:
         self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
@@ -79,7 +86,9 @@ class Functions:
     def status(self, name: str) -> dict[str, Any]:
         return self.get(name).get("status") or {}
 
-    def wait_phase(self, name: str, phase: str, timeout: float = 60.0, **expect: Any) -> dict[str, Any]:
+    def wait_phase(
+        self, name: str, phase: str, timeout: float = 60.0, **expect: Any
+    ) -> dict[str, Any]:
         def reached() -> dict[str, Any] | None:
             status = self.status(name)
             if status.get("phase") != phase:
@@ -120,7 +129,13 @@ def test_function_becomes_ready_and_serves(fns: Functions, api: client.ApiClient
     assert status["readyText"] == "2/2"
     assert status["url"].endswith(f"/{fns.namespace}/hello")
     timings = status["timings"]
-    for key in ("acceptedAt", "validatedAt", "deploymentCreatedAt", "firstReplicaReadyAt", "allReadyAt"):
+    for key in (
+        "acceptedAt",
+        "validatedAt",
+        "deploymentCreatedAt",
+        "firstReplicaReadyAt",
+        "allReadyAt",
+    ):
         assert MILLIS.match(timings[key]), (key, timings[key])
     assert timings["acceptedAt"] <= timings["validatedAt"] <= timings["deploymentCreatedAt"]
     assert timings["firstReplicaReadyAt"] <= timings["allReadyAt"]
@@ -139,9 +154,13 @@ def test_function_becomes_ready_and_serves(fns: Functions, api: client.ApiClient
     assert row.split()[:3] == ["hello", "Ready", "2/2"]
 
 
-def test_version_change_rolls_out_without_failures_and_rolls_back(fns: Functions, api: client.ApiClient) -> None:
+def test_version_change_rolls_out_without_failures_and_rolls_back(
+    fns: Functions, api: client.ApiClient
+) -> None:
     core = client.CoreV1Api(api)
-    fns.create(wasm_function("hello", "wasm-hello", replicas=2, version="1.0.0", revisionHistoryLimit=2))
+    fns.create(
+        wasm_function("hello", "wasm-hello", replicas=2, version="1.0.0", revisionHistoryLimit=2)
+    )
     fns.wait_phase("hello", "Ready", readyReplicas=2)
     failures: list[tuple[int, bytes]] = []
     sent = 0
@@ -160,13 +179,19 @@ def test_version_change_rolls_out_without_failures_and_rolls_back(fns: Functions
     loader.start()
     try:
         fns.patch("hello", {"version": "2.0.0"})
-        fns.wait_phase("hello", "Ready", currentRevision=2, updatedReplicas=2, readyReplicas=2, replicas=2)
+        fns.wait_phase(
+            "hello", "Ready", currentRevision=2, updatedReplicas=2, readyReplicas=2, replicas=2
+        )
         fns.patch("hello", {"version": "1.0.0"})
-        status = fns.wait_phase("hello", "Ready", currentRevision=1, updatedReplicas=2, readyReplicas=2, replicas=2)
+        status = fns.wait_phase(
+            "hello", "Ready", currentRevision=1, updatedReplicas=2, readyReplicas=2, replicas=2
+        )
     finally:
         stop.set()
         loader.join()
-    assert sent > 20 and failures == [], f"{len(failures)} of {sent} requests failed: {failures[:3]}"
+    assert sent > 20 and failures == [], (
+        f"{len(failures)} of {sent} requests failed: {failures[:3]}"
+    )
     assert [r["version"] for r in status["revisions"]] == ["2.0.0", "1.0.0"]
     assert any(e.reason == "RolledBack" for e in events_for(core, fns.namespace, "hello"))
 
@@ -194,20 +219,33 @@ def test_kubectl_scale_changes_replicas(fns: Functions, api: client.ApiClient) -
         GROUP, VERSION, fns.namespace, PLURAL, "hello", {"spec": {"replicas": 3}}
     )
     fns.wait_phase("hello", "Ready", readyReplicas=3, desiredReplicas=3)
-    scale = fns.custom.get_namespaced_custom_object_scale(GROUP, VERSION, fns.namespace, PLURAL, "hello")
+    scale = fns.custom.get_namespaced_custom_object_scale(
+        GROUP, VERSION, fns.namespace, PLURAL, "hello"
+    )
     assert scale["status"]["replicas"] == 3
     assert scale["status"]["selector"] == "wasm.bits-dissertation.io/function=hello"
 
 
-def test_autoscaler_scales_out_under_load_and_back_in(fns: Functions, api: client.ApiClient) -> None:
+def test_autoscaler_scales_out_under_load_and_back_in(
+    fns: Functions, api: client.ApiClient
+) -> None:
     core = client.CoreV1Api(api)
     scaling = {
         "minReplicas": 1,
         "maxReplicas": 3,
         "metrics": [
-            {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}}
+            {
+                "type": "Resource",
+                "resource": {
+                    "name": "cpu",
+                    "target": {"type": "Utilization", "averageUtilization": 50},
+                },
+            }
         ],
-        "behavior": {"scaleUp": {"stabilizationWindowSeconds": 0}, "scaleDown": {"stabilizationWindowSeconds": 5}},
+        "behavior": {
+            "scaleUp": {"stabilizationWindowSeconds": 0},
+            "scaleDown": {"stabilizationWindowSeconds": 5},
+        },
     }
     fns.create(
         wasm_function(
@@ -245,13 +283,27 @@ def test_autoscaler_scales_out_under_load_and_back_in(fns: Functions, api: clien
 @pytest.mark.parametrize(
     ("spec", "field"),
     [
-        ({"module": {"configMapRef": {"name": "a"}, "url": "https://example.invalid/m.wasm"}}, "spec.module"),
-        ({"module": {"configMapRef": {"name": "a"}}, "scaling": {"minReplicas": 3, "maxReplicas": 2}}, "spec.scaling"),
+        (
+            {"module": {"configMapRef": {"name": "a"}, "url": "https://example.invalid/m.wasm"}},
+            "spec.module",
+        ),
+        (
+            {
+                "module": {"configMapRef": {"name": "a"}},
+                "scaling": {"minReplicas": 3, "maxReplicas": 2},
+            },
+            "spec.scaling",
+        ),
         ({"module": {"configMapRef": {"name": "a"}}, "replicas": -1}, "spec.replicas"),
     ],
 )
 def test_schema_and_cel_reject_bad_specs(fns: Functions, spec: dict[str, Any], field: str) -> None:
-    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "WasmFunction", "metadata": {"name": "bad"}, "spec": spec}
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "WasmFunction",
+        "metadata": {"name": "bad"},
+        "spec": spec,
+    }
     with pytest.raises(ApiException) as rejected:
         fns.create(body)
     assert rejected.value.status == 422
@@ -261,29 +313,49 @@ def test_schema_and_cel_reject_bad_specs(fns: Functions, spec: dict[str, Any], f
 @pytest.mark.parametrize(
     ("name", "spec", "reason"),
     [
-        ("forbidden-env", {"capabilities": {"env": [{"name": "AWS_SECRET", "value": "x"}]}}, "CapabilityNotAllowed"),
+        (
+            "forbidden-env",
+            {"capabilities": {"env": [{"name": "AWS_SECRET", "value": "x"}]}},
+            "CapabilityNotAllowed",
+        ),
         ("too-slow", {"limits": {"timeoutMilliseconds": 120000}}, "LimitAboveMaximum"),
-        ("bad-import", {"module": {"configMapRef": {"name": "wasm-badimport"}}}, "ModuleIncompatible"),
+        (
+            "bad-import",
+            {"module": {"configMapRef": {"name": "wasm-badimport"}}},
+            "ModuleIncompatible",
+        ),
     ],
 )
 def test_operator_marks_invalid_and_keeps_serving_others(
     fns: Functions, api: client.ApiClient, name: str, spec: dict[str, Any], reason: str
 ) -> None:
     core = client.CoreV1Api(api)
-    fns.create({**wasm_function(name, "wasm-hello"), "spec": {**wasm_function(name, "wasm-hello")["spec"], **spec}})
+    fns.create(
+        {
+            **wasm_function(name, "wasm-hello"),
+            "spec": {**wasm_function(name, "wasm-hello")["spec"], **spec},
+        }
+    )
     fns.create(wasm_function("fine", "wasm-hello"))
     status = fns.wait_phase(name, "Invalid")
     validated = next(c for c in status["conditions"] if c["type"] == "Validated")
     assert validated["status"] == "False" and validated["reason"] == reason
     assert validated["message"]
     wait_for(
-        lambda: any(e.reason == "Invalid" and e.type == "Warning" for e in events_for(core, fns.namespace, name)),
+        lambda: any(
+            e.reason == "Invalid" and e.type == "Warning"
+            for e in events_for(core, fns.namespace, name)
+        ),
         what="a Warning event",
     )
     fns.wait_phase("fine", "Ready")
-    assert not client.AppsV1Api(api).list_namespaced_deployment(
-        fns.namespace, label_selector=f"wasm.bits-dissertation.io/function={name}"
-    ).items
+    assert (
+        not client.AppsV1Api(api)
+        .list_namespaced_deployment(
+            fns.namespace, label_selector=f"wasm.bits-dissertation.io/function={name}"
+        )
+        .items
+    )
 
 
 def test_delete_removes_everything_owned(fns: Functions, api: client.ApiClient) -> None:
@@ -304,7 +376,9 @@ def test_delete_removes_everything_owned(fns: Functions, api: client.ApiClient) 
     wait_for(gone, what="Deployment, Service, Pods and ConfigMaps deleted")
 
 
-def test_operator_killed_mid_deployment_of_20(fns: Functions, api: client.ApiClient, cluster) -> None:  # type: ignore[no-untyped-def]
+def test_operator_killed_mid_deployment_of_20(
+    fns: Functions, api: client.ApiClient, cluster
+) -> None:  # type: ignore[no-untyped-def]
     apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
     names = [f"f{i:02d}" for i in range(20)]
     for name in names[:10]:
@@ -321,9 +395,15 @@ def test_operator_killed_mid_deployment_of_20(fns: Functions, api: client.ApiCli
     assert sorted(d.metadata.name for d in deployments) == names
     assert len(apps.list_namespaced_replica_set(fns.namespace).items) == 20
     assert len(core.list_namespaced_service(fns.namespace).items) == 20
-    pods = [p for p in core.list_namespaced_pod(fns.namespace).items if not p.metadata.deletion_timestamp]
+    pods = [
+        p
+        for p in core.list_namespaced_pod(fns.namespace).items
+        if not p.metadata.deletion_timestamp
+    ]
     assert len(pods) == 20
-    modules = core.list_namespaced_config_map(fns.namespace, label_selector="app.kubernetes.io/component=module")
+    modules = core.list_namespaced_config_map(
+        fns.namespace, label_selector="app.kubernetes.io/component=module"
+    )
     assert len(modules.items) == 20
 
 
@@ -339,18 +419,28 @@ def test_operator_serviceaccount_cannot_read_secrets(api: client.ApiClient) -> N
     review.spec.resource_attributes = client.V1ResourceAttributes(
         verb="patch", group=GROUP, resource="wasmfunctions", subresource="status"
     )
-    assert client.AuthorizationV1Api(api).create_subject_access_review(review).status.allowed is True
+    assert (
+        client.AuthorizationV1Api(api).create_subject_access_review(review).status.allowed is True
+    )
 
 
 def test_operator_runs_as_its_serviceaccount(cluster) -> None:  # type: ignore[no-untyped-def]
     audit = cluster.layout.audit_log.read_text().splitlines()
-    writers = {line.split('"username":"', 1)[1].split('"', 1)[0] for line in audit if "wasmfunctions" in line and '"patch"' in line}
+    writers = {
+        line.split('"username":"', 1)[1].split('"', 1)[0]
+        for line in audit
+        if "wasmfunctions" in line and '"patch"' in line
+    }
     assert "system:serviceaccount:wasm-operators:wasmop-operator" in writers
 
 
 def test_hpa_engine_creates_native_hpa(fns: Functions, api: client.ApiClient) -> None:
     scaling = {"engine": "hpa", "minReplicas": 1, "maxReplicas": 3}
-    fns.create(wasm_function("hello", "wasm-hello", scaling=scaling, resources={"requests": {"cpu": "100m"}}))
+    fns.create(
+        wasm_function(
+            "hello", "wasm-hello", scaling=scaling, resources={"requests": {"cpu": "100m"}}
+        )
+    )
     fns.wait_phase("hello", "Ready")
     hpas = client.AutoscalingV2Api(api)
 

@@ -67,8 +67,8 @@ def object_path(obj: dict[str, Any]) -> str:
     return f"{prefix}{ns}/{plural}/{obj['metadata']['name']}"
 
 
-async def wait_established(kube: Kube, name: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_established(kube: Kube, name: str, within_s: float = 30.0) -> None:
+    deadline = time.monotonic() + within_s
     path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
     while time.monotonic() < deadline:
         crd = await kube.get(path)
@@ -76,7 +76,7 @@ async def wait_established(kube: Kube, name: str, timeout: float = 30.0) -> None
         if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
             return
         await asyncio.sleep(0.1)
-    raise TimeoutError(f"CRD {name} not Established after {timeout:.0f} s")
+    raise TimeoutError(f"CRD {name} not Established after {within_s:.0f} s")
 
 
 async def apply_all(kube: Kube, files: list[Path]) -> int:
@@ -116,13 +116,23 @@ async def write_operator_kubeconfig(kube: Kube, layout: StateLayout) -> Path:
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [
-            {"name": "wasmop", "cluster": {"server": kube.config.server, "certificate-authority": kube.config.ca_file}}
+            {
+                "name": "wasmop",
+                "cluster": {
+                    "server": kube.config.server,
+                    "certificate-authority": kube.config.ca_file,
+                },
+            }
         ],
         "users": [{"name": OPERATOR_ACCOUNT, "user": {"token": token}}],
         "contexts": [
             {
                 "name": "wasmop",
-                "context": {"cluster": "wasmop", "user": OPERATOR_ACCOUNT, "namespace": OPERATOR_NAMESPACE},
+                "context": {
+                    "cluster": "wasmop",
+                    "user": OPERATOR_ACCOUNT,
+                    "namespace": OPERATOR_NAMESPACE,
+                },
             }
         ],
         "current-context": "wasmop",
@@ -137,11 +147,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Apply the embedded cluster's base objects.")
     parser.add_argument("--state-dir", type=Path, required=True)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     layout = StateLayout(args.state_dir.resolve())
 
     async def run() -> int:
-        async with Kube(KubeConfig.from_file(layout.admin_kubeconfig), user_agent=FIELD_MANAGER) as kube:
+        async with Kube(
+            KubeConfig.from_file(layout.admin_kubeconfig), user_agent=FIELD_MANAGER
+        ) as kube:
             count = await apply_all(kube, manifests())
             await write_operator_kubeconfig(kube, layout)
             return count

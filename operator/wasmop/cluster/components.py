@@ -8,6 +8,7 @@ cannot carry a loopback address.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,8 +16,6 @@ import yaml
 
 from wasmop.cluster import kubeconfig
 from wasmop.cluster.layout import StateLayout, controlplane_binary
-import sys
-
 from wasmop.cluster.pki import PKI, Identity, apiserver_identities
 from wasmop.cluster.settings import ClusterSettings
 
@@ -104,7 +103,8 @@ def control_plane(layout: StateLayout, settings: ClusterSettings) -> list[Compon
     s = settings
     etcd_peer = f"http://127.0.0.1:{s.etcd_peer_port}"
     etcd = [
-        binary, "etcd",
+        binary,
+        "etcd",
         "--name=wasmop",
         f"--data-dir={layout.etcd_data}",
         f"--listen-client-urls={s.etcd_url}",
@@ -117,11 +117,12 @@ def control_plane(layout: StateLayout, settings: ClusterSettings) -> list[Compon
         "--quota-backend-bytes=4294967296",
         "--auto-compaction-retention=10m",
         "--auto-compaction-mode=periodic",
-    ]  # fmt: skip
+    ]
     if not s.etcd_fsync:
         etcd.append("--unsafe-no-fsync")
     apiserver = [
-        binary, "kube-apiserver",
+        binary,
+        "kube-apiserver",
         f"--etcd-servers={s.etcd_url}",
         "--bind-address=127.0.0.1",
         "--advertise-address=127.0.0.1",
@@ -150,10 +151,11 @@ def control_plane(layout: StateLayout, settings: ClusterSettings) -> list[Compon
         "--audit-log-batch-max-wait=1s",
         "--profiling=false",
         "--event-ttl=2h",
-    ]  # fmt: skip
+    ]
     controller_kubeconfig = layout.kubeconfig_for("controller-manager")
     controller_manager = [
-        binary, "kube-controller-manager",
+        binary,
+        "kube-controller-manager",
         f"--kubeconfig={controller_kubeconfig}",
         f"--authentication-kubeconfig={controller_kubeconfig}",
         f"--authorization-kubeconfig={controller_kubeconfig}",
@@ -176,17 +178,18 @@ def control_plane(layout: StateLayout, settings: ClusterSettings) -> list[Compon
         "--concurrent-gc-syncs=40",
         "--horizontal-pod-autoscaler-sync-period=5s",
         "--profiling=false",
-    ]  # fmt: skip
+    ]
     scheduler_kubeconfig = layout.kubeconfig_for("scheduler")
     scheduler = [
-        binary, "kube-scheduler",
+        binary,
+        "kube-scheduler",
         f"--config={layout.config / 'scheduler.yaml'}",
         f"--authentication-kubeconfig={scheduler_kubeconfig}",
         f"--authorization-kubeconfig={scheduler_kubeconfig}",
         "--bind-address=127.0.0.1",
         f"--secure-port={s.scheduler_port}",
         "--profiling=false",
-    ]  # fmt: skip
+    ]
     return [
         ComponentSpec("etcd", etcd, Probe(f"{s.etcd_url}/health")),
         ComponentSpec(
@@ -233,11 +236,17 @@ def workloads(layout: StateLayout, settings: ClusterSettings) -> list[ComponentS
             ComponentSpec(
                 name,
                 [
-                    *wasmop, "node", *state, "run",
-                    "--name", name,
-                    "--pod-cidr", cidr,
-                    "--zone", settings.node_zone(index),
-                ],  # fmt: skip
+                    *wasmop,
+                    "node",
+                    *state,
+                    "run",
+                    "--name",
+                    name,
+                    "--pod-cidr",
+                    cidr,
+                    "--zone",
+                    settings.node_zone(index),
+                ],
                 Probe(f"http://{network.node_address}:10250/healthz"),
                 after=("bootstrap",),
                 stop_timeout_seconds=35.0,
@@ -247,12 +256,18 @@ def workloads(layout: StateLayout, settings: ClusterSettings) -> list[ComponentS
         ComponentSpec(
             "operator",
             [
-                *wasmop, "operator", "run",
-                "--kubeconfig", str(layout.kubeconfig_for("operator")),
-                "--gateway-url", f"http://127.0.0.1:{settings.gateway_port}",
-                "--metrics-port", str(settings.operator_metrics_port),
-                "--health-port", str(settings.operator_health_port),
-            ],  # fmt: skip
+                *wasmop,
+                "operator",
+                "run",
+                "--kubeconfig",
+                str(layout.kubeconfig_for("operator")),
+                "--gateway-url",
+                f"http://127.0.0.1:{settings.gateway_port}",
+                "--metrics-port",
+                str(settings.operator_metrics_port),
+                "--health-port",
+                str(settings.operator_health_port),
+            ],
             Probe(f"http://127.0.0.1:{settings.operator_health_port}/readyz"),
             after=("bootstrap",),
         )
@@ -261,10 +276,14 @@ def workloads(layout: StateLayout, settings: ClusterSettings) -> list[ComponentS
         ComponentSpec(
             "gateway",
             [
-                *wasmop, "gateway", "run",
-                "--port", str(settings.gateway_port),
-                "--kubeconfig", str(layout.kubeconfig_for("gateway")),
-            ],  # fmt: skip
+                *wasmop,
+                "gateway",
+                "run",
+                "--port",
+                str(settings.gateway_port),
+                "--kubeconfig",
+                str(layout.kubeconfig_for("gateway")),
+            ],
             Probe(f"http://127.0.0.1:{settings.gateway_port}/healthz"),
             after=("bootstrap",),
         )

@@ -249,17 +249,20 @@ def down(layout: StateLayout, timeout: float = 60.0) -> bool:
 
 
 def _remove_node_networks(layout: StateLayout) -> None:
-    """A killed agent cannot remove its namespace; do it for it."""
-    from wasmop.node.netns import NodeNetwork
+    """A killed agent cannot remove its namespace; do it for it.
 
-    try:
-        settings = load_settings(layout)
-    except ClusterError:
-        return
-    for index, name in enumerate(settings.node_names(), start=1):
-        network = NodeNetwork.for_node(name, settings.node_pod_cidr(index))
-        if network.exists():
-            network.teardown()
+    Only namespaces named in this cluster's own run files are touched, never ones that
+    merely share a node name with another cluster on the machine.
+    """
+    from wasmop.node.netns import remove_namespace
+
+    for run_file in layout.run.glob("node-*.json") if layout.run.exists() else ():
+        try:
+            namespace = json.loads(run_file.read_text())["namespace"]
+        except (OSError, ValueError, KeyError):
+            continue
+        remove_namespace(namespace)
+        run_file.unlink(missing_ok=True)
 
 
 def control(layout: StateLayout, op: str, **fields: Any) -> dict[str, Any]:

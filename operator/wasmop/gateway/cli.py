@@ -14,7 +14,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from wasmop.kube import Kube, KubeConfig
 
     settings = GatewaySettings(
-        host=args.host, port=args.port, cold_start_wait_s=args.cold_start_wait, attempts=args.attempts
+        host=args.host,
+        port=args.port,
+        cold_start_wait_s=args.cold_start_wait,
+        attempts=args.attempts,
     )
 
     async def main() -> None:

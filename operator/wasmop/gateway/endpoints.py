@@ -56,7 +56,9 @@ def parse_slice(obj: dict[str, Any], previous: list[Endpoint] | None = None) -> 
     endpoints = []
     for item in obj.get("endpoints") or []:
         conditions = item.get("conditions", {})
-        ready = conditions.get("ready", True) is not False and not conditions.get("terminating", False)
+        ready = conditions.get("ready", True) is not False and not conditions.get(
+            "terminating", False
+        )
         pod = (item.get("targetRef") or {}).get("name", "")
         for address in item.get("addresses", []):
             endpoint = Endpoint(address, int(port), pod, ready)

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 REASON_HEADER = "X-Wasmop-Reason"
 POD_HEADER = "X-Wasmop-Pod"
 COLD_START_HEADER = "X-Wasmop-Cold-Start"
+LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 HOP_BY_HOP = {
     "connection",
     "keep-alive",
@@ -68,12 +69,15 @@ class Metrics:
             [*labels, "code"], registry=self.registry,
         )  # fmt: skip
         self.in_flight = Gauge(
-            "wasmop_gateway_in_flight_requests", "Requests in flight", labels, registry=self.registry
+            "wasmop_gateway_in_flight_requests",
+            "Requests in flight",
+            labels,
+            registry=self.registry,
         )
         self.latency = Histogram(
             "wasmop_gateway_request_duration_seconds", "Gateway request latency",
             labels, registry=self.registry,
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            buckets=LATENCY_BUCKETS_S,
         )  # fmt: skip
         self.retries = Counter(
             "wasmop_gateway_upstream_retries", "Connection failures retried on another Pod",
@@ -232,19 +236,23 @@ class Gateway:
             finally:
                 endpoint.in_flight -= 1
             total_ms = (time.perf_counter() - started) * 1000
-            timing = f"gateway;dur={total_ms - upstream_s * 1000:.3f}, upstream;dur={upstream_s * 1000:.3f}"
+            upstream_ms = upstream_s * 1000
+            timing = f"gateway;dur={total_ms - upstream_ms:.3f}, upstream;dur={upstream_ms:.3f}"
             out_headers["Server-Timing"] = timing
             out_headers[POD_HEADER] = endpoint.pod
             if cold:
                 out_headers[COLD_START_HEADER] = "true"
             return web.Response(status=upstream.status, body=payload, headers=out_headers)
-        return _error(502, "UpstreamUnavailable", f"no Pod of {namespace}/{service} answered: {last_error}")
+        return _error(
+            502, "UpstreamUnavailable", f"no Pod of {namespace}/{service} answered: {last_error}"
+        )
 
     # --- admin endpoints ------------------------------------------------------------
 
     async def metrics_handler(self, _: web.Request) -> web.Response:
         return web.Response(
-            body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+            body=generate_latest(self.metrics.registry),
+            headers={"Content-Type": CONTENT_TYPE_LATEST},
         )
 
     async def stats_handler(self, _: web.Request) -> web.Response:
@@ -253,7 +261,9 @@ class Gateway:
         for (ns, svc), count in sorted(self.counts.items()):
             entry = self.table.lookup(ns, svc)
             in_flight = sum(e.in_flight for e in entry.ready()) if entry else 0
-            services.append({"namespace": ns, "service": svc, "requests": count, "inFlight": in_flight})
+            services.append(
+                {"namespace": ns, "service": svc, "requests": count, "inFlight": in_flight}
+            )
         return web.json_response({"time": time.time(), "services": services})
 
     async def healthz(self, _: web.Request) -> web.Response:

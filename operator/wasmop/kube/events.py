@@ -73,7 +73,7 @@ class EventRecorder:
         except (ApiError, aiohttp.ClientError, TimeoutError) as exc:
             log.debug("event %s not recorded: %s", reason, exc)
 
-    async def drain(self, timeout: float = 2.0) -> None:
+    async def drain(self, grace_s: float = 2.0) -> None:
         """Give pending posts a moment at shutdown."""
         if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=timeout)
+            await asyncio.wait(list(self._tasks), timeout=grace_s)

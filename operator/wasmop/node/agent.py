@@ -30,8 +30,8 @@ from wasmop.kube.client import api_path
 from wasmop.kube.events import EventRecorder
 from wasmop.node.ipam import PodAddressAllocator
 from wasmop.node.netns import NodeNetwork
-from wasmop.node.podspec import ContainerPlan, ModuleSource, PodSpecError, micro_time, now_rfc3339
 from wasmop.node.pods import PodWorker, pod_key
+from wasmop.node.podspec import ContainerPlan, ModuleSource, PodSpecError, micro_time, now_rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,9 @@ class NodeAgent:
         self.name = settings.name
         self.network = NodeNetwork.for_node(settings.name, settings.pod_cidr)
         self.ipam = PodAddressAllocator(self.network.pod_addresses())
-        self.kube = Kube(KubeConfig.from_file(settings.kubeconfig), user_agent=f"wasmop-node/{self.name}")
+        self.kube = Kube(
+            KubeConfig.from_file(settings.kubeconfig), user_agent=f"wasmop-node/{self.name}"
+        )
         self.workers: dict[str, PodWorker] = {}
         self.started = time.time()
         self.fault_token = secrets.token_urlsafe(24)
@@ -79,6 +81,8 @@ class NodeAgent:
         self._configmaps: dict[tuple[str, str], dict[str, Any]] = {}
         self._stop = asyncio.Event()
         self._lease_version: str | None = None
+        self._netem: bool | None = None
+        self._link: Any = None
 
     # --- services for pod workers ---------------------------------------------------
 
@@ -90,7 +94,9 @@ class NodeAgent:
         try:
             return from_env(plan.env, pod_name)
         except RuntimeConfigError as exc:
-            raise PodSpecError("InvalidSettings", f"cannot apply the Pod's settings: {exc}") from exc
+            raise PodSpecError(
+                "InvalidSettings", f"cannot apply the Pod's settings: {exc}"
+            ) from exc
 
     def runtime_for(self, environment: Any) -> Any:
         """The engine for the Pod's feature set (one wasmtime Engine per distinct set)."""
@@ -112,7 +118,9 @@ class NodeAgent:
         configmap = self._configmaps.get(key)
         if configmap is None or not configmap.get("immutable"):
             try:
-                configmap = await self.kube.get(api_path("v1", "configmaps", namespace, source.configmap))
+                configmap = await self.kube.get(
+                    api_path("v1", "configmaps", namespace, source.configmap)
+                )
             except ApiError as exc:
                 if exc.not_found:
                     raise PodSpecError(
@@ -137,14 +145,16 @@ class NodeAgent:
             f"ConfigMap {namespace}/{source.configmap} has no key {' or '.join(keys)}",
         )
 
-    async def probe(self, url: str, timeout: float) -> tuple[bool, str]:
+    async def probe(self, url: str, limit_s: float) -> tuple[bool, str]:
         """One HTTP probe from the host namespace into the node's namespace."""
         if self._probe_session is None:
             self._probe_session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0, force_close=True)
             )
         try:
-            async with self._probe_session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as r:
+            async with self._probe_session.get(
+                url, timeout=aiohttp.ClientTimeout(total=limit_s)
+            ) as r:
                 await r.read()
                 if 200 <= r.status < 400:
                     return True, ""
@@ -152,7 +162,9 @@ class NodeAgent:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             return False, f"Get {url}: {exc.__class__.__name__} {exc}"
 
-    async def record_event(self, pod: dict[str, Any], reason: str, message: str, warning: bool) -> None:
+    async def record_event(
+        self, pod: dict[str, Any], reason: str, message: str, warning: bool
+    ) -> None:
         """An Event about a Pod, posted in the background: Pod start never waits for it."""
         self.events.record(
             {"apiVersion": "v1", "kind": "Pod", **pod}, reason, message, warning=warning,
@@ -177,7 +189,11 @@ class NodeAgent:
     def node_status(self) -> dict[str, Any]:
         from wasmop.runtime.engine import wasmtime_version as engine_version
 
-        resources = {"cpu": self.settings.cpu, "memory": self.settings.memory, "pods": str(self.settings.max_pods)}
+        resources = {
+            "cpu": self.settings.cpu,
+            "memory": self.settings.memory,
+            "pods": str(self.settings.max_pods),
+        }
         heartbeat = now_rfc3339()
 
         def condition(kind: str, status: str, reason: str, message: str) -> dict[str, Any]:
@@ -194,8 +210,12 @@ class NodeAgent:
             "capacity": resources,
             "allocatable": resources,
             "conditions": [
-                condition("Ready", "True", "KubeletReady", "wasm node agent is posting ready status"),
-                condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "no memory pressure"),
+                condition(
+                    "Ready", "True", "KubeletReady", "wasm node agent is posting ready status"
+                ),
+                condition(
+                    "MemoryPressure", "False", "KubeletHasSufficientMemory", "no memory pressure"
+                ),
                 condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "no disk pressure"),
                 condition("PIDPressure", "False", "KubeletHasSufficientPID", "no PID pressure"),
             ],
@@ -226,7 +246,9 @@ class NodeAgent:
             "spec": {
                 "podCIDR": str(self.network.pod_cidr),
                 "podCIDRs": [str(self.network.pod_cidr)],
-                "taints": [{"key": TAINT_KEY, "value": self.settings.runtime_name, "effect": "NoSchedule"}],
+                "taints": [
+                    {"key": TAINT_KEY, "value": self.settings.runtime_name, "effect": "NoSchedule"}
+                ],
             },
         }
         try:
@@ -236,12 +258,18 @@ class NodeAgent:
             if not exc.conflict:
                 raise
             # Re-registration after a restart: refresh labels (taints are set at creation only).
-            await self.kube.patch(api_path("v1", "nodes", name=self.name), {"metadata": {"labels": self.node_labels()}})
+            await self.kube.patch(
+                api_path("v1", "nodes", name=self.name),
+                {"metadata": {"labels": self.node_labels()}},
+            )
             log.info("node %s already registered; resuming", self.name)
         await self.report_status()
 
     async def report_status(self) -> None:
-        await self.kube.patch(api_path("v1", "nodes", name=self.name, subresource="status"), {"status": self.node_status()})
+        await self.kube.patch(
+            api_path("v1", "nodes", name=self.name, subresource="status"),
+            {"status": self.node_status()},
+        )
 
     async def renew_lease(self) -> None:
         path = api_path("coordination.k8s.io/v1", "leases", "kube-node-lease", self.name)
@@ -263,17 +291,26 @@ class NodeAgent:
                     "name": self.name,
                     "namespace": "kube-node-lease",
                     "ownerReferences": [
-                        {"apiVersion": "v1", "kind": "Node", "name": self.name, "uid": node["metadata"]["uid"]}
+                        {
+                            "apiVersion": "v1",
+                            "kind": "Node",
+                            "name": self.name,
+                            "uid": node["metadata"]["uid"],
+                        }
                     ],
                 },
                 "spec": spec,
             }
-            lease = await self.kube.create(api_path("coordination.k8s.io/v1", "leases", "kube-node-lease"), body)
+            lease = await self.kube.create(
+                api_path("coordination.k8s.io/v1", "leases", "kube-node-lease"), body
+            )
         self._lease_version = lease["metadata"]["resourceVersion"]
 
     async def _heartbeat(self) -> None:
         last_status = time.monotonic()
         while not self._stop.is_set():
+            if not self.network.exists():
+                await self._rebuild_network()
             try:
                 await self.renew_lease()
                 if time.monotonic() - last_status >= self.settings.status_report_s:
@@ -283,6 +320,15 @@ class NodeAgent:
                 log.warning("heartbeat failed: %s", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.settings.lease_renew_s)
+
+    async def _rebuild_network(self) -> None:
+        """Someone removed the node's namespace: make it again and restart every Pod,
+        whose listening sockets went with the old one."""
+        log.warning("network namespace %s vanished; rebuilding it", self.network.namespace)
+        await asyncio.to_thread(self.network.setup)
+        for worker in list(self.workers.values()):
+            if worker.function is not None:
+                worker.crash()
 
     # --- pods -----------------------------------------------------------------------
 
@@ -371,6 +417,8 @@ class NodeAgent:
                 await daemon.cleanup()
             if self._probe_session is not None:
                 await self._probe_session.close()
+            if self._link is not None:
+                self._link.stop()
             await self.events.drain()
             await self.kube.close()
             for runtime in self._runtimes.values():
@@ -380,17 +428,24 @@ class NodeAgent:
                 (self.settings.run_dir / f"node-{self.name}.json").unlink(missing_ok=True)
             log.info("node %s stopped", self.name)
 
+    def set_link(self, delay_ms: float = 0.0, loss_percent: float = 0.0) -> str:
+        """Edge-network emulation on this node's link: tc netem where the kernel has it,
+        else the agent's own user-space link (see linkemu). Returns which was used."""
+        from wasmop.node.linkemu import LinkEmulator, kernel_has_netem
+
+        if self._netem is None:
+            self._netem = kernel_has_netem()
+        if self._netem:
+            self.network.set_netem(delay_ms=delay_ms, loss_percent=loss_percent)
+            return "tc-netem"
+        if self._link is None:
+            self._link = LinkEmulator(self.network)
+        self._link.configure(delay_ms, loss_percent)
+        return "user-space"
+
     async def shutdown_pods(self) -> None:
         """Stop serving (the Pods stay bound to this node and are re-adopted on restart)."""
         tasks = [w.task for w in self.workers.values() if w.task is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _set_link(self: NodeAgent, delay_ms: float = 0.0, loss_percent: float = 0.0) -> None:
-    """Edge-network emulation on this node's link."""
-    self.network.set_netem(delay_ms=delay_ms, loss_percent=loss_percent)
-
-
-NodeAgent.set_link = _set_link  # type: ignore[attr-defined]

@@ -90,8 +90,13 @@ def cmd_fault(args: argparse.Namespace) -> int:
             raise CommandError(json.loads(exc.read()).get("error", str(exc))) from exc
         print(f"crashed {reply['crashed']}")
     elif args.fault == "netem":
-        reply = _post(info, "/faults/netem", {"delayMs": args.delay_ms, "lossPercent": args.loss_percent})
-        print(f"node {args.node}: delay {reply['delayMs']} ms, loss {reply['lossPercent']} %")
+        reply = _post(
+            info, "/faults/netem", {"delayMs": args.delay_ms, "lossPercent": args.loss_percent}
+        )
+        print(
+            f"node {args.node}: delay {reply['delayMs']} ms, loss {reply['lossPercent']} %"
+            f" ({reply['method']})"
+        )
     else:
         sig = {"freeze": signal.SIGSTOP, "thaw": signal.SIGCONT, "kill": signal.SIGKILL}[args.fault]
         os.kill(int(info["pid"]), sig)
@@ -112,8 +117,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     run = sub.add_parser("run", help="run an agent in the foreground")
     run.add_argument("--name", required=True, help="Node name")
-    run.add_argument("--pod-cidr", required=True, help="the node's pod range, 10.244.N.0/24 (N=1..63)")
-    run.add_argument("--zone", default="zone-a", help="topology.kubernetes.io/zone (default zone-a)")
+    run.add_argument(
+        "--pod-cidr", required=True, help="the node's pod range, 10.244.N.0/24 (N=1..63)"
+    )
+    run.add_argument(
+        "--zone", default="zone-a", help="topology.kubernetes.io/zone (default zone-a)"
+    )
     run.add_argument("--cpu", default="2", help="CPU capacity to advertise (default 2)")
     run.add_argument("--memory", default="4Gi", help="memory capacity to advertise (default 4Gi)")
     run.add_argument("--max-pods", type=int, default=110, help="Pod capacity (default 110)")
@@ -121,7 +130,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     run.add_argument("--label", action="append", default=[], metavar="K=V", help="extra Node label")
     run.add_argument(
         "--kubeconfig",
-        help="node credentials (default: a system:node:<name> certificate from the embedded cluster)",
+        help="node credentials (default: a system:node:<name> certificate issued by the"
+        " embedded cluster)",
     )
     run.set_defaults(handler=cmd_run)
 

@@ -31,7 +31,8 @@ def resource_metrics(agent: NodeAgent) -> str:
     """Prometheus text exposition in the kubelet's /metrics/resource shape."""
     now_ms = int(time.time() * 1000)
     lines = [
-        "# HELP container_cpu_usage_seconds_total [STABLE] Cumulative cpu time consumed by the container in core-seconds",
+        "# HELP container_cpu_usage_seconds_total [STABLE] Cumulative cpu time consumed by the"
+        " container in core-seconds",
         "# TYPE container_cpu_usage_seconds_total counter",
     ]
     rows = []
@@ -46,7 +47,8 @@ def resource_metrics(agent: NodeAgent) -> str:
             f'namespace="{worker.namespace}",pod="{worker.name}"}} {cpu:.6f} {now_ms}'
         )
     lines += [
-        "# HELP container_memory_working_set_bytes [STABLE] Current working set of the container in bytes",
+        "# HELP container_memory_working_set_bytes [STABLE] Current working set of the"
+        " container in bytes",
         "# TYPE container_memory_working_set_bytes gauge",
     ]
     for worker, _, memory in rows:
@@ -55,31 +57,32 @@ def resource_metrics(agent: NodeAgent) -> str:
             f'namespace="{worker.namespace}",pod="{worker.name}"}} {memory} {now_ms}'
         )
     lines += [
-        "# HELP pod_cpu_usage_seconds_total [STABLE] Cumulative cpu time consumed by the pod in core-seconds",
+        "# HELP pod_cpu_usage_seconds_total [STABLE] Cumulative cpu time consumed by the pod"
+        " in core-seconds",
         "# TYPE pod_cpu_usage_seconds_total counter",
     ]
     for worker, cpu, _ in rows:
-        lines.append(
-            f'pod_cpu_usage_seconds_total{{namespace="{worker.namespace}",pod="{worker.name}"}} {cpu:.6f} {now_ms}'
-        )
+        labels = f'namespace="{worker.namespace}",pod="{worker.name}"'
+        lines.append(f"pod_cpu_usage_seconds_total{{{labels}}} {cpu:.6f} {now_ms}")
     lines += [
         "# HELP pod_memory_working_set_bytes [STABLE] Current working set of the pod in bytes",
         "# TYPE pod_memory_working_set_bytes gauge",
     ]
     for worker, _, memory in rows:
-        lines.append(
-            f'pod_memory_working_set_bytes{{namespace="{worker.namespace}",pod="{worker.name}"}} {memory} {now_ms}'
-        )
+        labels = f'namespace="{worker.namespace}",pod="{worker.name}"'
+        lines.append(f"pod_memory_working_set_bytes{{{labels}}} {memory} {now_ms}")
     usage = resource.getrusage(resource.RUSAGE_SELF)
     rss = _rss_bytes()
     lines += [
-        "# HELP node_cpu_usage_seconds_total [STABLE] Cumulative cpu time consumed by the node in core-seconds",
+        "# HELP node_cpu_usage_seconds_total [STABLE] Cumulative cpu time consumed by the node"
+        " in core-seconds",
         "# TYPE node_cpu_usage_seconds_total counter",
         f"node_cpu_usage_seconds_total {usage.ru_utime + usage.ru_stime:.6f} {now_ms}",
         "# HELP node_memory_working_set_bytes [STABLE] Current working set of the node in bytes",
         "# TYPE node_memory_working_set_bytes gauge",
         f"node_memory_working_set_bytes {rss} {now_ms}",
-        "# HELP scrape_error [STABLE] 1 if there was an error while getting container metrics, 0 otherwise",
+        "# HELP scrape_error [STABLE] 1 if there was an error while getting container metrics,"
+        " 0 otherwise",
         "# TYPE scrape_error gauge",
         "scrape_error 0",
     ]
@@ -131,7 +134,9 @@ async def start_daemon(agent: NodeAgent) -> web.AppRunner:
         body = await request.json()
         worker = agent.find_worker(body.get("namespace", "default"), body.get("pod", ""))
         if worker is None or worker.function is None:
-            return web.json_response({"error": "no running pod by that name on this node"}, status=404)
+            return web.json_response(
+                {"error": "no running pod by that name on this node"}, status=404
+            )
         worker.crash()
         return web.json_response({"crashed": f"{worker.namespace}/{worker.name}"})
 
@@ -140,8 +145,15 @@ async def start_daemon(agent: NodeAgent) -> web.AppRunner:
             return web.json_response({"error": "missing or wrong bearer token"}, status=401)
         body = await request.json()
         delay, loss = float(body.get("delayMs", 0)), float(body.get("lossPercent", 0))
-        agent.set_link(delay_ms=delay, loss_percent=loss)
-        return web.json_response({"delayMs": delay, "lossPercent": loss})
+        if delay < 0 or not 0 <= loss <= 100:
+            return web.json_response(
+                {"error": "delayMs >= 0 and 0 <= lossPercent <= 100"}, status=400
+            )
+        try:
+            method = agent.set_link(delay_ms=delay, loss_percent=loss)
+        except Exception as exc:
+            return web.json_response({"error": str(exc)}, status=500)
+        return web.json_response({"delayMs": delay, "lossPercent": loss, "method": method})
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)

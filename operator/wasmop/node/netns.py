@@ -44,7 +44,9 @@ class NetworkError(Exception):
     """The node network cannot be set up; the message says why in one line."""
 
 
-def _ip(*args: str, namespace: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+def _ip(
+    *args: str, namespace: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     argv = ["ip", *(["-n", namespace] if namespace else []), *args]
     result = subprocess.run(argv, capture_output=True, text=True)
     if check and result.returncode != 0:
@@ -56,6 +58,12 @@ def _setns(fd: int) -> None:
     if _libc.setns(fd, CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
         raise NetworkError(f"setns failed: {os.strerror(err)}")
+
+
+def remove_namespace(name: str) -> None:
+    """Delete a network namespace (its veth pair and routes go with it)."""
+    if (NETNS_DIR / name).exists():
+        _ip("netns", "del", name, check=False)
 
 
 @dataclass(frozen=True)
@@ -192,12 +200,16 @@ class NodeNetwork:
 
     # --- edge-network emulation -----------------------------------------------------
 
-    def set_netem(self, delay_ms: float = 0.0, loss_percent: float = 0.0, jitter_ms: float = 0.0) -> None:
+    def set_netem(
+        self, delay_ms: float = 0.0, loss_percent: float = 0.0, jitter_ms: float = 0.0
+    ) -> None:
         """Delay and loss on both directions of the node's link (tc netem)."""
         for device, ns in ((self.host_veth, None), (self.node_veth, self.namespace)):
             prefix = ["ip", "netns", "exec", ns] if ns else []
             if delay_ms <= 0 and loss_percent <= 0:
-                subprocess.run([*prefix, "tc", "qdisc", "del", "dev", device, "root"], capture_output=True)
+                subprocess.run(
+                    [*prefix, "tc", "qdisc", "del", "dev", device, "root"], capture_output=True
+                )
                 continue
             # Half the delay each way, so a round trip sees the full figure.
             args = ["netem", "delay", f"{delay_ms / 2:.3f}ms"]

@@ -144,7 +144,7 @@ class PodWorker:
         except asyncio.CancelledError:
             await self._stop_server(0)
             raise
-        except Exception:  # noqa: BLE001 - a Pod must never take its node down
+        except Exception:
             log.exception("pod %s failed unexpectedly", self.key)
             await self._stop_server(0)
         finally:
@@ -158,7 +158,9 @@ class PodWorker:
                 await self._cannot_run(exc.reason, exc.message)
                 await self.deleting.wait()
             else:
-                self.pod_ip = self.agent.ipam.allocate(self.uid, self.pod.get("status", {}).get("podIP"))
+                self.pod_ip = self.agent.ipam.allocate(
+                    self.uid, self.pod.get("status", {}).get("podIP")
+                )
                 await self._supervise(self.plan)
         await self._finish_deletion()
 
@@ -194,7 +196,9 @@ class PodWorker:
             self.container.message = exit_.message
             self.container.ready = False
             await self.publish()
-            await self.event("Killing" if exit_.reason == "Unhealthy" else "BackOff", exit_.message, True)
+            await self.event(
+                "Killing" if exit_.reason == "Unhealthy" else "BackOff", exit_.message, True
+            )
             if self.pod["spec"].get("restartPolicy", "Always") == "Never":
                 await self.deleting.wait()
                 return
@@ -237,7 +241,9 @@ class PodWorker:
         try:
             sock = self.agent.network.listen(self.pod_ip, plan.port)
         except OSError as exc:
-            raise PodSpecError("PortUnavailable", f"cannot listen on {self.pod_ip}:{plan.port}: {exc}") from exc
+            raise PodSpecError(
+                "PortUnavailable", f"cannot listen on {self.pod_ip}:{plan.port}: {exc}"
+            ) from exc
         self.server = await start_server(self.function, sock=sock)
         self.container.state = "running"
         self.container.reason = ""
@@ -255,7 +261,9 @@ class PodWorker:
             module.digest[:12],
             (loaded - started) * 1000,
         )
-        await self.event("Started", f"Serving module sha256:{module.digest[:12]} on {self.pod_ip}:{plan.port}")
+        await self.event(
+            "Started", f"Serving module sha256:{module.digest[:12]} on {self.pod_ip}:{plan.port}"
+        )
 
     async def _serve_until_exit(self, plan: ContainerPlan) -> ContainerExit | None:
         """Probe while serving; return why the container stopped (None: Pod deleted)."""
@@ -271,7 +279,9 @@ class PodWorker:
         if readiness is not None:
             probes.append(
                 asyncio.create_task(
-                    self._probe_loop(readiness, readiness=True, probed=readiness.initial_delay_s == 0)
+                    self._probe_loop(
+                        readiness, readiness=True, probed=readiness.initial_delay_s == 0
+                    )
                 )
             )
         if plan.liveness is not None:
@@ -364,15 +374,17 @@ async def _wait_or(event: asyncio.Event, seconds: float) -> bool:
 
 def _without_times(status: dict[str, Any]) -> dict[str, Any]:
     """The status minus timestamps that change on every build (for change detection)."""
-    conditions = [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in status["conditions"]]
+    conditions = [
+        {k: v for k, v in c.items() if k != "lastTransitionTime"} for c in status["conditions"]
+    ]
     containers = []
     for c in status["containerStatuses"]:
         c = dict(c)
         state = dict(c["state"])
         if "terminated" in state:
-            state["terminated"] = {k: v for k, v in state["terminated"].items() if k != "finishedAt"}
+            state["terminated"] = {
+                k: v for k, v in state["terminated"].items() if k != "finishedAt"
+            }
         c["state"] = state
         containers.append(c)
     return {**status, "conditions": conditions, "containerStatuses": containers}
-
-

@@ -45,18 +45,23 @@ class Probe:
     failure_threshold: int = 3
 
     @classmethod
-    def parse(cls, raw: dict[str, Any] | None, ports: dict[str, int], default_port: int) -> Probe | None:
+    def parse(
+        cls, raw: dict[str, Any] | None, ports: dict[str, int], default_port: int
+    ) -> Probe | None:
         if not raw:
             return None
         http = raw.get("httpGet")
         if http is None:
             raise PodSpecError(
-                "UnsupportedProbe", "wasm nodes run httpGet probes only (no exec, tcpSocket or grpc)"
+                "UnsupportedProbe",
+                "wasm nodes run httpGet probes only (no exec, tcpSocket or grpc)",
             )
         port = http.get("port", default_port)
         if isinstance(port, str) and not port.isdigit():
             if port not in ports:
-                raise PodSpecError("InvalidProbe", f"probe port {port!r} is not a named container port")
+                raise PodSpecError(
+                    "InvalidProbe", f"probe port {port!r} is not a named container port"
+                )
             port = ports[port]
         return cls(
             path=http.get("path", "/"),
@@ -97,7 +102,9 @@ def _env(container: dict[str, Any]) -> dict[str, str]:
     return {e["name"]: str(e.get("value", "")) for e in container.get("env", []) if "name" in e}
 
 
-def _module_source(pod: dict[str, Any], container: dict[str, Any], env: dict[str, str]) -> ModuleSource:
+def _module_source(
+    pod: dict[str, Any], container: dict[str, Any], env: dict[str, str]
+) -> ModuleSource:
     volumes = {
         v["name"]: v["configMap"]["name"]
         for v in pod["spec"].get("volumes", [])
@@ -129,7 +136,8 @@ def plan_container(pod: dict[str, Any]) -> ContainerPlan:
     containers = pod["spec"].get("containers", [])
     if len(containers) != 1:
         raise PodSpecError(
-            "UnsupportedPod", f"wasm nodes run Pods with exactly one container, got {len(containers)}"
+            "UnsupportedPod",
+            f"wasm nodes run Pods with exactly one container, got {len(containers)}",
         )
     if pod["spec"].get("initContainers"):
         raise PodSpecError("UnsupportedPod", "wasm nodes do not run init containers")
@@ -187,7 +195,12 @@ class ContainerState:
                 }
             }
         else:
-            state = {"waiting": {"reason": self.reason, **({"message": self.message} if self.message else {})}}
+            state = {
+                "waiting": {
+                    "reason": self.reason,
+                    **({"message": self.message} if self.message else {}),
+                }
+            }
         status: dict[str, Any] = {
             "name": self.name,
             "image": self.image,
@@ -203,7 +216,9 @@ class ContainerState:
         return status
 
 
-def _condition(kind: str, ok: bool, previous: dict[str, dict[str, Any]], reason: str = "") -> dict[str, Any]:
+def _condition(
+    kind: str, ok: bool, previous: dict[str, dict[str, Any]], reason: str = ""
+) -> dict[str, Any]:
     status = "True" if ok else "False"
     old = previous.get(kind)
     since = old["lastTransitionTime"] if old and old.get("status") == status else now_rfc3339()
@@ -252,7 +267,11 @@ def pod_status(
 def tolerates_wasm(pod: dict[str, Any], taint_key: str) -> bool:
     """Whether the Pod tolerates the wasm node taint (the scheduler checks this too)."""
     for toleration in pod["spec"].get("tolerations", []):
-        if toleration.get("operator") == "Exists" and toleration.get("key") in (None, "", taint_key):
+        if toleration.get("operator") == "Exists" and toleration.get("key") in (
+            None,
+            "",
+            taint_key,
+        ):
             return True
         if toleration.get("key") == taint_key:
             return True

@@ -66,6 +66,7 @@ class Operator:
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     _runtime_sync: asyncio.Task[None] | None = None
+    _retries: set[asyncio.Task[None]] = field(default_factory=set)
 
     @classmethod
     def create(cls, settings: OperatorSettings) -> Operator:
@@ -107,7 +108,9 @@ class Operator:
             users = sum(1 for s in self.functions.states.values() if s.runtime == name)
             status = runtime_status(runtime, nodes, users)
             problems = validate_runtime(runtime)
-            reason, message = summarize(problems) if problems else ("Valid", "defaults within maximums")
+            reason, message = (
+                summarize(problems) if problems else ("Valid", "defaults within maximums")
+            )
             status["conditions"] = set_condition(
                 [], "Validated", not problems, reason, message,
                 observed_generation=runtime.generation, now=now_rfc3339(),
@@ -115,7 +118,9 @@ class Operator:
             ready = status["readyNodes"] > 0 and not problems
             if ready and name not in self.functions.ready_runtimes:
                 became_ready.append(name)
-            (self.functions.ready_runtimes.add if ready else self.functions.ready_runtimes.discard)(name)
+            (self.functions.ready_runtimes.add if ready else self.functions.ready_runtimes.discard)(
+                name
+            )
             try:
                 await self.kube.patch(
                     api_path(API_VERSION, RUNTIME_PLURAL, name=name, subresource="status"),
@@ -127,12 +132,14 @@ class Operator:
             for namespace, fn in self.functions.waiting_on(name):
                 state = self.functions.states.get((namespace, fn))
                 if state is not None and state.body is not None:
-                    asyncio.create_task(self._retry(state.body))
+                    task = asyncio.create_task(self._retry(state.body))
+                    self._retries.add(task)
+                    task.add_done_callback(self._retries.discard)
 
     async def _retry(self, body: dict[str, Any]) -> None:
         try:
             await self.functions.reconcile(body)
-        except Exception as exc:  # noqa: BLE001 - kopf retries it as well
+        except Exception as exc:
             log.info("early retry of %s failed: %s", body["metadata"]["name"], exc)
 
     async def prime(self) -> None:
@@ -162,7 +169,9 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
 
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+            prefix=ANNOTATION_PREFIX
+        )
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
             prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
         )
@@ -209,7 +218,12 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
     async def function_resumed(body: kopf.Body, **_: Any) -> None:
         await reconcile(body, "function_resumed")
 
-    @kopf.timer(*FUNCTIONS, registry=registry, interval=settings.resync_interval_s, idle=settings.resync_interval_s)
+    @kopf.timer(
+        *FUNCTIONS,
+        registry=registry,
+        interval=settings.resync_interval_s,
+        idle=settings.resync_interval_s,
+    )
     async def function_resync(body: kopf.Body, **_: Any) -> None:
         """Periodic resync: repairs drift (a deleted Service, say) without any event."""
         await reconcile(body, "function_resync")
@@ -240,21 +254,21 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
     managed = {LABEL_MANAGED_BY: MANAGED_BY}
 
     @kopf.on.event("apps", "v1", "deployments", registry=registry, labels=managed)
-    async def deployment_event(type: str | None, body: kopf.Body, **_: Any) -> None:  # noqa: A002
+    async def deployment_event(type: str | None, body: kopf.Body, **_: Any) -> None:
         with op.metrics.observe("deployment_event"):
             await op.functions.observe_deployment(type or "ADDED", _plain(body))
 
     @kopf.on.event("", "v1", "pods", registry=registry, labels=managed)
-    async def pod_event(type: str | None, body: kopf.Body, **_: Any) -> None:  # noqa: A002
+    async def pod_event(type: str | None, body: kopf.Body, **_: Any) -> None:
         op.autoscaler.pods.apply(type or "ADDED", _plain(body))
 
     @kopf.on.event("", "v1", "nodes", registry=registry)
-    async def node_event(type: str | None, body: kopf.Body, **_: Any) -> None:  # noqa: A002
+    async def node_event(type: str | None, body: kopf.Body, **_: Any) -> None:
         if op.nodes.apply(type or "ADDED", _plain(body)):
             op.schedule_runtime_sync()
 
     @kopf.on.event(*RUNTIMES, registry=registry)
-    async def runtime_event(type: str | None, body: kopf.Body, **_: Any) -> None:  # noqa: A002
+    async def runtime_event(type: str | None, body: kopf.Body, **_: Any) -> None:
         op.apply_runtime(type or "ADDED", _plain(body))
 
     return registry

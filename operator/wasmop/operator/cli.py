@@ -16,7 +16,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
     settings = OperatorSettings(
         kubeconfig=str(args.kubeconfig) if args.kubeconfig else None,
-        listen_address=args.listen_address or ("0.0.0.0" if in_cluster else "127.0.0.1"),  # noqa: S104
+        listen_address=args.listen_address or ("0.0.0.0" if in_cluster else "127.0.0.1"),
         metrics_port=args.metrics_port,
         health_port=args.health_port,
         resync_interval_s=args.resync_interval,
@@ -62,18 +62,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     sub = operator.add_subparsers(dest="operator_command", metavar="<action>", required=True)
     run = sub.add_parser("run", help="run the operator in the foreground")
-    run.add_argument("--kubeconfig", type=Path, help="default: $KUBECONFIG, in-cluster, or the embedded cluster")
-    run.add_argument("--listen-address", help="for metrics and health (default 127.0.0.1; 0.0.0.0 in a Pod)")
-    run.add_argument("--metrics-port", type=int, default=8080, help="Prometheus metrics (default 8080)")
-    run.add_argument("--health-port", type=int, default=8081, help="/healthz and /readyz (default 8081)")
-    run.add_argument("--resync-interval", type=float, default=60.0, help="seconds between resyncs (default 60)")
-    run.add_argument("--handler-timeout", type=float, default=300.0, help="seconds per handler (default 300)")
-    run.add_argument("--scaling-interval", type=float, default=5.0, help="seconds between autoscaling passes")
-    run.add_argument("--gateway-url", default="http://127.0.0.1:8000", help="for status.url and request rates")
+    run.add_argument(
+        "--kubeconfig", type=Path, help="default: $KUBECONFIG, in-cluster, or the embedded cluster"
+    )
+    run.add_argument(
+        "--listen-address", help="for metrics and health (default 127.0.0.1; 0.0.0.0 in a Pod)"
+    )
+    run.add_argument(
+        "--metrics-port", type=int, default=8080, help="Prometheus metrics (default 8080)"
+    )
+    run.add_argument(
+        "--health-port", type=int, default=8081, help="/healthz and /readyz (default 8081)"
+    )
+    run.add_argument(
+        "--resync-interval", type=float, default=60.0, help="seconds between resyncs (default 60)"
+    )
+    run.add_argument(
+        "--handler-timeout", type=float, default=300.0, help="seconds per handler (default 300)"
+    )
+    run.add_argument(
+        "--scaling-interval", type=float, default=5.0, help="seconds between autoscaling passes"
+    )
+    run.add_argument(
+        "--gateway-url", default="http://127.0.0.1:8000", help="for status.url and request rates"
+    )
     run.add_argument("--priority", type=int, help="kopf peering priority (default: random)")
     run.add_argument("--namespace", action="append", default=[], help="watch only these namespaces")
     run.set_defaults(handler=cmd_run)
 
     install = sub.add_parser("install", help="apply the CRDs, RBAC and default WasmRuntime")
-    install.add_argument("--kubeconfig", type=Path, help="default: $KUBECONFIG or the embedded cluster")
+    install.add_argument(
+        "--kubeconfig", type=Path, help="default: $KUBECONFIG or the embedded cluster"
+    )
     install.set_defaults(handler=cmd_install)

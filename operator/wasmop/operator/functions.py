@@ -98,10 +98,14 @@ class FunctionController:
 
         runtime = self.runtimes.get(function.spec.runtime)
         if runtime is None:
-            await self._wait(state, "RuntimeNotFound", f'WasmRuntime "{function.spec.runtime}" does not exist')
+            await self._wait(
+                state, "RuntimeNotFound", f'WasmRuntime "{function.spec.runtime}" does not exist'
+            )
             return
         if runtime.name not in self.ready_runtimes:
-            await self._wait(state, "NoReadyNodes", f'WasmRuntime "{runtime.name}" has no Ready node')
+            await self._wait(
+                state, "NoReadyNodes", f'WasmRuntime "{runtime.name}" has no Ready node'
+            )
             return
 
         try:
@@ -127,7 +131,10 @@ class FunctionController:
 
         state.valid = True
         state.waiting = None
-        state.validation = ("Valid", f"module sha256:{bundle.digest[:12]} fits WasmRuntime {runtime.name}")
+        state.validation = (
+            "Valid",
+            f"module sha256:{bundle.digest[:12]} fits WasmRuntime {runtime.name}",
+        )
         state.observed_generation = state.generation
         cm_name = configmap_name(function.name, bundle.digest)
         update = record_revision(
@@ -156,11 +163,15 @@ class FunctionController:
         )
         try:
             applied = await self._apply_owned(
-                api_path("apps/v1", "deployments", function.namespace, function.name), deployment, function
+                api_path("apps/v1", "deployments", function.namespace, function.name),
+                deployment,
+                function,
             )
             state.timings = state.timings.mark("deployment_created_at", now_rfc3339())
             await self._apply_owned(
-                api_path("v1", "services", function.namespace, function.name), build_service(function), function
+                api_path("v1", "services", function.namespace, function.name),
+                build_service(function),
+                function,
             )
         except NotOurs as exc:
             await self._wait(state, "ResourceConflict", str(exc))
@@ -169,7 +180,9 @@ class FunctionController:
         state.observe_deployment(applied, now_rfc3339())
         await write_status(self.kube, self.events, state)
         if update.changed and update.rolled_back:
-            self.events.record(state.reference, "RolledBack", f"back to revision {update.current.revision}")
+            self.events.record(
+                state.reference, "RolledBack", f"back to revision {update.current.revision}"
+            )
         elif update.changed and len(update.history) > 1:
             self.events.record(
                 state.reference, "RollingOut",
@@ -177,7 +190,9 @@ class FunctionController:
             )  # fmt: skip
         await self._collect_configmaps(function, state, update.config_maps_to_delete)
 
-    async def _apply_owned(self, path: str, body: dict[str, Any], function: WasmFunction) -> dict[str, Any]:
+    async def _apply_owned(
+        self, path: str, body: dict[str, Any], function: WasmFunction
+    ) -> dict[str, Any]:
         """Server-side apply, refusing to take over an object another owner controls.
 
         The first apply does not force: a conflict means some other manager holds fields,
@@ -242,7 +257,9 @@ class FunctionController:
                     raise
 
     async def _sync_hpa(self, function: WasmFunction) -> None:
-        path = api_path("autoscaling/v2", "horizontalpodautoscalers", function.namespace, function.name)
+        path = api_path(
+            "autoscaling/v2", "horizontalpodautoscalers", function.namespace, function.name
+        )
         scaling = function.spec.scaling
         if scaling is not None and scaling.engine == "hpa":
             await self.kube.apply(path, build_hpa(function), FIELD_MANAGER)

@@ -127,7 +127,9 @@ class ModuleChecker:
             return [
                 Problem(
                     "spec.module",
-                    Reason.MODULE_INCOMPATIBLE if exc.reason != "NotWasm" else Reason.MODULE_INVALID,
+                    Reason.MODULE_INCOMPATIBLE
+                    if exc.reason != "NotWasm"
+                    else Reason.MODULE_INVALID,
                     f"{exc.reason}: {exc}",
                 )
             ]

@@ -24,10 +24,12 @@ class NodeInfo:
     def from_body(cls, body: dict[str, Any]) -> NodeInfo:
         status = body.get("status") or {}
         ready = any(
-            c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in status.get("conditions") or []
         )
         address = next(
-            (a["address"] for a in status.get("addresses") or [] if a.get("type") == "InternalIP"), None
+            (a["address"] for a in status.get("addresses") or [] if a.get("type") == "InternalIP"),
+            None,
         )
         port = ((status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get("Port")
         return cls(

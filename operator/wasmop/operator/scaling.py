@@ -30,7 +30,7 @@ from wasmop.operator.status import now_rfc3339, scaling_status
 
 log = logging.getLogger(__name__)
 
-SAMPLE = re.compile(r'^(\w+)\{([^}]*)\}\s+([0-9.eE+-]+)(?:\s+(\d+))?$')
+SAMPLE = re.compile(r"^(\w+)\{([^}]*)\}\s+([0-9.eE+-]+)(?:\s+(\d+))?$")
 LABEL = re.compile(r'(\w+)="([^"]*)"')
 
 
@@ -88,7 +88,9 @@ class PodIndex:
             phase=status.get("phase", "Pending"),
             deleting=bool(meta.get("deletionTimestamp")),
             cpu_request=cpu_millis(requests["cpu"]) / 1000 if "cpu" in requests else None,
-            memory_request=float(memory_bytes(requests["memory"])) if "memory" in requests else None,
+            memory_request=float(memory_bytes(requests["memory"]))
+            if "memory" in requests
+            else None,
         )
 
     def pods(self, namespace: str, function: str) -> list[PodInfo]:
@@ -233,21 +235,27 @@ class Autoscaler:
         state = self.functions.states.get(key)
         previous = state.scaling if state else None
         if decision.scale:
-            path = api_path(API_VERSION, FUNCTION_PLURAL, function.namespace, function.name, "scale")
+            path = api_path(
+                API_VERSION, FUNCTION_PLURAL, function.namespace, function.name, "scale"
+            )
             try:
                 await self.kube.patch(path, {"spec": {"replicas": decision.desired_replicas}})
             except ApiError as exc:
                 log.warning("scaling %s/%s failed: %s", *key, exc)
                 return
             self.decisions += 1
-            direction = "ScaledUp" if decision.desired_replicas > function.spec.replicas else "ScaledDown"
+            direction = (
+                "ScaledUp" if decision.desired_replicas > function.spec.replicas else "ScaledDown"
+            )
             self.events.record(
                 {"apiVersion": API_VERSION, "kind": "WasmFunction", "metadata": body["metadata"]},
                 direction,
                 decision.reason,
             )
             log.info("%s/%s: %s", *key, decision.reason)
-        await self.functions.record_scaling(*key, scaling_status(decision, now=now, previous=previous))
+        await self.functions.record_scaling(
+            *key, scaling_status(decision, now=now, previous=previous)
+        )
 
     def forget(self, namespace: str, name: str) -> None:
         self.history.pop((namespace, name), None)

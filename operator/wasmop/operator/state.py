@@ -183,7 +183,9 @@ class FunctionState:
 
 
 def _comparable(status: dict[str, Any]) -> dict[str, Any]:
-    conditions = [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in status["conditions"]]
+    conditions = [
+        {k: v for k, v in c.items() if k != "lastTransitionTime"} for c in status["conditions"]
+    ]
     return {**status, "conditions": conditions}
 
 

@@ -8,8 +8,14 @@ import time
 from collections.abc import Callable, Iterator
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client import generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 
 class OperatorMetrics:
@@ -23,7 +29,10 @@ class OperatorMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
         self.handler_errors = Counter(
-            "wasmop_operator_handler_errors", "Handler runs that raised", ["handler"], registry=self.registry
+            "wasmop_operator_handler_errors",
+            "Handler runs that raised",
+            ["handler"],
+            registry=self.registry,
         )
         self.functions = Gauge(
             "wasmop_operator_functions", "WasmFunctions by phase", ["phase"], registry=self.registry
