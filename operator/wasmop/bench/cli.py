@@ -45,7 +45,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     failed = [r for r in results if r.status == "failed"]
     for result in failed:
         print(f"  failed: {result.job.experiment}/{result.job.run_id}: {result.error}")
-        print(f"          see {result.notebook}")
+        if result.notebook.exists():
+            print(f"          see {result.notebook}")
+        else:
+            print(f"          see {result.folder / 'run.json'} (it failed before running)")
     return 1 if failed else 0
 
 

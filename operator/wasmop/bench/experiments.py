@@ -19,7 +19,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,6 +85,19 @@ class Workspace:
             )
 
 
+@contextlib.contextmanager
+def _recording(
+    session: BenchSession, run: ExperimentRun, namespace: str
+) -> Iterator[watch.Recorder]:
+    """A recorder whose events always end up in ``raw/watch_events.csv``, also when the
+    experiment fails half-way (that is when they are needed most)."""
+    with session.recorder(namespace) as rec:
+        try:
+            yield rec
+        finally:
+            run.write_raw("watch_events", rec.table())
+
+
 def _deploy(
     session: BenchSession,
     namespace: str,
@@ -145,7 +158,7 @@ def deployment_latency(
     _check_mode(mode)
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
-    with Workspace(session, run.experiment) as ws, session.recorder(ws.namespace) as rec:
+    with Workspace(session, run.experiment) as ws, _recording(session, run, ws.namespace) as rec:
         names = [f"fn-{i:03d}" for i in range(concurrency)]
         outcomes = _deploy(
             session, ws.namespace, names, workload, rec,
@@ -169,7 +182,6 @@ def deployment_latency(
     phases["concurrency"] = concurrency
     run.write_table("functions", table)
     run.write_table("phases", phases)
-    run.write_raw("watch_events", events)
     ok = table[table["ok"]]
     run.observe(
         _metric(mode, "deploy_latency_ms"), ok["create_to_ready_ms"], concurrency=concurrency
@@ -213,7 +225,7 @@ def manual_scaling(
     _check_mode(mode)
     kind = "WasmFunction" if mode == "operator" else "Deployment"
     rows = []
-    with Workspace(session, run.experiment) as ws, session.recorder(ws.namespace) as rec:
+    with Workspace(session, run.experiment) as ws, _recording(session, run, ws.namespace) as rec:
         name = "scaled"
         outcome = _deploy(
             session, ws.namespace, [name], workload, rec,
@@ -250,7 +262,6 @@ def manual_scaling(
     steps = pd.DataFrame(rows)
     steps["mode"] = mode
     run.write_table("scale_steps", steps)
-    run.write_raw("watch_events", events)
     out, back = steps[steps["direction"] == "out"], steps[steps["direction"] == "in"]
     run.observe(_metric(mode, "scale_latency_ms"), out["latency_ms"], direction="out")
     run.observe(_metric(mode, "scale_in_latency_ms"), back["latency_ms"], direction="in")
@@ -339,7 +350,7 @@ def load_scaling(
         },
     }
     load_shape = Shape.parse(shape)
-    with Workspace(session, run.experiment) as ws, session.recorder(ws.namespace) as rec:
+    with Workspace(session, run.experiment) as ws, _recording(session, run, ws.namespace) as rec:
         name = "autoscaled"
         outcome = _deploy(
             session, ws.namespace, [name], workload, rec,
@@ -374,7 +385,6 @@ def load_scaling(
     run.write_table("decisions", decisions)
     run.write_table("requests", raw)
     run.write_table("load_history", history)
-    run.write_raw("watch_events", events)
     ups = (
         decisions[decisions["to_replicas"] > decisions["from_replicas"]]
         if not decisions.empty
@@ -424,7 +434,7 @@ def load_latency(
     with Workspace(session, run.experiment) as ws:
         entries = workload_mix(ws.namespace, mix)
         names = sorted({e.service for e in entries})
-        with session.recorder(ws.namespace) as rec:
+        with _recording(session, run, ws.namespace) as rec:
             for name in names:
                 outcome = _deploy(
                     session, ws.namespace, [name], name, rec,
@@ -443,7 +453,6 @@ def load_latency(
                 fail_ratio=fail_ratio,
             )
             result = run_locust(config, run.folder / "locust", check=False)
-            events = rec.table()
     raw = read_raw_log(result)
     summary = request_summary(raw)
     history = read_history(result)
@@ -452,7 +461,6 @@ def load_latency(
     run.write_table("request_summary", summary)
     run.write_table("load_history", history)
     run.write_table("locust_final", final)
-    run.write_raw("watch_events", events)
     run.observe(_metric(mode, "request_latency_ms"), raw.loc[raw["ok"], "latency_ms"])
     if mode == "operator":
         run.count("requests_total", len(raw))
@@ -522,7 +530,7 @@ def fault_recovery(
     name = "victim"
     desired = replicas
     restore: list[str] = []
-    with Workspace(session, run.experiment) as ws, session.recorder(ws.namespace) as rec:
+    with Workspace(session, run.experiment) as ws, _recording(session, run, ws.namespace) as rec:
         outcome = _deploy(
             session, ws.namespace, [name], workload, rec,
             mode=mode, replicas=replicas, timeout_s=timeout_s,
@@ -603,7 +611,6 @@ def fault_recovery(
     table = pd.DataFrame([row])
     run.write_table("recovery", table)
     run.write_table("probes", probes)
-    run.write_raw("watch_events", events)
     if total is not None:
         run.observe(_metric(mode, "recovery_ms"), total, fault=fault)
     run.count("fault_requests_total", len(probes))
@@ -638,7 +645,7 @@ def operator_overhead(
         raise RuntimeError("no operator process found (is it running? 'wasmop cluster status')")
     marks: list[tuple[str, float]] = []
     sampler = resources.ProcessSampler(resources.operator_pid, interval_s, label="operator")
-    with Workspace(session, run.experiment) as ws, session.recorder(ws.namespace) as rec:
+    with Workspace(session, run.experiment) as ws, _recording(session, run, ws.namespace) as rec:
         sampler.start()
         try:
             marks.append(("idle", now_ms()))
@@ -716,7 +723,7 @@ def edge_network(
         "labels"
     ].get("topology.kubernetes.io/zone")
     frames = []
-    with Workspace(session, run.experiment) as ws, session.recorder(ws.namespace) as rec:
+    with Workspace(session, run.experiment) as ws, _recording(session, run, ws.namespace) as rec:
         name = "edge"
         spec = {"placement": {"zone": zone}} if zone else None
         if mode == "plain":

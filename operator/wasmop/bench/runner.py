@@ -358,6 +358,7 @@ def execute_job(job: Job, results_dir: Path, kernel: str = KERNEL_NAME) -> JobRe
             str(output),
             parameters=parameters,
             kernel_name=kernel,
+            language="python",
             progress_bar=False,
             log_output=False,
             cwd=str(folder),
@@ -413,10 +414,11 @@ def run_plan(
         if result.status == "completed":
             say(f"done     {job.experiment}/{job.run_id} in {result.seconds:.1f} s")
         else:
-            say(
-                f"FAILED   {job.experiment}/{job.run_id}: {result.error}\n"
-                f"         executed notebook: {result.notebook}"
+            where = (
+                result.notebook if result.notebook.exists() else f"{result.folder} (no notebook:"
             )
+            where = str(where) + ("" if result.notebook.exists() else " it failed before running)")
+            say(f"FAILED   {job.experiment}/{job.run_id}: {result.error}\n         see {where}")
             if fail_fast:
                 break
     bar.close()
