@@ -160,7 +160,8 @@ def test_operator_overhead(results: Path) -> None:
         {"functions_count": 3, "idle_s": 2, "hold_s": 2, "interval_s": 0.25},
     )  # fmt: skip
     samples = table(folder, "samples")
-    assert {"idle", "deploying", "holding", "deleting"} <= set(samples["phase"])
+    # Deleting three functions may take less than one sampling interval.
+    assert {"idle", "deploying", "holding"} <= set(samples["phase"])
     assert (samples["rss_mib"] > 10).all() and (samples["cpu_millicores"] >= 0).all()
     metrics = summary(folder)["metrics"]
     assert metrics["operator_rss_mib"]["n"] == len(samples)

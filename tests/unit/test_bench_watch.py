@@ -147,3 +147,28 @@ def test_manifests() -> None:
     labels = deployment_body["spec"]["template"]["metadata"]["labels"]
     assert labels["wasm.bits-dissertation.io/function"] == "f"
     assert deployment_body["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+async def test_setup_calls_retry_only_transient_api_errors() -> None:
+    import pytest
+    from wasmop.bench.functions import retrying
+    from wasmop.kube import ApiError
+
+    calls: list[int] = []
+
+    async def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise ApiError(503, "ServiceUnavailable", "starting")
+        return "ok"
+
+    assert await retrying(flaky, delay_s=0) == "ok" and len(calls) == 3
+
+    async def forbidden() -> None:
+        calls.append(1)
+        raise ApiError(403, "Forbidden", "no")
+
+    calls.clear()
+    with pytest.raises(ApiError):
+        await retrying(forbidden, delay_s=0)
+    assert len(calls) == 1

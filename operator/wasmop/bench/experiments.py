@@ -78,11 +78,18 @@ class Workspace:
         self.session.run(functions.create_namespace(self.session.kube, self.namespace, labels))
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self.cleanup:
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if not self.cleanup:
+            return
+        try:
             self.session.run(
                 functions.clear_namespace(self.session.kube, self.namespace, self.delete_wait_s)
             )
+        except Exception:
+            if exc_type is None:
+                raise
+            # Never hide why the experiment failed behind a failed cleanup.
+            log.exception("cleaning up namespace %s failed", self.namespace)
 
 
 @contextlib.contextmanager

@@ -19,10 +19,11 @@ import base64
 import contextlib
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+import aiohttp
 import pandas as pd
 
 from wasmop.bench.run import now_ms
@@ -37,6 +38,8 @@ from wasmop.kube import ApiError, Kube
 from wasmop.kube.client import api_path
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 GATEWAY_ENV = "WASMOP_GATEWAY_URL"
 EXPERIMENT_LABEL = "wasm.bits-dissertation.io/experiment"
@@ -97,6 +100,32 @@ def outcomes_frame(outcomes: Sequence[DeployOutcome]) -> pd.DataFrame:
     )
 
 
+# --------------------------------------------------------------------------- resilience
+
+TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, ApiError):
+        return exc.status in TRANSIENT_STATUS
+    return isinstance(exc, aiohttp.ClientError | TimeoutError | ConnectionError)
+
+
+async def retrying(call: Callable[[], Awaitable[T]], attempts: int = 20, delay_s: float = 0.5) -> T:
+    """Retry a setup or cleanup call while the API server is briefly unavailable (it may
+    be restarting, even as part of an experiment). Measured calls are never retried:
+    their failures are results."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return await call()
+        except Exception as exc:
+            if attempt == attempts or not _transient(exc):
+                raise
+            log.info("API call failed (%s); retrying", exc)
+            await asyncio.sleep(delay_s)
+    raise AssertionError("unreachable")
+
+
 # --------------------------------------------------------------------------- namespaces
 
 
@@ -105,7 +134,7 @@ async def create_namespace(kube: Kube, name: str, labels: Mapping[str, str] | No
     if labels:
         body["metadata"]["labels"] = dict(labels)
     try:
-        await kube.create("/api/v1/namespaces", body)
+        await retrying(lambda: kube.create("/api/v1/namespaces", body))
     except ApiError as exc:
         if not exc.conflict:
             raise
@@ -114,7 +143,7 @@ async def create_namespace(kube: Kube, name: str, labels: Mapping[str, str] | No
 async def delete_namespace(kube: Kube, name: str, wait_s: float = 0.0) -> None:
     """Delete a namespace; with ``wait_s`` wait (at most that long) until it is gone."""
     try:
-        await kube.delete(f"/api/v1/namespaces/{name}")
+        await retrying(lambda: kube.delete(f"/api/v1/namespaces/{name}"))
     except ApiError as exc:
         if not exc.not_found:
             raise
@@ -122,7 +151,7 @@ async def delete_namespace(kube: Kube, name: str, wait_s: float = 0.0) -> None:
     deadline = asyncio.get_running_loop().time() + wait_s
     while asyncio.get_running_loop().time() < deadline:
         try:
-            await kube.get(f"/api/v1/namespaces/{name}")
+            await retrying(lambda: kube.get(f"/api/v1/namespaces/{name}"))
         except ApiError as exc:
             if exc.not_found:
                 return
@@ -135,8 +164,9 @@ async def clear_namespace(kube: Kube, name: str, timeout_s: float = 60.0) -> boo
     ``timeout_s``) until its Pods are gone, so the next experiment starts on idle nodes;
     then delete the namespace itself without waiting for the namespace controller."""
     for version, plural in ((GROUP_VERSION, "wasmfunctions"), ("apps/v1", "deployments")):
+        path = api_path(version, plural, name)
         try:
-            await kube.delete(api_path(version, plural, name), propagationPolicy="Background")
+            await retrying(lambda p=path: kube.delete(p, propagationPolicy="Background"))
         except ApiError as exc:
             if not exc.not_found:
                 raise
@@ -144,7 +174,7 @@ async def clear_namespace(kube: Kube, name: str, timeout_s: float = 60.0) -> boo
     deadline = loop.time() + timeout_s
     gone = False
     while loop.time() < deadline:
-        pods = await kube.list(api_path("v1", "pods", name))
+        pods = await retrying(lambda: kube.list(api_path("v1", "pods", name)))
         if not pods.get("items"):
             gone = True
             break
@@ -175,7 +205,7 @@ async def ensure_module(kube: Kube, namespace: str, workload: str) -> str:
         "binaryData": {"module.wasm": base64.b64encode(data).decode()},
     }
     try:
-        await kube.create(api_path("v1", "configmaps", namespace), body)
+        await retrying(lambda: kube.create(api_path("v1", "configmaps", namespace), body))
     except ApiError as exc:
         if not exc.conflict:
             raise
