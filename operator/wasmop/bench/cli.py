@@ -25,16 +25,21 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"{state:5} {job.experiment}/{job.run_id}  {dict(job.parameters)}")
         return 0
     runner.ensure_kernel(args.kernel)
-    print(f"plan {plan.name}: {len(jobs)} runs into {results_dir}")
-    results = runner.run_plan(
-        plan,
-        results_dir=results_dir,
-        kernel=args.kernel,
-        only=args.only,
-        rerun=args.rerun,
-        fail_fast=args.fail_fast,
-        progress=not args.no_progress,
-    )
+    started_cluster = _cluster_up() if args.manage_cluster else False
+    try:
+        print(f"plan {plan.name}: {len(jobs)} runs into {results_dir}")
+        results = runner.run_plan(
+            plan,
+            results_dir=results_dir,
+            kernel=args.kernel,
+            only=args.only,
+            rerun=args.rerun,
+            fail_fast=args.fail_fast,
+            progress=not args.no_progress,
+        )
+    finally:
+        if started_cluster:
+            _cluster_down()
     counts = {
         s: sum(1 for r in results if r.status == s) for s in ("completed", "skipped", "failed")
     }
@@ -42,6 +47,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"plan {plan.name}: {counts['completed']} completed, {counts['skipped']} skipped,"
         f" {counts['failed']} failed; results in {results_dir}"
     )
+    for result in results:
+        targets = result.folder / "targets.md"
+        if result.job.experiment == "summary" and result.status != "failed" and targets.exists():
+            print(f"\ntargets ({result.folder}):\n")
+            print(targets.read_text())
+            print(f"figures: {result.folder / 'figures'}")
     failed = [r for r in results if r.status == "failed"]
     for result in failed:
         print(f"  failed: {result.job.experiment}/{result.job.run_id}: {result.error}")
@@ -50,6 +61,51 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             print(f"          see {result.folder / 'run.json'} (it failed before running)")
     return 1 if failed else 0
+
+
+def _cluster_up() -> bool:
+    """Start the embedded cluster unless one is running; True if this call started it."""
+    from wasmop.cli import CommandError
+    from wasmop.cluster import manager
+    from wasmop.cluster.layout import StateLayout
+
+    layout = StateLayout.default()
+    if manager.is_running(layout):
+        return False
+    print("starting the embedded cluster (nodes, operator, gateway) ...")
+    try:
+        manager.up(layout, timeout=300, progress=lambda line: print(f"  {line}"))
+    except manager.ClusterError as exc:
+        raise CommandError(str(exc)) from exc
+    return True
+
+
+def _cluster_down() -> None:
+    from wasmop.cluster import manager
+    from wasmop.cluster.layout import StateLayout
+
+    print("stopping the embedded cluster ...")
+    manager.down(StateLayout.default())
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    """JupyterLab on loopback, in notebooks/, with the wasmop kernel registered."""
+    import os
+    import sys
+
+    from wasmop.bench import runner
+
+    runner.ensure_kernel()
+    command = [
+        sys.executable, "-m", "jupyter", "lab",
+        f"--notebook-dir={runner.notebooks_dir()}",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={args.port}",
+        "--no-browser",
+    ]  # fmt: skip
+    print(" ".join(command))
+    os.execv(sys.executable, command)
+    return 0  # not reached
 
 
 def cmd_kernel(args: argparse.Namespace) -> int:
@@ -99,7 +155,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     run.add_argument("--kernel", default="wasmop", help="Jupyter kernel name (default: wasmop)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--manage-cluster",
+        action="store_true",
+        help="start the embedded cluster if it is not running, and stop it afterwards",
+    )
     run.set_defaults(handler=cmd_run)
+
+    lab = sub.add_parser("lab", help="start JupyterLab (on 127.0.0.1) with the wasmop kernel")
+    lab.add_argument("--port", type=int, default=8888, help="port on 127.0.0.1 (default 8888)")
+    lab.set_defaults(handler=cmd_lab)
 
     kernel = sub.add_parser("kernel", help="(re)register the wasmop Jupyter kernel for this venv")
     kernel.add_argument("--name", default="wasmop", help="kernel name (default: wasmop)")

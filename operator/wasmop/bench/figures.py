@@ -183,7 +183,7 @@ def probe_timeline(probes: pd.DataFrame, fault_ms: float) -> Figure:
     ax.plot(t[~ok], probes.loc[~ok, "latency_ms"], linestyle="none", marker="x", markersize=5,
             color="#D55E00", label="failed")  # fmt: skip
     plots.mark_times(ax, [0.0], ["fault"])
-    ax.set_yscale("log")
+    plots.log_axis(ax, "y")
     ax.set_xlabel("time since fault (s)")
     ax.set_ylabel("request latency (ms)")
     ax.legend(loc="upper right")

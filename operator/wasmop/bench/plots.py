@@ -46,6 +46,17 @@ def _leading(value: float) -> int:
     return int(f"{value:e}"[0])
 
 
+def log_axis(ax: Axes, which: str = "y") -> Axes:
+    """A log scale labelled 1, 2, 5, 10, 20 ... instead of 2x10^0 (readable in print)."""
+    axis = ax.yaxis if which == "y" else ax.xaxis
+    (ax.set_yscale if which == "y" else ax.set_xscale)("log")
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(
+        FuncFormatter(lambda value, _: f"{value:g}" if _leading(value) in (2, 5) else "")
+    )
+    return ax
+
+
 def use_style() -> None:
     """Apply the house style to matplotlib's defaults."""
     mpl.rcParams.update(
@@ -120,12 +131,7 @@ def ecdf(
     ax.set_ylabel("fraction of observations")
     ax.set_ylim(0, 1.02)
     if log_x:
-        ax.set_xscale("log")
-        plain = FuncFormatter(lambda value, _: f"{value:g}")
-        ax.xaxis.set_major_formatter(plain)
-        ax.xaxis.set_minor_formatter(
-            FuncFormatter(lambda v, _: f"{v:g}" if _leading(v) in (2, 5) else "")
-        )
+        log_axis(ax, "x")
     if series:
         ax.legend(loc="lower right")
     return ax
@@ -225,8 +231,9 @@ def mark_times(ax: Axes, times: Sequence[float], labels: Sequence[str] | None = 
     for i, t in enumerate(times):
         ax.axvline(t, color="#444444", linestyle=next(styles), linewidth=1.0)
         if labels:
+            # Alternate heights so labels of events close in time do not overlap.
             ax.annotate(
-                labels[i], (t, 1.0), xycoords=("data", "axes fraction"), rotation=90,
-                va="top", ha="right", fontsize=8, color="#444444",
+                labels[i], (t, 1.0 if i % 2 == 0 else 0.55), xycoords=("data", "axes fraction"),
+                rotation=90, va="top", ha="right", fontsize=8, color="#444444",
             )  # fmt: skip
     return ax
