@@ -33,9 +33,10 @@ class ClusterSettings:
     not_ready_toleration_seconds: int = 2
     unreachable_toleration_seconds: int = 2
     # Client QPS of controllers and scheduler: upstream's 20/50 throttle a 100-function
-    # deployment storm to tens of seconds, which would measure the throttle, not the system.
-    client_qps: int = 200
-    client_burst: int = 400
+    # deployment storm (about 500 controller writes, events included) to tens of seconds,
+    # which would measure the throttle, not the system.
+    client_qps: int = 1000
+    client_burst: int = 2000
     etcd_fsync: bool = True
     # Wasm node agents (at least two, so a node failure can evict to a healthy node) and
     # the gateway, started with the control plane.

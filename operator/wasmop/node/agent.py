@@ -41,6 +41,7 @@ ENGINE_VERSION_LABEL = "wasm.bits-dissertation.io/engine-version"
 ZONE_LABEL = "topology.kubernetes.io/zone"
 DAEMON_PORT = 10250
 MAX_CONFIGMAP_CACHE = 64
+GRAPH_RETRIES = 60  # about 20 s of "no relationship found" before a Pod reports it
 
 
 @dataclass
@@ -117,16 +118,7 @@ class NodeAgent:
         key = (namespace, source.configmap)
         configmap = self._configmaps.get(key)
         if configmap is None or not configmap.get("immutable"):
-            try:
-                configmap = await self.kube.get(
-                    api_path("v1", "configmaps", namespace, source.configmap)
-                )
-            except ApiError as exc:
-                if exc.not_found:
-                    raise PodSpecError(
-                        "ModuleNotFound", f"ConfigMap {namespace}/{source.configmap} not found"
-                    ) from exc
-                raise PodSpecError("ModuleNotFound", f"cannot read ConfigMap: {exc}") from exc
+            configmap = await self._get_configmap(namespace, source.configmap)
             if len(self._configmaps) >= MAX_CONFIGMAP_CACHE:
                 self._configmaps.pop(next(iter(self._configmaps)))
             self._configmaps[key] = configmap
@@ -144,6 +136,32 @@ class NodeAgent:
             "ModuleNotFound",
             f"ConfigMap {namespace}/{source.configmap} has no key {' or '.join(keys)}",
         )
+
+    async def _get_configmap(self, namespace: str, name: str) -> dict[str, Any]:
+        """GET a ConfigMap a Pod of ours mounts.
+
+        The Node authorizer learns that this node may read it only once its graph has seen
+        the Pod bound here, which can trail the Pod's arrival at this agent by a moment:
+        "no relationship found" is retried briefly, as a kubelet would.
+        """
+        path = api_path("v1", "configmaps", namespace, name)
+        for attempt in range(GRAPH_RETRIES):
+            try:
+                return await self.kube.get(path)
+            except ApiError as exc:
+                if exc.not_found:
+                    raise PodSpecError(
+                        "ModuleNotFound", f"ConfigMap {namespace}/{name} not found"
+                    ) from exc
+                if (
+                    exc.status == 403
+                    and "no relationship" in exc.message
+                    and attempt < GRAPH_RETRIES - 1
+                ):
+                    await asyncio.sleep(min(0.05 * (attempt + 1), 0.5))
+                    continue
+                raise PodSpecError("ModuleNotFound", f"cannot read ConfigMap: {exc}") from exc
+        raise AssertionError("unreachable")
 
     async def probe(self, url: str, limit_s: float) -> tuple[bool, str]:
         """One HTTP probe from the host namespace into the node's namespace."""

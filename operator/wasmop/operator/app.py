@@ -24,7 +24,7 @@ from wasmop.operator.functions import FunctionController, RetryLater
 from wasmop.operator.modules import ModuleChecker
 from wasmop.operator.nodes import NodeIndex, runtime_status
 from wasmop.operator.resources import LABEL_MANAGED_BY, MANAGED_BY
-from wasmop.operator.scaling import Autoscaler, MetricsCollector, PodIndex
+from wasmop.operator.scaling import Autoscaler, MetricsCollector
 from wasmop.operator.spec import API_VERSION, GROUP, RUNTIME_PLURAL, VERSION, SpecError, WasmRuntime
 from wasmop.operator.status import now_rfc3339, set_condition
 from wasmop.operator.telemetry import OperatorMetrics, serve_telemetry
@@ -77,7 +77,7 @@ class Operator:
         nodes = NodeIndex()
         collector = MetricsCollector(nodes, settings.gateway_url)
         autoscaler = Autoscaler(
-            kube, events, functions, collector, PodIndex(), interval=settings.scaling_interval_s
+            kube, events, functions, collector, functions.pods, interval=settings.scaling_interval_s
         )
         return cls(settings, config, kube, events, functions, autoscaler, nodes)
 
@@ -196,19 +196,19 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
             default_namespace=c.namespace,
         )
 
-    async def reconcile(body: kopf.Body, handler: str) -> None:
+    async def reconcile(body: kopf.Body, handler: str, fresh: bool = False) -> None:
         with op.metrics.observe(handler):
             plain = _plain(body)
             state = op.functions.state_for(plain)
             state.body = plain
             try:
-                await op.functions.reconcile(plain)
+                await op.functions.reconcile(plain, fresh=fresh)
             except RetryLater as exc:
                 raise kopf.TemporaryError(str(exc), delay=exc.delay) from exc
 
     @kopf.on.create(*FUNCTIONS, registry=registry, timeout=timeout, backoff=backoff)
     async def function_created(body: kopf.Body, **_: Any) -> None:
-        await reconcile(body, "function_created")
+        await reconcile(body, "function_created", fresh=True)
 
     @kopf.on.update(*FUNCTIONS, registry=registry, timeout=timeout, backoff=backoff, field="spec")
     async def function_updated(body: kopf.Body, **_: Any) -> None:
@@ -256,22 +256,27 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
     @kopf.on.event("apps", "v1", "deployments", registry=registry, labels=managed)
     async def deployment_event(type: str | None, body: kopf.Body, **_: Any) -> None:
         with op.metrics.observe("deployment_event"):
-            await op.functions.observe_deployment(type or "ADDED", _plain(body))
+            await op.functions.observe_deployment(type or "ADDED", _view(body))
 
     @kopf.on.event("", "v1", "pods", registry=registry, labels=managed)
     async def pod_event(type: str | None, body: kopf.Body, **_: Any) -> None:
-        op.autoscaler.pods.apply(type or "ADDED", _plain(body))
+        op.functions.observe_pod(type or "ADDED", _view(body))
 
     @kopf.on.event("", "v1", "nodes", registry=registry)
     async def node_event(type: str | None, body: kopf.Body, **_: Any) -> None:
-        if op.nodes.apply(type or "ADDED", _plain(body)):
+        if op.nodes.apply(type or "ADDED", _view(body)):
             op.schedule_runtime_sync()
 
     @kopf.on.event(*RUNTIMES, registry=registry)
     async def runtime_event(type: str | None, body: kopf.Body, **_: Any) -> None:
-        op.apply_runtime(type or "ADDED", _plain(body))
+        op.apply_runtime(type or "ADDED", _view(body))
 
     return registry
+
+
+def _view(body: kopf.Body) -> dict[str, Any]:
+    """kopf's body as a dict without copying: for observers that read it before awaiting."""
+    return dict(body)
 
 
 def _plain(body: kopf.Body) -> dict[str, Any]:

@@ -8,7 +8,9 @@ and duplicates nothing.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +20,7 @@ from wasmop.kube import ApiError, Kube
 from wasmop.kube.client import api_path
 from wasmop.kube.events import EventRecorder
 from wasmop.operator.modules import ModuleChecker, ModuleUnavailable, fetch_module
+from wasmop.operator.pods import PodIndex
 from wasmop.operator.resources import (
     LABEL_FUNCTION,
     ModuleTooLarge,
@@ -38,6 +41,9 @@ from wasmop.operator.validation import problem_from_spec_error, summarize, valid
 log = logging.getLogger(__name__)
 
 FIELD_MANAGER = "wasmop-operator"
+# Status writes triggered by Pod and Deployment events wait this long, so that one write
+# covers a burst (the replicas of a rollout turning Ready together).
+WRITE_COALESCE_S = 0.02
 
 
 class NotOurs(Exception):
@@ -61,7 +67,9 @@ class FunctionController:
     runtimes: dict[str, WasmRuntime] = field(default_factory=dict)
     ready_runtimes: set[str] = field(default_factory=set)
     states: dict[tuple[str, str], FunctionState] = field(default_factory=dict)
+    pods: PodIndex = field(default_factory=PodIndex)
     http: aiohttp.ClientSession | None = None
+    _writes: set[asyncio.Task[None]] = field(default_factory=set)
 
     def state_for(self, body: dict[str, Any]) -> FunctionState:
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
@@ -76,12 +84,17 @@ class FunctionController:
 
     # --- reconcile ------------------------------------------------------------------
 
-    async def reconcile(self, body: dict[str, Any]) -> None:
+    async def reconcile(self, body: dict[str, Any], *, fresh: bool = False) -> None:
+        """Bring the function's objects and status in line with its spec.
+
+        ``fresh`` (a just-created function) skips the clean-up of objects an earlier
+        spec may have left (an HPA, module ConfigMaps), which cannot exist yet.
+        """
         state = self.state_for(body)
         async with state.lock:
-            await self._reconcile(state, body)
+            await self._reconcile(state, body, fresh)
 
-    async def _reconcile(self, state: FunctionState, body: dict[str, Any]) -> None:
+    async def _reconcile(self, state: FunctionState, body: dict[str, Any], fresh: bool) -> None:
         now = now_rfc3339()
         meta = body["metadata"]
         state.generation = int(meta.get("generation") or 0)
@@ -162,23 +175,25 @@ class FunctionController:
             resolved, bundle, revision=update.current.revision, configmap=update.current.config_map
         )
         try:
-            applied = await self._apply_owned(
-                api_path("apps/v1", "deployments", function.namespace, function.name),
-                deployment,
-                function,
+            applied, _ = await asyncio.gather(
+                self._apply_owned(
+                    api_path("apps/v1", "deployments", function.namespace, function.name),
+                    deployment,
+                    function,
+                ),
+                self._apply_owned(
+                    api_path("v1", "services", function.namespace, function.name),
+                    build_service(function),
+                    function,
+                ),
             )
             state.timings = state.timings.mark("deployment_created_at", now_rfc3339())
-            await self._apply_owned(
-                api_path("v1", "services", function.namespace, function.name),
-                build_service(function),
-                function,
-            )
         except NotOurs as exc:
             await self._wait(state, "ResourceConflict", str(exc))
             raise RetryLater(str(exc), delay=10.0) from exc
-        await self._sync_hpa(function)
-        state.observe_deployment(applied, now_rfc3339())
-        await write_status(self.kube, self.events, state)
+        await self._sync_hpa(function, state, fresh)
+        state.observe_deployment(applied)
+        await self._write(state)
         if update.changed and update.rolled_back:
             self.events.record(
                 state.reference, "RolledBack", f"back to revision {update.current.revision}"
@@ -188,7 +203,11 @@ class FunctionController:
                 state.reference, "RollingOut",
                 f"revision {update.current.revision} (version {function.spec.version})",
             )  # fmt: skip
-        await self._collect_configmaps(function, state, update.config_maps_to_delete)
+        if update.config_maps_to_delete:
+            await self._delete_configmaps(function.namespace, update.config_maps_to_delete)
+        if not fresh and not update.changed:
+            # A resume or resync: sweep ConfigMaps an interrupted earlier pass left behind.
+            await self._collect_configmaps(function, state)
 
     async def _apply_owned(
         self, path: str, body: dict[str, Any], function: WasmFunction
@@ -213,6 +232,30 @@ class FunctionController:
             )
         return await self.kube.apply(path, body, FIELD_MANAGER, force=True)
 
+    async def _write(self, state: FunctionState) -> None:
+        await write_status(
+            self.kube, self.events, state, self.pods.pods(state.namespace, state.name)
+        )
+
+    def schedule_write(self, state: FunctionState) -> None:
+        """Write status soon, once for a burst of events (Pods of one rollout, say)."""
+        if state.write_pending:
+            return
+        state.write_pending = True
+
+        async def write() -> None:
+            await asyncio.sleep(WRITE_COALESCE_S)
+            async with state.lock:
+                state.write_pending = False
+                try:
+                    await self._write(state)
+                except ApiError as exc:
+                    log.warning("status of %s/%s not written: %s", state.namespace, state.name, exc)
+
+        task = asyncio.create_task(write())
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
     def _session(self) -> aiohttp.ClientSession:
         if self.http is None or self.http.closed:
             self.http = aiohttp.ClientSession()
@@ -223,13 +266,13 @@ class FunctionController:
         state.waiting = None
         state.validation = (reason, message)
         state.observed_generation = state.generation
-        await write_status(self.kube, self.events, state)
+        await self._write(state)
 
     async def _wait(self, state: FunctionState, reason: str, message: str) -> None:
         state.valid = None if state.valid is False else state.valid
         state.waiting = (reason, message)
         state.observed_generation = state.generation
-        await write_status(self.kube, self.events, state)
+        await self._write(state)
 
     async def _ensure_configmap(self, configmap: dict[str, Any]) -> None:
         """Create the immutable module ConfigMap unless it exists (same name, same bytes)."""
@@ -240,35 +283,42 @@ class FunctionController:
             if not exc.conflict:
                 raise
 
-    async def _collect_configmaps(
-        self, function: WasmFunction, state: FunctionState, dropped: tuple[str, ...]
-    ) -> None:
+    async def _collect_configmaps(self, function: WasmFunction, state: FunctionState) -> None:
         """Delete module ConfigMaps no revision in the history refers to any more."""
         path = api_path("v1", "configmaps", function.namespace)
         listing = await self.kube.list(path, labelSelector=f"{LABEL_FUNCTION}={function.name}")
         existing = [item["metadata"]["name"] for item in listing.get("items", [])]
-        for name in {*dropped, *orphaned_configmaps(existing, state.revisions)}:
-            if name not in existing:
-                continue
+        await self._delete_configmaps(
+            function.namespace, orphaned_configmaps(existing, state.revisions)
+        )
+
+    async def _delete_configmaps(self, namespace: str, names: Iterable[str]) -> None:
+        for name in names:
             try:
-                await self.kube.delete(api_path("v1", "configmaps", function.namespace, name))
+                await self.kube.delete(api_path("v1", "configmaps", namespace, name))
             except ApiError as exc:
                 if not exc.not_found:
                     raise
 
-    async def _sync_hpa(self, function: WasmFunction) -> None:
+    async def _sync_hpa(self, function: WasmFunction, state: FunctionState, fresh: bool) -> None:
+        """A native HPA exists exactly while ``scaling.engine`` is ``hpa``."""
         path = api_path(
             "autoscaling/v2", "horizontalpodautoscalers", function.namespace, function.name
         )
         scaling = function.spec.scaling
         if scaling is not None and scaling.engine == "hpa":
             await self.kube.apply(path, build_hpa(function), FIELD_MANAGER)
+            state.has_hpa = True
+            return
+        if fresh or state.has_hpa is False:
+            state.has_hpa = False
             return
         try:
             await self.kube.delete(path)
         except ApiError as exc:
             if not exc.not_found:
                 raise
+        state.has_hpa = False
 
     # --- observation ----------------------------------------------------------------
 
@@ -283,9 +333,14 @@ class FunctionController:
         state = self.states.get((meta["namespace"], owner["name"]))
         if state is None or state.uid != owner.get("uid"):
             return
-        async with state.lock:
-            state.observe_deployment(None if event_type == "DELETED" else body, now_rfc3339())
-            await write_status(self.kube, self.events, state)
+        state.observe_deployment(None if event_type == "DELETED" else body)
+        self.schedule_write(state)
+
+    def observe_pod(self, event_type: str, body: dict[str, Any]) -> None:
+        key = self.pods.apply(event_type, body)
+        state = self.states.get(key) if key else None
+        if state is not None and state.deployment is not None:
+            self.schedule_write(state)
 
     async def record_scaling(self, namespace: str, name: str, scaling: dict[str, Any]) -> None:
         state = self.states.get((namespace, name))
@@ -293,7 +348,7 @@ class FunctionController:
             return
         async with state.lock:
             state.scaling = scaling
-            await write_status(self.kube, self.events, state)
+            await self._write(state)
 
     def waiting_on(self, runtime: str) -> list[tuple[str, str]]:
         return [

@@ -3,7 +3,7 @@
 The operator fetches the module once (from a ConfigMap, a URL or the spec itself) and
 stores it in an immutable ConfigMap per digest, so nodes never reach outside the
 cluster. The compatibility check compiles the module with the runtime's engine
-features; its verdict is cached per (digest, features), never the compiled code, which
+features in a worker process; only its verdict is kept, per (digest, features), which
 keeps the operator's memory flat however many functions it runs.
 """
 
@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import hashlib
 import logging
+import multiprocessing
 from collections import OrderedDict
-from typing import Any
 
 import aiohttp
 
@@ -23,6 +24,7 @@ from wasmop.kube.client import api_path
 from wasmop.operator.resources import unpack_module
 from wasmop.operator.spec import RuntimeSpec, WasmFunction
 from wasmop.operator.validation import Problem, Reason
+from wasmop.runtime.podenv import SWITCHABLE_FEATURES
 
 log = logging.getLogger(__name__)
 
@@ -81,61 +83,63 @@ async def fetch_module(kube: Kube, function: WasmFunction, session: aiohttp.Clie
     return data
 
 
+def compile_check(module: bytes, features: tuple[str, ...]) -> tuple[str, str] | None:
+    """Compile ``module`` with these engine features; (reason, message) if it fails.
+
+    Runs in a short-lived worker process: compiling a large module (SQLite takes about a
+    second and a hundred MiB) must neither stall the operator's event loop nor leave its
+    memory behind in the operator.
+    """
+    from wasmop.runtime import EngineFeatures, ModuleError, RuntimeConfig, check_module
+
+    names = set(features)
+    flags = {name.replace("-", "_"): name in names for name in SWITCHABLE_FEATURES}
+    config = RuntimeConfig(
+        features=EngineFeatures.from_mapping(flags), consume_fuel="fuel" in names
+    )
+    try:
+        check_module(module, config=config, compile=True)
+    except ModuleError as exc:
+        return exc.reason, str(exc)
+    return None
+
+
 class ModuleChecker:
-    """Compiles modules against a runtime's features, remembering only the verdicts."""
+    """Judges modules against a runtime's features, remembering only the verdicts."""
 
     def __init__(self) -> None:
         self._verdicts: OrderedDict[tuple[str, tuple[str, ...]], list[Problem]] = OrderedDict()
-        self._runtimes: dict[tuple[str, ...], Any] = {}
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._lock = asyncio.Lock()
 
-    def _runtime(self, features: tuple[str, ...]) -> Any:
-        from wasmop.runtime import EngineFeatures, Runtime, RuntimeConfig
-
-        if features not in self._runtimes:
-            names = set(features)
-            flags = {
-                name.replace("-", "_"): name in names
-                for name in ("simd", "bulk-memory", "multi-value", "threads", "memory64")
-            }
-            config = RuntimeConfig(
-                features=EngineFeatures.from_mapping(flags), consume_fuel="fuel" in names
+    def _executor(self) -> concurrent.futures.ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                max_tasks_per_child=1,  # a fresh process per module: its memory goes with it
             )
-            self._runtimes[features] = Runtime(config)
-        return self._runtimes[features]
+        return self._pool
 
     async def check(self, module: bytes, runtime: RuntimeSpec) -> list[Problem]:
         features = tuple(runtime.features.enabled())
         key = (hashlib.sha256(module).hexdigest(), features)
-        if key in self._verdicts:
-            self._verdicts.move_to_end(key)
-            return self._verdicts[key]
-        async with self._lock:  # one compile at a time: the operator has a CPU budget
-            problems = await asyncio.to_thread(self._check_sync, module, features)
-        self._verdicts[key] = problems
-        if len(self._verdicts) > CHECK_CACHE_SIZE:
-            self._verdicts.popitem(last=False)
-        return problems
-
-    def _check_sync(self, module: bytes, features: tuple[str, ...]) -> list[Problem]:
-        from wasmop.runtime import ModuleError
-
-        runtime = self._runtime(features)
-        try:
-            compiled = runtime.load(module)
-        except ModuleError as exc:
-            return [
-                Problem(
-                    "spec.module",
-                    Reason.MODULE_INCOMPATIBLE
-                    if exc.reason != "NotWasm"
-                    else Reason.MODULE_INVALID,
-                    f"{exc.reason}: {exc}",
-                )
-            ]
-        runtime.evict(compiled.digest)
-        return []
+        async with self._lock:  # one compile at a time; later callers find the verdict
+            if key in self._verdicts:
+                self._verdicts.move_to_end(key)
+                return self._verdicts[key]
+            loop = asyncio.get_running_loop()
+            failure = await loop.run_in_executor(self._executor(), compile_check, module, features)
+            problems = []
+            if failure is not None:
+                reason, message = failure
+                kind = Reason.MODULE_INVALID if reason == "NotWasm" else Reason.MODULE_INCOMPATIBLE
+                problems.append(Problem("spec.module", kind, f"{reason}: {message}"))
+            self._verdicts[key] = problems
+            if len(self._verdicts) > CHECK_CACHE_SIZE:
+                self._verdicts.popitem(last=False)
+            return problems
 
     def close(self) -> None:
-        for runtime in self._runtimes.values():
-            runtime.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)

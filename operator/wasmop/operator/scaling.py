@@ -23,8 +23,7 @@ from wasmop.kube.events import EventRecorder
 from wasmop.operator.functions import FunctionController
 from wasmop.operator.hpa import PodMetric, Recommendation, decide_for, observation_for
 from wasmop.operator.nodes import NodeIndex
-from wasmop.operator.quantity import cpu_millis, memory_bytes
-from wasmop.operator.resources import LABEL_FUNCTION
+from wasmop.operator.pods import PodIndex
 from wasmop.operator.spec import API_VERSION, FUNCTION_PLURAL, WasmFunction
 from wasmop.operator.status import now_rfc3339, scaling_status
 
@@ -49,52 +48,6 @@ def parse_resource_metrics(text: str) -> dict[tuple[str, str], tuple[float | Non
         entry = out.setdefault(key, [None, None])
         entry[0 if name.startswith("pod_cpu") else 1] = value
     return {k: (v[0], v[1]) for k, v in out.items()}
-
-
-@dataclass
-class PodInfo:
-    name: str
-    ready: bool
-    phase: str
-    deleting: bool
-    cpu_request: float | None  # cores
-    memory_request: float | None  # bytes
-
-
-class PodIndex:
-    """The Pods of every function, from the Pod watch (no listing per decision)."""
-
-    def __init__(self) -> None:
-        self.by_function: dict[tuple[str, str], dict[str, PodInfo]] = {}
-
-    def apply(self, event_type: str, body: dict[str, Any]) -> None:
-        meta = body["metadata"]
-        function = (meta.get("labels") or {}).get(LABEL_FUNCTION)
-        if not function:
-            return
-        pods = self.by_function.setdefault((meta["namespace"], function), {})
-        if event_type == "DELETED":
-            pods.pop(meta["name"], None)
-            return
-        status = body.get("status") or {}
-        containers = (body.get("spec") or {}).get("containers") or [{}]
-        requests = (containers[0].get("resources") or {}).get("requests") or {}
-        pods[meta["name"]] = PodInfo(
-            name=meta["name"],
-            ready=any(
-                c.get("type") == "Ready" and c.get("status") == "True"
-                for c in status.get("conditions") or []
-            ),
-            phase=status.get("phase", "Pending"),
-            deleting=bool(meta.get("deletionTimestamp")),
-            cpu_request=cpu_millis(requests["cpu"]) / 1000 if "cpu" in requests else None,
-            memory_request=float(memory_bytes(requests["memory"]))
-            if "memory" in requests
-            else None,
-        )
-
-    def pods(self, namespace: str, function: str) -> list[PodInfo]:
-        return list(self.by_function.get((namespace, function), {}).values())
 
 
 @dataclass

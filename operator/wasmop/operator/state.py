@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from wasmop.kube import ApiError, Kube
 from wasmop.kube.client import api_path
 from wasmop.kube.events import EventRecorder
-from wasmop.operator.resources import ANNOTATION_REVISION
+from wasmop.operator.pods import PodInfo
 from wasmop.operator.spec import API_VERSION, FUNCTION_PLURAL
 from wasmop.operator.status import (
     ConditionType,
@@ -60,7 +60,6 @@ class FunctionState:
     revisions: tuple[Revision, ...] = ()
     timings: Timings = field(default_factory=Timings)
     deployment: DeploymentState | None = None
-    deployment_revision: str | None = None
     settled: bool = False
     runtime: str = ""
     url: str = ""
@@ -70,6 +69,8 @@ class FunctionState:
     phase: Phase | None = None
     written: dict[str, Any] | None = None
     body: dict[str, Any] | None = None  # the latest object, for retries outside kopf
+    write_pending: bool = False
+    has_hpa: bool | None = None  # None: unknown (after a restart)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     @classmethod
@@ -101,28 +102,51 @@ class FunctionState:
 
     # --- observations ---------------------------------------------------------------
 
-    def observe_deployment(self, body: dict[str, Any] | None, now: str) -> None:
-        if body is None:
-            self.deployment = None
-            return
-        self.deployment = DeploymentState.from_deployment(body)
-        annotations = body["metadata"].get("annotations") or {}
-        self.deployment_revision = annotations.get(ANNOTATION_REVISION)
+    def observe_deployment(self, body: dict[str, Any] | None) -> None:
+        self.deployment = None if body is None else DeploymentState.from_deployment(body)
+
+    def workload(self, pods: list[PodInfo]) -> DeploymentState | None:
+        """The Deployment's state with its replica counts taken from the Pods themselves.
+
+        The Pod watch sees a replica turn Ready before the ReplicaSet and Deployment
+        controllers have each written their status, so counting Pods keeps the function's
+        status as fresh as the Pods (the Deployment still supplies its conditions).
+        """
         d = self.deployment
-        current = self.revision is not None and self.deployment_revision == str(self.revision)
-        if not current or d.observed_generation < d.generation:
+        if d is None or not pods:
+            return d
+        live = [p for p in pods if not p.deleting and p.phase not in ("Succeeded", "Failed")]
+        current = [p for p in live if p.revision == str(self.revision)]
+        ready = sum(1 for p in live if p.ready)
+        return replace(
+            d,
+            observed_generation=max(d.observed_generation, d.generation),
+            replicas=len(live),
+            updated_replicas=len(current),
+            ready_replicas=ready,
+            available_replicas=ready,
+        )
+
+    def note_progress(
+        self, workload: DeploymentState | None, pods: list[PodInfo], now: str
+    ) -> None:
+        """Per-phase timestamps and whether the rollout has settled."""
+        if workload is None or self.revision is None:
             return
-        if d.updated_replicas >= 1 and d.ready_replicas >= 1:
+        if any(p.ready and not p.deleting and p.revision == str(self.revision) for p in pods) or (
+            not pods and workload.updated_replicas >= 1 and workload.ready_replicas >= 1
+        ):
             self.timings = self.timings.mark("first_replica_ready_at", now)
-        if d.rolled_out(self.desired) and d.ready_replicas >= self.desired:
+        if workload.rolled_out(self.desired) and workload.ready_replicas >= self.desired:
             if self.desired > 0:
                 self.timings = self.timings.mark("all_ready_at", now)
             self.settled = True
 
     # --- status ---------------------------------------------------------------------
 
-    def build_status(self, now: str) -> dict[str, Any]:
-        d = self.deployment
+    def build_status(self, now: str, pods: list[PodInfo]) -> dict[str, Any]:
+        d = self.workload(pods)
+        self.note_progress(d, pods, now)
         phase = compute_phase(
             valid=self.valid,
             deployment=d,
@@ -189,13 +213,15 @@ def _comparable(status: dict[str, Any]) -> dict[str, Any]:
     return {**status, "conditions": conditions}
 
 
-async def write_status(kube: Kube, events: EventRecorder, state: FunctionState) -> Phase | None:
+async def write_status(
+    kube: Kube, events: EventRecorder, state: FunctionState, pods: list[PodInfo]
+) -> Phase | None:
     """Patch the function's status if it changed; post an Event on a phase change.
 
     Callers hold ``state.lock``. Returns the phase written (None if nothing was written).
     """
     now = now_rfc3339()
-    status = state.build_status(now)
+    status = state.build_status(now, pods)
     comparable = _comparable(status)
     if comparable == state.written:
         return None
