@@ -181,7 +181,7 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
         settings.execution.max_workers = 8
         settings.watching.server_timeout = 600
         settings.peering.priority = op.settings.priority or random.randint(1, 10**6)
-        await op.prime()
+        await asyncio.gather(op.prime(), op.functions.checker.warm_up())
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:

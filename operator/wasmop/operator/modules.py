@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 MAX_FETCH_BYTES = 64 * 2**20
 CHECK_CACHE_SIZE = 512
+CHECKS_PER_WORKER = 25
 
 
 class ModuleUnavailable(Exception):
@@ -104,6 +105,12 @@ def compile_check(module: bytes, features: tuple[str, ...]) -> tuple[str, str] |
     return None
 
 
+# (module (memory (export "memory") 1) (func (export "_start"))): the smallest servable module
+WARM_UP_MODULE = bytes.fromhex(
+    "0061736d01000000010401600000030201000503010001071302066d656d6f72790200065f737461727400000a040102000b"
+)
+
+
 class ModuleChecker:
     """Judges modules against a runtime's features, remembering only the verdicts."""
 
@@ -117,9 +124,15 @@ class ModuleChecker:
             self._pool = concurrent.futures.ProcessPoolExecutor(
                 max_workers=1,
                 mp_context=multiprocessing.get_context("spawn"),
-                max_tasks_per_child=1,  # a fresh process per module: its memory goes with it
+                # Recycled every few modules, so what compiling leaves behind goes with it.
+                max_tasks_per_child=CHECKS_PER_WORKER,
             )
         return self._pool
+
+    async def warm_up(self) -> None:
+        """Start the worker now, so the first function does not wait for its start-up."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor(), compile_check, WARM_UP_MODULE, ())
 
     async def check(self, module: bytes, runtime: RuntimeSpec) -> list[Problem]:
         features = tuple(runtime.features.enabled())
