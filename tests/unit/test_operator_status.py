@@ -152,7 +152,7 @@ def test_ready_text_and_workload_conditions() -> None:
         )
     )
     assert conditions["Available"] == (True, "MinimumReplicasAvailable")
-    assert conditions["Progressing"] == (True, "NewReplicaSetAvailable")
+    assert conditions["Progressing"] == (True, "RolloutInProgress")
     done = dict(
         (c[0], c[1:3])
         for c in workload_conditions(DeploymentState.from_deployment(deployment_body()), 3)

@@ -242,8 +242,10 @@ def workload_conditions(
     elif deployment.rolled_out(desired) and deployment.ready_replicas >= desired:
         progressing = (True, "RolloutComplete", counts)
     else:
-        reason = deployment.progressing_reason or "RolloutInProgress"
-        progressing = (True, reason, counts)
+        # One reason for the whole rollout: mirroring each step of the Deployment
+        # controller (NewReplicaSetCreated, ReplicaSetUpdated, ...) would rewrite the
+        # function's status several times per rollout and tell the user nothing more.
+        progressing = (True, "RolloutInProgress", counts)
     return [
         (ConditionType.AVAILABLE, *available),
         (ConditionType.PROGRESSING, *progressing),
