@@ -18,10 +18,12 @@ from pathlib import Path
 
 import psutil
 
+from wasmop.bench.checks import Check, print_checks, print_quantiles
 from wasmop.cluster import manager
 from wasmop.cluster.layout import StateLayout
 from wasmop.cluster.settings import ClusterSettings
 
+CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 WARM_READY_TARGET_S = 10.0
 IDLE_RSS_TARGET_MIB = 1536.0
 
@@ -87,31 +89,23 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             manager.down(layout)
 
-    total_rss = sum(rss.values())
-    warm_median = statistics.median(warm)
-    print()
-    print("embedded control plane start (client-side, until every component is ready)")
-    print(f"{'measure':<34}{'median':>10}{'min':>10}{'max':>10}{'n':>4}")
-    for label, xs in (("cold start to ready [s]", cold), ("warm start to ready [s]", warm)):
-        print(
-            f"{label:<34}{statistics.median(xs):>10.2f}{min(xs):>10.2f}{max(xs):>10.2f}{len(xs):>4}"
-        )
+    total_rss = sum(v for k, v in rss.items() if k in CONTROL_PLANE)
+    print_quantiles(
+        "embedded cluster start, until every component is ready",
+        {"cold start to ready": cold, "warm start to ready": warm},
+        unit="s",
+    )
     print(f"\nidle resident memory after {args.idle_seconds:.0f} s [MiB]")
-    for name, value in rss.items():
-        print(f"  {name:<32}{value:>10.1f}")
-    print(f"  {'total':<32}{total_rss:>10.1f}")
-    print("\ntargets")
-    ok_start = warm_median <= WARM_READY_TARGET_S
-    ok_rss = total_rss <= IDLE_RSS_TARGET_MIB
-    print(
-        f"  warm start median {warm_median:.2f} s <= {WARM_READY_TARGET_S:.0f} s: "
-        f"{'met' if ok_start else 'MISSED'} (ratio {warm_median / WARM_READY_TARGET_S:.2f})"
+    for name in sorted(rss, key=lambda n: (n not in CONTROL_PLANE, n)):
+        print(f"  {name:<32}{rss[name]:>10.1f}")
+    print(f"  {'control plane (first four)':<32}{total_rss:>10.1f}")
+    ok = print_checks(
+        [
+            Check("warm start to ready, median", statistics.median(warm), WARM_READY_TARGET_S, "s"),
+            Check("idle control plane RSS", total_rss, IDLE_RSS_TARGET_MIB, "MiB"),
+        ]
     )
-    print(
-        f"  idle RSS {total_rss:.0f} MiB <= {IDLE_RSS_TARGET_MIB:.0f} MiB: "
-        f"{'met' if ok_rss else 'MISSED'} (ratio {total_rss / IDLE_RSS_TARGET_MIB:.2f})"
-    )
-    return 0 if ok_start and ok_rss else 1
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
