@@ -454,3 +454,52 @@ def test_hpa_engine_creates_native_hpa(fns: Functions, api: client.ApiClient) ->
     assert hpa.spec.scale_target_ref.kind == "WasmFunction"
     active = wait_for(reported, timeout=60, what="the HPA controller's verdict")
     assert "metrics" in (active.message or "").lower() or active.reason.startswith("FailedGet")
+
+
+def test_two_operator_replicas_hand_over_through_peering(fns: Functions, cluster) -> None:  # type: ignore[no-untyped-def]
+    """A second replica with a higher priority takes over (the first pauses); when it
+    stops, the first resumes. Functions created in either period become Ready."""
+    import os
+    import signal
+    import socket
+
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+    log_path = cluster.layout.logs / "operator-second.log"
+    supervised_log = cluster.layout.log_for("operator")
+    offset = supervised_log.stat().st_size
+    settings = manager.load_settings(cluster.layout)
+    with log_path.open("wb") as log_file:
+        second = subprocess.Popen(
+            [
+                sys.executable, "-m", "wasmop", "operator", "run",
+                "--kubeconfig", str(cluster.layout.kubeconfig_for("operator")),
+                "--metrics-port", str(free_port()), "--health-port", str(free_port()),
+                "--gateway-url", f"http://127.0.0.1:{settings.gateway_port}",
+                "--priority", str(10**7),
+            ],
+            stdout=log_file, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_for(
+            lambda: "Pausing" in supervised_log.read_text()[offset:],
+            timeout=30,
+            what="the supervised operator to pause for the higher-priority replica",
+        )
+        fns.create(wasm_function("during", "wasm-hello"))
+        fns.wait_phase("during", "Ready")
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(timeout=30)
+    assert second.returncode == 0, log_path.read_text()[-2000:]
+    wait_for(
+        lambda: "Resuming" in supervised_log.read_text()[offset:],
+        timeout=70,
+        what="the supervised operator to resume",
+    )
+    fns.create(wasm_function("after", "wasm-hello"))
+    fns.wait_phase("after", "Ready")
+    os.unlink(log_path)

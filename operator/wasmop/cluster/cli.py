@@ -47,9 +47,16 @@ def cmd_up(args: argparse.Namespace) -> int:
         not_ready_toleration_seconds=args.toleration_seconds,
         unreachable_toleration_seconds=args.toleration_seconds,
         etcd_fsync=False if args.no_fsync else None,
+        nodes=args.nodes,
     )
     if result.already_running:
         print(f"the cluster in {layout.root} is already running", file=sys.stderr)
+        running = manager.load_settings(layout)
+        if args.nodes is not None and args.nodes != running.nodes:
+            print(
+                f"  it runs {running.nodes} wasm nodes; 'wasmop cluster down' first to change that",
+                file=sys.stderr,
+            )
     else:
         print(f"cluster ready in {result.seconds:.1f} s", file=sys.stderr)
     print("use it with:\n  " + "\n  ".join(_env_lines(layout)), file=sys.stderr)
@@ -147,6 +154,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     up.add_argument("--fresh", action="store_true", help="wipe the state dir first (all objects)")
     up.add_argument("--timeout", type=float, default=120.0, help="seconds to wait (default 120)")
     up.add_argument("--api-port", type=int, help="kube-apiserver port (default 6443)")
+    up.add_argument(
+        "--nodes",
+        type=int,
+        help="wasm node agents to run (default 2: a failed node can evict to the other)",
+    )
     up.add_argument(
         "--node-monitor-grace-seconds",
         type=int,

@@ -197,6 +197,8 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
         )
 
     async def reconcile(body: kopf.Body, handler: str, fresh: bool = False) -> None:
+        if body.metadata.get("deletionTimestamp"):
+            return  # being deleted: the garbage collector removes what it owned
         with op.metrics.observe(handler):
             plain = _plain(body)
             state = op.functions.state_for(plain)
@@ -205,6 +207,10 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
                 await op.functions.reconcile(plain, fresh=fresh)
             except RetryLater as exc:
                 raise kopf.TemporaryError(str(exc), delay=exc.delay) from exc
+            except ApiError as exc:
+                if exc.status == 403 and "being terminated" in exc.message:
+                    return  # its namespace is going away, and the function with it
+                raise
 
     @kopf.on.create(*FUNCTIONS, registry=registry, timeout=timeout, backoff=backoff)
     async def function_created(body: kopf.Body, **_: Any) -> None:
@@ -289,6 +295,8 @@ async def run(settings: OperatorSettings, stop: asyncio.Event) -> None:
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         for name in ("kopf.objects", "kopf.activities", "kopf._core"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        # Except when replicas hand over work: that is worth a line in the log.
+        logging.getLogger("kopf._core.engines.peering").setLevel(logging.INFO)
     op = Operator.create(settings)
     registry = build_registry(op)
     runners = await serve_telemetry(
