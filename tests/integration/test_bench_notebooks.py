@@ -80,7 +80,7 @@ def test_deployment_latency(results: Path) -> None:
     events = pd.read_csv(folder / "raw" / "watch_events.csv")
     assert {"WasmFunction", "Deployment", "Pod", "Node"} <= set(events["kind"])
     metrics = summary(folder)["metrics"]
-    assert metrics["deploy_latency_ms"]["n"] == 2
+    assert metrics["concurrent_deploy_latency_ms"]["n"] == 2
     assert metrics["concurrent_ready_ratio"]["value"] == 1.0
     figures_written(folder, "deployment_cdf", "deployment_phases")
 
@@ -104,7 +104,8 @@ def test_load_driven_scaling(results: Path) -> None:
     folder = execute(
         results, "scaling.ipynb",
         {"scaling_mode": "load", "load_workload": "fib", "query": "n=15",
-         "shape": "step:peak=4,base=2,steps=2,duration=24", "user_rps": 10,
+         "shape": {"kind": "step", "peak": 4, "base": 2, "steps": 2, "duration": 24},
+         "user_rps": 10,
          "max_replicas": 3, "rps_per_replica": 5},
         "load",
     )  # fmt: skip
@@ -196,4 +197,9 @@ def test_summary_pools_every_run(results: Path) -> None:
         if list(results.glob(f"{experiment}/*/summary.json")):
             assert target in measured, target
     assert (folder / "targets.md").read_text().startswith("| Target |")
-    figures_written(folder, "deployment_cdf", "latency_cdf", "recovery", "targets")
+    figures_written(
+        folder, "deployment_cdf", "deployment_concurrency", "latency_cdf", "recovery", "targets"
+    )
+    if list(results.glob("deployment_latency/*/summary.json")):
+        by_concurrency = table(folder, "deployment_by_concurrency")
+        assert (by_concurrency["failures"] == 0).all()

@@ -41,6 +41,7 @@ def functions_table() -> pd.DataFrame:
     "build",
     [
         lambda: figures.deployment_cdf(functions_table()),
+        lambda: figures.deployment_vs_concurrency(functions_table()),
         lambda: figures.phase_breakdown(
             pd.DataFrame(
                 {

@@ -66,3 +66,18 @@ def test_figure_index_lists_png_and_pdf(tmp_path: Path) -> None:
 def test_nothing_to_pool(tmp_path: Path) -> None:
     assert report.runs(tmp_path).empty
     assert report.load_table(report.runs(tmp_path), "functions").empty
+
+
+def test_statistics_per_group_count_failures_apart() -> None:
+    frame = pd.DataFrame(
+        {
+            "concurrency": [1, 10, 10, 10],
+            "ok": [True, True, True, False],
+            "create_to_ready_ms": [500.0, 1000.0, 3000.0, None],
+        }
+    )
+    table = report.describe_by(frame, "concurrency", "create_to_ready_ms").set_index("concurrency")
+    assert table.loc[10, "observations"] == 3 and table.loc[10, "failures"] == 1
+    assert table.loc[10, "create_to_ready_ms_p50"] == 2000.0
+    assert table.loc[1, "create_to_ready_ms_max"] == 500.0
+    assert report.describe_by(pd.DataFrame(), "concurrency", "x").empty

@@ -19,9 +19,10 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import pandas as pd
 
@@ -190,9 +191,10 @@ def deployment_latency(
     run.write_table("functions", table)
     run.write_table("phases", phases)
     ok = table[table["ok"]]
-    run.observe(
-        _metric(mode, "deploy_latency_ms"), ok["create_to_ready_ms"], concurrency=concurrency
-    )
+    # The report's "deployment < 2 s" is about one function; batches have their own metric
+    # (and the "100 at once, all succeed" target).
+    latency = "deploy_latency_ms" if concurrency == 1 else "concurrent_deploy_latency_ms"
+    run.observe(_metric(mode, latency), ok["create_to_ready_ms"], concurrency=concurrency)
     if mode == "operator":
         run.observe("status_lag_ms", ok["status_lag_ms"].dropna(), concurrency=concurrency)
         run.count("concurrent_deploy_total", concurrency)
@@ -331,15 +333,19 @@ def load_scaling(
     run: ExperimentRun,
     *,
     workload: str = "fib",
-    query: str = "n=22",
-    shape: str = "step:peak=8,base=1,steps=4,duration=60",
+    query: str | Mapping[str, Any] = "n=22",
+    shape: str | Mapping[str, Any] = "step:peak=8,base=1,steps=4,duration=60",
     user_rps: float = 10.0,
     max_replicas: int = 4,
     rps_per_replica: float = 20.0,
     timeout_s: float = 120.0,
 ) -> ScalingResult:
     """Drive an autoscaled function with a Locust load shape; record each scaling
-    decision (desired replicas changed) and when its replicas were ready."""
+    decision (desired replicas changed) and when its replicas were ready.
+
+    ``query`` and ``shape`` take strings (``n=22``, ``step:peak=8,duration=60``) or
+    mappings (``{"n": 22}``, ``{"kind": "step", "peak": 8}``); papermill's parameter
+    parser cannot read a default value containing ``=``, so notebooks use mappings."""
     spec = {
         **AUTOSCALING_SPEC,
         "scaling": {
@@ -356,7 +362,9 @@ def load_scaling(
             ],
         },
     }
-    load_shape = Shape.parse(shape)
+    load_shape = Shape.parse(shape) if isinstance(shape, str) else Shape(**shape)
+    if not isinstance(query, str):
+        query = urlencode(query)
     with Workspace(session, run.experiment) as ws, _recording(session, run, ws.namespace) as rec:
         name = "autoscaled"
         outcome = _deploy(

@@ -50,6 +50,29 @@ def deployment_cdf(functions: pd.DataFrame, by: str = "concurrency") -> Figure:
     return fig
 
 
+def deployment_vs_concurrency(functions: pd.DataFrame) -> Figure:
+    """Median and p95 create-to-Ready against the number of functions created at once."""
+    fig, ax = plots.new_figure()
+    ok = functions[functions["ok"].astype(bool)] if not functions.empty else functions
+    if ok.empty:
+        return _empty(fig, ax, "no successful deployment")
+    grouped = ok.groupby("concurrency")["create_to_ready_ms"]
+    x = grouped.median().index.tolist()
+    plots.lines(
+        ax, x,
+        {"median": (grouped.median() / 1000).tolist(),
+         "p95": (grouped.quantile(0.95) / 1000).tolist(),
+         "max": (grouped.max() / 1000).tolist()},
+        "functions created at once", "create to Ready (s)", markevery=1,
+    )  # fmt: skip
+    ax.axhline(2.0, color="#444444", linestyle=":", linewidth=1)
+    if len(x) > 1 and max(x) / max(min(x), 1) >= 10:
+        ax.set_xscale("log")
+        ax.set_xticks(x, [str(v) for v in x])
+    ax.set_title("Deployment latency against concurrency")
+    return fig
+
+
 def phase_breakdown(phases: pd.DataFrame, by: str = "concurrency") -> Figure:
     """Median time in each phase of a deployment, stacked, per concurrency level."""
     fig, ax = plots.new_figure(width=7.5)

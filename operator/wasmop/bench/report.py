@@ -150,6 +150,26 @@ def _label(value: Any) -> str:
     return str(value)
 
 
+def describe_by(frame: pd.DataFrame, by: str, column: str) -> pd.DataFrame:
+    """Exact statistics of ``column`` per value of ``by`` (e.g. create-to-Ready per
+    concurrency), one row each; rows with ``ok`` False count as failures, not values."""
+    rows = []
+    if frame.empty or by not in frame or column not in frame:
+        return pd.DataFrame(rows)
+    for key, group in frame.groupby(by, sort=True):
+        ok = group[group["ok"].astype(bool)] if "ok" in group else group
+        stats = describe(ok[column])
+        rows.append(
+            {
+                by: key,
+                "observations": len(group),
+                "failures": len(group) - len(ok),
+                **{f"{column}_{k}": v for k, v in stats.items() if k != "n"},
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def figure_index(results_dir: Path | str | None = None) -> pd.DataFrame:
     """Every figure written by any run: experiment, run id, name, png and pdf paths."""
     rows = []
