@@ -8,8 +8,6 @@ so a figure looks the same wherever it is drawn.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -250,19 +248,31 @@ def edge_latency(summary: pd.DataFrame) -> Figure:
     return fig
 
 
-def targets_table_figure(frame: pd.DataFrame, columns: Sequence[str] | None = None) -> Figure:
+def targets_table_figure(frame: pd.DataFrame) -> Figure:
     """The targets table as a figure (for slides and the PDF appendix)."""
-    columns = list(columns or ["target", "requirement", "measured", "unit", "n", "verdict"])
-    shown = frame[columns].copy()
-    if "measured" in shown:
-        shown["measured"] = [
-            "-" if pd.isna(v) else (f"{v:.4f}" if u == "ratio" else f"{v:.1f}")
-            for v, u in zip(frame["measured"], frame["unit"], strict=True)
+    from wasmop.bench.targets import format_value
+
+    rows = [
+        [
+            row["target"],
+            row["requirement"],
+            format_value(None if pd.isna(row["measured"]) else row["measured"], row["unit"]),
+            "-" if pd.isna(row["n"]) else f"{int(row['n'])}",
+            row["verdict"],
         ]
-    fig, ax = plots.new_figure(width=9.0, height=0.4 + 0.3 * len(shown))
+        for _, row in frame.iterrows()
+    ]
+    columns = ["target", "requirement", "measured", "n", "verdict"]
+    fig, ax = plots.new_figure(width=10.0, height=0.5 + 0.32 * len(rows))
     ax.set_axis_off()
-    table = ax.table(cellText=shown.values, colLabels=columns, loc="center", cellLoc="left")
+    table = ax.table(
+        cellText=rows, colLabels=columns, loc="center", cellLoc="left",
+        colWidths=[0.22, 0.41, 0.15, 0.07, 0.15],
+    )  # fmt: skip
     table.auto_set_font_size(False)
     table.set_fontsize(8)
-    table.scale(1, 1.2)
+    table.scale(1, 1.25)
+    for (row, _), cell in table.get_celld().items():
+        if row == 0:
+            cell.set_text_props(fontweight="bold")
     return fig

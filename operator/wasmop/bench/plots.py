@@ -133,7 +133,7 @@ def ecdf(
     if log_x:
         log_axis(ax, "x")
     if series:
-        ax.legend(loc="lower right")
+        ax.legend(loc="best")
     return ax
 
 
