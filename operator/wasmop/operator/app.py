@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 FUNCTIONS = (GROUP, VERSION, "wasmfunctions")
 RUNTIMES = (GROUP, VERSION, RUNTIME_PLURAL)
 ANNOTATION_PREFIX = "wasm.bits-dissertation.io"
+RESYNC_CONCURRENCY = 8
 
 
 @dataclass(frozen=True)
@@ -224,16 +225,6 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
     async def function_resumed(body: kopf.Body, **_: Any) -> None:
         await reconcile(body, "function_resumed")
 
-    @kopf.timer(
-        *FUNCTIONS,
-        registry=registry,
-        interval=settings.resync_interval_s,
-        idle=settings.resync_interval_s,
-    )
-    async def function_resync(body: kopf.Body, **_: Any) -> None:
-        """Periodic resync: repairs drift (a deleted Service, say) without any event."""
-        await reconcile(body, "function_resync")
-
     @kopf.on.delete(*FUNCTIONS, registry=registry, optional=True)
     async def function_deleted(namespace: str, name: str, **_: Any) -> None:
         # Owner references let the garbage collector remove what the function owned.
@@ -272,6 +263,34 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
     async def node_event(type: str | None, body: kopf.Body, **_: Any) -> None:
         if op.nodes.apply(type or "ADDED", _view(body)):
             op.schedule_runtime_sync()
+
+    @kopf.timer(*RUNTIMES, registry=registry, interval=settings.resync_interval_s)
+    async def resync_functions(name: str, **_: Any) -> None:
+        """Periodic resync of the functions on this runtime: repairs drift (a deleted
+        Service, say) that no event announces. It runs on the WasmRuntime, not on each
+        function, so functions need no finalizer and are created without waiting for one."""
+        with op.metrics.observe("resync"):
+            listing = await op.kube.list(api_path(API_VERSION, "wasmfunctions"))
+            limit = asyncio.Semaphore(RESYNC_CONCURRENCY)
+
+            async def one(body: dict[str, Any]) -> None:
+                async with limit:
+                    try:
+                        await op.functions.reconcile(body)
+                    except Exception as exc:  # one function must not stop the rest
+                        log.warning("resync of %s failed: %s", body["metadata"]["name"], exc)
+
+            await asyncio.gather(
+                *(
+                    one(body)
+                    for body in listing.get("items", [])
+                    if (body.get("spec") or {}).get("runtimeRef", {}).get("name", "default") == name
+                    and not body["metadata"].get("deletionTimestamp")
+                    and op.functions.states.get(
+                        (body["metadata"]["namespace"], body["metadata"]["name"])
+                    )
+                )
+            )
 
     @kopf.on.event(*RUNTIMES, registry=registry)
     async def runtime_event(type: str | None, body: kopf.Body, **_: Any) -> None:
