@@ -70,7 +70,7 @@ def test_deployment_latency(results: Path) -> None:
     assert len(functions) == 2 and functions["ok"].all()
     assert functions["create_to_ready_ms"].between(0, 120_000).all()
     ordered = ["created_ms", "deployment_seen_ms", "pod_created_ms", "pod_scheduled_ms",
-               "pod_ready_ms", "deployment_ready_ms", "function_ready_ms"]  # fmt: skip
+               "pod_ready_ms", "pods_ready_ms", "function_ready_ms"]  # fmt: skip
     assert (functions[ordered].diff(axis=1).iloc[:, 1:] >= 0).all().all(), "milestones in order"
     assert functions["acceptedAt_ms"].notna().all(), "the operator's own timings are kept"
     phases = table(folder, "phases")
@@ -189,7 +189,7 @@ def test_summary_pools_every_run(results: Path) -> None:
     measured = set(targets.loc[targets["verdict"] != "not measured", "target"])
     # Whatever the tests before this one measured is pooled and judged.
     for experiment, target in (
-        ("deployment_latency", "Deployment latency"),
+        ("deployment_latency", "Status update lag"),
         ("load_latency", "Request success rate"),
         ("recovery", "Recovery time"),
         ("operator_overhead", "Operator memory"),

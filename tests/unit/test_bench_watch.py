@@ -15,6 +15,7 @@ from wasmop.bench.watch import (
     observation_row,
     operator_timings,
     phase_durations,
+    pods_ready_ms,
 )
 
 
@@ -103,11 +104,15 @@ def test_milestones_and_phases_of_a_deployment() -> None:
     m = milestones.iloc[0]
     assert (m["function_seen_ms"], m["deployment_seen_ms"], m["pod_created_ms"]) == (100, 130, 140)
     assert (m["pod_scheduled_ms"], m["pod_running_ms"], m["pod_ready_ms"]) == (150, 400, 450)
-    assert (m["deployment_ready_ms"], m["function_ready_ms"]) == (460, 490)
+    assert (m["pods_ready_ms"], m["deployment_ready_ms"], m["function_ready_ms"]) == (
+        450,
+        460,
+        490,
+    )
     phases = phase_durations(milestones).set_index("phase")["duration_ms"]
     assert phases.to_dict() == {
         "operator": 40, "replicaset": 10, "scheduling": 10, "pod_start": 300,
-        "rollout": 10, "status": 30,
+        "rollout": 0, "status": 40,
     }  # fmt: skip
     assert phases.sum() == 490 - 90
 
@@ -172,3 +177,42 @@ async def test_setup_calls_retry_only_transient_api_errors() -> None:
     with pytest.raises(ApiError):
         await retrying(forbidden, delay_s=0)
     assert len(calls) == 1
+
+
+def test_pods_ready_counts_pods_ready_at_the_same_time() -> None:
+    def pod_row(t: float, name: str, ready: bool, event: str = "MODIFIED") -> dict:
+        return {"t_ms": t, "kind": "Pod", "function": "f", "name": name, "event": event,
+                "ready": ready}  # fmt: skip
+
+    frame = pd.DataFrame(
+        [
+            pod_row(10, "a", True),
+            pod_row(20, "b", False),
+            pod_row(30, "a", False),  # a restarts
+            pod_row(40, "b", True),
+            pod_row(50, "a", True),
+            pod_row(60, "c", True),
+            pod_row(70, "a", True, "DELETED"),
+        ]
+    )
+    assert pods_ready_ms(frame, "f", 1, 0) == 10
+    assert pods_ready_ms(frame, "f", 2, 0) == 50
+    assert pods_ready_ms(frame, "f", 3, 0) == 60
+    assert pods_ready_ms(frame, "f", 2, 65) == 70  # b and c, after a went away
+    assert math.isnan(pods_ready_ms(frame, "f", 4, 0))
+
+
+def test_scaling_decisions_include_one_right_at_load_start() -> None:
+    from wasmop.bench.experiments import scaling_decisions
+
+    def wf_row(t: float, desired: int, ready: int) -> dict:
+        return {"t_ms": t, "kind": "WasmFunction", "name": "s", "event": "MODIFIED",
+                "replicas_desired": desired, "replicas_ready": ready}  # fmt: skip
+
+    frame = pd.DataFrame(
+        [wf_row(0, 1, 1), wf_row(100, 3, 1), wf_row(900, 3, 3), wf_row(2000, 1, 3)]
+    )
+    decisions = scaling_decisions(frame, "s", after_ms=50)
+    assert list(decisions["to_replicas"]) == [3, 1]
+    assert decisions.loc[0, "from_replicas"] == 1
+    assert decisions.loc[0, "decision_to_ready_ms"] == 800

@@ -178,12 +178,14 @@ def deployment_latency(
             name: watch.operator_timings(rec.get("WasmFunction", name) or {}) for name in names
         }
     table = functions.outcomes_frame(outcomes)
-    milestones = watch.function_milestones(events, {o.name: o.created_ms for o in outcomes})
+    milestones = watch.function_milestones(
+        events, {o.name: o.created_ms for o in outcomes}, replicas
+    )
     table = table.merge(milestones.drop(columns=["created_ms"]), on="function", how="left")
     table = table.merge(
         pd.DataFrame([{"function": n, **t} for n, t in timings.items()]), on="function", how="left"
     )
-    table["status_lag_ms"] = table["function_ready_ms"] - table["deployment_ready_ms"]
+    table["status_lag_ms"] = table["function_ready_ms"] - table["pods_ready_ms"]
     for column, value in (("concurrency", concurrency), ("replicas", replicas), ("mode", mode)):
         table[column] = value
     phases = watch.phase_durations(milestones)
@@ -262,12 +264,15 @@ def manual_scaling(
                         "deployment_ready_ms": deployment_ready,
                         "ready_ms": ready,
                         "latency_ms": ready - requested,
-                        "status_lag_ms": (ready - deployment_ready)
-                        if mode == "operator" and deployment_ready is not None
-                        else None,
                     }
                 )
         events = rec.table()
+    for row in rows:
+        # Scale-out: from the last new Pod Ready to the function's status saying so.
+        pods_ready = watch.pods_ready_ms(events, name, row["to_replicas"], row["requested_ms"])
+        row["pods_ready_ms"] = pods_ready
+        out = row["direction"] == "out" and mode == "operator"
+        row["status_lag_ms"] = row["ready_ms"] - pods_ready if out else None
     steps = pd.DataFrame(rows)
     steps["mode"] = mode
     run.write_table("scale_steps", steps)
@@ -299,14 +304,15 @@ AUTOSCALING_SPEC: dict[str, Any] = {
 def scaling_decisions(events: pd.DataFrame, name: str, after_ms: float) -> pd.DataFrame:
     """Each change of the WasmFunction's desired replicas after ``after_ms``, with the
     time its new replica count was first ready."""
-    rows = events[
+    own = events[
         (events["kind"] == "WasmFunction")
         & (events["name"] == name)
         & (events["event"] != "LISTED")
-        & (events["t_ms"] >= after_ms)
     ].sort_values("t_ms", kind="stable")
+    before, rows = own[own["t_ms"] < after_ms], own[own["t_ms"] >= after_ms]
     decisions = []
-    previous = None
+    # The replicas wanted when the load started: a decision at the first event counts too.
+    previous = before["replicas_desired"].iloc[-1] if not before.empty else None
     for _, row in rows.iterrows():
         desired = row["replicas_desired"]
         if previous is not None and desired != previous:

@@ -284,7 +284,8 @@ MILESTONES = (
     "pod_scheduled_ms",  # first Pod with a node (scheduler)
     "pod_running_ms",  # first Pod Running (node agent started it)
     "pod_ready_ms",  # first Pod Ready (readiness probe passed)
-    "deployment_ready_ms",  # Deployment: all desired replicas ready
+    "pods_ready_ms",  # as many Pods Ready as replicas desired
+    "deployment_ready_ms",  # Deployment status: all desired replicas ready (controller)
     "function_ready_ms",  # WasmFunction status: Ready with all replicas (operator)
 )
 
@@ -293,8 +294,10 @@ PHASES: tuple[tuple[str, str, str], ...] = (
     ("replicaset", "deployment_seen_ms", "pod_created_ms"),
     ("scheduling", "pod_created_ms", "pod_scheduled_ms"),
     ("pod_start", "pod_scheduled_ms", "pod_ready_ms"),
-    ("rollout", "pod_ready_ms", "deployment_ready_ms"),
-    ("status", "deployment_ready_ms", "function_ready_ms"),
+    ("rollout", "pod_ready_ms", "pods_ready_ms"),
+    # The operator follows Pods, not the Deployment's status, so its status lag is
+    # measured from the Pods (the Deployment controller may well report later).
+    ("status", "pods_ready_ms", "function_ready_ms"),
 )
 
 
@@ -303,8 +306,25 @@ def _first(frame: pd.DataFrame, mask: pd.Series, after: float) -> float:
     return float(selected.min()) if not selected.empty else float("nan")
 
 
+def pods_ready_ms(observations: pd.DataFrame, function: str, count: int, after_ms: float) -> float:
+    """Client time at which ``count`` Pods of ``function`` were Ready at once (counting
+    from events after ``after_ms``, with Pods ready before it still counted)."""
+    pods = observations[
+        (observations["kind"] == "Pod") & (observations["function"] == function)
+    ].sort_values("t_ms", kind="stable")
+    ready: dict[str, bool] = {}
+    for row in pods.itertuples(index=False):
+        if row.event == "DELETED":
+            ready.pop(row.name, None)
+        else:
+            ready[row.name] = bool(row.ready is True)
+        if row.t_ms >= after_ms and sum(ready.values()) >= count:
+            return float(row.t_ms)
+    return float("nan")
+
+
 def function_milestones(
-    observations: pd.DataFrame, created_ms: Mapping[str, float]
+    observations: pd.DataFrame, created_ms: Mapping[str, float], replicas: int = 1
 ) -> pd.DataFrame:
     """One row per function: the client time of each milestone after its creation."""
     rows = []
@@ -321,6 +341,7 @@ def function_milestones(
         row["pod_scheduled_ms"] = _first(own, pods & (own["node"].fillna("") != ""), created)
         row["pod_running_ms"] = _first(own, pods & (own["phase"] == "Running"), created)
         row["pod_ready_ms"] = _first(own, pods & ready, created)
+        row["pods_ready_ms"] = pods_ready_ms(own, function, replicas, created)
         row["deployment_ready_ms"] = _first(own, (kind == "Deployment") & ready, created)
         row["function_ready_ms"] = _first(own, (kind == "WasmFunction") & ready, created)
         rows.append(row)
