@@ -81,6 +81,7 @@ def test_deployment_latency(results: Path) -> None:
     assert {"WasmFunction", "Deployment", "Pod", "Node"} <= set(events["kind"])
     metrics = summary(folder)["metrics"]
     assert metrics["concurrent_deploy_latency_ms"]["n"] == 2
+    assert metrics["concurrent_status_lag_ms"]["n"] == 2
     assert metrics["concurrent_ready_ratio"]["value"] == 1.0
     figures_written(folder, "deployment_cdf", "deployment_phases")
 
@@ -189,7 +190,8 @@ def test_summary_pools_every_run(results: Path) -> None:
     measured = set(targets.loc[targets["verdict"] != "not measured", "target"])
     # Whatever the tests before this one measured is pooled and judged.
     for experiment, target in (
-        ("deployment_latency", "Status update lag"),
+        ("scaling", "Scaling latency"),
+        ("scaling", "Status update lag"),
         ("load_latency", "Request success rate"),
         ("recovery", "Recovery time"),
         ("operator_overhead", "Operator memory"),
@@ -203,3 +205,4 @@ def test_summary_pools_every_run(results: Path) -> None:
     if list(results.glob("deployment_latency/*/summary.json")):
         by_concurrency = table(folder, "deployment_by_concurrency")
         assert (by_concurrency["failures"] == 0).all()
+        assert "status_lag_ms_p50" in by_concurrency

@@ -74,9 +74,12 @@ def test_statistics_per_group_count_failures_apart() -> None:
             "concurrency": [1, 10, 10, 10],
             "ok": [True, True, True, False],
             "create_to_ready_ms": [500.0, 1000.0, 3000.0, None],
+            "status_lag_ms": [10.0, 20.0, 40.0, None],
         }
     )
-    table = report.describe_by(frame, "concurrency", "create_to_ready_ms").set_index("concurrency")
+    table = report.describe_by(frame, "concurrency", ["create_to_ready_ms", "status_lag_ms"])
+    table = table.set_index("concurrency")
+    assert table.loc[10, "status_lag_ms_p50"] == 30.0
     assert table.loc[10, "observations"] == 3 and table.loc[10, "failures"] == 1
     assert table.loc[10, "create_to_ready_ms_p50"] == 2000.0
     assert table.loc[1, "create_to_ready_ms_max"] == 500.0

@@ -198,7 +198,8 @@ def deployment_latency(
     latency = "deploy_latency_ms" if concurrency == 1 else "concurrent_deploy_latency_ms"
     run.observe(_metric(mode, latency), ok["create_to_ready_ms"], concurrency=concurrency)
     if mode == "operator":
-        run.observe("status_lag_ms", ok["status_lag_ms"].dropna(), concurrency=concurrency)
+        lag = "status_lag_ms" if concurrency == 1 else "concurrent_status_lag_ms"
+        run.observe(lag, ok["status_lag_ms"].dropna(), concurrency=concurrency)
         run.count("concurrent_deploy_total", concurrency)
         run.count("concurrent_deploy_ready", int(table["ok"].sum()))
     return DeploymentResult(table, phases, events)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -150,23 +150,25 @@ def _label(value: Any) -> str:
     return str(value)
 
 
-def describe_by(frame: pd.DataFrame, by: str, column: str) -> pd.DataFrame:
-    """Exact statistics of ``column`` per value of ``by`` (e.g. create-to-Ready per
-    concurrency), one row each; rows with ``ok`` False count as failures, not values."""
+def describe_by(frame: pd.DataFrame, by: str, columns: str | Sequence[str]) -> pd.DataFrame:
+    """Exact statistics of each of ``columns`` per value of ``by`` (e.g. create-to-Ready
+    and status lag per concurrency), one row each; rows with ``ok`` False count as
+    failures, not values."""
+    names = [columns] if isinstance(columns, str) else list(columns)
     rows = []
-    if frame.empty or by not in frame or column not in frame:
+    if frame.empty or by not in frame or any(c not in frame for c in names):
         return pd.DataFrame(rows)
     for key, group in frame.groupby(by, sort=True):
         ok = group[group["ok"].astype(bool)] if "ok" in group else group
-        stats = describe(ok[column])
-        rows.append(
-            {
-                by: key,
-                "observations": len(group),
-                "failures": len(group) - len(ok),
-                **{f"{column}_{k}": v for k, v in stats.items() if k != "n"},
-            }
-        )
+        row: dict[str, Any] = {
+            by: key,
+            "observations": len(group),
+            "failures": len(group) - len(ok),
+        }
+        for column in names:
+            stats = describe(ok[column])
+            row.update({f"{column}_{k}": v for k, v in stats.items() if k != "n"})
+        rows.append(row)
     return pd.DataFrame(rows)
 
 

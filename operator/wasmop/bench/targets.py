@@ -52,7 +52,7 @@ TARGETS: tuple[Target, ...] = (
         "scale_latency_ms", "p50", "<", 5000.0, "ms",
     ),
     Target(
-        "status", "Status update lag", "< 1 s (Pods ready to status Ready, median)",
+        "status", "Status update lag", "< 1 s (Pods ready to status Ready; one function)",
         "status_lag_ms", "p50", "<", 1000.0, "ms",
     ),
     Target(
