@@ -72,10 +72,11 @@ def functions_table() -> pd.DataFrame:
         lambda: figures.resource_timeline(
             pd.DataFrame(
                 {
-                    "t_ms": [0.0, 500.0],
-                    "cpu_millicores": [5.0, 80.0],
-                    "rss_mib": [90.0, 95.0],
-                    "phase": ["idle", "deploying"],
+                    "t_ms": [0.0, 500.0, 1000.0],
+                    "pid": [1, 1, 2],  # restarted
+                    "cpu_millicores": [5.0, 80.0, 20.0],
+                    "rss_mib": [90.0, 95.0, 40.0],
+                    "phase": ["idle", "deploying", "deploying"],
                 }
             )
         ),

@@ -217,7 +217,13 @@ def resource_timeline(samples: pd.DataFrame) -> Figure:
     fig, (cpu_ax, mem_ax) = plots.new_figure(nrows=2, height=4.8, sharex=True)
     if samples.empty:
         return _empty(fig, cpu_ax, "no samples")
-    t = ((samples["t_ms"] - samples["t_ms"].min()) / 1000).tolist()
+    start = samples["t_ms"].min()
+    if "pid" in samples and samples["pid"].nunique() > 1:
+        # The process was restarted: break the lines instead of joining two processes.
+        breaks = samples[samples["pid"] != samples["pid"].shift()].iloc[1:]
+        gaps = breaks.assign(t_ms=breaks["t_ms"] - 1, cpu_millicores=np.nan, rss_mib=np.nan)
+        samples = pd.concat([samples, gaps]).sort_values("t_ms", kind="stable")
+    t = ((samples["t_ms"] - start) / 1000).tolist()
     plots.lines(cpu_ax, t, {"CPU": samples["cpu_millicores"].tolist()}, "", "CPU (millicores)")
     cpu_ax.axhline(500, color="#444444", linestyle="--", linewidth=1)
     cpu_ax.axhline(100, color="#444444", linestyle=":", linewidth=1)
@@ -225,8 +231,8 @@ def resource_timeline(samples: pd.DataFrame) -> Figure:
     mem_ax.axhline(256, color="#444444", linestyle="--", linewidth=1)
     mem_ax.axhline(128, color="#444444", linestyle=":", linewidth=1)
     if "phase" in samples:
-        starts = samples.groupby("phase", sort=False)["t_ms"].min()
-        offsets = ((starts - samples["t_ms"].min()) / 1000).tolist()
+        starts = samples.dropna(subset=["phase"]).groupby("phase", sort=False)["t_ms"].min()
+        offsets = ((starts - start) / 1000).tolist()
         plots.mark_times(cpu_ax, offsets, starts.index.tolist())
     cpu_ax.set_title("Operator resource use (dashed: limit; dotted: request)")
     return fig

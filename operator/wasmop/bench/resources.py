@@ -34,6 +34,14 @@ class Sample:
     threads: int
 
 
+def _alive(process: psutil.Process) -> bool:
+    """Running and not a zombie (a killed child the supervisor has not reaped yet)."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def _cpu_seconds(process: psutil.Process, children: bool) -> float:
     times = process.cpu_times()
     total = times.user + times.system
@@ -104,7 +112,7 @@ class ProcessSampler:
         previous: tuple[float, float] | None = None  # (monotonic, cpu seconds)
         while not self._stop.is_set():
             try:
-                if process is None or not process.is_running():
+                if process is None or not _alive(process):
                     pid = self._pid_source()
                     process = psutil.Process(pid) if pid else None
                     previous = None
