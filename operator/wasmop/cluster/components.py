@@ -177,6 +177,9 @@ def control_plane(layout: StateLayout, settings: ClusterSettings) -> list[Compon
         "--concurrent-service-endpoint-syncs=50",
         "--concurrent-gc-syncs=40",
         "--horizontal-pod-autoscaler-sync-period=5s",
+        # Consumers here read EndpointSlices; the legacy Endpoints objects (deprecated since
+        # 1.33) would only double the writes of every rollout.
+        "--controllers=*,-endpoints-controller,-endpointslice-mirroring-controller",
         "--profiling=false",
     ]
     scheduler_kubeconfig = layout.kubeconfig_for("scheduler")

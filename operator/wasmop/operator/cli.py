@@ -10,6 +10,12 @@ from pathlib import Path
 def cmd_run(args: argparse.Namespace) -> int:
     import asyncio
     import signal
+    import sys
+
+    # The operator reaches the API through wasmop.kube. kopf would import the official
+    # client just to offer logins through it (about 17 MiB for nothing): hide it.
+    for client_module in ("kubernetes", "kubernetes_asyncio"):
+        sys.modules.setdefault(client_module, None)  # type: ignore[arg-type]
 
     from wasmop.operator.app import OperatorSettings, run
 

@@ -44,6 +44,7 @@ FIELD_MANAGER = "wasmop-operator"
 # Status writes triggered by Pod and Deployment events wait this long, so that one write
 # covers a burst (the replicas of a rollout turning Ready together).
 WRITE_COALESCE_S = 0.02
+RECONCILE_SLOTS = 48
 
 
 class NotOurs(Exception):
@@ -70,6 +71,9 @@ class FunctionController:
     pods: PodIndex = field(default_factory=PodIndex)
     http: aiohttp.ClientSession | None = None
     _writes: set[asyncio.Task[None]] = field(default_factory=set)
+    # Reconciles in flight at once: a burst of creations queues here instead of all
+    # contending for the API server (and the operator's memory) at the same moment.
+    _slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(RECONCILE_SLOTS))
 
     def state_for(self, body: dict[str, Any]) -> FunctionState:
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
@@ -91,7 +95,7 @@ class FunctionController:
         spec may have left (an HPA, module ConfigMaps), which cannot exist yet.
         """
         state = self.state_for(body)
-        async with state.lock:
+        async with self._slots, state.reconciling:
             await self._reconcile(state, body, fresh)
 
     async def _reconcile(self, state: FunctionState, body: dict[str, Any], fresh: bool) -> None:
@@ -233,9 +237,10 @@ class FunctionController:
         return await self.kube.apply(path, body, FIELD_MANAGER, force=True)
 
     async def _write(self, state: FunctionState) -> None:
-        await write_status(
-            self.kube, self.events, state, self.pods.pods(state.namespace, state.name)
-        )
+        async with state.lock:
+            await write_status(
+                self.kube, self.events, state, self.pods.pods(state.namespace, state.name)
+            )
 
     def schedule_write(self, state: FunctionState) -> None:
         """Write status soon, once for a burst of events (Pods of one rollout, say)."""
@@ -245,12 +250,11 @@ class FunctionController:
 
         async def write() -> None:
             await asyncio.sleep(WRITE_COALESCE_S)
-            async with state.lock:
-                state.write_pending = False
-                try:
-                    await self._write(state)
-                except ApiError as exc:
-                    log.warning("status of %s/%s not written: %s", state.namespace, state.name, exc)
+            state.write_pending = False
+            try:
+                await self._write(state)
+            except ApiError as exc:
+                log.warning("status of %s/%s not written: %s", state.namespace, state.name, exc)
 
         task = asyncio.create_task(write())
         self._writes.add(task)
@@ -346,9 +350,8 @@ class FunctionController:
         state = self.states.get((namespace, name))
         if state is None:
             return
-        async with state.lock:
-            state.scaling = scaling
-            await self._write(state)
+        state.scaling = scaling
+        await self._write(state)
 
     def waiting_on(self, runtime: str) -> list[tuple[str, str]]:
         return [

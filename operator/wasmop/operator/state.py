@@ -71,6 +71,9 @@ class FunctionState:
     body: dict[str, Any] | None = None  # the latest object, for retries outside kopf
     write_pending: bool = False
     has_hpa: bool | None = None  # None: unknown (after a restart)
+    # One reconcile at a time; status writes (from Pod and Deployment events too) take the
+    # shorter ``lock``, so a slow reconcile never holds back the status of ready Pods.
+    reconciling: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     @classmethod
