@@ -196,19 +196,22 @@ async def _serve_async(args: argparse.Namespace) -> int:
         if args.name and len(args.module) > 1:
             raise CommandError("--name works with a single --module")
         limits = _limits(args)
-        plan = [
-            (
-                source,
-                FunctionConfig(
-                    name=args.name or default_name(source),
-                    limits=limits,
-                    env=env,
-                    max_concurrency=args.max_concurrency,
-                    max_queue=args.max_queue,
-                ),
-            )
-            for source in args.module
-        ], _runtime_config(args)
+        plan = (
+            [
+                (
+                    source,
+                    FunctionConfig(
+                        name=args.name or default_name(source),
+                        limits=limits,
+                        env=env,
+                        max_concurrency=args.max_concurrency,
+                        max_queue=args.max_queue,
+                    ),
+                )
+                for source in args.module
+            ],
+            _runtime_config(args),
+        )
     with contextlib.suppress(ValueError):
         if not ipaddress.ip_address(args.host).is_loopback:
             log.warning("binding to %s: reachable from outside this host", args.host)
