@@ -215,7 +215,8 @@ def test_placement_and_runtime_selector() -> None:
     }
     assert pod["containers"][0]["image"] == "registry.local/wasmop-runtime:edge"
     assert (
-        dep["spec"]["template"]["metadata"]["labels"]["wasm.bits-dissertation.io/wasmruntime"] == "edge"
+        dep["spec"]["template"]["metadata"]["labels"]["wasm.bits-dissertation.io/wasmruntime"]
+        == "edge"
     )
 
 
