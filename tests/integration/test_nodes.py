@@ -355,3 +355,19 @@ def test_agent_restart_readopts_its_pods(api: client.ApiClient, hello, cluster) 
     for ip in before.values():
         with urllib.request.urlopen(f"http://{ip}:8080/", timeout=5) as response:
             assert response.read() == b"Hello, world!\n"
+
+
+def test_pods_ready_again_after_an_api_server_outage(api: client.ApiClient, hello, cluster) -> None:  # type: ignore[no-untyped-def]
+    """A long API server outage makes the node lifecycle controller mark nodes and their
+    Pods not ready once it is back; the agents must report their Pods Ready again."""
+    namespace, name = hello
+    core = client.CoreV1Api(api)
+    grace = manager.load_settings(cluster.layout).node_monitor_grace_seconds
+    manager.control(cluster.layout, "stop", name="kube-apiserver")
+    try:
+        time.sleep(grace + 4)
+    finally:
+        manager.control(cluster.layout, "start", name="kube-apiserver")
+    wait_for(lambda: len(ready_pods(core, namespace, name)) == 4, timeout=60, what="4 ready Pods again")
+    status, _, body = gateway_get(f"/{namespace}/{name}/")
+    assert status == 200 and body == b"Hello, world!\n"

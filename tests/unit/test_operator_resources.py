@@ -145,6 +145,13 @@ def test_tolerations() -> None:
         } in tolerations
 
 
+def test_tolerations_default_to_the_clusters() -> None:
+    tolerations = deployment()["spec"]["template"]["spec"]["tolerations"]
+    assert tolerations == [
+        {"key": "wasm.bits-dissertation.io/runtime", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+
+
 def test_container() -> None:
     dep = deployment(
         resources={"requests": {"cpu": "250m"}},

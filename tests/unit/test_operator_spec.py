@@ -43,7 +43,7 @@ def test_minimal_function_gets_schema_defaults() -> None:
     assert spec.rollout.strategy == "RollingUpdate"
     assert (spec.rollout.max_surge, spec.rollout.max_unavailable) == ("25%", "25%")
     assert (spec.health_check.period_seconds, spec.health_check.timeout_seconds) == (10, 5)
-    assert spec.placement.toleration_seconds == 300
+    assert spec.placement.toleration_seconds is None
     assert spec.revision_history_limit == 5
     assert spec.capabilities.env == ()
     assert spec.scaling is None

@@ -83,6 +83,7 @@ class NodeAgent:
         self._stop = asyncio.Event()
         self._lease_version: str | None = None
         self._netem: bool | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._link: Any = None
 
     # --- services for pod workers ---------------------------------------------------
@@ -188,6 +189,12 @@ class NodeAgent:
             {"apiVersion": "v1", "kind": "Pod", **pod}, reason, message, warning=warning,
             field_path="spec.containers{function}",
         )  # fmt: skip
+
+    def spawn(self, coro: Any) -> None:
+        """Run a short task in the background, keeping a reference until it ends."""
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # --- node object and heartbeat --------------------------------------------------
 

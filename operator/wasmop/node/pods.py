@@ -93,6 +93,20 @@ class PodWorker:
         self.pod = pod
         if pod["metadata"].get("deletionTimestamp"):
             self.deleting.set()
+            return
+        if self._published is not None and self._status_overwritten(pod):
+            # Someone else rewrote our status: the node lifecycle controller marks Pods
+            # not ready while their node is NotReady (after an API server outage, say).
+            # Write what we know again instead of trusting our last write.
+            self._published = None
+            self.agent.spawn(self.publish())
+
+    def _status_overwritten(self, pod: dict[str, Any]) -> bool:
+        if self.container.state != "running":
+            return False
+        conditions = (pod.get("status") or {}).get("conditions") or []
+        ready = next((c.get("status") for c in conditions if c.get("type") == "Ready"), None)
+        return ready is not None and (ready == "True") != self.container.ready
 
     def crash(self) -> None:
         """Fault injection: the container dies as if the process had crashed."""

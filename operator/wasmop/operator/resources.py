@@ -288,22 +288,22 @@ def _node_selector(resolved: ResolvedFunction) -> dict[str, str]:
 
 
 def _tolerations(resolved: ResolvedFunction) -> list[dict[str, Any]]:
+    """The wasm node taint, and how long to stay on a failed node when the spec says.
+
+    Without ``placement.tolerationSeconds`` the cluster's own default applies (the API
+    server's DefaultTolerationSeconds admission: 300 s upstream, 2 s in the embedded
+    cluster, which is tuned for recovery experiments).
+    """
     seconds = resolved.spec.placement.toleration_seconds
-    return [
-        {"key": RUNTIME_NODE_LABEL, "operator": "Exists", "effect": "NoSchedule"},
-        {
-            "key": "node.kubernetes.io/not-ready",
-            "operator": "Exists",
-            "effect": "NoExecute",
-            "tolerationSeconds": seconds,
-        },
-        {
-            "key": "node.kubernetes.io/unreachable",
-            "operator": "Exists",
-            "effect": "NoExecute",
-            "tolerationSeconds": seconds,
-        },
+    tolerations: list[dict[str, Any]] = [
+        {"key": RUNTIME_NODE_LABEL, "operator": "Exists", "effect": "NoSchedule"}
     ]
+    if seconds is not None:
+        tolerations += [
+            {"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": seconds}
+            for key in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
+        ]
+    return tolerations
 
 
 def _probe(resolved: ResolvedFunction, path: str) -> dict[str, Any]:

@@ -350,7 +350,7 @@ class HealthCheck:
 class Placement:
     zone: str | None = None
     node_selector: Mapping[str, str] = field(default_factory=dict)
-    toleration_seconds: int = 300
+    toleration_seconds: int | None = None  # None: the cluster's default
 
     @classmethod
     def parse(cls, raw: Any, path: str) -> Placement:
@@ -358,9 +358,7 @@ class Placement:
         return cls(
             zone=_opt_str(body.get("zone"), f"{path}.zone"),
             node_selector=_string_map(body.get("nodeSelector"), f"{path}.nodeSelector"),
-            toleration_seconds=_int(
-                body.get("tolerationSeconds"), f"{path}.tolerationSeconds", 300
-            ),
+            toleration_seconds=_opt_int(body.get("tolerationSeconds"), f"{path}.tolerationSeconds"),
         )
 
 
