@@ -9,7 +9,7 @@ WASMOP := $(VENV)/bin/wasmop
 CONTROLPLANE := controlplane/bin/wasmop-controlplane
 export WASMOP_STATE_DIR ?= $(CURDIR)/.wasmop
 
-.PHONY: help venv controlplane functions build test test-unit lint demo \
+.PHONY: help venv controlplane functions build test test-unit lint demo experiments lab \
         cluster-up cluster-down cluster-status bench-cluster bench-runtime bench-nodes \
         bench-operator clean
 
@@ -65,6 +65,12 @@ bench-nodes: build ## Pod create-to-Ready latency, Pods/s per node, memory per i
 bench-operator: build ## function deploy latency and phases, status lag, scale-out, operator CPU/RSS
 	$(WASMOP) cluster up
 	$(PY) -m wasmop.bench.operator_deploy
+
+experiments: build ## the main job: cluster up, quick plan, figures and targets table, cluster down
+	$(WASMOP) experiments run --plan quick --manage-cluster
+
+lab: build ## JupyterLab with the wasmop kernel and the cluster's environment
+	$(WASMOP) experiments lab
 
 demo: build ## deploy every sample workload, invoke, scale and update them, print a table
 	$(WASMOP) cluster up
