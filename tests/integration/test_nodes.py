@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import base64
 import collections
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
+from support import module_configmap, wait_for
+from wasmop.bench.functions import plain_deployment, plain_service
 from wasmop.cluster import manager
 from wasmop.cluster.layout import repo_root
 from wasmop.cluster.settings import ClusterSettings
@@ -19,76 +19,6 @@ from wasmop.cluster.settings import ClusterSettings
 pytestmark = pytest.mark.integration
 
 FUNCTIONS = repo_root() / "functions" / "build"
-TOLERATION = {
-    "key": "wasm.bits-dissertation.io/runtime",
-    "operator": "Exists",
-    "effect": "NoSchedule",
-}
-
-
-def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def module_configmap(core: client.CoreV1Api, namespace: str, name: str, wasm: Path) -> None:
-    data = base64.b64encode(wasm.read_bytes()).decode()
-    core.create_namespaced_config_map(
-        namespace,
-        client.V1ConfigMap(
-            metadata=client.V1ObjectMeta(name=name), binary_data={"module.wasm": data}
-        ),
-    )
-
-
-def wasm_deployment(name: str, configmap: str, replicas: int) -> dict[str, Any]:
-    """A hand-written Deployment of a wasm function: no operator involved."""
-    labels = {"app": name}
-    probe = {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 2}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "tolerations": [TOLERATION],
-                    "terminationGracePeriodSeconds": 5,
-                    "containers": [
-                        {
-                            "name": "function",
-                            "image": "wasmop/runtime:0.1.0",
-                            "ports": [{"name": "http", "containerPort": 8080}],
-                            "readinessProbe": probe,
-                            "livenessProbe": {
-                                **probe,
-                                "httpGet": {"path": "/healthz", "port": "http"},
-                            },
-                            "volumeMounts": [{"name": "module", "mountPath": "/module"}],
-                        }
-                    ],
-                    "volumes": [{"name": "module", "configMap": {"name": configmap}}],
-                },
-            },
-        },
-    }
-
-
-def service(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name},
-        "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": "http"}]},
-    }
 
 
 def gateway_get(path: str, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
@@ -114,8 +44,8 @@ def ready_pods(core: client.CoreV1Api, namespace: str, app: str) -> list[client.
 def hello(api: client.ApiClient, namespace: str) -> tuple[str, str]:
     core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
     module_configmap(core, namespace, "hello-module", FUNCTIONS / "hello.wasm")
-    apps.create_namespaced_deployment(namespace, wasm_deployment("hello", "hello-module", 4))
-    core.create_namespaced_service(namespace, service("hello"))
+    apps.create_namespaced_deployment(namespace, plain_deployment("hello", "hello-module", 4))
+    core.create_namespaced_service(namespace, plain_service("hello"))
     wait_for(lambda: len(ready_pods(core, namespace, "hello")) == 4, what="4 ready hello Pods")
     return namespace, "hello"
 
@@ -207,7 +137,7 @@ def test_pod_with_invalid_module_reports_reason_and_others_run(
     namespace, name = hello
     core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
     module_configmap(core, namespace, "broken-module", FUNCTIONS / "notwasm.wasm")
-    apps.create_namespaced_deployment(namespace, wasm_deployment("broken", "broken-module", 1))
+    apps.create_namespaced_deployment(namespace, plain_deployment("broken", "broken-module", 1))
 
     def waiting_reason() -> str | None:
         pods = core.list_namespaced_pod(namespace, label_selector="app=broken").items
@@ -238,7 +168,7 @@ def test_gateway_answers_503_with_reason_when_nothing_is_ready(
     api: client.ApiClient, namespace: str
 ) -> None:
     core = client.CoreV1Api(api)
-    core.create_namespaced_service(namespace, service("nobody"))
+    core.create_namespaced_service(namespace, plain_service("nobody"))
     wait_for(
         lambda: gateway_get(f"/{namespace}/nobody/")[0] != 404,
         what="the gateway to see the Service",
@@ -368,6 +298,8 @@ def test_pods_ready_again_after_an_api_server_outage(api: client.ApiClient, hell
         time.sleep(grace + 4)
     finally:
         manager.control(cluster.layout, "start", name="kube-apiserver")
-    wait_for(lambda: len(ready_pods(core, namespace, name)) == 4, timeout=60, what="4 ready Pods again")
+    wait_for(
+        lambda: len(ready_pods(core, namespace, name)) == 4, timeout=60, what="4 ready Pods again"
+    )
     status, _, body = gateway_get(f"/{namespace}/{name}/")
     assert status == 200 and body == b"Hello, world!\n"

@@ -3,7 +3,6 @@ clean up and survive an operator restart, all on the real embedded cluster."""
 
 from __future__ import annotations
 
-import base64
 import re
 import subprocess
 import sys
@@ -11,12 +10,12 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from support import module_configmap, wait_for
 from wasmop.cluster import manager
 from wasmop.cluster.layout import repo_root
 from wasmop.cluster.settings import ClusterSettings
@@ -26,27 +25,6 @@ pytestmark = pytest.mark.integration
 GROUP, VERSION, PLURAL = "operators.bits-dissertation.io", "v1alpha1", "wasmfunctions"
 FUNCTIONS = repo_root() / "functions" / "build"
 MILLIS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-
-
-def wait_for(predicate, timeout: float = 60.0, interval: float = 0.1, what: str = "condition"):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
-
-
-def module_configmap(core: client.CoreV1Api, namespace: str, name: str, wasm: Path) -> None:
-    data = base64.b64encode(wasm.read_bytes()).decode()
-    core.create_namespaced_config_map(
-        namespace,
-        client.V1ConfigMap(
-            metadata=client.V1ObjectMeta(name=name), binary_data={"module.wasm": data}
-        ),
-    )
 
 
 def wasm_function(name: str, configmap: str, **spec: Any) -> dict[str, Any]:
@@ -178,6 +156,7 @@ def test_version_change_rolls_out_without_failures_and_rolls_back(
     loader = threading.Thread(target=steady_load)
     loader.start()
     try:
+        wait_for(lambda: sent >= 10, what="steady load before the rollout")
         fns.patch("hello", {"version": "2.0.0"})
         fns.wait_phase(
             "hello", "Ready", currentRevision=2, updatedReplicas=2, readyReplicas=2, replicas=2
@@ -186,12 +165,12 @@ def test_version_change_rolls_out_without_failures_and_rolls_back(
         status = fns.wait_phase(
             "hello", "Ready", currentRevision=1, updatedReplicas=2, readyReplicas=2, replicas=2
         )
+        rolled_back_at = sent
+        wait_for(lambda: sent >= rolled_back_at + 10, what="steady load after the rollback")
     finally:
         stop.set()
         loader.join()
-    assert sent > 20 and failures == [], (
-        f"{len(failures)} of {sent} requests failed: {failures[:3]}"
-    )
+    assert failures == [], f"{len(failures)} of {sent} requests failed: {failures[:3]}"
     assert [r["version"] for r in status["revisions"]] == ["2.0.0", "1.0.0"]
     assert any(e.reason == "RolledBack" for e in events_for(core, fns.namespace, "hello"))
 

@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import ctypes
 import hashlib
 import logging
 import multiprocessing
+import signal
 from collections import OrderedDict
 
 import aiohttp
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 MAX_FETCH_BYTES = 64 * 2**20
 CHECK_CACHE_SIZE = 512
 CHECKS_PER_WORKER = 25
+PR_SET_PDEATHSIG = 1
 
 
 class ModuleUnavailable(Exception):
@@ -111,6 +114,12 @@ WARM_UP_MODULE = bytes.fromhex(
 )
 
 
+def _die_with_operator() -> None:
+    """A killed operator must not leave its compile worker behind."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
 class ModuleChecker:
     """Judges modules against a runtime's features, remembering only the verdicts."""
 
@@ -124,6 +133,7 @@ class ModuleChecker:
             self._pool = concurrent.futures.ProcessPoolExecutor(
                 max_workers=1,
                 mp_context=multiprocessing.get_context("spawn"),
+                initializer=_die_with_operator,
                 # Recycled every few modules, so what compiling leaves behind goes with it.
                 max_tasks_per_child=CHECKS_PER_WORKER,
             )
