@@ -264,25 +264,28 @@ def test_link_delay_and_loss_on_one_node(api: client.ApiClient, hello, cluster) 
 
 def test_agent_restart_readopts_its_pods(api: client.ApiClient, hello, cluster) -> None:  # type: ignore[no-untyped-def]
     """A restarted agent neither loses nor duplicates Pods: the same Pods (UIDs) serve
-    again on the same addresses."""
+    again on the same addresses, each counting one container restart."""
     namespace, name = hello
     core = client.CoreV1Api(api)
     node = ready_pods(core, namespace, name)[0].spec.node_name
     before = {
-        p.metadata.uid: p.status.pod_ip
+        p.metadata.uid: (p.status.pod_ip, p.status.container_statuses[0].restart_count)
         for p in ready_pods(core, namespace, name)
         if p.spec.node_name == node
     }
     manager.control(cluster.layout, "restart", name=node)
 
-    def readopted() -> dict[str, str] | None:
+    def readopted() -> dict[str, tuple[str, int]] | None:
         pods = [p for p in ready_pods(core, namespace, name) if p.spec.node_name == node]
-        current = {p.metadata.uid: p.status.pod_ip for p in pods}
+        current = {
+            p.metadata.uid: (p.status.pod_ip, p.status.container_statuses[0].restart_count - 1)
+            for p in pods
+        }
         return current if current == before else None
 
-    wait_for(readopted, what=f"the Pods on {node} Ready again with the same UIDs and addresses")
+    wait_for(readopted, what=f"the Pods on {node} Ready again, same UIDs and addresses")
     assert len(core.list_namespaced_pod(namespace, label_selector=f"app={name}").items) == 4
-    for ip in before.values():
+    for ip, _ in before.values():
         with urllib.request.urlopen(f"http://{ip}:8080/", timeout=5) as response:
             assert response.read() == b"Hello, world!\n"
 

@@ -66,13 +66,27 @@ class PodWorker:
         self.plan: ContainerPlan | None = None
         previous = pod.get("status", {})
         restart_count = 0
+        last_terminated = None
         for status in previous.get("containerStatuses", []):
             restart_count = int(status.get("restartCount", 0))
+            running = (status.get("state") or {}).get("running")
+            if running is not None:
+                # Adopted after an agent restart: the function ran inside the agent that
+                # died, so its container did restart; say so, as a kubelet would.
+                restart_count += 1
+                last_terminated = {
+                    "exitCode": 137,
+                    "reason": "NodeAgentRestarted",
+                    "message": "the wasm node agent hosting this container restarted",
+                    "startedAt": running.get("startedAt"),
+                    "finishedAt": now_rfc3339(),
+                }
         spec_container = pod["spec"]["containers"][0] if pod["spec"].get("containers") else {}
         self.container = ContainerState(
             name=spec_container.get("name", "function"),
             image=spec_container.get("image", ""),
             restart_count=restart_count,
+            last_terminated=last_terminated,
         )
         self.pod_ip: str | None = None
         self.start_time: str = previous.get("startTime") or now_rfc3339()
