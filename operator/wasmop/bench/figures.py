@@ -183,10 +183,15 @@ def recovery_bars(recovery: pd.DataFrame) -> Figure:
     grouped = data.groupby("fault")["recovery_ms"]
     medians = grouped.median() / 1000
     spread = grouped.max() / 1000 - medians
+    # "node-kill" -> "node\nkill": five fault names side by side stay legible.
+    labels = [str(f).replace("-", "\n", 1) for f in medians.index]
     plots.bars(
-        ax, medians.index.tolist(), medians.tolist(), "fault to recovered (s)",
+        ax, labels, medians.tolist(), "fault to recovered (s)",
         errors=spread.tolist(),
     )  # fmt: skip
+    for x, value in enumerate(medians.tolist()):
+        ax.annotate(f"{value:.1f}", (x, value), ha="center", va="bottom", fontsize=8,
+                    xytext=(0, 2), textcoords="offset points")  # fmt: skip
     ax.axhline(10.0, color="#444444", linestyle="--", linewidth=1)
     ax.set_title("Recovery time per fault (bar: median; whisker: max)")
     return fig

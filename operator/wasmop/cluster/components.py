@@ -270,6 +270,8 @@ def workloads(layout: StateLayout, settings: ClusterSettings) -> list[ComponentS
                 str(settings.operator_metrics_port),
                 "--health-port",
                 str(settings.operator_health_port),
+                "--peering-identity",
+                "wasmop-operator",
             ],
             Probe(f"http://127.0.0.1:{settings.operator_health_port}/readyz"),
             after=("bootstrap",),

@@ -51,6 +51,9 @@ class OperatorSettings:
     scaling_interval_s: float = 5.0
     gateway_url: str = "http://127.0.0.1:8000"
     peering_name: str = "wasmop"
+    # A restarted replica with the same identity takes over its own peering record at
+    # once, instead of pausing until its dead predecessor's record expires.
+    peering_identity: str | None = None
     priority: int | None = None
     namespaces: tuple[str, ...] = ()  # empty: every namespace
 
@@ -333,6 +336,7 @@ async def run(settings: OperatorSettings, stop: asyncio.Event) -> None:
             clusterwide=not namespaces,
             namespaces=namespaces,
             peering_name=settings.peering_name,
+            identity=settings.peering_identity,  # type: ignore[arg-type]
             standalone=False,
             priority=settings.priority,
             ready_flag=op.ready,

@@ -30,6 +30,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         scaling_interval_s=args.scaling_interval,
         gateway_url=args.gateway_url,
         priority=args.priority,
+        peering_identity=args.peering_identity or os.environ.get("POD_NAME") or None,
         namespaces=tuple(args.namespace),
     )
 
@@ -93,6 +94,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--gateway-url", default="http://127.0.0.1:8000", help="for status.url and request rates"
     )
     run.add_argument("--priority", type=int, help="kopf peering priority (default: random)")
+    run.add_argument(
+        "--peering-identity",
+        help="this replica's name among peers; keep it across restarts (default: $POD_NAME,"
+        " else one per process)",
+    )
     run.add_argument("--namespace", action="append", default=[], help="watch only these namespaces")
     run.set_defaults(handler=cmd_run)
 
