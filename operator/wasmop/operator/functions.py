@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,8 +96,17 @@ class FunctionController:
         spec may have left (an HPA, module ConfigMaps), which cannot exist yet.
         """
         state = self.state_for(body)
+        queued = time.monotonic()
         async with self._slots, state.reconciling:
+            started = time.monotonic()
             await self._reconcile(state, body, fresh)
+        log.debug(
+            "reconciled %s/%s: queued %.0f ms, ran %.0f ms",
+            state.namespace,
+            state.name,
+            (started - queued) * 1000,
+            (time.monotonic() - started) * 1000,
+        )
 
     async def _reconcile(self, state: FunctionState, body: dict[str, Any], fresh: bool) -> None:
         now = now_rfc3339()
@@ -173,13 +183,15 @@ class FunctionController:
             state.settled = False
         state.revision, state.revisions = update.current.revision, update.history
 
-        await self._ensure_configmap(build_configmap(function, bundle))
         resolved = resolve(function, runtime)
         deployment = build_deployment(
             resolved, bundle, revision=update.current.revision, configmap=update.current.config_map
         )
         try:
-            applied, _ = await asyncio.gather(
+            # One round trip for all three: the module ConfigMap is created long before a
+            # Pod of the new ReplicaSet reaches a node (and a node retries if it is not).
+            _, applied, _ = await asyncio.gather(
+                self._ensure_configmap(build_configmap(function, bundle)),
                 self._apply_owned(
                     api_path("apps/v1", "deployments", function.namespace, function.name),
                     deployment,
@@ -197,7 +209,7 @@ class FunctionController:
             raise RetryLater(str(exc), delay=10.0) from exc
         await self._sync_hpa(function, state, fresh)
         state.observe_deployment(applied)
-        await self._write(state)
+        self.schedule_write(state)
         if update.changed and update.rolled_back:
             self.events.record(
                 state.reference, "RolledBack", f"back to revision {update.current.revision}"
