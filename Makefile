@@ -33,7 +33,7 @@ functions: venv ## build the benchmark WebAssembly workloads into functions/buil
 
 build: venv controlplane functions ## everything the tests and experiments need
 
-test: build ## run unit and integration tests (starts the embedded cluster if none is up)
+test: build lint ## lint, then unit and integration tests (starts the embedded cluster if none is up)
 	$(PY) -m pytest tests -p no:cacheprovider
 
 test-unit: venv ## only the unit tests (no cluster)
