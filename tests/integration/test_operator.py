@@ -482,3 +482,19 @@ def test_two_operator_replicas_hand_over_through_peering(fns: Functions, cluster
     fns.create(wasm_function("after", "wasm-hello"))
     fns.wait_phase("after", "Ready")
     os.unlink(log_path)
+
+
+def test_real_cluster_install_manifests_are_accepted(cluster) -> None:  # type: ignore[no-untyped-def]
+    """The operator and gateway Deployments for real clusters pass the API server's
+    validation and admission (server-side dry run: nothing is created)."""
+    manifest = repo_root() / "operator" / "config" / "operators" / "operator.yaml"
+    kubectl = [sys.executable, "-m", "wasmop", "kubectl"]
+    result = subprocess.run(
+        [*kubectl, "apply", "--dry-run=server", "-f", str(manifest)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "deployment.apps/wasmop-operator created (server dry run)" in result.stdout
+    assert "service/wasmop-gateway created (server dry run)" in result.stdout
