@@ -69,8 +69,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    return run_handler(args, args.log_level)
+
+
+def run_handler(args: argparse.Namespace, log_level: str) -> int:
+    """Set up logging and run a parsed command: one line on stderr for a CommandError."""
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )

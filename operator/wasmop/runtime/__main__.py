@@ -7,10 +7,9 @@ dependencies, not those of every other `wasmop` command.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
-from wasmop.cli import CommandError
+from wasmop.cli import run_handler
 from wasmop.runtime.cli import register
 
 
@@ -24,18 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     subparsers = parser.add_subparsers(dest="command", metavar="<command>")
     register(subparsers)
     args = parser.parse_args(["runtime", *rest])
-    logging.basicConfig(
-        level=known.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    try:
-        return int(args.handler(args) or 0)
-    except CommandError as exc:
-        sys.stderr.write(f"wasmop: error: {exc}\n")
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    return run_handler(args, known.log_level)
 
 
 if __name__ == "__main__":
