@@ -95,7 +95,9 @@ def test_deployment_storm_reports_create_to_ready(
     session: BenchSession, namespace: str, tmp_path: Path
 ) -> None:
     if not component_pid("operator"):
-        pytest.skip("the operator is not running in this cluster")
+        pytest.fail(
+            "the embedded cluster's operator is not running (see .wasmop/logs/operator.log)"
+        )
     session.run(functions.ensure_module(session.kube, namespace, "hello"))
     config = LocustConfig(
         host=functions.gateway_base(),
