@@ -116,12 +116,15 @@ def test_function_becomes_ready_and_serves(fns: Functions, api: client.ApiClient
     ):
         assert MILLIS.match(timings[key]), (key, timings[key])
     assert timings["acceptedAt"] <= timings["validatedAt"] <= timings["deploymentCreatedAt"]
-    assert timings["firstReplicaReadyAt"] <= timings["allReadyAt"]
+    assert timings["deploymentCreatedAt"] <= timings["firstReplicaReadyAt"] <= timings["allReadyAt"]
     conditions = {c["type"]: c for c in status["conditions"]}
     assert conditions["Validated"]["status"] == "True"
     assert conditions["Available"]["status"] == "True"
     assert all(c["observedGeneration"] == 1 for c in status["conditions"])
     assert gateway(f"/{fns.namespace}/hello/") == (200, b"Hello, world!\n")
+    # The embedded cluster runs the operator with --service-mode headless (no kube-proxy).
+    service = client.CoreV1Api(api).read_namespaced_service("hello", fns.namespace)
+    assert service.spec.cluster_ip == "None"
     # What `kubectl get wf` prints (the printer columns over this status).
     listing = subprocess.run(
         [sys.executable, "-m", "wasmop", "kubectl", "get", "wf", "hello", "-n", fns.namespace],

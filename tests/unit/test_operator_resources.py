@@ -258,6 +258,13 @@ def test_service() -> None:
         {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}
     ]
     assert svc["metadata"]["ownerReferences"][0]["uid"] == "uid-42"
+    assert "clusterIP" not in svc["spec"]  # the API server allocates one
+
+
+def test_headless_service_only_drops_the_cluster_ip() -> None:
+    plain, headless = build_service(make_function()), build_service(make_function(), headless=True)
+    assert headless["spec"].pop("clusterIP") == "None"
+    assert headless == plain
 
 
 def test_selector_and_url() -> None:

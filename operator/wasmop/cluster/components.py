@@ -272,6 +272,10 @@ def workloads(layout: StateLayout, settings: ClusterSettings) -> list[ComponentS
                 str(settings.operator_health_port),
                 "--peering-identity",
                 "wasmop-operator",
+                # No kube-proxy here: a cluster IP would route nowhere, and allocating one
+                # serialises every Service creation in the API server.
+                "--service-mode",
+                "headless",
             ],
             Probe(f"http://127.0.0.1:{settings.operator_health_port}/readyz"),
             after=("bootstrap",),

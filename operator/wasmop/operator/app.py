@@ -56,6 +56,7 @@ class OperatorSettings:
     peering_identity: str | None = None
     priority: int | None = None
     namespaces: tuple[str, ...] = ()  # empty: every namespace
+    headless_services: bool = False  # no cluster IPs (resources.build_service)
 
 
 @dataclass
@@ -77,7 +78,13 @@ class Operator:
         config = KubeConfig.load(settings.kubeconfig)
         kube = Kube(config, user_agent="wasmop-operator", max_connections=100)
         events = EventRecorder(kube, "wasmop-operator", "wasmop-operator")
-        functions = FunctionController(kube, events, ModuleChecker(), settings.gateway_url)
+        functions = FunctionController(
+            kube,
+            events,
+            ModuleChecker(),
+            settings.gateway_url,
+            headless_services=settings.headless_services,
+        )
         nodes = NodeIndex()
         collector = MetricsCollector(nodes, settings.gateway_url)
         autoscaler = Autoscaler(

@@ -32,6 +32,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         priority=args.priority,
         peering_identity=args.peering_identity or os.environ.get("POD_NAME") or None,
         namespaces=tuple(args.namespace),
+        headless_services=args.service_mode == "headless",
     )
 
     async def main() -> None:
@@ -100,6 +101,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         " else one per process)",
     )
     run.add_argument("--namespace", action="append", default=[], help="watch only these namespaces")
+    run.add_argument(
+        "--service-mode",
+        choices=("cluster-ip", "headless"),
+        default="cluster-ip",
+        help="the functions' Services: with a cluster IP (default, for kube-proxy), or"
+        " headless where nothing routes cluster IPs (the embedded cluster); existing"
+        " Services keep theirs",
+    )
     run.set_defaults(handler=cmd_run)
 
     install = sub.add_parser("install", help="apply the CRDs, RBAC and default WasmRuntime")

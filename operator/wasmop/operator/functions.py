@@ -71,6 +71,7 @@ class FunctionController:
     states: dict[tuple[str, str], FunctionState] = field(default_factory=dict)
     pods: PodIndex = field(default_factory=PodIndex)
     http: aiohttp.ClientSession | None = None
+    headless_services: bool = False  # see resources.build_service
     _writes: set[asyncio.Task[None]] = field(default_factory=set)
     # Reconciles in flight at once: a burst of creations queues here instead of all
     # contending for the API server (and the operator's memory) at the same moment.
@@ -192,18 +193,9 @@ class FunctionController:
             # Pod of the new ReplicaSet reaches a node (and a node retries if it is not).
             _, applied, _ = await asyncio.gather(
                 self._ensure_configmap(build_configmap(function, bundle)),
-                self._apply_owned(
-                    api_path("apps/v1", "deployments", function.namespace, function.name),
-                    deployment,
-                    function,
-                ),
-                self._apply_owned(
-                    api_path("v1", "services", function.namespace, function.name),
-                    build_service(function),
-                    function,
-                ),
+                self._apply_deployment(state, function, deployment),
+                self._apply_service(function),
             )
-            state.timings = state.timings.mark("deployment_created_at", now_rfc3339())
         except NotOurs as exc:
             await self._wait(state, "ResourceConflict", str(exc))
             raise RetryLater(str(exc), delay=10.0) from exc
@@ -224,6 +216,25 @@ class FunctionController:
         if not fresh and not update.changed:
             # A resume or resync: sweep ConfigMaps an interrupted earlier pass left behind.
             await self._collect_configmaps(function, state)
+
+    async def _apply_deployment(
+        self, state: FunctionState, function: WasmFunction, deployment: dict[str, Any]
+    ) -> dict[str, Any]:
+        path = api_path("apps/v1", "deployments", function.namespace, function.name)
+        applied = await self._apply_owned(path, deployment, function)
+        state.timings = state.timings.mark("deployment_created_at", now_rfc3339())
+        return applied
+
+    async def _apply_service(self, function: WasmFunction) -> None:
+        path = api_path("v1", "services", function.namespace, function.name)
+        service = build_service(function, headless=self.headless_services)
+        try:
+            await self._apply_owned(path, service, function)
+        except ApiError as exc:
+            if not (self.headless_services and exc.status == 422):
+                raise
+            # A Service created with a cluster IP keeps it (the field is immutable).
+            await self._apply_owned(path, build_service(function), function)
 
     async def _apply_owned(
         self, path: str, body: dict[str, Any], function: WasmFunction

@@ -416,25 +416,32 @@ def build_deployment(
     }
 
 
-def build_service(function: WasmFunction) -> dict[str, Any]:
-    """ClusterIP Service on port 80 to the pods' ``http`` port; its EndpointSlices feed the
-    gateway."""
+def build_service(function: WasmFunction, *, headless: bool = False) -> dict[str, Any]:
+    """Service on port 80 to the pods' ``http`` port; its EndpointSlices feed the gateway.
+
+    ``headless`` leaves out the cluster IP. Where nothing routes cluster IPs (the
+    embedded cluster has no kube-proxy) that costs nothing, and it spares the API server
+    an IP allocation that it serialises across all Service creations.
+    """
+    spec: dict[str, Any] = {
+        "type": "ClusterIP",
+        "selector": selector(function.name),
+        "ports": [
+            {
+                "name": PORT_NAME,
+                "port": SERVICE_PORT,
+                "targetPort": PORT_NAME,
+                "protocol": "TCP",
+            }
+        ],
+    }
+    if headless:
+        spec["clusterIP"] = "None"
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": _metadata(function, function.name, "function"),
-        "spec": {
-            "type": "ClusterIP",
-            "selector": selector(function.name),
-            "ports": [
-                {
-                    "name": PORT_NAME,
-                    "port": SERVICE_PORT,
-                    "targetPort": PORT_NAME,
-                    "protocol": "TCP",
-                }
-            ],
-        },
+        "spec": spec,
     }
 
 
