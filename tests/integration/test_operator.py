@@ -87,6 +87,15 @@ def gateway(path: str, timeout: float = 10.0) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
+def tracked_functions() -> float:
+    """How many functions the operator keeps state for (its phase gauge, summed)."""
+    port = ClusterSettings().operator_metrics_port
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        lines = response.read().decode().splitlines()
+    prefix = "wasmop_operator_functions{"
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(prefix))
+
+
 def events_for(core: client.CoreV1Api, namespace: str, name: str) -> list[client.CoreV1Event]:
     return core.list_namespaced_event(
         namespace, field_selector=f"involvedObject.kind=WasmFunction,involvedObject.name={name}"
@@ -342,10 +351,13 @@ def test_operator_marks_invalid_and_keeps_serving_others(
 
 def test_delete_removes_everything_owned(fns: Functions, api: client.ApiClient) -> None:
     core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    before = tracked_functions()
     fns.create(wasm_function("hello", "wasm-hello", replicas=2))
     fns.wait_phase("hello", "Ready", readyReplicas=2)
     selector = "wasm.bits-dissertation.io/function=hello"
     fns.delete("hello")
+    # Functions have no finalizer; the operator lets go of them on the watch's DELETED.
+    wait_for(lambda: tracked_functions() <= before, what="the operator to forget the function")
 
     def gone() -> bool:
         return not (

@@ -235,11 +235,14 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
     async def function_resumed(body: kopf.Body, **_: Any) -> None:
         await reconcile(body, "function_resumed")
 
-    @kopf.on.delete(*FUNCTIONS, registry=registry, optional=True)
-    async def function_deleted(namespace: str, name: str, **_: Any) -> None:
-        # Owner references let the garbage collector remove what the function owned.
-        op.functions.forget(namespace, name)
-        op.autoscaler.forget(namespace, name)
+    @kopf.on.event(*FUNCTIONS, registry=registry)
+    async def function_event(type: str | None, namespace: str, name: str, **_: Any) -> None:
+        """Functions carry no finalizer, so kopf's deletion handlers never run for them: the
+        watch's DELETED event is where the operator lets go of a function. Owner references
+        let the garbage collector remove what it owned."""
+        if type == "DELETED":
+            op.functions.forget(namespace, name)
+            op.autoscaler.forget(namespace, name)
 
     def autoscaled(spec: kopf.Spec, **_: Any) -> bool:
         scaling = spec.get("scaling") or {}
