@@ -66,13 +66,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_handler(args, args.log_level)
 
 
-def run_handler(args: argparse.Namespace, log_level: str) -> int:
-    """Set up logging and run a parsed command: one line on stderr for a CommandError."""
+def configure_logging(level: str = "info") -> None:
+    """One log line format for every wasmop process (components log to files the
+    supervisor collects, so a shared shape keeps them greppable together)."""
     logging.basicConfig(
-        level=log_level.upper(),
+        level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+
+
+def run_handler(args: argparse.Namespace, log_level: str) -> int:
+    """Set up logging and run a parsed command: one line on stderr for a CommandError."""
+    configure_logging(log_level)
     try:
         return int(args.handler(args) or 0)
     except CommandError as exc:

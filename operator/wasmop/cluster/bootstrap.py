@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from wasmop.cli import configure_logging
 from wasmop.cluster.layout import StateLayout, repo_root
 from wasmop.kube import ApiError, Kube, KubeConfig
 
@@ -147,9 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Apply the embedded cluster's base objects.")
     parser.add_argument("--state-dir", type=Path, required=True)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging()
     layout = StateLayout(args.state_dir.resolve())
 
     async def run() -> int:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wasmop.cli import configure_logging
 from wasmop.cluster.components import ComponentSpec, Probe
 from wasmop.cluster.layout import CLUSTER_MARKER_ENV, StateLayout
 
@@ -362,9 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Supervise the embedded cluster (internal).")
     parser.add_argument("--state-dir", type=Path, required=True)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging()
     layout = StateLayout(args.state_dir.resolve())
     layout.supervisor_pid.write_text(f"{os.getpid()}\n")
     try:

@@ -149,16 +149,12 @@ class Autoscaler:
         pods = self.pods.pods(*key)
         result = []
         for metric in scaling.metrics:
-            if metric.name == "cpu":
+            if metric.name in ("cpu", "memory"):
+                cpu = metric.name == "cpu"
+                usage = self.collector.cpu_cores if cpu else self.collector.memory
                 samples = [
-                    PodMetric(p.name, self.collector.cpu_cores.get((key[0], p.name)), p.cpu_request,
-                              p.ready, p.phase, p.deleting)
-                    for p in pods
-                ]  # fmt: skip
-                result.append(observation_for(metric, pods=samples))
-            elif metric.name == "memory":
-                samples = [
-                    PodMetric(p.name, self.collector.memory.get((key[0], p.name)), p.memory_request,
+                    PodMetric(p.name, usage.get((key[0], p.name)),
+                              p.cpu_request if cpu else p.memory_request,
                               p.ready, p.phase, p.deleting)
                     for p in pods
                 ]  # fmt: skip
