@@ -47,12 +47,16 @@ class ServiceEndpoints:
 
 
 def parse_slice(obj: dict[str, Any], previous: list[Endpoint] | None = None) -> list[Endpoint]:
-    """Endpoints of one EndpointSlice; in-flight counts carry over for unchanged ones."""
+    """Endpoints of one EndpointSlice.
+
+    An address already known keeps its ``Endpoint`` object, so a request in flight across
+    the update decrements the same counter it incremented.
+    """
     ports = obj.get("ports") or []
     port = next((p.get("port") for p in ports if p.get("port")), None)
     if port is None:
         return []
-    carried = {(e.address, e.port): e.in_flight for e in previous or []}
+    known = {(e.address, e.port): e for e in previous or []}
     endpoints = []
     for item in obj.get("endpoints") or []:
         conditions = item.get("conditions", {})
@@ -61,8 +65,11 @@ def parse_slice(obj: dict[str, Any], previous: list[Endpoint] | None = None) -> 
         )
         pod = (item.get("targetRef") or {}).get("name", "")
         for address in item.get("addresses", []):
-            endpoint = Endpoint(address, int(port), pod, ready)
-            endpoint.in_flight = carried.get((address, int(port)), 0)
+            endpoint = known.get((address, int(port)))
+            if endpoint is None:
+                endpoint = Endpoint(address, int(port), pod, ready)
+            else:
+                endpoint.pod, endpoint.ready = pod, ready
             endpoints.append(endpoint)
     return endpoints
 
