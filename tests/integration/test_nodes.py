@@ -15,6 +15,7 @@ from wasmop.bench.functions import plain_deployment, plain_service
 from wasmop.cluster import manager
 from wasmop.cluster.layout import repo_root
 from wasmop.cluster.settings import ClusterSettings
+from wasmop.node import fault_client
 
 pytestmark = pytest.mark.integration
 
@@ -91,20 +92,15 @@ def test_hand_written_deployment_serves_through_gateway(
 def test_crashed_container_restarts_and_deleted_pod_is_replaced(
     api: client.ApiClient, hello, cluster
 ) -> None:  # type: ignore[no-untyped-def]
-    import json
-    import urllib.request
-
     namespace, name = hello
     core = client.CoreV1Api(api)
     victim = ready_pods(core, namespace, name)[0]
-    info = json.loads((cluster.layout.run / f"node-{victim.spec.node_name}.json").read_text())
-    request = urllib.request.Request(
-        f"http://{info['address']}:{info['port']}/faults/crash",
-        data=json.dumps({"namespace": namespace, "pod": victim.metadata.name}).encode(),
-        headers={"Authorization": f"Bearer {info['token']}"},
-        method="POST",
+    fault_client.post(
+        cluster.layout.run,
+        victim.spec.node_name,
+        "/faults/crash",
+        {"namespace": namespace, "pod": victim.metadata.name},
     )
-    urllib.request.urlopen(request, timeout=5).read()
 
     def restarted() -> bool:
         pod = core.read_namespaced_pod(victim.metadata.name, namespace)
@@ -228,24 +224,14 @@ def test_killed_node_is_marked_not_ready_and_pods_move(
 def test_link_delay_and_loss_on_one_node(api: client.ApiClient, hello, cluster) -> None:  # type: ignore[no-untyped-def]
     """Edge emulation: a delayed node's Pods answer no faster than the delay; clearing it
     restores the plain link; other nodes are untouched."""
-    import json
-    import urllib.request
-
     namespace, name = hello
     core = client.CoreV1Api(api)
     pod = ready_pods(core, namespace, name)[0]
     node = pod.spec.node_name
-    info = json.loads((cluster.layout.run / f"node-{node}.json").read_text())
 
     def set_link(delay_ms: float, loss: float = 0.0) -> dict[str, Any]:
-        request = urllib.request.Request(
-            f"http://{info['address']}:{info['port']}/faults/netem",
-            data=json.dumps({"delayMs": delay_ms, "lossPercent": loss}).encode(),
-            headers={"Authorization": f"Bearer {info['token']}"},
-            method="POST",
-        )
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return json.loads(response.read())
+        body = {"delayMs": delay_ms, "lossPercent": loss}
+        return fault_client.post(cluster.layout.run, node, "/faults/netem", body)
 
     def request_seconds() -> float:
         started = time.perf_counter()

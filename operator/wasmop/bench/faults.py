@@ -12,11 +12,7 @@ which a recorder marker and the recovery analysis use as time zero.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +22,7 @@ from wasmop.cluster import manager
 from wasmop.cluster.layout import StateLayout
 from wasmop.kube import ApiError, Kube
 from wasmop.kube.client import api_path
+from wasmop.node import fault_client
 
 log = logging.getLogger(__name__)
 
@@ -49,44 +46,11 @@ def _layout(layout: StateLayout | None) -> StateLayout:
     return layout or StateLayout.default()
 
 
-def node_info(node: str, layout: StateLayout | None = None) -> dict[str, Any]:
-    """The agent's run file: address and port of its daemon endpoint, bearer token, pid."""
-    path = _layout(layout).run / f"node-{node}.json"
-    try:
-        return json.loads(path.read_text())
-    except OSError as exc:
-        raise FaultError(f"node {node} is not running here (no {path})") from exc
-
-
-def _post_node(node: str, path: str, body: dict[str, Any], layout: StateLayout | None) -> Any:
-    info = node_info(node, layout)
-    request = urllib.request.Request(
-        f"http://{info['address']}:{info['port']}{path}",
-        data=json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {info['token']}", "Content-Type": "application/json"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        text = exc.read().decode(errors="replace")
-        with contextlib.suppress(ValueError):
-            text = json.loads(text).get("error", text)
-        raise FaultError(f"node {node} refused {path}: {exc.code} {text}") from exc
-    except (urllib.error.URLError, OSError) as exc:
-        raise FaultError(f"node {node} unreachable for {path}: {exc}") from exc
+def _run_dir(layout: StateLayout | None) -> Path:
+    return _layout(layout).run
 
 
 # --------------------------------------------------------------------------- pods
-
-
-async def pod_node(kube: Kube, namespace: str, pod: str) -> str:
-    obj = await kube.get(api_path("v1", "pods", namespace, pod))
-    node = obj.get("spec", {}).get("nodeName")
-    if not node:
-        raise FaultError(f"pod {namespace}/{pod} is not scheduled to a node")
-    return node
 
 
 def crash_container(
@@ -94,7 +58,7 @@ def crash_container(
 ) -> FaultEvent:
     """Kill the Pod's container as if its process crashed (the agent restarts it)."""
     t = now_ms()
-    _post_node(node, "/faults/crash", {"namespace": namespace, "pod": pod}, layout)
+    fault_client.post(_run_dir(layout), node, "/faults/crash", {"namespace": namespace, "pod": pod})
     return FaultEvent("pod-crash", f"{namespace}/{pod}", t, {"node": node})
 
 
@@ -119,12 +83,6 @@ def _control(layout: StateLayout | None, op: str, **fields: Any) -> None:
         manager.control(_layout(layout), op, **fields)
     except manager.ClusterError as exc:
         raise FaultError(str(exc)) from exc
-
-
-def components(layout: StateLayout | None = None) -> dict[str, dict[str, Any]]:
-    """The supervisor's components (name -> pid, state, restarts)."""
-    status = manager.read_status(_layout(layout)) or {}
-    return dict(status.get("components", {}))
 
 
 def kill_component(name: str, layout: StateLayout | None = None) -> FaultEvent:
@@ -186,8 +144,8 @@ def set_link(
     if delay_ms < 0 or not 0 <= loss_percent <= 100:
         raise ValueError("delay_ms must be >= 0 and loss_percent within 0..100")
     t = now_ms()
-    reply = _post_node(
-        node, "/faults/netem", {"delayMs": delay_ms, "lossPercent": loss_percent}, layout
+    reply = fault_client.post(
+        _run_dir(layout), node, "/faults/netem", {"delayMs": delay_ms, "lossPercent": loss_percent}
     )
     return FaultEvent(
         "link", node, t, {"delay_ms": delay_ms, "loss_percent": loss_percent, **reply}
@@ -196,7 +154,3 @@ def set_link(
 
 def clear_link(node: str, layout: StateLayout | None = None) -> FaultEvent:
     return set_link(node, 0.0, 0.0, layout)
-
-
-def run_file(node: str, layout: StateLayout | None = None) -> Path:
-    return _layout(layout).run / f"node-{node}.json"

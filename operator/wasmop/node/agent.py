@@ -28,6 +28,7 @@ from wasmop import __version__
 from wasmop.kube import ApiError, Kube, KubeConfig
 from wasmop.kube.client import api_path
 from wasmop.kube.events import EventRecorder
+from wasmop.node import fault_client
 from wasmop.node.ipam import PodAddressAllocator
 from wasmop.node.netns import NodeNetwork
 from wasmop.node.pods import PodWorker, pod_key
@@ -401,7 +402,7 @@ class NodeAgent:
         if run_dir is None:
             return
         run_dir.mkdir(parents=True, exist_ok=True)
-        token = run_dir / f"node-{self.name}.json"
+        token = fault_client.run_file(run_dir, self.name)
         token.write_text(
             json.dumps(
                 {
@@ -450,7 +451,7 @@ class NodeAgent:
                 runtime.close()
             await asyncio.to_thread(self.network.teardown)
             if self.settings.run_dir is not None:
-                (self.settings.run_dir / f"node-{self.name}.json").unlink(missing_ok=True)
+                fault_client.run_file(self.settings.run_dir, self.name).unlink(missing_ok=True)
             log.info("node %s stopped", self.name)
 
     def set_link(self, delay_ms: float = 0.0, loss_percent: float = 0.0) -> str:

@@ -3,40 +3,29 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
-import sys
-import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-
-def _run_file(state_dir: Path | None, node: str) -> Path:
+if TYPE_CHECKING:
     from wasmop.cluster.layout import StateLayout
 
-    layout = StateLayout(state_dir.resolve()) if state_dir else StateLayout.default()
-    return layout.run / f"node-{node}.json"
 
+def _layout(state_dir: Path | None) -> StateLayout:
+    from wasmop.cluster.layout import StateLayout
 
-def _node_info(args: argparse.Namespace) -> dict:
-    from wasmop.cli import CommandError
-
-    path = _run_file(args.state_dir, args.node)
-    try:
-        return json.loads(path.read_text())
-    except OSError as exc:
-        raise CommandError(f"node {args.node} is not running here (no {path})") from exc
+    return StateLayout(state_dir.resolve()) if state_dir else StateLayout.default()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     import asyncio
 
     from wasmop.cli import CommandError
-    from wasmop.cluster.layout import StateLayout
     from wasmop.node.agent import NodeAgent, NodeSettings
     from wasmop.node.netns import NetworkError
 
-    layout = StateLayout(args.state_dir.resolve()) if args.state_dir else StateLayout.default()
+    layout = _layout(args.state_dir)
     kubeconfig = args.kubeconfig
     if kubeconfig is None:
         from wasmop.cluster import manager
@@ -67,40 +56,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _post(info: dict, path: str, body: dict) -> dict:
-    request = urllib.request.Request(
-        f"http://{info['address']}:{info['port']}{path}",
-        data=json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {info['token']}", "Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
-
-
 def cmd_fault(args: argparse.Namespace) -> int:
     from wasmop.cli import CommandError
+    from wasmop.node import fault_client
 
-    info = _node_info(args)
-    if args.fault == "crash":
-        namespace, _, pod = args.pod.rpartition("/")
-        try:
-            reply = _post(info, "/faults/crash", {"namespace": namespace or "default", "pod": pod})
-        except urllib.error.HTTPError as exc:
-            raise CommandError(json.loads(exc.read()).get("error", str(exc))) from exc
-        print(f"crashed {reply['crashed']}")
-    elif args.fault == "netem":
-        reply = _post(
-            info, "/faults/netem", {"delayMs": args.delay_ms, "lossPercent": args.loss_percent}
-        )
-        print(
-            f"node {args.node}: delay {reply['delayMs']} ms, loss {reply['lossPercent']} %"
-            f" ({reply['method']})"
-        )
-    else:
-        sig = {"freeze": signal.SIGSTOP, "thaw": signal.SIGCONT, "kill": signal.SIGKILL}[args.fault]
-        os.kill(int(info["pid"]), sig)
-        print(f"node {args.node}: sent {sig.name} to agent pid {info['pid']}")
+    run_dir = _layout(args.state_dir).run
+    try:
+        if args.fault == "crash":
+            namespace, _, pod = args.pod.rpartition("/")
+            body = {"namespace": namespace or "default", "pod": pod}
+            reply = fault_client.post(run_dir, args.node, "/faults/crash", body)
+            print(f"crashed {reply['crashed']}")
+        elif args.fault == "netem":
+            body = {"delayMs": args.delay_ms, "lossPercent": args.loss_percent}
+            reply = fault_client.post(run_dir, args.node, "/faults/netem", body)
+            print(
+                f"node {args.node}: delay {reply['delayMs']} ms, loss {reply['lossPercent']} %"
+                f" ({reply['method']})"
+            )
+        else:
+            info = fault_client.node_info(run_dir, args.node)
+            sig = {"freeze": signal.SIGSTOP, "thaw": signal.SIGCONT, "kill": signal.SIGKILL}[
+                args.fault
+            ]
+            os.kill(int(info["pid"]), sig)
+            print(f"node {args.node}: sent {sig.name} to agent pid {info['pid']}")
+    except fault_client.NodeUnavailable as exc:
+        raise CommandError(str(exc)) from exc
     return 0
 
 
@@ -152,5 +134,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         p = fault_sub.add_parser(name, help=text)
         p.add_argument("node")
     fault.set_defaults(handler=cmd_fault)
-    sub.choices["fault"].set_defaults(handler=cmd_fault)
-    _ = sys
