@@ -31,6 +31,7 @@ from wasmop.operator.resources import (
     build_service,
     configmap_name,
     gateway_url,
+    module_digest,
     pack_module,
     selector_string,
 )
@@ -145,14 +146,16 @@ class FunctionController:
             await self._wait(state, exc.reason, exc.message)
             raise RetryLater(exc.message, delay=5.0) from exc
         problems = validate_function(function, runtime, module=module, check_module=None)
+        digest = module_digest(module)
         if not problems:
-            problems = await self.checker.check(module, runtime.spec)
+            problems = await self.checker.check(module, runtime.spec, digest)
         if problems:
             reason, message = summarize(problems)
             await self._invalid(state, reason, message)
             return
         try:
-            bundle = pack_module(module)
+            # gzip -9 of a large module takes a while: off the event loop.
+            bundle = await asyncio.to_thread(pack_module, module, digest=digest)
         except ModuleTooLarge as exc:
             await self._invalid(state, "ModuleTooLarge", str(exc))
             return

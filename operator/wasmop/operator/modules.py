@@ -13,7 +13,6 @@ import asyncio
 import base64
 import concurrent.futures
 import ctypes
-import hashlib
 import logging
 import multiprocessing
 import signal
@@ -23,7 +22,7 @@ import aiohttp
 
 from wasmop.kube import ApiError, Kube
 from wasmop.kube.client import api_path
-from wasmop.operator.resources import unpack_module
+from wasmop.operator.resources import module_digest, unpack_module
 from wasmop.operator.spec import RuntimeSpec, WasmFunction
 from wasmop.operator.validation import Problem, Reason
 from wasmop.runtime.podenv import SWITCHABLE_FEATURES
@@ -144,15 +143,29 @@ class ModuleChecker:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor(), compile_check, WARM_UP_MODULE, ())
 
-    async def check(self, module: bytes, runtime: RuntimeSpec) -> list[Problem]:
-        features = tuple(runtime.features.enabled())
-        key = (hashlib.sha256(module).hexdigest(), features)
+    def _known(self, key: tuple[str, tuple[str, ...]]) -> list[Problem] | None:
+        problems = self._verdicts.get(key)
+        if problems is not None:
+            self._verdicts.move_to_end(key)
+        return problems
+
+    async def check(
+        self, module: bytes, runtime: RuntimeSpec, digest: str | None = None
+    ) -> list[Problem]:
+        """Problems compiling ``module`` (sha256 ``digest``) with the runtime's features.
+
+        A known verdict returns at once, without waiting behind another module's compile.
+        """
+        key = (digest or module_digest(module), tuple(runtime.features.enabled()))
+        known = self._known(key)
+        if known is not None:
+            return known
         async with self._lock:  # one compile at a time; later callers find the verdict
-            if key in self._verdicts:
-                self._verdicts.move_to_end(key)
-                return self._verdicts[key]
+            known = self._known(key)
+            if known is not None:
+                return known
             loop = asyncio.get_running_loop()
-            failure = await loop.run_in_executor(self._executor(), compile_check, module, features)
+            failure = await loop.run_in_executor(self._executor(), compile_check, module, key[1])
             problems = []
             if failure is not None:
                 reason, message = failure

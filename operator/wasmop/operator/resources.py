@@ -191,13 +191,15 @@ class ModuleBundle:
         return self.key == MODULE_KEY_GZ
 
 
-def pack_module(module: bytes, *, compress: bool | None = None) -> ModuleBundle:
+def pack_module(
+    module: bytes, *, compress: bool | None = None, digest: str | None = None
+) -> ModuleBundle:
     """Choose how to store ``module``; ``compress=None`` gzips when it saves 10% or more.
 
     gzip runs with a zero timestamp so the same module always packs to the same bytes and a
     re-created immutable ConfigMap is identical to the existing one.
     """
-    digest = module_digest(module)
+    digest = digest or module_digest(module)
     packed = gzip.compress(module, compresslevel=9, mtime=0)
     if compress is None:
         compress = len(packed) <= len(module) * (1 - MIN_GZIP_SAVING)
