@@ -39,10 +39,6 @@ def ratio(part: float, whole: float) -> float:
     return float(part) / float(whole) if whole else float("nan")
 
 
-def finite(value: Any) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)
-
-
 def jsonable(value: Any) -> Any:
     """NaN and infinities as None, numpy scalars as Python numbers, recursively."""
     if isinstance(value, Mapping):

@@ -32,7 +32,14 @@ from wasmop.node import fault_client
 from wasmop.node.ipam import PodAddressAllocator
 from wasmop.node.netns import NodeNetwork
 from wasmop.node.pods import PodWorker, pod_key
-from wasmop.node.podspec import ContainerPlan, ModuleSource, PodSpecError, micro_time, now_rfc3339
+from wasmop.node.podspec import (
+    DEFAULT_MODULE_KEYS,
+    ContainerPlan,
+    ModuleSource,
+    PodSpecError,
+    micro_time,
+    now_rfc3339,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +89,6 @@ class NodeAgent:
         self._probe_session: aiohttp.ClientSession | None = None
         self._configmaps: dict[tuple[str, str], dict[str, Any]] = {}
         self._stop = asyncio.Event()
-        self._lease_version: str | None = None
         self._netem: bool | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._link: Any = None
@@ -126,7 +132,7 @@ class NodeAgent:
             self._configmaps[key] = configmap
         binary = configmap.get("binaryData", {})
         text = configmap.get("data", {})
-        keys = [source.key] if source.key else ["module.wasm", "module.wasm.gz"]
+        keys = [source.key] if source.key else list(DEFAULT_MODULE_KEYS)
         if source.key is None and len(binary) + len(text) == 1:
             keys.append(next(iter([*binary, *text])))
         for k in keys:
@@ -305,7 +311,7 @@ class NodeAgent:
             "renewTime": micro_time(),
         }
         try:
-            lease = await self.kube.patch(path, {"spec": spec})
+            await self.kube.patch(path, {"spec": spec})
         except ApiError as exc:
             if not exc.not_found:
                 raise
@@ -327,10 +333,9 @@ class NodeAgent:
                 },
                 "spec": spec,
             }
-            lease = await self.kube.create(
+            await self.kube.create(
                 api_path("coordination.k8s.io/v1", "leases", "kube-node-lease"), body
             )
-        self._lease_version = lease["metadata"]["resourceVersion"]
 
     async def _heartbeat(self) -> None:
         last_status = time.monotonic()

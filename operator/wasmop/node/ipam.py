@@ -37,6 +37,3 @@ class PodAddressAllocator:
         ip = self._by_uid.pop(uid, None)
         if ip is not None:
             self._free.add(ip)
-
-    def in_use(self) -> dict[str, str]:
-        return dict(self._by_uid)

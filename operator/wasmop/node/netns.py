@@ -200,9 +200,7 @@ class NodeNetwork:
 
     # --- edge-network emulation -----------------------------------------------------
 
-    def set_netem(
-        self, delay_ms: float = 0.0, loss_percent: float = 0.0, jitter_ms: float = 0.0
-    ) -> None:
+    def set_netem(self, delay_ms: float = 0.0, loss_percent: float = 0.0) -> None:
         """Delay and loss on both directions of the node's link (tc netem)."""
         for device, ns in ((self.host_veth, None), (self.node_veth, self.namespace)):
             prefix = ["ip", "netns", "exec", ns] if ns else []
@@ -213,8 +211,6 @@ class NodeNetwork:
                 continue
             # Half the delay each way, so a round trip sees the full figure.
             args = ["netem", "delay", f"{delay_ms / 2:.3f}ms"]
-            if jitter_ms > 0:
-                args.append(f"{jitter_ms / 2:.3f}ms")
             if loss_percent > 0:
                 args += ["loss", f"{loss_percent / 2:.4f}%"]
             result = subprocess.run(

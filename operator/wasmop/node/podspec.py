@@ -93,8 +93,6 @@ class ContainerPlan:
     env: dict[str, str] = field(default_factory=dict)
     readiness: Probe | None = None
     liveness: Probe | None = None
-    cpu_request_millis: int = 0
-    memory_limit_bytes: int | None = None
 
 
 def _env(container: dict[str, Any]) -> dict[str, str]:
@@ -131,8 +129,6 @@ def _module_source(
 
 def plan_container(pod: dict[str, Any]) -> ContainerPlan:
     """Read the Pod's single container as a wasm function, or say why it cannot run."""
-    from wasmop.operator.quantity import cpu_millis, memory_bytes
-
     containers = pod["spec"].get("containers", [])
     if len(containers) != 1:
         raise PodSpecError(
@@ -145,10 +141,6 @@ def plan_container(pod: dict[str, Any]) -> ContainerPlan:
     ports = {p.get("name", ""): int(p["containerPort"]) for p in container.get("ports", [])}
     port = next(iter(ports.values()), DEFAULT_PORT)
     env = _env(container)
-    resources = container.get("resources", {})
-    requests, limits = resources.get("requests", {}), resources.get("limits", {})
-    cpu = requests.get("cpu", limits.get("cpu"))
-    memory = limits.get("memory")
     return ContainerPlan(
         name=container["name"],
         image=container.get("image", ""),
@@ -157,8 +149,6 @@ def plan_container(pod: dict[str, Any]) -> ContainerPlan:
         env=env,
         readiness=Probe.parse(container.get("readinessProbe"), ports, port),
         liveness=Probe.parse(container.get("livenessProbe"), ports, port),
-        cpu_request_millis=cpu_millis(cpu) if cpu is not None else 0,
-        memory_limit_bytes=memory_bytes(memory) if memory is not None else None,
     )
 
 
@@ -262,17 +252,3 @@ def pod_status(
         status["podIP"] = pod_ip
         status["podIPs"] = [{"ip": pod_ip}]
     return status
-
-
-def tolerates_wasm(pod: dict[str, Any], taint_key: str) -> bool:
-    """Whether the Pod tolerates the wasm node taint (the scheduler checks this too)."""
-    for toleration in pod["spec"].get("tolerations", []):
-        if toleration.get("operator") == "Exists" and toleration.get("key") in (
-            None,
-            "",
-            taint_key,
-        ):
-            return True
-        if toleration.get("key") == taint_key:
-            return True
-    return False
