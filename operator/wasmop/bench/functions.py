@@ -36,6 +36,7 @@ from wasmop.bench.watch import (
 )
 from wasmop.kube import ApiError, Kube
 from wasmop.kube.client import api_path
+from wasmop.wellknown import RUNTIME_LABEL
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ T = TypeVar("T")
 GATEWAY_ENV = "WASMOP_GATEWAY_URL"
 EXPERIMENT_LABEL = "wasm.bits-dissertation.io/experiment"
 TOLERATION = {
-    "key": "wasm.bits-dissertation.io/runtime",
+    "key": RUNTIME_LABEL,
     "operator": "Exists",
     "effect": "NoSchedule",
 }

@@ -20,6 +20,7 @@ import yaml
 from wasmop.cli import configure_logging
 from wasmop.cluster.layout import StateLayout, repo_root
 from wasmop.kube import ApiError, Kube, KubeConfig
+from wasmop.kube.client import api_path
 
 log = logging.getLogger("wasmop.bootstrap")
 FIELD_MANAGER = "wasmop-bootstrap"
@@ -61,11 +62,8 @@ def object_path(obj: dict[str, Any]) -> str:
     if kind not in RESOURCES:
         raise ValueError(f"bootstrap does not know kind {kind}")
     plural, namespaced = RESOURCES[kind]
-    api_version = obj["apiVersion"]
-    prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
     namespace = obj["metadata"].get("namespace", "default") if namespaced else None
-    ns = f"/namespaces/{namespace}" if namespace else ""
-    return f"{prefix}{ns}/{plural}/{obj['metadata']['name']}"
+    return api_path(obj["apiVersion"], plural, namespace, obj["metadata"]["name"])
 
 
 async def wait_established(kube: Kube, name: str, within_s: float = 30.0) -> None:

@@ -18,6 +18,7 @@ from wasmop.cluster import kubeconfig
 from wasmop.cluster.layout import StateLayout, controlplane_binary
 from wasmop.cluster.pki import PKI, Identity, apiserver_identities
 from wasmop.cluster.settings import ClusterSettings
+from wasmop.wellknown import DAEMON_PORT
 
 
 @dataclass(frozen=True)
@@ -250,7 +251,7 @@ def workloads(layout: StateLayout, settings: ClusterSettings) -> list[ComponentS
                     "--zone",
                     settings.node_zone(index),
                 ],
-                Probe(f"http://{network.node_address}:10250/healthz"),
+                Probe(f"http://{network.node_address}:{DAEMON_PORT}/healthz"),
                 after=("bootstrap",),
                 stop_timeout_seconds=35.0,
             )

@@ -40,14 +40,10 @@ from wasmop.node.podspec import (
     micro_time,
     now_rfc3339,
 )
+from wasmop.wellknown import DAEMON_PORT, ENGINE_VERSION_LABEL, RUNTIME_LABEL, ZONE_LABEL
 
 log = logging.getLogger(__name__)
 
-TAINT_KEY = "wasm.bits-dissertation.io/runtime"
-RUNTIME_LABEL = "wasm.bits-dissertation.io/runtime"
-ENGINE_VERSION_LABEL = "wasm.bits-dissertation.io/engine-version"
-ZONE_LABEL = "topology.kubernetes.io/zone"
-DAEMON_PORT = 10250
 MAX_CONFIGMAP_CACHE = 64
 GRAPH_RETRIES = 60  # about 20 s of "no relationship found" before a Pod reports it
 
@@ -279,7 +275,11 @@ class NodeAgent:
                 "podCIDR": str(self.network.pod_cidr),
                 "podCIDRs": [str(self.network.pod_cidr)],
                 "taints": [
-                    {"key": TAINT_KEY, "value": self.settings.runtime_name, "effect": "NoSchedule"}
+                    {
+                        "key": RUNTIME_LABEL,
+                        "value": self.settings.runtime_name,
+                        "effect": "NoSchedule",
+                    }
                 ],
             },
         }

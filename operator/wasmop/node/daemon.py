@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from wasmop.wellknown import DAEMON_PORT
+
 if TYPE_CHECKING:
     from wasmop.node.agent import NodeAgent
 
@@ -163,7 +165,7 @@ async def start_daemon(agent: NodeAgent) -> web.AppRunner:
     app.router.add_post("/faults/netem", netem)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    sock = agent.network.listen(agent.network.node_address, 10250)
+    sock = agent.network.listen(agent.network.node_address, DAEMON_PORT)
     site = web.SockSite(runner, sock)
     await site.start()
     return runner

@@ -29,12 +29,13 @@ from wasmop.operator.spec import API_VERSION, GROUP, RUNTIME_PLURAL, VERSION, Sp
 from wasmop.operator.status import now_rfc3339, set_condition
 from wasmop.operator.telemetry import OperatorMetrics, serve_telemetry
 from wasmop.operator.validation import summarize, validate_runtime
+from wasmop.wellknown import DOMAIN
 
 log = logging.getLogger(__name__)
 
 FUNCTIONS = (GROUP, VERSION, "wasmfunctions")
 RUNTIMES = (GROUP, VERSION, RUNTIME_PLURAL)
-ANNOTATION_PREFIX = "wasm.bits-dissertation.io"
+ANNOTATION_PREFIX = DOMAIN
 RESYNC_CONCURRENCY = 8
 
 

@@ -6,9 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wasmop.operator.spec import WasmRuntime
-
-ENGINE_VERSION_LABEL = "wasm.bits-dissertation.io/engine-version"
-ZONE_LABEL = "topology.kubernetes.io/zone"
+from wasmop.wellknown import ENGINE_VERSION_LABEL, ZONE_LABEL
 
 
 @dataclass(frozen=True)

@@ -29,10 +29,10 @@ from wasmop import __version__
 from wasmop.operator.spec import (
     API_VERSION,
     FUNCTION_KIND,
-    RUNTIME_NODE_LABEL,
     ResolvedFunction,
     WasmFunction,
 )
+from wasmop.wellknown import DOMAIN, RUNTIME_LABEL, ZONE_LABEL
 
 __all__ = [
     "ANNOTATION_DIGEST",
@@ -71,7 +71,6 @@ __all__ = [
     "unpack_module",
 ]
 
-DOMAIN = "wasm.bits-dissertation.io"
 LABEL_NAME = "app.kubernetes.io/name"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_COMPONENT = "app.kubernetes.io/component"
@@ -96,7 +95,6 @@ MODULE_KEY = "module.wasm"
 MODULE_KEY_GZ = "module.wasm.gz"
 READINESS_PATH = "/readyz"
 LIVENESS_PATH = "/healthz"
-ZONE_LABEL = "topology.kubernetes.io/zone"
 # The API server refuses a ConfigMap whose data plus binaryData exceed 1 MiB.
 MAX_CONFIGMAP_BYTES = 1024 * 1024
 # Compress only when gzip saves at least this fraction: small modules stay plain bytes.
@@ -298,7 +296,7 @@ def _tolerations(resolved: ResolvedFunction) -> list[dict[str, Any]]:
     """
     seconds = resolved.spec.placement.toleration_seconds
     tolerations: list[dict[str, Any]] = [
-        {"key": RUNTIME_NODE_LABEL, "operator": "Exists", "effect": "NoSchedule"}
+        {"key": RUNTIME_LABEL, "operator": "Exists", "effect": "NoSchedule"}
     ]
     if seconds is not None:
         tolerations += [

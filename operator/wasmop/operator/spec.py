@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from wasmop.operator.quantity import cpu_millis, memory_bytes
+from wasmop.wellknown import RUNTIME_LABEL
 
 __all__ = [
     "API_VERSION",
@@ -63,7 +64,6 @@ RUNTIME_PLURAL = "wasmruntimes"
 DEFAULT_RUNTIME = "default"
 DEFAULT_MODULE_KEY = "module.wasm"
 DEFAULT_VERSION = "v1"
-RUNTIME_NODE_LABEL = "wasm.bits-dissertation.io/runtime"
 
 Quantity = str | int
 ScalingEngine = Literal["operator", "hpa"]
@@ -733,9 +733,7 @@ class RuntimeSpec:
     defaults: RuntimeDefaults = field(default_factory=RuntimeDefaults)
     maximums: RuntimeMaximums = field(default_factory=RuntimeMaximums)
     capabilities: RuntimeCapabilities = field(default_factory=RuntimeCapabilities)
-    node_selector: Mapping[str, str] = field(
-        default_factory=lambda: {RUNTIME_NODE_LABEL: "wasmtime"}
-    )
+    node_selector: Mapping[str, str] = field(default_factory=lambda: {RUNTIME_LABEL: "wasmtime"})
 
     @classmethod
     def parse(cls, raw: Any, path: str = "spec") -> RuntimeSpec:
@@ -758,7 +756,7 @@ class RuntimeSpec:
                 body.get("capabilities"), f"{path}.capabilities"
             ),
             node_selector=(
-                {RUNTIME_NODE_LABEL: "wasmtime"}
+                {RUNTIME_LABEL: "wasmtime"}
                 if node_selector is None
                 else _string_map(node_selector, f"{path}.nodeSelector")
             ),

@@ -17,6 +17,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from wasmop.operator.status import Phase
+
 
 class OperatorMetrics:
     def __init__(self) -> None:
@@ -65,8 +67,8 @@ async def serve_telemetry(
 ) -> list[web.AppRunner]:
     async def metrics_handler(_: web.Request) -> web.Response:
         counts = phases()
-        for phase in ("Pending", "Deploying", "Ready", "Degraded", "Failed", "Invalid"):
-            metrics.functions.labels(phase).set(counts.get(phase, 0))
+        for phase in Phase:
+            metrics.functions.labels(phase.value).set(counts.get(phase.value, 0))
         return web.Response(
             body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import ctypes
 import fcntl
+import functools
 import hashlib
 import logging
 import os
@@ -553,6 +554,7 @@ class Runtime:
             }
 
 
+@functools.cache
 def wasmtime_version() -> str:
     try:
         from importlib.metadata import version
