@@ -349,6 +349,30 @@ def test_operator_marks_invalid_and_keeps_serving_others(
     )
 
 
+def test_resync_repairs_a_deleted_service(fns: Functions, api: client.ApiClient) -> None:
+    """No event tells the operator its Service is gone (it watches no Services): the
+    periodic resync (every 60 s) puts it back."""
+    core = client.CoreV1Api(api)
+    fns.create(wasm_function("hello", "wasm-hello"))
+    fns.wait_phase("hello", "Ready")
+    uid = core.read_namespaced_service("hello", fns.namespace).metadata.uid
+    core.delete_namespaced_service("hello", fns.namespace)
+
+    def recreated() -> bool:
+        try:
+            return core.read_namespaced_service("hello", fns.namespace).metadata.uid != uid
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+
+    wait_for(recreated, timeout=90, what="the resync to recreate the Service")
+    wait_for(
+        lambda: gateway(f"/{fns.namespace}/hello/") == (200, b"Hello, world!\n"),
+        what="the function to answer through the recreated Service",
+    )
+
+
 def test_delete_removes_everything_owned(fns: Functions, api: client.ApiClient) -> None:
     core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
     before = tracked_functions()

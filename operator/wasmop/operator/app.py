@@ -284,7 +284,14 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
         Service, say) that no event announces. It runs on the WasmRuntime, not on each
         function, so functions need no finalizer and are created without waiting for one."""
         with op.metrics.observe("resync"):
-            listing = await op.kube.list(api_path(API_VERSION, "wasmfunctions"))
+            scopes = op.settings.namespaces or (None,)  # None: every namespace
+            items = [
+                body
+                for namespace in scopes
+                for body in (
+                    await op.kube.list(api_path(API_VERSION, "wasmfunctions", namespace))
+                ).get("items", [])
+            ]
             limit = asyncio.Semaphore(RESYNC_CONCURRENCY)
 
             async def one(body: dict[str, Any]) -> None:
@@ -294,15 +301,17 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
                     except Exception as exc:  # one function must not stop the rest
                         log.warning("resync of %s failed: %s", body["metadata"]["name"], exc)
 
+            def on_this_runtime(body: dict[str, Any]) -> bool:
+                """Functions the operator handles already, as parsed (runtime defaulted)."""
+                meta = body["metadata"]
+                state = op.functions.states.get((meta["namespace"], meta["name"]))
+                return state is not None and state.runtime == name
+
             await asyncio.gather(
                 *(
                     one(body)
-                    for body in listing.get("items", [])
-                    if (body.get("spec") or {}).get("runtimeRef", {}).get("name", "default") == name
-                    and not body["metadata"].get("deletionTimestamp")
-                    and op.functions.states.get(
-                        (body["metadata"]["namespace"], body["metadata"]["name"])
-                    )
+                    for body in items
+                    if on_this_runtime(body) and not body["metadata"].get("deletionTimestamp")
                 )
             )
 
