@@ -28,6 +28,7 @@ from wasmop.bench.functions import (
     ensure_module,
     function_manifest,
     scale_function,
+    wait_replicas_ready,
 )
 from wasmop.bench.resources import ProcessSampler, operator_pid, summarise
 from wasmop.bench.stats import describe
@@ -41,39 +42,10 @@ SCALE_OUT_P95_TARGET_MS = 1000.0
 RSS_TARGET_MIB = 128.0
 
 
-def status_lags(
-    rows: list[dict[str, Any]], names: list[str], created: dict[str, float]
-) -> list[float]:
-    """Per function: first Pod Ready event to first WasmFunction event showing it ready."""
-    frame = pd.DataFrame(rows)
-    ready = frame[frame["ready"].eq(True)]
-    lags = []
-    for name in names:
-        after = ready[ready["t_ms"] >= created[name]]
-        pod_ready = after[(after["kind"] == "Pod") & (after["function"] == name)]["t_ms"]
-        fn_ready = after[(after["kind"] == "WasmFunction") & (after["name"] == name)]["t_ms"]
-        if not pod_ready.empty and not fn_ready.empty:
-            lags.append(float(fn_ready.min() - pod_ready.min()))
-    return lags
-
-
-async def wait_ready_replicas(
-    recorder: Recorder, name: str, replicas: int, after_ms: float
-) -> float:
-    def ready(rec: Recorder) -> bool:
-        status = (rec.get("WasmFunction", name) or {}).get("status") or {}
-        return status.get("readyReplicas") == replicas and status.get("desiredReplicas") == replicas
-
-    await recorder.wait_for(ready, 60)
-    for row in recorder.rows:
-        if (
-            (row["kind"], row["name"]) == ("WasmFunction", name)
-            and row["t_ms"] >= after_ms
-            and row.get("replicas_ready") == replicas
-            and row.get("replicas_desired") == replicas
-        ):
-            return float(row["t_ms"])
-    return float("nan")
+def status_lags(milestones: pd.DataFrame) -> list[float]:
+    """Per function: its Pods all Ready to its status saying so (as the notebooks count it)."""
+    lags = milestones["function_ready_ms"] - milestones["pods_ready_ms"]
+    return [float(lag) for lag in lags.dropna()]
 
 
 async def run(single: int, batch: int, scale_outs: int, sample_s: float) -> dict[str, Any]:
@@ -103,8 +75,9 @@ async def run(single: int, batch: int, scale_outs: int, sample_s: float) -> dict
                 await delete_functions(kube, namespace, [name])
                 await recorder.wait_for(lambda rec, n=name: rec.get("WasmFunction", n) is None, 30)
             result["single_ms"] = singles
+            observations = pd.DataFrame(recorder.rows)
             result["single_status_lag_ms"] = status_lags(
-                recorder.rows, list(single_created), single_created
+                function_milestones(observations, single_created)
             )
 
             names = [f"fn-{i:03d}" for i in range(batch)]
@@ -121,14 +94,14 @@ async def run(single: int, batch: int, scale_outs: int, sample_s: float) -> dict
                 result["batch_ok"] = sum(o.ok for o in outcomes)
                 await asyncio.sleep(sample_s)
             result["with_functions"] = summarise(busy.table())
-            observations = pd.DataFrame(recorder.rows)
-            result["phases"] = phase_durations(function_milestones(observations, created))
-            result["status_lag_ms"] = status_lags(recorder.rows, names, created)
+            milestones = function_milestones(pd.DataFrame(recorder.rows), created)
+            result["phases"] = phase_durations(milestones)
+            result["status_lag_ms"] = status_lags(milestones)
 
             scale = []
             for name in names[:scale_outs]:
                 requested = await scale_function(kube, namespace, name, 3)
-                ready = await wait_ready_replicas(recorder, name, 3, requested)
+                ready = await wait_replicas_ready(recorder, "WasmFunction", name, 3, requested, 60)
                 scale.append(ready - requested)
             result["scale_out_ms"] = scale
         finally:
