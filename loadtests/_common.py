@@ -162,10 +162,8 @@ def _on_request(
     limit = (
         environment.parsed_options.max_requests if environment and environment.parsed_options else 0
     )
-    if limit and _state["requests"] >= limit and not _state["stopping"]:
-        _state["stopping"] = True
-        log.info("reached --max-requests %d; stopping", limit)
-        gevent.spawn(environment.runner.quit)
+    if limit and _state["requests"] >= limit:
+        stop_run(f"reached --max-requests {limit}")
 
 
 _env: dict[str, Environment] = {}

@@ -132,6 +132,20 @@ def _deploy(
     return session.run(functions.deploy_functions(kube, namespace, manifests, recorder, timeout_s))
 
 
+def _deploy_one(
+    session: BenchSession,
+    namespace: str,
+    name: str,
+    workload: str,
+    recorder: watch.Recorder,
+    **options: Any,
+) -> None:
+    """One function that an experiment needs running before it measures anything."""
+    [outcome] = _deploy(session, namespace, [name], workload, recorder, **options)
+    if not outcome.ok:
+        raise RuntimeError(f"{name} did not become ready: {outcome.error}")
+
+
 def _serving(session: BenchSession, namespace: str, names: Sequence[str], timeout_s: float) -> None:
     async def all_serving() -> None:
         await asyncio.gather(
@@ -239,12 +253,10 @@ def manual_scaling(
     rows = []
     with Workspace(session, run.experiment) as ws, _recording(session, run, ws.namespace) as rec:
         name = "scaled"
-        outcome = _deploy(
-            session, ws.namespace, [name], workload, rec,
+        _deploy_one(
+            session, ws.namespace, name, workload, rec,
             mode=mode, replicas=low, timeout_s=timeout_s,
-        )[0]  # fmt: skip
-        if not outcome.ok:
-            raise RuntimeError(f"{name} did not become ready: {outcome.error}")
+        )  # fmt: skip
         for repetition in range(1, repetitions + 1):
             for direction, frm, to in (("out", low, high), ("in", high, low)):
                 requested = _scale(session, mode, ws.namespace, name, to)
@@ -374,12 +386,10 @@ def load_scaling(
         query = urlencode(query)
     with Workspace(session, run.experiment) as ws, _recording(session, run, ws.namespace) as rec:
         name = "autoscaled"
-        outcome = _deploy(
-            session, ws.namespace, [name], workload, rec,
+        _deploy_one(
+            session, ws.namespace, name, workload, rec,
             mode="operator", replicas=1, timeout_s=timeout_s, spec=spec,
-        )[0]  # fmt: skip
-        if not outcome.ok:
-            raise RuntimeError(f"{name} did not become ready: {outcome.error}")
+        )  # fmt: skip
         _serving(session, ws.namespace, [name], timeout_s)
         config = LocustConfig(
             host=functions.gateway_base(),
@@ -458,12 +468,10 @@ def load_latency(
         names = sorted({e.service for e in entries})
         with _recording(session, run, ws.namespace) as rec:
             for name in names:
-                outcome = _deploy(
-                    session, ws.namespace, [name], name, rec,
+                _deploy_one(
+                    session, ws.namespace, name, name, rec,
                     mode=mode, replicas=replicas, timeout_s=timeout_s,
-                )[0]  # fmt: skip
-                if not outcome.ok:
-                    raise RuntimeError(f"{name} did not become ready: {outcome.error}")
+                )  # fmt: skip
             _serving(session, ws.namespace, names, timeout_s)
             config = LocustConfig(
                 host=functions.gateway_base(),
@@ -561,12 +569,10 @@ def fault_recovery(
     if mode == "operator" and toleration_s is not None:
         spec = {"placement": {"tolerationSeconds": toleration_s}}
     with Workspace(session, run.experiment) as ws, _recording(session, run, ws.namespace) as rec:
-        outcome = _deploy(
-            session, ws.namespace, [name], workload, rec,
+        _deploy_one(
+            session, ws.namespace, name, workload, rec,
             mode=mode, replicas=replicas, timeout_s=timeout_s, spec=spec,
-        )[0]  # fmt: skip
-        if not outcome.ok:
-            raise RuntimeError(f"{name} did not become ready: {outcome.error}")
+        )  # fmt: skip
         _serving(session, ws.namespace, [name], timeout_s)
         prober = probe.Prober(functions.gateway_url(ws.namespace, name), probe_rate_hz)
         session.run(prober.start())
@@ -768,12 +774,10 @@ def edge_network(
                 functions.wait_replicas_ready(rec, "Deployment", name, 1, created, timeout_s)
             )
         else:
-            outcome = _deploy(
-                session, ws.namespace, [name], workload, rec,
+            _deploy_one(
+                session, ws.namespace, name, workload, rec,
                 mode=mode, replicas=1, timeout_s=timeout_s, spec=spec,
-            )[0]  # fmt: skip
-            if not outcome.ok:
-                raise RuntimeError(f"{name} did not become ready: {outcome.error}")
+            )  # fmt: skip
         _serving(session, ws.namespace, [name], timeout_s)
         url = functions.gateway_url(ws.namespace, name)
         try:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from wasmop.bench.run import default_results_dir
+from wasmop.bench.run import default_results_dir, ratios_from_counts
 from wasmop.bench.stats import describe, ratio
 
 log = logging.getLogger(__name__)
@@ -103,11 +103,7 @@ def pooled_metrics(run_table: pd.DataFrame) -> dict[str, dict[str, float]]:
     for summary in summaries:
         for key, value in (summary.get("counts") or {}).items():
             totals[key] = totals.get(key, 0) + float(value)
-    requests = totals.get("requests_total", 0)
-    if requests:
-        failed = totals.get("requests_failed", 0)
-        stats["success_ratio"] = {"value": ratio(requests - failed, requests), "n": requests}
-        stats["error_ratio"] = {"value": ratio(failed, requests), "n": requests}
+    stats.update(ratios_from_counts(totals))
     batches = [
         (
             s["counts"].get("concurrent_deploy_total", 0),
