@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -188,6 +189,19 @@ def api_path(
     return "/".join(parts)
 
 
+def _api_error(status: int, reason: str, text: str) -> ApiError:
+    """The API server's own reason and message when the body is a Status object."""
+    payload: Any = None
+    if text[:1] == "{":
+        with contextlib.suppress(ValueError):
+            payload = json.loads(text)
+    if isinstance(payload, dict):
+        return ApiError(
+            status, payload.get("reason", reason), payload.get("message", text), payload
+        )
+    return ApiError(status, reason, text[:500])
+
+
 @dataclass
 class Kube:
     """One API connection pool. Use as ``async with Kube(config) as kube``."""
@@ -228,6 +242,10 @@ class Kube:
             headers["Content-Type"] = content_type
         return headers
 
+    def _url(self, path: str, params: Mapping[str, Any] | None) -> str:
+        query = urlencode({k: v for k, v in (params or {}).items() if v is not None})
+        return f"{self.config.server}{path}?{query}" if query else self.config.server + path
+
     async def request(
         self,
         method: str,
@@ -238,29 +256,18 @@ class Kube:
         content_type: str = "application/json",
         timeout: float = 30.0,  # noqa: ASYNC109 - a per-request HTTP timeout, not a wait
     ) -> Any:
-        url = self.config.server + path
-        if params:
-            url += "?" + urlencode({k: v for k, v in params.items() if v is not None})
         data = None if body is None else json.dumps(body)
         async with self.session.request(
             method,
-            url,
+            self._url(path, params),
             data=data,
             headers=self._headers(content_type if body is not None else None),
             timeout=aiohttp.ClientTimeout(total=timeout),
         ) as response:
             text = await response.text()
-            payload: Any = json.loads(text) if text and text[0] in "{[" else text
             if response.status >= 300:
-                if isinstance(payload, dict):
-                    raise ApiError(
-                        response.status,
-                        payload.get("reason", response.reason or ""),
-                        payload.get("message", text),
-                        payload,
-                    )
-                raise ApiError(response.status, response.reason or "", str(payload)[:500])
-            return payload
+                raise _api_error(response.status, response.reason or "", text)
+            return json.loads(text) if text and text[0] in "{[" else text
 
     async def get(self, path: str, **params: Any) -> Any:
         return await self.request("GET", path, params=params)
@@ -311,20 +318,13 @@ class Kube:
             "timeoutSeconds": timeout_seconds,
             **params,
         }
-        url = (
-            self.config.server
-            + path
-            + "?"
-            + urlencode({k: v for k, v in query.items() if v is not None})
-        )
         async with self.session.get(
-            url,
+            self._url(path, query),
             headers=self._headers(),
             timeout=aiohttp.ClientTimeout(total=None, sock_read=timeout_seconds + 30),
         ) as response:
             if response.status >= 300:
-                text = await response.text()
-                raise ApiError(response.status, response.reason or "", text[:500])
+                raise _api_error(response.status, response.reason or "", await response.text())
             async for line in response.content:
                 if not line.strip():
                     continue
@@ -363,10 +363,9 @@ class Kube:
             while True:
                 try:
                     async for event in self.watch(path, version, **params):
-                        if event.type == "BOOKMARK":
-                            version = event.object["metadata"]["resourceVersion"]
-                            continue
                         version = event.object["metadata"]["resourceVersion"]
+                        if event.type == "BOOKMARK":
+                            continue
                         uid = event.object["metadata"]["uid"]
                         if event.type == "DELETED":
                             known.pop(uid, None)
