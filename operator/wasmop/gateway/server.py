@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -87,6 +87,45 @@ class Metrics:
             "wasmop_gateway_cold_starts", "Requests that waited for a first ready Pod",
             labels, registry=self.registry,
         )  # fmt: skip
+        self.services: dict[tuple[str, str], ServiceSeries] = {}
+
+    def service(self, namespace: str, service: str) -> ServiceSeries:
+        """The Service's labelled series, resolved on its first request only."""
+        key = (namespace, service)
+        series = self.services.get(key)
+        if series is None:
+            labels = {"namespace": namespace, "service": service}
+            series = ServiceSeries(
+                in_flight=self.in_flight.labels(**labels),
+                latency=self.latency.labels(**labels),
+                retries=self.retries.labels(**labels),
+                cold_starts=self.cold_starts.labels(**labels),
+                responses=self.requests,
+                labels=labels,
+            )
+            self.services[key] = series
+        return series
+
+
+@dataclass
+class ServiceSeries:
+    """One Service's metrics. ``requests`` also feeds the autoscaler's /-/stats."""
+
+    in_flight: Any
+    latency: Any
+    retries: Any
+    cold_starts: Any
+    responses: Counter  # by status code, labelled on first sight of each code
+    labels: dict[str, str]
+    requests: int = 0
+    _by_code: dict[int, Any] = field(default_factory=dict)
+
+    def answered(self, status: int, seconds: float) -> None:
+        counter = self._by_code.get(status)
+        if counter is None:
+            counter = self._by_code[status] = self.responses.labels(**self.labels, code=str(status))
+        counter.inc()
+        self.latency.observe(seconds)
 
 
 class Gateway:
@@ -100,8 +139,6 @@ class Gateway:
         self._changed = asyncio.Condition()
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        # Per-service counters for the autoscaler's requests-per-second signal.
-        self.counts: dict[tuple[str, str], int] = {}
 
     # --- watches --------------------------------------------------------------------
 
@@ -168,22 +205,25 @@ class Gateway:
         key = (namespace, service)
         if key not in self.table.services:
             return _error(404, "ServiceNotFound", f"no Service {namespace}/{service}")
-        labels = {"namespace": namespace, "service": service}
-        self.counts[key] = self.counts.get(key, 0) + 1
-        in_flight = self.metrics.in_flight.labels(**labels)
-        in_flight.inc()
+        series = self.metrics.service(namespace, service)
+        series.requests += 1
+        series.in_flight.inc()
         try:
-            response = await self._forward(request, namespace, service, rest, started)
+            response = await self._forward(request, namespace, service, rest, started, series)
         finally:
-            in_flight.dec()
-        self.metrics.requests.labels(**labels, code=str(response.status)).inc()
-        self.metrics.latency.labels(**labels).observe(time.perf_counter() - started)
+            series.in_flight.dec()
+        series.answered(response.status, time.perf_counter() - started)
         return response
 
     async def _forward(
-        self, request: web.Request, namespace: str, service: str, rest: str, started: float
+        self,
+        request: web.Request,
+        namespace: str,
+        service: str,
+        rest: str,
+        started: float,
+        series: ServiceSeries,
     ) -> web.StreamResponse:
-        labels = {"namespace": namespace, "service": service}
         cold = False
         entry = self.table.lookup(namespace, service)
         if entry is None or not entry.ready():
@@ -196,7 +236,7 @@ class Gateway:
                     f" (waited {self.settings.cold_start_wait_s:g} s)",
                 )
             cold = True
-            self.metrics.cold_starts.labels(**labels).inc()
+            series.cold_starts.inc()
             entry = self.table.lookup(namespace, service)
         assert entry is not None and self._session is not None
         body = await request.read()
@@ -229,7 +269,7 @@ class Gateway:
                 # Nothing was answered: safe to try another Pod.
                 last_error = f"{endpoint.pod or endpoint.address}: {exc.__class__.__name__}"
                 if attempt + 1 < self.settings.attempts:
-                    self.metrics.retries.labels(namespace=namespace, service=service).inc()
+                    series.retries.inc()
                 continue
             except TimeoutError:
                 return _error(504, "UpstreamTimeout", f"{endpoint.pod} did not answer in time")
@@ -258,11 +298,12 @@ class Gateway:
     async def stats_handler(self, _: web.Request) -> web.Response:
         """Cumulative request counts per service, cheap for the autoscaler to poll."""
         services = []
-        for (ns, svc), count in sorted(self.counts.items()):
+        for (ns, svc), series in sorted(self.metrics.services.items()):
             entry = self.table.lookup(ns, svc)
             in_flight = sum(e.in_flight for e in entry.ready()) if entry else 0
+            requests = series.requests
             services.append(
-                {"namespace": ns, "service": svc, "requests": count, "inFlight": in_flight}
+                {"namespace": ns, "service": svc, "requests": requests, "inFlight": in_flight}
             )
         return web.json_response({"time": time.time(), "services": services})
 
