@@ -10,6 +10,7 @@ import logging
 import os
 import ssl
 import tempfile
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,8 +165,7 @@ class KubeConfig:
 
     def bearer_token(self) -> str | None:
         if self.token_file:
-            # Projected service-account tokens rotate: read on every use.
-            return Path(self.token_file).read_text().strip()
+            return _token_from_file(self.token_file)
         return self.token
 
 
@@ -187,6 +187,20 @@ def api_path(
     if subresource:
         parts.append(subresource)
     return "/".join(parts)
+
+
+# Projected service-account tokens rotate (the kubelet renews them well before they
+# expire): re-read the file now and then rather than on every request.
+TOKEN_REREAD_S = 60.0
+_tokens: dict[str, tuple[float, str]] = {}
+
+
+def _token_from_file(path: str) -> str:
+    now = time.monotonic()
+    cached = _tokens.get(path)
+    if cached is None or now - cached[0] > TOKEN_REREAD_S:
+        cached = _tokens[path] = (now, Path(path).read_text().strip())
+    return cached[1]
 
 
 def _api_error(status: int, reason: str, text: str) -> ApiError:
