@@ -11,9 +11,16 @@ import argparse
 import importlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from wasmop import __version__
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from wasmop.cluster.layout import StateLayout
 
 # Subcommand groups, in the order `--help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -64,6 +71,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     return run_handler(args, args.log_level)
+
+
+def add_state_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        help="embedded cluster state directory (default: $WASMOP_STATE_DIR or .wasmop in the"
+        " checkout)",
+    )
+
+
+def layout_from(args: argparse.Namespace) -> StateLayout:
+    """The embedded cluster's state layout that ``--state-dir`` names (or the default)."""
+    from wasmop.cluster.layout import StateLayout
+
+    return StateLayout(args.state_dir.resolve()) if args.state_dir else StateLayout.default()
+
+
+def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run a long-lived service; SIGTERM or SIGINT sets the event it stops on."""
+    import asyncio
+    import signal
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    asyncio.run(run())
 
 
 def configure_logging(level: str = "info") -> None:

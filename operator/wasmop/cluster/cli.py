@@ -7,11 +7,8 @@ import os
 import shlex
 import sys
 
+from wasmop.cli import add_state_dir, layout_from
 from wasmop.cluster.layout import StateLayout, active_kubeconfig, controlplane_binary
-
-
-def _layout(args: argparse.Namespace) -> StateLayout:
-    return StateLayout(args.state_dir.resolve()) if args.state_dir else StateLayout.default()
 
 
 def _wrap(func):  # type: ignore[no-untyped-def]
@@ -36,7 +33,7 @@ def _env_lines(layout: StateLayout) -> list[str]:
 def cmd_up(args: argparse.Namespace) -> int:
     from wasmop.cluster import manager
 
-    layout = _layout(args)
+    layout = layout_from(args)
     result = manager.up(
         layout,
         fresh=args.fresh,
@@ -67,7 +64,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_down(args: argparse.Namespace) -> int:
     from wasmop.cluster import manager
 
-    layout = _layout(args)
+    layout = layout_from(args)
     stopped = manager.down(layout)
     print("cluster stopped" if stopped else "no cluster was running", file=sys.stderr)
     return 0
@@ -76,7 +73,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from wasmop.cluster import manager
 
-    layout = _layout(args)
+    layout = layout_from(args)
     status = manager.read_status(layout)
     pid = manager.supervisor_pid(layout)
     if pid is None or status is None:
@@ -91,7 +88,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_env(args: argparse.Namespace) -> int:
-    print("\n".join(_env_lines(_layout(args))))
+    print("\n".join(_env_lines(layout_from(args))))
     return 0
 
 
@@ -101,7 +98,7 @@ def cmd_component(args: argparse.Namespace) -> int:
     fields = {"name": args.component}
     if args.action == "stop" and args.kill:
         fields["signal"] = "KILL"
-    reply = manager.control(_layout(args), args.action, **fields)
+    reply = manager.control(layout_from(args), args.action, **fields)
     comp = reply["component"]
     print(f"{args.component}: {comp['state']} (pid {comp['pid'] or '-'})")
     return 0
@@ -110,7 +107,7 @@ def cmd_component(args: argparse.Namespace) -> int:
 def cmd_node_credentials(args: argparse.Namespace) -> int:
     from wasmop.cluster import manager
 
-    print(manager.issue_node_credentials(_layout(args), args.node))
+    print(manager.issue_node_credentials(layout_from(args), args.node))
     return 0
 
 
@@ -135,11 +132,7 @@ def cmd_kubectl(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     state = argparse.ArgumentParser(add_help=False)
-    state.add_argument(
-        "--state-dir",
-        type=lambda p: __import__("pathlib").Path(p),
-        help="cluster state directory (default: $WASMOP_STATE_DIR or .wasmop in the checkout)",
-    )
+    add_state_dir(state)
 
     cluster = subparsers.add_parser(
         "cluster",

@@ -8,8 +8,8 @@ from pathlib import Path
 
 def cmd_run(args: argparse.Namespace) -> int:
     import asyncio
-    import signal
 
+    from wasmop.cli import run_until_signalled
     from wasmop.gateway.server import GatewaySettings, serve
     from wasmop.kube import Kube, KubeConfig
 
@@ -20,15 +20,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         attempts=args.attempts,
     )
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+    async def main(stop: asyncio.Event) -> None:
         async with Kube(KubeConfig.load(args.kubeconfig), user_agent="wasmop-gateway") as kube:
             await serve(kube, settings, stop)
 
-    asyncio.run(main())
+    run_until_signalled(main)
     return 0
 
 

@@ -6,16 +6,8 @@ import argparse
 import os
 import signal
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from wasmop.cluster.layout import StateLayout
-
-
-def _layout(state_dir: Path | None) -> StateLayout:
-    from wasmop.cluster.layout import StateLayout
-
-    return StateLayout(state_dir.resolve()) if state_dir else StateLayout.default()
+from wasmop.cli import add_state_dir, layout_from
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -25,7 +17,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from wasmop.node.agent import NodeAgent, NodeSettings
     from wasmop.node.netns import NetworkError
 
-    layout = _layout(args.state_dir)
+    layout = layout_from(args)
     kubeconfig = args.kubeconfig
     if kubeconfig is None:
         from wasmop.cluster import manager
@@ -60,7 +52,7 @@ def cmd_fault(args: argparse.Namespace) -> int:
     from wasmop.cli import CommandError
     from wasmop.node import fault_client
 
-    run_dir = _layout(args.state_dir).run
+    run_dir = layout_from(args).run
     try:
         if args.fault == "crash":
             namespace, _, pod = args.pod.rpartition("/")
@@ -94,7 +86,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "WebAssembly functions in wasmtime, each on its own address inside the node's "
         "network namespace. Needs root (network namespaces).",
     )
-    node.add_argument("--state-dir", type=Path, help="embedded cluster state directory")
+    add_state_dir(node)
     sub = node.add_subparsers(dest="node_command", metavar="<action>", required=True)
 
     run = sub.add_parser("run", help="run an agent in the foreground")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    import asyncio
-    import signal
     import sys
+
+    from wasmop.cli import run_until_signalled
 
     # The operator reaches the API through wasmop.kube. kopf would import the official
     # client just to offer logins through it (about 17 MiB for nothing): hide it.
@@ -35,14 +35,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         headless_services=args.service_mode == "headless",
     )
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await run(settings, stop)
-
-    asyncio.run(main())
+    run_until_signalled(lambda stop: run(settings, stop))
     return 0
 
 
