@@ -29,12 +29,12 @@ from locust import User, constant, events, task
 from locust.env import Environment
 from locust.exception import StopUser
 from wasmop.bench.net import check_target
-from wasmop.bench.watch import GROUP_VERSION, function_ready
+from wasmop.bench.watch import function_ready
+from wasmop.wellknown import API_VERSION, DOMAIN, FUNCTION_KIND, GROUP, VERSION
+from wasmop.wellknown import FUNCTION_PLURAL as PLURAL
 
 log = logging.getLogger("wasmop.loadtests.storm")
 
-GROUP, VERSION = GROUP_VERSION.split("/")
-PLURAL = "wasmfunctions"
 
 _shared: dict[str, Any] = {
     "api": None,
@@ -124,9 +124,9 @@ class DeployStormUser(User):
             raise StopUser()
         name = f"storm-{index}"
         body = {
-            "apiVersion": GROUP_VERSION,
-            "kind": "WasmFunction",
-            "metadata": {"name": name, "labels": {"wasm.bits-dissertation.io/storm": "true"}},
+            "apiVersion": API_VERSION,
+            "kind": FUNCTION_KIND,
+            "metadata": {"name": name, "labels": {f"{DOMAIN}/storm": "true"}},
             "spec": {
                 "module": {"configMapRef": {"name": f"wasm-{options.workload}"}},
                 "version": "1.0.0",

@@ -35,6 +35,7 @@ from wasmop.cluster.layout import repo_root
 from wasmop.kube import ApiError, Kube, KubeConfig
 from wasmop.kube.client import api_path
 from wasmop.runtime.workloads import Workload, ensure_built, load_manifest
+from wasmop.wellknown import API_VERSION, FUNCTION_PLURAL
 
 SAMPLES = repo_root() / "operator" / "config" / "samples"
 NAMESPACE = "wasmop-demo"
@@ -148,9 +149,7 @@ async def demo(keep: bool) -> int:
             down = await wait_replicas(recorder, "hello", 1, t)
             t = now_ms()
             await kube.patch(
-                api_path(
-                    "operators.bits-dissertation.io/v1alpha1", "wasmfunctions", NAMESPACE, "echo"
-                ),
+                api_path(API_VERSION, FUNCTION_PLURAL, NAMESPACE, "echo"),
                 {"spec": {"version": "1.0.1"}},
             )
 

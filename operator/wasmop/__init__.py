@@ -1,6 +1,3 @@
 """wasmop: a Kubernetes operator for WebAssembly functions, and its benchmark harness."""
 
 __version__ = "0.1.0"
-
-GROUP = "operators.bits-dissertation.io"
-VERSION = "v1alpha1"

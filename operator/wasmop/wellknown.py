@@ -1,12 +1,30 @@
-"""Names and numbers the wasm node agents publish and the rest of wasmop reads.
+"""Names every part of wasmop shares: the API group, kinds and the labels between parts.
 
-The agent labels and taints its Node with these and serves its daemon on this port; the
-operator, the cluster manager and the benchmarks select, tolerate and probe by them.
+This is the one place they are spelled: the operator serves the API and labels what it
+creates with them, the node agent labels and taints its Node and serves its daemon port,
+and the gateway, the benchmarks, the load tests and the tests select and probe by them.
+The CRDs under ``operator/config/crds`` spell the same group, kinds and plurals (a unit
+test checks that they agree).
 """
 
 from __future__ import annotations
 
+# --- the custom resources' API --------------------------------------------------------
+
+GROUP = "operators.bits-dissertation.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+FUNCTION_KIND = "WasmFunction"
+FUNCTION_PLURAL = "wasmfunctions"
+RUNTIME_KIND = "WasmRuntime"
+RUNTIME_PLURAL = "wasmruntimes"
+
+# --- labels, taints and ports ---------------------------------------------------------
+
 DOMAIN = "wasm.bits-dissertation.io"
+# On everything the operator creates for a function (ConfigMap, Deployment, Pods, Service),
+# naming the WasmFunction: the selector of its Deployment and Service.
+FUNCTION_LABEL = f"{DOMAIN}/function"
 # Label on a wasm Node naming the runtime it serves, and the key of the taint that keeps
 # other Pods off it (its value is the runtime's name too).
 RUNTIME_LABEL = f"{DOMAIN}/runtime"

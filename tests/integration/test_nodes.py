@@ -16,6 +16,7 @@ from wasmop.cluster import manager
 from wasmop.cluster.layout import repo_root
 from wasmop.cluster.settings import ClusterSettings
 from wasmop.node import fault_client
+from wasmop.wellknown import RUNTIME_LABEL
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +62,7 @@ def test_nodes_are_ready(api: client.ApiClient, cluster) -> None:  # type: ignor
         assert ready.status == "True", name
         assert node.metadata.labels["kubernetes.io/arch"] == "wasm32-wasi"
         assert node.metadata.labels["topology.kubernetes.io/zone"]
-        assert node.spec.taints[0].key == "wasm.bits-dissertation.io/runtime"
+        assert node.spec.taints[0].key == RUNTIME_LABEL
         assert node.status.addresses[0].address.startswith("10.244.0.")
 
 

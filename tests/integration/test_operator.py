@@ -19,18 +19,19 @@ from support import module_configmap, wait_for
 from wasmop.cluster import manager
 from wasmop.cluster.layout import repo_root
 from wasmop.cluster.settings import ClusterSettings
+from wasmop.wellknown import API_VERSION, FUNCTION_KIND, FUNCTION_LABEL, GROUP, VERSION
+from wasmop.wellknown import FUNCTION_PLURAL as PLURAL
 
 pytestmark = pytest.mark.integration
 
-GROUP, VERSION, PLURAL = "operators.bits-dissertation.io", "v1alpha1", "wasmfunctions"
 FUNCTIONS = repo_root() / "functions" / "build"
 MILLIS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
 def wasm_function(name: str, configmap: str, **spec: Any) -> dict[str, Any]:
     return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "WasmFunction",
+        "apiVersion": API_VERSION,
+        "kind": FUNCTION_KIND,
         "metadata": {"name": name},
         "spec": {"module": {"configMapRef": {"name": configmap}}, **spec},
     }
@@ -196,7 +197,7 @@ def test_version_change_rolls_out_without_failures_and_rolls_back(
 
     def module_configmaps() -> set[str]:
         items = core.list_namespaced_config_map(
-            fns.namespace, label_selector="wasm.bits-dissertation.io/function=hello"
+            fns.namespace, label_selector=f"{FUNCTION_LABEL}=hello"
         ).items
         return {cm.metadata.name for cm in items}
 
@@ -214,7 +215,7 @@ def test_kubectl_scale_changes_replicas(fns: Functions, api: client.ApiClient) -
         GROUP, VERSION, fns.namespace, PLURAL, "hello"
     )
     assert scale["status"]["replicas"] == 3
-    assert scale["status"]["selector"] == "wasm.bits-dissertation.io/function=hello"
+    assert scale["status"]["selector"] == f"{FUNCTION_LABEL}=hello"
 
 
 def test_autoscaler_scales_out_under_load_and_back_in(
@@ -290,8 +291,8 @@ def test_autoscaler_scales_out_under_load_and_back_in(
 )
 def test_schema_and_cel_reject_bad_specs(fns: Functions, spec: dict[str, Any], field: str) -> None:
     body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "WasmFunction",
+        "apiVersion": API_VERSION,
+        "kind": FUNCTION_KIND,
         "metadata": {"name": "bad"},
         "spec": spec,
     }
@@ -342,9 +343,7 @@ def test_operator_marks_invalid_and_keeps_serving_others(
     fns.wait_phase("fine", "Ready")
     assert (
         not client.AppsV1Api(api)
-        .list_namespaced_deployment(
-            fns.namespace, label_selector=f"wasm.bits-dissertation.io/function={name}"
-        )
+        .list_namespaced_deployment(fns.namespace, label_selector=f"{FUNCTION_LABEL}={name}")
         .items
     )
 
@@ -378,7 +377,7 @@ def test_delete_removes_everything_owned(fns: Functions, api: client.ApiClient) 
     before = tracked_functions()
     fns.create(wasm_function("hello", "wasm-hello", replicas=2))
     fns.wait_phase("hello", "Ready", readyReplicas=2)
-    selector = "wasm.bits-dissertation.io/function=hello"
+    selector = f"{FUNCTION_LABEL}=hello"
     fns.delete("hello")
     # Functions have no finalizer; the operator lets go of them on the watch's DELETED.
     wait_for(lambda: tracked_functions() <= before, what="the operator to forget the function")
@@ -435,7 +434,7 @@ def test_operator_serviceaccount_cannot_read_secrets(api: client.ApiClient) -> N
     result = client.AuthorizationV1Api(api).create_subject_access_review(review)
     assert result.status.allowed is False
     review.spec.resource_attributes = client.V1ResourceAttributes(
-        verb="patch", group=GROUP, resource="wasmfunctions", subresource="status"
+        verb="patch", group=GROUP, resource=PLURAL, subresource="status"
     )
     assert (
         client.AuthorizationV1Api(api).create_subject_access_review(review).status.allowed is True
@@ -447,7 +446,7 @@ def test_operator_runs_as_its_serviceaccount(cluster) -> None:  # type: ignore[n
     writers = {
         line.split('"username":"', 1)[1].split('"', 1)[0]
         for line in audit
-        if "wasmfunctions" in line and '"patch"' in line
+        if PLURAL in line and '"patch"' in line
     }
     assert "system:serviceaccount:wasm-operators:wasmop-operator" in writers
 
@@ -469,7 +468,7 @@ def test_hpa_engine_creates_native_hpa(fns: Functions, api: client.ApiClient) ->
         return active if active is not None and active.status == "False" else None
 
     hpa = hpas.read_namespaced_horizontal_pod_autoscaler("hello", fns.namespace)
-    assert hpa.spec.scale_target_ref.kind == "WasmFunction"
+    assert hpa.spec.scale_target_ref.kind == FUNCTION_KIND
     active = wait_for(reported, timeout=60, what="the HPA controller's verdict")
     assert "metrics" in (active.message or "").lower() or active.reason.startswith("FailedGet")
 

@@ -18,12 +18,20 @@ from typing import Any
 import pytest
 import yaml
 from wasmop.operator.spec import FunctionSpec, RuntimeSpec, WasmFunction, WasmRuntime
+from wasmop.wellknown import (
+    API_VERSION,
+    FUNCTION_KIND,
+    FUNCTION_PLURAL,
+    GROUP,
+    RUNTIME_KIND,
+    RUNTIME_PLURAL,
+    VERSION,
+)
 
 CONFIG = Path(__file__).resolve().parents[2] / "operator" / "config"
 CRDS = CONFIG / "crds"
 SAMPLES = CONFIG / "samples"
 FUNCTIONS = Path(__file__).resolve().parents[2] / "functions"
-GROUP = "operators.bits-dissertation.io"
 
 Schema = dict[str, Any]
 
@@ -37,8 +45,8 @@ def schema_of(crd: dict[str, Any]) -> Schema:
     return version["schema"]["openAPIV3Schema"]
 
 
-FUNCTION_CRD = load("wasmfunctions.yaml")
-RUNTIME_CRD = load("wasmruntimes.yaml")
+FUNCTION_CRD = load(f"{FUNCTION_PLURAL}.yaml")
+RUNTIME_CRD = load(f"{RUNTIME_PLURAL}.yaml")
 FUNCTION_SCHEMA = schema_of(FUNCTION_CRD)
 RUNTIME_SCHEMA = schema_of(RUNTIME_CRD)
 
@@ -141,14 +149,15 @@ def apply_defaults(value: Any, schema: Schema) -> Any:
 def test_function_crd_identity() -> None:
     spec = FUNCTION_CRD["spec"]
     assert FUNCTION_CRD["apiVersion"] == "apiextensions.k8s.io/v1"
-    assert FUNCTION_CRD["metadata"]["name"] == f"wasmfunctions.{GROUP}"
+    assert FUNCTION_CRD["metadata"]["name"] == f"{FUNCTION_PLURAL}.{GROUP}"
     assert spec["group"] == GROUP
     assert spec["scope"] == "Namespaced"
-    assert spec["names"]["kind"] == "WasmFunction"
+    assert spec["names"]["kind"] == FUNCTION_KIND
+    assert spec["names"]["plural"] == FUNCTION_PLURAL
     assert set(spec["names"]["shortNames"]) == {"wf", "wasmfn"}
     assert spec["names"]["categories"] == ["wasm"]
     [version] = spec["versions"]
-    assert (version["name"], version["served"], version["storage"]) == ("v1alpha1", True, True)
+    assert (version["name"], version["served"], version["storage"]) == (VERSION, True, True)
     assert version["subresources"] == {
         "status": {},
         "scale": {
@@ -165,14 +174,15 @@ def test_function_crd_identity() -> None:
 
 def test_runtime_crd_identity() -> None:
     spec = RUNTIME_CRD["spec"]
-    assert RUNTIME_CRD["metadata"]["name"] == f"wasmruntimes.{GROUP}"
+    assert RUNTIME_CRD["metadata"]["name"] == f"{RUNTIME_PLURAL}.{GROUP}"
     assert spec["group"] == GROUP
     assert spec["scope"] == "Cluster"
-    assert spec["names"]["kind"] == "WasmRuntime"
+    assert spec["names"]["kind"] == RUNTIME_KIND
+    assert spec["names"]["plural"] == RUNTIME_PLURAL
     assert spec["names"]["shortNames"] == ["wrt"]
     assert spec["names"]["categories"] == ["wasm"]
     [version] = spec["versions"]
-    assert version["name"] == "v1alpha1"
+    assert version["name"] == VERSION
     assert version["subresources"] == {"status": {}}
 
 
@@ -308,7 +318,7 @@ def sample_documents() -> list[tuple[str, dict[str, Any]]]:
     ("name", "doc"), sample_documents(), ids=lambda v: v if isinstance(v, str) else ""
 )
 def test_samples_satisfy_the_schema_and_parse(name: str, doc: dict[str, Any]) -> None:
-    assert doc["apiVersion"] == f"{GROUP}/v1alpha1", name
+    assert doc["apiVersion"] == API_VERSION, name
     schema = FUNCTION_SCHEMA if doc["kind"] == "WasmFunction" else RUNTIME_SCHEMA
     defaulted = apply_defaults(copy.deepcopy(doc), schema)
     assert validate(defaulted, schema) == []

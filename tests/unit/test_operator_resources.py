@@ -11,7 +11,6 @@ import pytest
 from wasmop.operator.resources import (
     ANNOTATION_DIGEST,
     ANNOTATION_REVISION,
-    LABEL_FUNCTION,
     MAX_CONFIGMAP_BYTES,
     MODULE_KEY,
     MODULE_KEY_GZ,
@@ -28,6 +27,7 @@ from wasmop.operator.resources import (
     unpack_module,
 )
 from wasmop.operator.spec import RuntimeSpec, WasmFunction, WasmRuntime, resolve
+from wasmop.wellknown import API_VERSION, FUNCTION_LABEL
 
 MODULE = b"\0asm\1\0\0\0" + b"\x01\x02\x03" * 2000  # compresses well
 
@@ -82,12 +82,12 @@ def test_configmap() -> None:
     assert cm["metadata"]["namespace"] == "bench"
     assert cm["immutable"] is True
     assert cm["metadata"]["labels"]["wasm.bits-dissertation.io/digest"] == bundle.digest[:12]
-    assert cm["metadata"]["labels"][LABEL_FUNCTION] == "fib"
+    assert cm["metadata"]["labels"][FUNCTION_LABEL] == "fib"
     assert cm["metadata"]["annotations"][ANNOTATION_DIGEST] == f"sha256:{bundle.digest}"
     assert gzip.decompress(base64.b64decode(cm["binaryData"][MODULE_KEY_GZ])) == MODULE
     [owner] = cm["metadata"]["ownerReferences"]
     assert owner == {
-        "apiVersion": "operators.bits-dissertation.io/v1alpha1",
+        "apiVersion": API_VERSION,
         "kind": "WasmFunction",
         "name": "fib",
         "uid": "uid-42",
@@ -109,7 +109,7 @@ def test_deployment_shape() -> None:
     assert meta["labels"]["app.kubernetes.io/managed-by"] == "wasmop"
     assert meta["labels"]["app.kubernetes.io/name"] == "fib"
     assert spec["replicas"] == 1
-    assert spec["selector"] == {"matchLabels": {LABEL_FUNCTION: "fib"}}
+    assert spec["selector"] == {"matchLabels": {FUNCTION_LABEL: "fib"}}
     assert spec["strategy"] == {
         "type": "RollingUpdate",
         "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"},
@@ -119,7 +119,7 @@ def test_deployment_shape() -> None:
     template = spec["template"]
     # The selector's labels must be on the pods, the revision label too (but not selected on).
     labels = template["metadata"]["labels"]
-    assert labels[LABEL_FUNCTION] == "fib"
+    assert labels[FUNCTION_LABEL] == "fib"
     assert labels["wasm.bits-dissertation.io/revision"] == "3"
     assert template["metadata"]["annotations"][ANNOTATION_REVISION] == "3"
     pod = template["spec"]
@@ -253,7 +253,7 @@ def test_replicas_strategy_and_override() -> None:
 def test_service() -> None:
     svc = build_service(make_function())
     assert svc["spec"]["type"] == "ClusterIP"
-    assert svc["spec"]["selector"] == {LABEL_FUNCTION: "fib"}
+    assert svc["spec"]["selector"] == {FUNCTION_LABEL: "fib"}
     assert svc["spec"]["ports"] == [
         {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}
     ]
@@ -268,7 +268,7 @@ def test_headless_service_only_drops_the_cluster_ip() -> None:
 
 
 def test_selector_and_url() -> None:
-    assert selector_string("fib") == "wasm.bits-dissertation.io/function=fib"
+    assert selector_string("fib") == f"{FUNCTION_LABEL}=fib"
     assert (
         gateway_url("http://127.0.0.1:8000/", make_function()) == "http://127.0.0.1:8000/bench/fib"
     )
@@ -279,7 +279,7 @@ def test_hpa() -> None:
     hpa = build_hpa(fn)
     assert hpa["apiVersion"] == "autoscaling/v2"
     assert hpa["spec"]["scaleTargetRef"] == {
-        "apiVersion": "operators.bits-dissertation.io/v1alpha1",
+        "apiVersion": API_VERSION,
         "kind": "WasmFunction",
         "name": "fib",
     }

@@ -17,14 +17,15 @@ from wasmop.operator.spec import (
     WasmRuntime,
     resolve,
 )
+from wasmop.wellknown import API_VERSION, FUNCTION_KIND, RUNTIME_LABEL
 
 CONFIG = Path(__file__).resolve().parents[2] / "operator" / "config"
 
 
 def body(spec: dict, name: str = "hello", namespace: str = "demo") -> dict:
     return {
-        "apiVersion": "operators.bits-dissertation.io/v1alpha1",
-        "kind": "WasmFunction",
+        "apiVersion": API_VERSION,
+        "kind": FUNCTION_KIND,
         "metadata": {"name": name, "namespace": namespace, "uid": "u-1", "generation": 3},
         "spec": spec,
     }
@@ -174,7 +175,7 @@ def test_runtime_defaults_without_spec() -> None:
     assert rt.maximums.resources.memory == "1Gi"
     assert rt.maximums.replicas is None
     assert rt.capabilities.env.allowed is False
-    assert dict(rt.node_selector) == {"wasm.bits-dissertation.io/runtime": "wasmtime"}
+    assert dict(rt.node_selector) == {RUNTIME_LABEL: "wasmtime"}
     assert "simd" in rt.features.enabled()
     assert "threads" not in rt.features.enabled()
 

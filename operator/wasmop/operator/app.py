@@ -25,15 +25,22 @@ from wasmop.operator.modules import ModuleChecker
 from wasmop.operator.nodes import NodeIndex, runtime_status
 from wasmop.operator.resources import LABEL_MANAGED_BY, MANAGED_BY
 from wasmop.operator.scaling import Autoscaler, MetricsCollector
-from wasmop.operator.spec import API_VERSION, GROUP, RUNTIME_PLURAL, VERSION, SpecError, WasmRuntime
+from wasmop.operator.spec import SpecError, WasmRuntime
 from wasmop.operator.status import now_rfc3339, set_condition
 from wasmop.operator.telemetry import OperatorMetrics, serve_telemetry
 from wasmop.operator.validation import summarize, validate_runtime
-from wasmop.wellknown import DOMAIN
+from wasmop.wellknown import (
+    API_VERSION,
+    DOMAIN,
+    FUNCTION_PLURAL,
+    GROUP,
+    RUNTIME_PLURAL,
+    VERSION,
+)
 
 log = logging.getLogger(__name__)
 
-FUNCTIONS = (GROUP, VERSION, "wasmfunctions")
+FUNCTIONS = (GROUP, VERSION, FUNCTION_PLURAL)
 RUNTIMES = (GROUP, VERSION, RUNTIME_PLURAL)
 ANNOTATION_PREFIX = DOMAIN
 RESYNC_CONCURRENCY = 8
@@ -289,7 +296,7 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
                 body
                 for namespace in scopes
                 for body in (
-                    await op.kube.list(api_path(API_VERSION, "wasmfunctions", namespace))
+                    await op.kube.list(api_path(API_VERSION, FUNCTION_PLURAL, namespace))
                 ).get("items", [])
             ]
             limit = asyncio.Semaphore(RESYNC_CONCURRENCY)

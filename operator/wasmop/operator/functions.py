@@ -23,7 +23,6 @@ from wasmop.kube.events import EventRecorder
 from wasmop.operator.modules import ModuleChecker, ModuleUnavailable, fetch_module
 from wasmop.operator.pods import PodIndex
 from wasmop.operator.resources import (
-    LABEL_FUNCTION,
     ModuleTooLarge,
     build_configmap,
     build_deployment,
@@ -39,6 +38,7 @@ from wasmop.operator.spec import SpecError, WasmFunction, WasmRuntime, resolve
 from wasmop.operator.state import FunctionState, write_status
 from wasmop.operator.status import now_rfc3339, orphaned_configmaps, record_revision
 from wasmop.operator.validation import problem_from_spec_error, summarize, validate_function
+from wasmop.wellknown import FUNCTION_LABEL
 
 log = logging.getLogger(__name__)
 
@@ -316,7 +316,7 @@ class FunctionController:
     async def _collect_configmaps(self, function: WasmFunction, state: FunctionState) -> None:
         """Delete module ConfigMaps no revision in the history refers to any more."""
         path = api_path("v1", "configmaps", function.namespace)
-        listing = await self.kube.list(path, labelSelector=f"{LABEL_FUNCTION}={function.name}")
+        listing = await self.kube.list(path, labelSelector=f"{FUNCTION_LABEL}={function.name}")
         existing = [item["metadata"]["name"] for item in listing.get("items", [])]
         await self._delete_configmaps(
             function.namespace, orphaned_configmaps(existing, state.revisions)

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from wasmop.operator.quantity import cpu_millis, memory_bytes
-from wasmop.operator.resources import LABEL_FUNCTION, LABEL_REVISION
+from wasmop.operator.resources import LABEL_REVISION
+from wasmop.wellknown import FUNCTION_LABEL
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ class PodIndex:
     def apply(self, event_type: str, body: dict[str, Any]) -> tuple[str, str] | None:
         """Record a Pod event; returns the (namespace, function) it belongs to."""
         meta = body["metadata"]
-        function = (meta.get("labels") or {}).get(LABEL_FUNCTION)
+        function = (meta.get("labels") or {}).get(FUNCTION_LABEL)
         if not function:
             return None
         key = (meta["namespace"], function)

@@ -26,13 +26,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from wasmop import __version__
-from wasmop.operator.spec import (
+from wasmop.operator.spec import ResolvedFunction, WasmFunction
+from wasmop.wellknown import (
     API_VERSION,
+    DOMAIN,
     FUNCTION_KIND,
-    ResolvedFunction,
-    WasmFunction,
+    FUNCTION_LABEL,
+    RUNTIME_LABEL,
+    ZONE_LABEL,
 )
-from wasmop.wellknown import DOMAIN, RUNTIME_LABEL, ZONE_LABEL
 
 __all__ = [
     "ANNOTATION_DIGEST",
@@ -43,7 +45,6 @@ __all__ = [
     "CONTAINER_PORT",
     "LABEL_COMPONENT",
     "LABEL_DIGEST",
-    "LABEL_FUNCTION",
     "LABEL_MANAGED_BY",
     "LABEL_NAME",
     "LABEL_REVISION",
@@ -74,7 +75,6 @@ __all__ = [
 LABEL_NAME = "app.kubernetes.io/name"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_COMPONENT = "app.kubernetes.io/component"
-LABEL_FUNCTION = f"{DOMAIN}/function"
 LABEL_REVISION = f"{DOMAIN}/revision"
 LABEL_DIGEST = f"{DOMAIN}/digest"
 LABEL_RUNTIME = f"{DOMAIN}/wasmruntime"
@@ -119,12 +119,12 @@ def configmap_name(function_name: str, digest: str) -> str:
 
 def selector(function_name: str) -> dict[str, str]:
     """The stable selector of a function's pods (never includes the revision)."""
-    return {LABEL_FUNCTION: function_name}
+    return {FUNCTION_LABEL: function_name}
 
 
 def selector_string(function_name: str) -> str:
     """``status.selector`` for the scale subresource, in label-selector string form."""
-    return f"{LABEL_FUNCTION}={function_name}"
+    return f"{FUNCTION_LABEL}={function_name}"
 
 
 def function_labels(function: WasmFunction, component: str) -> dict[str, str]:
@@ -132,7 +132,7 @@ def function_labels(function: WasmFunction, component: str) -> dict[str, str]:
         LABEL_NAME: function.name,
         LABEL_MANAGED_BY: MANAGED_BY,
         LABEL_COMPONENT: component,
-        LABEL_FUNCTION: function.name,
+        FUNCTION_LABEL: function.name,
     }
 
 

@@ -24,8 +24,9 @@ from wasmop.operator.functions import FunctionController
 from wasmop.operator.hpa import PodMetric, Recommendation, decide_for, observation_for
 from wasmop.operator.nodes import NodeIndex
 from wasmop.operator.pods import PodIndex
-from wasmop.operator.spec import API_VERSION, FUNCTION_PLURAL, WasmFunction
+from wasmop.operator.spec import WasmFunction
 from wasmop.operator.status import now_rfc3339, scaling_status
+from wasmop.wellknown import API_VERSION, FUNCTION_KIND, FUNCTION_PLURAL
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +198,7 @@ class Autoscaler:
                 "ScaledUp" if decision.desired_replicas > function.spec.replicas else "ScaledDown"
             )
             self.events.record(
-                {"apiVersion": API_VERSION, "kind": "WasmFunction", "metadata": body["metadata"]},
+                {"apiVersion": API_VERSION, "kind": FUNCTION_KIND, "metadata": body["metadata"]},
                 direction,
                 decision.reason,
             )

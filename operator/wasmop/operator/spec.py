@@ -18,14 +18,7 @@ from wasmop.operator.quantity import cpu_millis, memory_bytes
 from wasmop.wellknown import RUNTIME_LABEL
 
 __all__ = [
-    "API_VERSION",
     "DEFAULT_RUNTIME",
-    "FUNCTION_KIND",
-    "FUNCTION_PLURAL",
-    "GROUP",
-    "RUNTIME_KIND",
-    "RUNTIME_PLURAL",
-    "VERSION",
     "Capabilities",
     "ConfigMapModuleRef",
     "EngineSpec",
@@ -54,13 +47,6 @@ __all__ = [
     "resolve",
 ]
 
-GROUP = "operators.bits-dissertation.io"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-FUNCTION_KIND = "WasmFunction"
-FUNCTION_PLURAL = "wasmfunctions"
-RUNTIME_KIND = "WasmRuntime"
-RUNTIME_PLURAL = "wasmruntimes"
 DEFAULT_RUNTIME = "default"
 DEFAULT_MODULE_KEY = "module.wasm"
 DEFAULT_VERSION = "v1"

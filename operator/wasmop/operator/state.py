@@ -17,7 +17,6 @@ from wasmop.kube import ApiError, Kube
 from wasmop.kube.client import api_path
 from wasmop.kube.events import EventRecorder
 from wasmop.operator.pods import PodInfo
-from wasmop.operator.spec import API_VERSION, FUNCTION_PLURAL
 from wasmop.operator.status import (
     ConditionType,
     DeploymentState,
@@ -31,6 +30,7 @@ from wasmop.operator.status import (
     set_condition,
     workload_conditions,
 )
+from wasmop.wellknown import API_VERSION, FUNCTION_PLURAL
 
 log = logging.getLogger(__name__)
 
