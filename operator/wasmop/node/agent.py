@@ -31,7 +31,7 @@ from wasmop.kube.events import EventRecorder
 from wasmop.node import fault_client
 from wasmop.node.ipam import PodAddressAllocator
 from wasmop.node.netns import NodeNetwork
-from wasmop.node.pods import PodWorker, pod_key
+from wasmop.node.pod_worker import PodWorker, pod_key
 from wasmop.node.podspec import (
     DEFAULT_MODULE_KEYS,
     ContainerPlan,

@@ -1,8 +1,8 @@
 """The operator process: kopf handlers wired to the controllers, plus its telemetry.
 
 Handlers are small: each parses what kopf hands it and calls a controller
-(``functions``, ``scaling``, runtimes below). They are registered on a registry of our own
-with closures over one ``Operator``, so nothing lives in module globals.
+(:mod:`.function_controller`, :mod:`.scaling`, runtimes below). They are registered on a
+registry of our own with closures over one ``Operator``, so nothing lives in module globals.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import kopf
 from wasmop.kube import ApiError, Kube, KubeConfig
 from wasmop.kube.client import api_path
 from wasmop.kube.events import EventRecorder
-from wasmop.operator.functions import FunctionController, RetryLater
+from wasmop.operator.function_controller import FunctionController, RetryLater
 from wasmop.operator.modules import ModuleChecker
-from wasmop.operator.nodes import NodeIndex, runtime_status
-from wasmop.operator.resources import LABEL_MANAGED_BY, MANAGED_BY
+from wasmop.operator.node_index import NodeIndex, runtime_status
+from wasmop.operator.owned_objects import LABEL_MANAGED_BY, MANAGED_BY
 from wasmop.operator.scaling import Autoscaler, MetricsCollector
 from wasmop.operator.spec import SpecError, WasmRuntime
 from wasmop.operator.status import now_rfc3339, set_condition
@@ -48,7 +48,8 @@ RESYNC_CONCURRENCY = 8
 
 @dataclass(frozen=True)
 class OperatorSettings:
-    """How the operator runs (DESIGN.md: metrics 8080, health 8081, resync 1 min, 5 min)."""
+    """How the operator runs: metrics on 8080, health on 8081, a resync every minute and
+    five minutes per handler by default (the flags of ``wasmop operator run``)."""
 
     kubeconfig: str | None = None
     listen_address: str = "127.0.0.1"
@@ -64,7 +65,7 @@ class OperatorSettings:
     peering_identity: str | None = None
     priority: int | None = None
     namespaces: tuple[str, ...] = ()  # empty: every namespace
-    headless_services: bool = False  # no cluster IPs (resources.build_service)
+    headless_services: bool = False  # no cluster IPs (owned_objects.build_service)
 
 
 @dataclass

@@ -22,7 +22,7 @@ import aiohttp
 
 from wasmop.kube import ApiError, Kube
 from wasmop.kube.client import api_path
-from wasmop.operator.resources import module_digest, unpack_module
+from wasmop.operator.owned_objects import module_digest, unpack_module
 from wasmop.operator.spec import RuntimeSpec, WasmFunction
 from wasmop.operator.validation import Problem, Reason
 from wasmop.runtime.podenv import SWITCHABLE_FEATURES

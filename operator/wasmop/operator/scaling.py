@@ -20,10 +20,10 @@ import aiohttp
 from wasmop.kube import ApiError, Kube
 from wasmop.kube.client import api_path
 from wasmop.kube.events import EventRecorder
-from wasmop.operator.functions import FunctionController
+from wasmop.operator.function_controller import FunctionController
 from wasmop.operator.hpa import PodMetric, Recommendation, decide_for, observation_for
-from wasmop.operator.nodes import NodeIndex
-from wasmop.operator.pods import PodIndex
+from wasmop.operator.node_index import NodeIndex
+from wasmop.operator.pod_index import PodIndex
 from wasmop.operator.spec import WasmFunction
 from wasmop.operator.status import now_rfc3339, scaling_status
 from wasmop.wellknown import API_VERSION, FUNCTION_KIND, FUNCTION_PLURAL

@@ -16,7 +16,7 @@ from typing import Any
 from wasmop.kube import ApiError, Kube
 from wasmop.kube.client import api_path
 from wasmop.kube.events import EventRecorder
-from wasmop.operator.pods import PodInfo
+from wasmop.operator.pod_index import PodInfo
 from wasmop.operator.status import (
     ConditionType,
     DeploymentState,

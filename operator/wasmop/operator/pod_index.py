@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from wasmop.operator.owned_objects import LABEL_REVISION
 from wasmop.operator.quantity import cpu_millis, memory_bytes
-from wasmop.operator.resources import LABEL_REVISION
 from wasmop.wellknown import FUNCTION_LABEL
 
 

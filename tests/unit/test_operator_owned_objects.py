@@ -8,7 +8,7 @@ import hashlib
 import os
 
 import pytest
-from wasmop.operator.resources import (
+from wasmop.operator.owned_objects import (
     ANNOTATION_DIGEST,
     ANNOTATION_REVISION,
     MAX_CONFIGMAP_BYTES,

@@ -21,8 +21,7 @@ from wasmop.kube import ApiError, Kube
 from wasmop.kube.client import api_path
 from wasmop.kube.events import EventRecorder
 from wasmop.operator.modules import ModuleChecker, ModuleUnavailable, fetch_module
-from wasmop.operator.pods import PodIndex
-from wasmop.operator.resources import (
+from wasmop.operator.owned_objects import (
     ModuleTooLarge,
     build_configmap,
     build_deployment,
@@ -34,6 +33,7 @@ from wasmop.operator.resources import (
     pack_module,
     selector_string,
 )
+from wasmop.operator.pod_index import PodIndex
 from wasmop.operator.spec import SpecError, WasmFunction, WasmRuntime, resolve
 from wasmop.operator.state import FunctionState, write_status
 from wasmop.operator.status import now_rfc3339, orphaned_configmaps, record_revision
@@ -72,7 +72,7 @@ class FunctionController:
     states: dict[tuple[str, str], FunctionState] = field(default_factory=dict)
     pods: PodIndex = field(default_factory=PodIndex)
     http: aiohttp.ClientSession | None = None
-    headless_services: bool = False  # see resources.build_service
+    headless_services: bool = False  # see owned_objects.build_service
     _writes: set[asyncio.Task[None]] = field(default_factory=set)
     # Reconciles in flight at once: a burst of creations queues here instead of all
     # contending for the API server (and the operator's memory) at the same moment.
