@@ -9,7 +9,7 @@ from pathlib import Path
 def cmd_run(args: argparse.Namespace) -> int:
     from wasmop.bench import runner
     from wasmop.bench.run import default_results_dir
-    from wasmop.cli import CommandError
+    from wasmop.console import CommandError
 
     try:
         plan = runner.load_plan(args.plan)
@@ -65,9 +65,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _cluster_up() -> bool:
     """Start the embedded cluster unless one is running; True if this call started it."""
-    from wasmop.cli import CommandError
     from wasmop.cluster import manager
     from wasmop.cluster.layout import StateLayout
+    from wasmop.console import CommandError
 
     layout = StateLayout.default()
     if manager.is_running(layout):

@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
-from wasmop.cli import configure_logging
 from wasmop.cluster.layout import StateLayout, repo_root
+from wasmop.console import configure_logging
 from wasmop.kube import ApiError, Kube, KubeConfig
 from wasmop.kube.client import api_path
 

@@ -7,15 +7,14 @@ import os
 import shlex
 import sys
 
-from wasmop.cli import add_state_dir, layout_from
 from wasmop.cluster.layout import StateLayout, active_kubeconfig, controlplane_binary
+from wasmop.console import CommandError, add_state_dir, layout_from
 
 
 def _wrap(func):  # type: ignore[no-untyped-def]
     """Turn ClusterError into the CLI's one-line error."""
 
     def handler(args: argparse.Namespace) -> int:
-        from wasmop.cli import CommandError
         from wasmop.cluster.manager import ClusterError
 
         try:

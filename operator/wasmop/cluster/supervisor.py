@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wasmop.cli import configure_logging
 from wasmop.cluster.components import ComponentSpec, Probe
 from wasmop.cluster.layout import CLUSTER_MARKER_ENV, StateLayout
+from wasmop.console import configure_logging
 
 log = logging.getLogger("wasmop.supervisor")
 

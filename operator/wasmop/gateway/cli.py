@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from wasmop.console import run_until_signalled
+
 
 def cmd_run(args: argparse.Namespace) -> int:
     import asyncio
 
-    from wasmop.cli import run_until_signalled
     from wasmop.gateway.server import GatewaySettings, serve
     from wasmop.kube import Kube, KubeConfig
 

@@ -7,13 +7,12 @@ import os
 import signal
 from pathlib import Path
 
-from wasmop.cli import add_state_dir, layout_from
+from wasmop.console import CommandError, add_state_dir, layout_from
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     import asyncio
 
-    from wasmop.cli import CommandError
     from wasmop.node.agent import NodeAgent, NodeSettings
     from wasmop.node.netns import NetworkError
 
@@ -49,7 +48,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_fault(args: argparse.Namespace) -> int:
-    from wasmop.cli import CommandError
     from wasmop.node import fault_client
 
     run_dir = layout_from(args).run

@@ -6,11 +6,11 @@ import argparse
 import os
 from pathlib import Path
 
+from wasmop.console import run_until_signalled
+
 
 def cmd_run(args: argparse.Namespace) -> int:
     import sys
-
-    from wasmop.cli import run_until_signalled
 
     # The operator reaches the API through wasmop.kube. kopf would import the official
     # client just to offer logins through it (about 17 MiB for nothing): hide it.

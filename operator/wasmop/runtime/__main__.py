@@ -9,15 +9,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from wasmop.cli import run_handler
+from wasmop.console import add_log_level, run_handler
 from wasmop.runtime.cli import register
 
 
 def main(argv: list[str] | None = None) -> int:
     options = argparse.ArgumentParser(add_help=False)
-    options.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
-    )
+    add_log_level(options)
     known, rest = options.parse_known_args(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m wasmop.runtime", parents=[options])
     subparsers = parser.add_subparsers(dest="command", metavar="<command>")

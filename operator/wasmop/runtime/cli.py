@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from wasmop.console import CommandError
+
 DEFAULT_PORT = 8080
 
 
@@ -96,7 +98,6 @@ def _limit_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _runtime_config(args: argparse.Namespace) -> Any:
-    from wasmop.cli import CommandError
     from wasmop.runtime import EngineFeatures, RuntimeConfig, RuntimeConfigError
 
     features: dict[str, bool] = {}
@@ -114,7 +115,6 @@ def _runtime_config(args: argparse.Namespace) -> Any:
 
 
 def _limits(args: argparse.Namespace) -> Any:
-    from wasmop.cli import CommandError
     from wasmop.runtime import Limits, RuntimeConfigError
 
     values: dict[str, float] = {}
@@ -156,7 +156,6 @@ def _plan_from_env() -> tuple[list[tuple[str, Any]], Any]:
     """One function, configured by the WASMOP_* variables of the Pod it runs in."""
     import os
 
-    from wasmop.cli import CommandError
     from wasmop.runtime import RuntimeConfig, RuntimeConfigError
     from wasmop.runtime.podenv import from_env
 
@@ -177,7 +176,6 @@ async def _serve_async(args: argparse.Namespace) -> int:
     import logging
     import signal
 
-    from wasmop.cli import CommandError
     from wasmop.runtime import FunctionConfig, ModuleError, Runtime, RuntimeConfigError
     from wasmop.runtime.server import start_server
 
@@ -284,7 +282,6 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _invoke(args: argparse.Namespace) -> int:
-    from wasmop.cli import CommandError
     from wasmop.runtime import FunctionConfig, ModuleError, Request, Runtime
 
     body = b""

@@ -1,0 +1,83 @@
+"""What every wasmop command line shares: its error, ``--state-dir``, logging and runner.
+
+The root ``wasmop`` command (:mod:`wasmop.cli`) only dispatches to each area's ``cli``
+module, ``python -m wasmop.runtime`` runs one area alone, and the cluster's own processes
+(bootstrap, supervisor) log in the same format; all of them import these helpers from
+here, so no command line imports another.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from wasmop.cluster.layout import StateLayout
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class CommandError(Exception):
+    """A failure the user can act on: printed as one line, exit status 1."""
+
+
+def add_log_level(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=LOG_LEVELS,
+        help="log verbosity (default: info)",
+    )
+
+
+def add_state_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        help="embedded cluster state directory (default: $WASMOP_STATE_DIR or .wasmop in the"
+        " checkout)",
+    )
+
+
+def layout_from(args: argparse.Namespace) -> StateLayout:
+    """The embedded cluster's state layout that ``--state-dir`` names (or the default)."""
+    return StateLayout(args.state_dir.resolve()) if args.state_dir else StateLayout.default()
+
+
+def configure_logging(level: str = "info") -> None:
+    """One log line format for every wasmop process (components log to files the
+    supervisor collects, so a shared shape keeps them greppable together)."""
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def run_handler(args: argparse.Namespace, log_level: str) -> int:
+    """Set up logging and run a parsed command: one line on stderr for a CommandError."""
+    configure_logging(log_level)
+    try:
+        return int(args.handler(args) or 0)
+    except CommandError as exc:
+        sys.stderr.write(f"wasmop: error: {exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run a long-lived service; SIGTERM or SIGINT sets the event it stops on."""
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    asyncio.run(run())
