@@ -21,6 +21,7 @@ from wasmop.runtime import (
     Runtime,
     RuntimeConfig,
 )
+from wasmop.runtime import engine
 from wasmop.runtime.config import MIB
 from wasmop.runtime.workloads import Manifest, ensure_built
 
@@ -105,6 +106,29 @@ def test_precompiled_disk_cache_survives_a_new_runtime(manifest: Manifest, tmp_p
     damaged.replace(cached[0])
     with Runtime(config) as third:
         assert third.load(path).origin == "compiled"
+
+
+def test_a_new_module_is_inspected_once_per_load(
+    manifest: Manifest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Compiling or mapping a precompiled module reads its interface and applies the
+    policy once (it used to validate, parse and check a freshly compiled module twice)."""
+    calls: list[bool] = []
+    real_inspect = engine.inspect
+
+    def counted(*args: object, **kwargs: object) -> object:
+        calls.append(kwargs.get("module") is not None)
+        return real_inspect(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(engine, "inspect", counted)
+    wasm = manifest["fib"].wasm_path.read_bytes()
+    with Runtime(RuntimeConfig(cache_dir=tmp_path)) as rt:
+        assert rt.load(wasm).origin == "compiled"
+    assert calls == [False]  # from the bytes, before code generation
+    calls.clear()
+    with Runtime(RuntimeConfig(cache_dir=tmp_path)) as rt:
+        assert rt.load(wasm).origin == "disk-cache"
+    assert calls == [True]  # from the mapped module
 
 
 def test_different_features_do_not_share_cache_entries(manifest: Manifest, tmp_path: Path) -> None:

@@ -9,23 +9,21 @@ A node agent hosts many pods in one process, so everything expensive is shared h
   on disk (`Module.deserialize_file` maps them in a few milliseconds where SQLite takes
   most of a second to compile; the files are mapped, so they are only ever replaced by
   rename, never edited in place);
-- one daemon thread that advances the engine's epoch while any request runs, which is how
-  every request's CPU bound is enforced (much cheaper than fuel), and that enforces the
-  output caps.
+- one epoch ticker (:mod:`wasmop.runtime.epoch`), the thread that enforces every
+  request's CPU bound and output caps.
 
 No Python code ever runs on wasmtime's own threads (output goes to memfd files, see
-below), and `Runtime.close()` (also run automatically when the process exits normally)
-interrupts running requests by advancing the epoch past every deadline and joins the
-worker threads before the interpreter finalises. Together these keep shutdown clean:
-wasmtime-py's own stdout callbacks once aborted the interpreter at exit.
+:mod:`wasmop.runtime.wasi`), and `Runtime.close()` (also run automatically when the
+process exits normally) interrupts running requests by advancing the epoch past every
+deadline and joins the worker threads before the interpreter finalises. Together these
+keep shutdown clean: wasmtime-py's own stdout callbacks once aborted the interpreter at
+exit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import fcntl
 import functools
 import hashlib
 import logging
@@ -33,16 +31,18 @@ import os
 import threading
 import time
 import weakref
-from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import wasmtime
-from wasmtime import _ffi as ffi
 
 from wasmop.runtime.config import FunctionConfig, Limits, RuntimeConfig
-from wasmop.runtime.errors import ForbiddenImport, MemoryLimitExceeded
+from wasmop.runtime.epoch import EpochTicker
+from wasmop.runtime.errors import MemoryLimitExceeded
+from wasmop.runtime.function import Function
 from wasmop.runtime.loader import (
+    CompiledModule,
     ModuleInfo,
     ModuleSource,
     build_engine,
@@ -52,264 +52,9 @@ from wasmop.runtime.loader import (
     inspect,
     read_source,
 )
-
-if TYPE_CHECKING:
-    from wasmop.runtime.function import Function
+from wasmop.runtime.wasi import link, module_image_bytes, wasi_linker
 
 log = logging.getLogger("wasmop.runtime")
-
-
-# --- output capture --------------------------------------------------------------------
-#
-# A guest's stdout and stderr go to memfd files through wasmtime's own file output
-# (`stdout_file` on /proc/self/fd/N): no Python code runs on wasmtime's threads, which
-# makes a request about three times cheaper than a Python write callback and avoids the
-# abort at exit that such callbacks can cause. The ticker thread enforces the caps while
-# a request runs: once a file is over its cap it is truncated and sealed against growth,
-# so every further write fails in the guest and memory stays bounded (by roughly one
-# tick's worth of writes).
-
-
-class OutputFile:
-    """One reusable memfd. Sealed files (after an overflow) are never reused."""
-
-    __slots__ = ("fd", "path", "sealed")
-
-    def __init__(self) -> None:
-        self.fd = os.memfd_create("wasmop-output", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-        self.path = f"/proc/self/fd/{self.fd}"
-        self.sealed = False
-
-    def size(self) -> int:
-        return os.fstat(self.fd).st_size
-
-    def seal_at(self, size: int) -> None:
-        """Cut the file to `size` bytes and forbid it to grow: later writes fail."""
-        os.ftruncate(self.fd, size)
-        fcntl.fcntl(self.fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_GROW)
-        self.sealed = True
-
-    def read(self, size: int) -> bytes:
-        chunks, offset = [], 0
-        while offset < size:
-            chunk = os.pread(self.fd, size - offset, offset)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            offset += len(chunk)
-        return b"".join(chunks)
-
-
-_POOL: list[OutputFile] = []
-_POOL_LOCK = threading.Lock()
-_POOL_MAX = 256
-
-
-def _acquire_file() -> OutputFile:
-    with _POOL_LOCK:
-        if _POOL:
-            return _POOL.pop()
-    return OutputFile()
-
-
-def _release_file(file: OutputFile, size: int) -> None:
-    if not file.sealed:
-        if size > 64 * 1024:
-            os.ftruncate(file.fd, 0)  # give the pages back now, not at the next request
-        with _POOL_LOCK:
-            if len(_POOL) < _POOL_MAX:
-                _POOL.append(file)
-                return
-    os.close(file.fd)
-
-
-class OutputCapture:
-    """stdout and stderr of one request, with their caps."""
-
-    __slots__ = ("done", "err", "err_cap", "lock", "out", "out_cap", "overflowed")
-
-    def __init__(self, out_cap: int, err_cap: int) -> None:
-        self.out = _acquire_file()
-        self.err = _acquire_file()
-        self.out_cap = out_cap
-        self.err_cap = err_cap
-        self.overflowed = False
-        self.done = False
-        self.lock = threading.Lock()
-
-    def check(self) -> None:
-        """Enforce the caps (called by the ticker thread while the request runs)."""
-        with self.lock:
-            if self.done:
-                return
-            if not self.out.sealed and self.out.size() > self.out_cap:
-                self.overflowed = True
-                self.out.seal_at(0)
-            if not self.err.sealed and self.err.size() > self.err_cap:
-                self.err.seal_at(self.err_cap)
-
-    def finish(self) -> tuple[bytes, bytes]:
-        """The captured streams; stdout is empty when it overflowed. Releases the files."""
-        with self.lock:
-            self.done = True
-            out_size = self.out.size()
-            err_size = self.err.size()
-            if out_size > self.out_cap:
-                self.overflowed = True
-            stdout = b"" if self.overflowed else self.out.read(out_size)
-            stderr = self.err.read(min(err_size, self.err_cap)) if err_size else b""
-            _release_file(self.out, out_size)
-            _release_file(self.err, err_size)
-        return stdout, stderr
-
-
-_CHAR_PP = ctypes.POINTER(ctypes.POINTER(ctypes.c_char))
-
-
-def c_strings(values: list[str]) -> Any:
-    """A C array of NUL-terminated UTF-8 strings (wasmtime copies them)."""
-    array = (ctypes.c_char_p * len(values))(*[v.encode() for v in values])
-    return ctypes.cast(array, _CHAR_PP)
-
-
-def wasi_config(
-    argv: Any, env: list[tuple[str, str]], stdin: bytes, capture: OutputCapture
-) -> wasmtime.WasiConfig:
-    """A WASI context with no preopened directories or sockets: CGI env, stdin and capture.
-
-    `argv` is `(count, c_strings(...))`, built once per function.
-    """
-    config = wasmtime.WasiConfig()
-    pointer = config.ptr()
-    ffi.wasi_config_set_argv(pointer, argv[0], argv[1])
-    names = c_strings([name for name, _ in env])
-    values = c_strings([value.replace("\0", "") for _, value in env])
-    ffi.wasi_config_set_env(pointer, len(env), names, values)
-    if stdin:
-        vec = ffi.wasm_byte_vec_t()
-        buffer = ctypes.cast(ctypes.c_char_p(stdin), ctypes.POINTER(ffi.wasm_byte_t))
-        ffi.wasm_byte_vec_new(ctypes.byref(vec), len(stdin), buffer)
-        ffi.wasi_config_set_stdin_bytes(pointer, ctypes.byref(vec))  # takes ownership
-    config.stdout_file = capture.out.path
-    config.stderr_file = capture.err.path
-    return config
-
-
-# --- the epoch ticker ------------------------------------------------------------------
-
-
-class EpochTicker:
-    """Advances the engine's epoch every `tick_s` while at least one request is running.
-
-    Idle, it sleeps on an event, so a node agent with many idle functions wakes no one.
-    """
-
-    def __init__(self, engine: wasmtime.Engine, tick_s: float) -> None:
-        self.engine = engine
-        self.tick_s = tick_s
-        self._lock = threading.Lock()
-        self._active = 0
-        self._wake = threading.Event()
-        self._stopped = False
-        self._thread: threading.Thread | None = None
-        self._captures: dict[int, OutputCapture] = {}
-
-    def deadline_ticks(self, timeout_s: float) -> int:
-        # +1: the first tick can come at any time within the current interval.
-        return max(1, int(-(-timeout_s // self.tick_s)) + 1)
-
-    def enter(self, capture: OutputCapture | None = None) -> None:
-        with self._lock:
-            self._active += 1
-            if capture is not None:
-                self._captures[id(capture)] = capture
-            if self._thread is None and not self._stopped:
-                self._thread = threading.Thread(target=self._run, name="wasmop-epoch", daemon=True)
-                self._thread.start()
-            self._wake.set()
-
-    def exit(self, capture: OutputCapture | None = None) -> None:
-        with self._lock:
-            self._active -= 1
-            if capture is not None:
-                self._captures.pop(id(capture), None)
-            if self._active == 0:
-                self._wake.clear()
-
-    def interrupt_all(self, ticks: int) -> None:
-        """Advance the epoch past every deadline: every running request traps now."""
-        for _ in range(ticks):
-            self.engine.increment_epoch()
-
-    def stop(self) -> None:
-        with self._lock:
-            self._stopped = True
-            self._wake.set()
-            thread = self._thread
-        if thread is not None:
-            thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while True:
-            self._wake.wait()
-            if self._stopped:
-                return
-            time.sleep(self.tick_s)
-            self.engine.increment_epoch()
-            for capture in list(self._captures.values()):
-                try:
-                    capture.check()
-                except OSError as exc:  # pragma: no cover - fd trouble must not stop ticking
-                    log.warning("output check failed: %s", exc)
-
-
-# --- compiled modules ------------------------------------------------------------------
-
-
-@dataclass
-class CompiledModule:
-    """A checked, compiled module with its imports pre-linked; shared by all its functions."""
-
-    info: ModuleInfo
-    module: wasmtime.Module
-    pre: wasmtime.InstancePre
-    origin: str  # "compiled", "disk-cache" or "memory-cache" (how this load was satisfied)
-    load_seconds: float
-    image_bytes: int  # size of the compiled code image (what it adds to a process's memory)
-
-    @property
-    def digest(self) -> str:
-        return self.info.digest
-
-
-def _image_bytes(module: wasmtime.Module, fallback: int) -> int:
-    start, end = ctypes.c_void_p(), ctypes.c_void_p()
-    try:
-        ffi.wasmtime_module_image_range(module.ptr(), ctypes.byref(start), ctypes.byref(end))
-    except (AttributeError, ctypes.ArgumentError):
-        return fallback
-    if start.value is None or end.value is None:
-        return fallback
-    return max(0, end.value - start.value)
-
-
-def _wasi_linker(engine: wasmtime.Engine) -> wasmtime.Linker:
-    linker = wasmtime.Linker(engine)
-    linker.define_wasi()
-    return linker
-
-
-def link_check(engine: wasmtime.Engine, wasm: bytes) -> None:
-    """Compile and resolve the imports against WASI (catches wrong import signatures)."""
-    try:
-        module = wasmtime.Module(engine, wasm)
-    except wasmtime.WasmtimeError as exc:
-        raise classify_compile_error(exc) from exc
-    try:
-        _wasi_linker(engine).instantiate_pre(module)
-    except wasmtime.WasmtimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise ForbiddenImport(f"the module's imports do not match WASI preview 1: {first}") from exc
 
 
 class Runtime:
@@ -322,7 +67,7 @@ class Runtime:
     def __init__(self, config: RuntimeConfig | None = None) -> None:
         self.config = config or RuntimeConfig()
         self.engine = build_engine(self.config)
-        self.linker = _wasi_linker(self.engine)
+        self.linker = wasi_linker(self.engine)
         self.ticker = EpochTicker(self.engine, self.config.epoch_tick_s)
         self._modules: dict[str, CompiledModule] = {}
         self._loading: dict[str, threading.Lock] = {}
@@ -435,19 +180,14 @@ class Runtime:
                 cache_path.unlink(missing_ok=True)
         if module is None:
             # Policy first (cheap, and gives the clearest errors), then code generation.
-            inspect(wasm, self.engine, self.config, None, compressed_size)
+            info = inspect(wasm, self.engine, self.config, None, compressed_size)
             try:
                 module = wasmtime.Module(self.engine, wasm)
             except wasmtime.WasmtimeError as exc:
                 raise classify_compile_error(exc) from exc
-        info = inspect(wasm, self.engine, self.config, None, compressed_size, module=module)
-        try:
-            pre = self.linker.instantiate_pre(module)
-        except wasmtime.WasmtimeError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise ForbiddenImport(
-                f"the module's imports do not match WASI preview 1: {first}"
-            ) from exc
+        else:
+            info = inspect(wasm, self.engine, self.config, None, compressed_size, module=module)
+        pre = link(self.linker, module)
         if origin == "compiled":
             with self._lock:
                 self.compiles += 1
@@ -470,7 +210,7 @@ class Runtime:
             pre=pre,
             origin=origin,
             load_seconds=seconds,
-            image_bytes=_image_bytes(module, len(wasm)),
+            image_bytes=module_image_bytes(module, len(wasm)),
         )
 
     def _store_precompiled(self, module: wasmtime.Module, path: Path) -> None:
@@ -495,8 +235,6 @@ class Runtime:
         `module` may be a `CompiledModule` or anything `load` accepts; `settings` are
         `FunctionConfig` fields used when `config` is not given (name defaults to "fn").
         """
-        from wasmop.runtime.function import Function
-
         if config is None:
             settings.setdefault("name", "fn")
             config = FunctionConfig(**settings)
@@ -506,7 +244,13 @@ class Runtime:
             module = self.load(module, config.limits)
         else:
             self._check_limits(module, config.limits)
-        function = Function(self, module, config)
+        function = Function(
+            module,
+            config,
+            engine=self.engine,
+            ticker=self.ticker,
+            consume_fuel=self.config.consume_fuel,
+        )
         self._functions.add(function)
         return function
 
@@ -556,11 +300,10 @@ class Runtime:
 
 @functools.cache
 def wasmtime_version() -> str:
+    """The wasmtime package's version: part of the precompiled-module cache key."""
     try:
-        from importlib.metadata import version
-
         return version("wasmtime")
-    except Exception:  # pragma: no cover - metadata missing in odd installs
+    except PackageNotFoundError:  # pragma: no cover - metadata missing in odd installs
         return "unknown"
 
 

@@ -25,18 +25,14 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
-import ctypes
 import logging
 import re
 import threading
 import time
 from bisect import bisect_left
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import wasmtime
-from wasmtime import _ffi as ffi
-from wasmtime._extern import wrap_extern
 
 from wasmop.runtime.abi import (
     BadResponse,
@@ -48,10 +44,9 @@ from wasmop.runtime.abi import (
     parse_cgi_output,
 )
 from wasmop.runtime.config import MIB, FunctionConfig
-from wasmop.runtime.engine import OutputCapture, c_strings, wasi_config
-
-if TYPE_CHECKING:
-    from wasmop.runtime.engine import CompiledModule, Runtime
+from wasmop.runtime.epoch import EpochTicker
+from wasmop.runtime.loader import CompiledModule
+from wasmop.runtime.wasi import OutputCapture, c_strings, instance_export, wasi_config
 
 log = logging.getLogger("wasmop.runtime")
 
@@ -77,21 +72,6 @@ _BLOCKING_IMPORTS = frozenset({"poll_oneoff"})
 # Invocations in progress in this process (all functions, all servers): the inline path is
 # only taken when a request is alone, so concurrent requests still use several cores.
 _ACTIVE_INVOCATIONS = [0]
-
-
-_EXPORT_NAMES: dict[bytes, ctypes.Array[ctypes.c_char]] = {}
-
-
-def export(instance: wasmtime.Instance, store: wasmtime.Store, name: bytes) -> object:
-    """One export by name, without wrapping every export of the instance first."""
-    buffer = _EXPORT_NAMES.get(name)
-    if buffer is None:
-        buffer = _EXPORT_NAMES[name] = ctypes.create_string_buffer(name, len(name))
-    item = ffi.wasmtime_extern_t()
-    found = ffi.wasmtime_instance_export_get(
-        store._context(), ctypes.byref(instance._instance), buffer, len(name), ctypes.byref(item)
-    )
-    return wrap_extern(item) if found else None
 
 
 def trap_message(trap: wasmtime.Trap) -> str:
@@ -196,17 +176,26 @@ class FunctionStats:
 class Function:
     """A servable function. Create through `Runtime.function(...)`."""
 
-    def __init__(self, runtime: Runtime, module: CompiledModule, config: FunctionConfig) -> None:
-        self.runtime = runtime
+    def __init__(
+        self,
+        module: CompiledModule,
+        config: FunctionConfig,
+        *,
+        engine: wasmtime.Engine,
+        ticker: EpochTicker,
+        consume_fuel: bool,
+    ) -> None:
+        self.engine = engine
+        self.ticker = ticker
         self.module = module
         self.config = config
         self.name = config.name
         self.stats = FunctionStats()
         self._limits = config.limits
-        self._ticks = runtime.ticker.deadline_ticks(config.limits.timeout_s)
+        self._ticks = ticker.deadline_ticks(config.limits.timeout_s)
         self._argv = (1, c_strings([config.name]))
         self._granted = dict(config.env)
-        self._fuel = (config.limits.fuel or DEFAULT_FUEL) if runtime.config.consume_fuel else None
+        self._fuel = (config.limits.fuel or DEFAULT_FUEL) if consume_fuel else None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._executor_lock = threading.Lock()
         # Event-loop side (only touched from the loop that serves the function).
@@ -415,7 +404,7 @@ class Function:
             request, function=self.name, digest=self.module.digest, granted=self._granted
         )
         capture = OutputCapture(limits.output_bytes, limits.stderr_bytes)
-        ticker = self.runtime.ticker
+        ticker = self.ticker
         store: wasmtime.Store | None = None
         memory: wasmtime.Memory | None = None
         trap: wasmtime.Trap | None = None
@@ -428,7 +417,7 @@ class Function:
         cpu_start = time.thread_time()
         t_start = t_instance = time.perf_counter()
         try:
-            store = wasmtime.Store(self.runtime.engine)
+            store = wasmtime.Store(self.engine)
             store.set_wasi(wasi_config(self._argv, env, request.body, capture))
             store.set_limits(memory_size=limits.memory_bytes)
             store.set_epoch_deadline(self._ticks if ticks is None else ticks)
@@ -437,11 +426,11 @@ class Function:
             instance = self.module.pre.instantiate(store)
             instantiated = True
             t_instance = time.perf_counter()
-            memory_export = export(instance, store, b"memory")
+            memory_export = instance_export(instance, store, b"memory")
             if isinstance(memory_export, wasmtime.Memory):
                 memory = memory_export
                 self._live_memory[key] = memory.data_len(store)
-            start = export(instance, store, b"_start")
+            start = instance_export(instance, store, b"_start")
             assert isinstance(start, wasmtime.Func)
             try:
                 start(store)

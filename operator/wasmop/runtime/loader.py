@@ -39,6 +39,7 @@ from wasmop.runtime.errors import (
     NotWasm,
     UnsupportedFeature,
 )
+from wasmop.runtime.wasi import link, wasi_linker
 
 ModuleSource = bytes | bytearray | memoryview | str | os.PathLike[str]
 
@@ -137,6 +138,22 @@ class ModuleInfo:
         data["imports"] = [str(i) for i in self.imports]
         data["exports"] = [e.name for e in self.exports]
         return data
+
+
+@dataclass
+class CompiledModule:
+    """A checked, compiled module with its imports pre-linked; shared by all its functions."""
+
+    info: ModuleInfo
+    module: wasmtime.Module
+    pre: wasmtime.InstancePre
+    origin: str  # "compiled", "disk-cache" or "memory-cache" (how this load was satisfied)
+    load_seconds: float
+    image_bytes: int  # size of the compiled code image (what it adds to a process's memory)
+
+    @property
+    def digest(self) -> str:
+        return self.info.digest
 
 
 # --- reading ---------------------------------------------------------------------------
@@ -525,13 +542,21 @@ def check_module(
     engine = _shared_engine(config)
     info = inspect(wasm, engine, config, limits, compressed_size)
     if compile:
-        from wasmop.runtime.engine import link_check
-
         link_check(engine, wasm)
     return info
 
 
+def link_check(engine: wasmtime.Engine, wasm: bytes) -> None:
+    """Compile and resolve the imports against WASI (catches wrong import signatures)."""
+    try:
+        module = wasmtime.Module(engine, wasm)
+    except wasmtime.WasmtimeError as exc:
+        raise classify_compile_error(exc) from exc
+    link(wasi_linker(engine), module)
+
+
 __all__ = [
+    "CompiledModule",
     "ExportInfo",
     "ImportInfo",
     "ModuleError",

@@ -1,0 +1,84 @@
+"""The epoch ticker: every request's CPU bound, and the enforcer of its output caps.
+
+One daemon thread per engine advances the engine's epoch every tick while any request
+runs, so a Store's epoch deadline (in ticks) bounds how long its wasm may run; that is
+much cheaper than fuel. On each tick it also checks the output capture of every running
+request against its caps.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import wasmtime
+
+from wasmop.runtime.wasi import OutputCapture
+
+log = logging.getLogger("wasmop.runtime")
+
+
+class EpochTicker:
+    """Advances the engine's epoch every `tick_s` while at least one request is running.
+
+    Idle, it sleeps on an event, so a node agent with many idle functions wakes no one.
+    """
+
+    def __init__(self, engine: wasmtime.Engine, tick_s: float) -> None:
+        self.engine = engine
+        self.tick_s = tick_s
+        self._lock = threading.Lock()
+        self._active = 0
+        self._wake = threading.Event()
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+        self._captures: dict[int, OutputCapture] = {}
+
+    def deadline_ticks(self, timeout_s: float) -> int:
+        # +1: the first tick can come at any time within the current interval.
+        return max(1, int(-(-timeout_s // self.tick_s)) + 1)
+
+    def enter(self, capture: OutputCapture | None = None) -> None:
+        with self._lock:
+            self._active += 1
+            if capture is not None:
+                self._captures[id(capture)] = capture
+            if self._thread is None and not self._stopped:
+                self._thread = threading.Thread(target=self._run, name="wasmop-epoch", daemon=True)
+                self._thread.start()
+            self._wake.set()
+
+    def exit(self, capture: OutputCapture | None = None) -> None:
+        with self._lock:
+            self._active -= 1
+            if capture is not None:
+                self._captures.pop(id(capture), None)
+            if self._active == 0:
+                self._wake.clear()
+
+    def interrupt_all(self, ticks: int) -> None:
+        """Advance the epoch past every deadline: every running request traps now."""
+        for _ in range(ticks):
+            self.engine.increment_epoch()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            self._wake.set()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            if self._stopped:
+                return
+            time.sleep(self.tick_s)
+            self.engine.increment_epoch()
+            for capture in list(self._captures.values()):
+                try:
+                    capture.check()
+                except OSError as exc:  # pragma: no cover - fd trouble must not stop ticking
+                    log.warning("output check failed: %s", exc)
