@@ -9,7 +9,6 @@ node's own client certificate, so NodeRestriction applies to everything it does.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import logging
@@ -18,6 +17,7 @@ import platform
 import secrets
 import signal
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,23 +29,18 @@ from wasmop.kube import ApiError, Kube, KubeConfig
 from wasmop.kube.client import api_path
 from wasmop.kube.events import EventRecorder
 from wasmop.node import fault_client
+from wasmop.node.daemon import start_daemon
+from wasmop.node.function_loader import FunctionLoader
 from wasmop.node.ipam import PodAddressAllocator
+from wasmop.node.linkemu import LinkEmulator, kernel_has_netem
 from wasmop.node.netns import NodeNetwork
-from wasmop.node.pod_worker import PodWorker, pod_key
-from wasmop.node.podspec import (
-    DEFAULT_MODULE_KEYS,
-    ContainerPlan,
-    ModuleSource,
-    PodSpecError,
-    micro_time,
-    now_rfc3339,
-)
+from wasmop.node.pod_worker import PodHost, PodWorker, pod_key
+from wasmop.node.podspec import micro_time, now_rfc3339
+from wasmop.node.prober import HttpProber
+from wasmop.runtime.engine import wasmtime_version
 from wasmop.wellknown import DAEMON_PORT, ENGINE_VERSION_LABEL, RUNTIME_LABEL, ZONE_LABEL
 
 log = logging.getLogger(__name__)
-
-MAX_CONFIGMAP_CACHE = 64
-GRAPH_RETRIES = 60  # about 20 s of "no relationship found" before a Pod reports it
 
 
 @dataclass
@@ -81,119 +76,25 @@ class NodeAgent:
         self.started = time.time()
         self.fault_token = secrets.token_urlsafe(24)
         self.events = EventRecorder(self.kube, "wasmop-node", self.name)
-        self._runtimes: dict[Any, Any] = {}
-        self._probe_session: aiohttp.ClientSession | None = None
-        self._configmaps: dict[tuple[str, str], dict[str, Any]] = {}
+        self.functions = FunctionLoader(self.kube, settings.cache_dir)
+        self.prober = HttpProber()
+        self.host = PodHost(
+            kube=self.kube,
+            events=self.events,
+            network=self.network,
+            addresses=self.ipam,
+            functions=self.functions,
+            prober=self.prober,
+            spawn=self.spawn,
+        )
         self._stop = asyncio.Event()
         self._netem: bool | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._link: Any = None
+        self._link: LinkEmulator | None = None
 
-    # --- services for pod workers ---------------------------------------------------
+    # --- background tasks ----------------------------------------------------------
 
-    def pod_environment(self, pod_name: str, plan: ContainerPlan) -> Any:
-        """The Pod's WASMOP_* settings (see wasmop.runtime.podenv)."""
-        from wasmop.runtime import RuntimeConfigError
-        from wasmop.runtime.podenv import from_env
-
-        try:
-            return from_env(plan.env, pod_name)
-        except RuntimeConfigError as exc:
-            raise PodSpecError(
-                "InvalidSettings", f"cannot apply the Pod's settings: {exc}"
-            ) from exc
-
-    def runtime_for(self, environment: Any) -> Any:
-        """The engine for the Pod's feature set (one wasmtime Engine per distinct set)."""
-        from wasmop.runtime import Runtime, RuntimeConfig
-
-        key = environment.engine_key
-        if key not in self._runtimes:
-            config = RuntimeConfig(
-                features=environment.features,
-                consume_fuel=environment.consume_fuel,
-                cache_dir=self.settings.cache_dir,
-            )
-            self._runtimes[key] = Runtime(config)
-        return self._runtimes[key]
-
-    async def fetch_module(self, namespace: str, source: ModuleSource) -> bytes:
-        """The module bytes from the ConfigMap the Pod mounts (cached: they are immutable)."""
-        key = (namespace, source.configmap)
-        configmap = self._configmaps.get(key)
-        if configmap is None or not configmap.get("immutable"):
-            configmap = await self._get_configmap(namespace, source.configmap)
-            if len(self._configmaps) >= MAX_CONFIGMAP_CACHE:
-                self._configmaps.pop(next(iter(self._configmaps)))
-            self._configmaps[key] = configmap
-        binary = configmap.get("binaryData", {})
-        text = configmap.get("data", {})
-        keys = [source.key] if source.key else list(DEFAULT_MODULE_KEYS)
-        if source.key is None and len(binary) + len(text) == 1:
-            keys.append(next(iter([*binary, *text])))
-        for k in keys:
-            if k in binary:
-                return base64.b64decode(binary[k])
-            if k in text:
-                return text[k].encode()
-        raise PodSpecError(
-            "ModuleNotFound",
-            f"ConfigMap {namespace}/{source.configmap} has no key {' or '.join(keys)}",
-        )
-
-    async def _get_configmap(self, namespace: str, name: str) -> dict[str, Any]:
-        """GET a ConfigMap a Pod of ours mounts.
-
-        The Node authorizer learns that this node may read it only once its graph has seen
-        the Pod bound here, which can trail the Pod's arrival at this agent by a moment:
-        "no relationship found" is retried briefly, as a kubelet would.
-        """
-        path = api_path("v1", "configmaps", namespace, name)
-        for attempt in range(GRAPH_RETRIES):
-            try:
-                return await self.kube.get(path)
-            except ApiError as exc:
-                if exc.not_found:
-                    raise PodSpecError(
-                        "ModuleNotFound", f"ConfigMap {namespace}/{name} not found"
-                    ) from exc
-                if (
-                    exc.status == 403
-                    and "no relationship" in exc.message
-                    and attempt < GRAPH_RETRIES - 1
-                ):
-                    await asyncio.sleep(min(0.05 * (attempt + 1), 0.5))
-                    continue
-                raise PodSpecError("ModuleNotFound", f"cannot read ConfigMap: {exc}") from exc
-        raise AssertionError("unreachable")
-
-    async def probe(self, url: str, limit_s: float) -> tuple[bool, str]:
-        """One HTTP probe from the host namespace into the node's namespace."""
-        if self._probe_session is None:
-            self._probe_session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, force_close=True)
-            )
-        try:
-            async with self._probe_session.get(
-                url, timeout=aiohttp.ClientTimeout(total=limit_s)
-            ) as r:
-                await r.read()
-                if 200 <= r.status < 400:
-                    return True, ""
-                return False, f"HTTP probe failed with statuscode: {r.status}"
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            return False, f"Get {url}: {exc.__class__.__name__} {exc}"
-
-    async def record_event(
-        self, pod: dict[str, Any], reason: str, message: str, warning: bool
-    ) -> None:
-        """An Event about a Pod, posted in the background: Pod start never waits for it."""
-        self.events.record(
-            {"apiVersion": "v1", "kind": "Pod", **pod}, reason, message, warning=warning,
-            field_path="spec.containers{function}",
-        )  # fmt: skip
-
-    def spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a short task in the background, keeping a reference until it ends."""
         task = asyncio.create_task(coro)
         self._tasks.add(task)
@@ -202,21 +103,17 @@ class NodeAgent:
     # --- node object and heartbeat --------------------------------------------------
 
     def node_labels(self) -> dict[str, str]:
-        from wasmop.runtime.engine import wasmtime_version as engine_version
-
         return {
             "kubernetes.io/arch": "wasm32-wasi",
             "kubernetes.io/os": "wasi",
             "kubernetes.io/hostname": self.name,
             ZONE_LABEL: self.settings.zone,
             RUNTIME_LABEL: self.settings.runtime_name,
-            ENGINE_VERSION_LABEL: engine_version(),
+            ENGINE_VERSION_LABEL: wasmtime_version(),
             **self.settings.labels,
         }
 
     def node_status(self) -> dict[str, Any]:
-        from wasmop.runtime.engine import wasmtime_version as engine_version
-
         resources = {
             "cpu": self.settings.cpu,
             "memory": self.settings.memory,
@@ -258,7 +155,7 @@ class NodeAgent:
                 "bootID": f"{int(self.started)}",
                 "kernelVersion": platform.release(),
                 "osImage": "wasmop wasm node",
-                "containerRuntimeVersion": f"wasmtime://{engine_version()}",
+                "containerRuntimeVersion": f"wasmtime://{wasmtime_version()}",
                 "kubeletVersion": f"v{__version__}-wasmop",
                 "kubeProxyVersion": "",
                 "operatingSystem": "wasi",
@@ -376,7 +273,7 @@ class NodeAgent:
         if worker is None:
             if phase in ("Succeeded", "Failed") and not pod["metadata"].get("deletionTimestamp"):
                 return
-            worker = PodWorker(self, pod)
+            worker = PodWorker(self.host, pod)
             self.workers[uid] = worker
             worker.task = asyncio.create_task(self._run_worker(worker))
             log.debug("adopted pod %s", pod_key(pod))
@@ -422,15 +319,15 @@ class NodeAgent:
         token.chmod(0o600)
 
     async def run(self) -> None:
-        from wasmop.node.daemon import start_daemon
-
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         await asyncio.to_thread(self.network.setup)
         daemon = None
         try:
-            daemon = await start_daemon(self)
+            daemon = await start_daemon(
+                self, self.network.listen(self.network.node_address, DAEMON_PORT)
+            )
             self._write_run_files()
             await self.register()
             await self.renew_lease()
@@ -446,14 +343,12 @@ class NodeAgent:
         finally:
             if daemon is not None:
                 await daemon.cleanup()
-            if self._probe_session is not None:
-                await self._probe_session.close()
+            await self.prober.close()
             if self._link is not None:
                 self._link.stop()
             await self.events.drain()
             await self.kube.close()
-            for runtime in self._runtimes.values():
-                runtime.close()
+            self.functions.close()
             await asyncio.to_thread(self.network.teardown)
             if self.settings.run_dir is not None:
                 fault_client.run_file(self.settings.run_dir, self.name).unlink(missing_ok=True)
@@ -462,8 +357,6 @@ class NodeAgent:
     def set_link(self, delay_ms: float = 0.0, loss_percent: float = 0.0) -> str:
         """Edge-network emulation on this node's link: tc netem where the kernel has it,
         else the agent's own user-space link (see linkemu). Returns which was used."""
-        from wasmop.node.linkemu import LinkEmulator, kernel_has_netem
-
         if self._netem is None:
             self._netem = kernel_has_netem()
         if self._netem:

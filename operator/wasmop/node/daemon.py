@@ -17,19 +17,36 @@ process outside this machine can reach it.
 from __future__ import annotations
 
 import hmac
+import os
 import resource
+import socket
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import Protocol
 
 from aiohttp import web
 
-from wasmop.wellknown import DAEMON_PORT
-
-if TYPE_CHECKING:
-    from wasmop.node.agent import NodeAgent
+from wasmop.node.pod_worker import PodWorker
 
 
-def resource_metrics(agent: NodeAgent) -> str:
+class DaemonHost(Protocol):
+    """What the daemon serves and acts on: the node agent's Pods and its faults."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def fault_token(self) -> str: ...
+
+    @property
+    def workers(self) -> Mapping[str, PodWorker]: ...
+
+    def find_worker(self, namespace: str, name: str) -> PodWorker | None: ...
+
+    def set_link(self, delay_ms: float = 0.0, loss_percent: float = 0.0) -> str: ...
+
+
+def resource_metrics(agent: DaemonHost) -> str:
     """Prometheus text exposition in the kubelet's /metrics/resource shape."""
     now_ms = int(time.time() * 1000)
     lines = [
@@ -94,17 +111,17 @@ def resource_metrics(agent: NodeAgent) -> str:
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         pages = int(f.read().split()[1])
-    import os
-
     return pages * os.sysconf("SC_PAGE_SIZE")
 
 
-def _authorised(agent: NodeAgent, request: web.Request) -> bool:
+def _authorised(agent: DaemonHost, request: web.Request) -> bool:
     header = request.headers.get("Authorization", "")
     return hmac.compare_digest(header, f"Bearer {agent.fault_token}")
 
 
-async def start_daemon(agent: NodeAgent) -> web.AppRunner:
+async def start_daemon(agent: DaemonHost, sock: socket.socket) -> web.AppRunner:
+    """Serve the daemon's endpoints on ``sock`` (the node address, port 10250)."""
+
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok")
 
@@ -165,7 +182,6 @@ async def start_daemon(agent: NodeAgent) -> web.AppRunner:
     app.router.add_post("/faults/netem", netem)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    sock = agent.network.listen(agent.network.node_address, DAEMON_PORT)
     site = web.SockSite(runner, sock)
     await site.start()
     return runner

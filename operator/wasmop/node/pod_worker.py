@@ -12,10 +12,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
 
-from wasmop.kube import ApiError
+from wasmop.kube import ApiError, Kube
 from wasmop.kube.client import api_path
+from wasmop.kube.events import EventRecorder
+from wasmop.node.function_loader import FunctionLoader
+from wasmop.node.ipam import PodAddressAllocator
+from wasmop.node.netns import NodeNetwork
 from wasmop.node.podspec import (
     ContainerPlan,
     ContainerState,
@@ -25,10 +31,8 @@ from wasmop.node.podspec import (
     plan_container,
     pod_status,
 )
-
-if TYPE_CHECKING:
-    from wasmop.node.agent import NodeAgent
-    from wasmop.runtime import Function, ServerHandle
+from wasmop.node.prober import HttpProber
+from wasmop.runtime import Function, ServerHandle, start_server
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +57,24 @@ def pod_key(pod: dict[str, Any]) -> str:
     return f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"
 
 
+@dataclass(frozen=True)
+class PodHost:
+    """What a pod worker may use of the node that runs it, and nothing more."""
+
+    kube: Kube  # the node's own client: the Pod's status, its final deletion
+    events: EventRecorder  # Events about the Pod
+    network: NodeNetwork  # the node's address and listening sockets inside its namespace
+    addresses: PodAddressAllocator  # the Pod's IP
+    functions: FunctionLoader  # the Pod's module, compiled and ready to serve
+    prober: HttpProber  # readiness and liveness probes
+    spawn: Callable[[Coroutine[Any, Any, None]], None]  # a short background task
+
+
 class PodWorker:
     """Runs one Pod bound to this node."""
 
-    def __init__(self, agent: NodeAgent, pod: dict[str, Any]) -> None:
-        self.agent = agent
+    def __init__(self, host: PodHost, pod: dict[str, Any]) -> None:
+        self.host = host
         self.pod = pod
         self.uid: str = pod["metadata"]["uid"]
         self.key = pod_key(pod)
@@ -113,7 +130,7 @@ class PodWorker:
             # not ready while their node is NotReady (after an API server outage, say).
             # Write what we know again instead of trusting our last write.
             self._published = None
-            self.agent.spawn(self.publish())
+            self.host.spawn(self.publish())
 
     def _status_overwritten(self, pod: dict[str, Any]) -> bool:
         if self.container.state != "running":
@@ -142,7 +159,7 @@ class PodWorker:
             status = pod_status(
                 self.pod,
                 self.container,
-                host_ip=self.agent.network.node_address,
+                host_ip=self.host.network.node_address,
                 pod_ip=self.pod_ip,
                 start_time=self.start_time,
             )
@@ -151,7 +168,7 @@ class PodWorker:
                 return
             path = api_path("v1", "pods", self.namespace, self.name, "status")
             try:
-                updated = await self.agent.kube.patch(path, {"status": status})
+                updated = await self.host.kube.patch(path, {"status": status})
             except ApiError as exc:
                 if exc.not_found:
                     self.deleting.set()
@@ -162,7 +179,11 @@ class PodWorker:
             self._published = comparable
 
     async def event(self, reason: str, message: str, warning: bool = False) -> None:
-        await self.agent.record_event(self.pod, reason, message, warning)
+        """An Event about the Pod, posted in the background: Pod start never waits for it."""
+        self.host.events.record(
+            {"apiVersion": "v1", "kind": "Pod", **self.pod}, reason, message, warning=warning,
+            field_path="spec.containers{function}",
+        )  # fmt: skip
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -176,7 +197,7 @@ class PodWorker:
             log.exception("pod %s failed unexpectedly", self.key)
             await self._stop_server(0)
         finally:
-            self.agent.ipam.release(self.uid)
+            self.host.addresses.release(self.uid)
 
     async def _run(self) -> None:
         if not self.deleting.is_set():
@@ -186,7 +207,7 @@ class PodWorker:
                 await self._cannot_run(exc.reason, exc.message)
                 await self.deleting.wait()
             else:
-                self.pod_ip = self.agent.ipam.allocate(
+                self.pod_ip = self.host.addresses.allocate(
                     self.uid, self.pod.get("status", {}).get("podIP")
                 )
                 await self._supervise(self.plan)
@@ -253,21 +274,13 @@ class PodWorker:
 
     async def _start(self, plan: ContainerPlan) -> None:
         """Load the module, create the function and its server on podIP:port."""
-        from wasmop.runtime import ModuleError, start_server
-
         started = time.perf_counter()
-        data = await self.agent.fetch_module(self.namespace, plan.module)
-        environment = self.agent.pod_environment(self.name, plan)
-        try:
-            runtime = self.agent.runtime_for(environment)
-            module = await runtime.load_async(data)
-            self.function = runtime.function(module, environment.function)
-        except ModuleError as exc:
-            raise PodSpecError(exc.reason, str(exc)) from exc
+        self.function = await self.host.functions.load(self.namespace, self.name, plan)
+        module = self.function.module
         loaded = time.perf_counter()
         assert self.pod_ip is not None
         try:
-            sock = self.agent.network.listen(self.pod_ip, plan.port)
+            sock = self.host.network.listen(self.pod_ip, plan.port)
         except OSError as exc:
             raise PodSpecError(
                 "PortUnavailable", f"cannot listen on {self.pod_ip}:{plan.port}: {exc}"
@@ -301,7 +314,7 @@ class PodWorker:
         if readiness is not None and readiness.initial_delay_s == 0:
             # Probe once right away, so a healthy Pod goes from Pending to Running and
             # Ready in a single status write instead of waiting a probe period.
-            ok, _ = await self.agent.probe(self._probe_url(readiness), readiness.timeout_s)
+            ok, _ = await self.host.prober.probe(self._probe_url(readiness), readiness.timeout_s)
             self.container.ready = ok and readiness.success_threshold <= 1
         await self.publish()
         if readiness is not None:
@@ -342,7 +355,7 @@ class PodWorker:
         failures = 0
         await asyncio.sleep(probe.period_s if probed else probe.initial_delay_s)
         while True:
-            ok, detail = await self.agent.probe(url, probe.timeout_s)
+            ok, detail = await self.host.prober.probe(url, probe.timeout_s)
             if ok:
                 successes, failures = successes + 1, 0
                 if readiness and not self.container.ready and successes >= probe.success_threshold:
@@ -386,7 +399,7 @@ class PodWorker:
             "preconditions": {"uid": self.uid},
         }
         try:
-            await self.agent.kube.delete(path, body)
+            await self.host.kube.delete(path, body)
         except ApiError as exc:
             if not (exc.not_found or exc.conflict):
                 log.warning("deleting pod %s failed: %s", self.key, exc)
