@@ -20,8 +20,8 @@ from wasmop.runtime import (
     Request,
     Runtime,
     RuntimeConfig,
+    engine,
 )
-from wasmop.runtime import engine
 from wasmop.runtime.config import MIB
 from wasmop.runtime.workloads import Manifest, ensure_built
 

@@ -25,7 +25,8 @@ from wasmop.kube.client import api_path
 from wasmop.operator.owned_objects import module_digest, unpack_module
 from wasmop.operator.spec import RuntimeSpec, WasmFunction
 from wasmop.operator.validation import Problem, Reason
-from wasmop.runtime.podenv import SWITCHABLE_FEATURES
+from wasmop.runtime import ModuleError, RuntimeConfig, check_module
+from wasmop.runtime.podenv import engine_features
 
 log = logging.getLogger(__name__)
 
@@ -93,13 +94,7 @@ def compile_check(module: bytes, features: tuple[str, ...]) -> tuple[str, str] |
     second and a hundred MiB) must neither stall the operator's event loop nor leave its
     memory behind in the operator.
     """
-    from wasmop.runtime import EngineFeatures, ModuleError, RuntimeConfig, check_module
-
-    names = set(features)
-    flags = {name.replace("-", "_"): name in names for name in SWITCHABLE_FEATURES}
-    config = RuntimeConfig(
-        features=EngineFeatures.from_mapping(flags), consume_fuel="fuel" in names
-    )
+    config = RuntimeConfig(features=engine_features(features), consume_fuel="fuel" in features)
     try:
         check_module(module, config=config, compile=True)
     except ModuleError as exc:

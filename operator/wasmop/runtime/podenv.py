@@ -14,7 +14,7 @@ on a real cluster (one Pod, one process). Both read it here, so they cannot drif
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,17 @@ from wasmop.runtime.errors import RuntimeConfigError
 
 # Proposals the operator may switch; reference types stay on (wasmtime needs them).
 SWITCHABLE_FEATURES = ("simd", "bulk-memory", "multi-value", "threads", "memory64")
+
+
+def engine_features(names: Iterable[str]) -> EngineFeatures:
+    """The engine for a list of enabled feature names, as ``WASMOP_FEATURES`` and
+    ``WasmRuntime`` features spell them: each switchable proposal is on exactly when
+    named; the others keep their defaults. Names that are no proposal ("fuel") are
+    ignored here."""
+    named = set(names)
+    return EngineFeatures.from_mapping(
+        {name.replace("-", "_"): name in named for name in SWITCHABLE_FEATURES}
+    )
 
 
 @dataclass(frozen=True)
@@ -41,8 +52,8 @@ class PodEnvironment:
 def from_env(env: Mapping[str, str], name: str) -> PodEnvironment:
     """Read the contract; raises RuntimeConfigError naming the variable that is wrong."""
     names = {n for n in env.get("WASMOP_FEATURES", "").split(",") if n}
-    flags = {n.replace("-", "_"): n in names for n in SWITCHABLE_FEATURES} if names else {}
-    features = EngineFeatures.from_mapping(flags)
+    # Without the variable (the runtime image run by hand), the engine's defaults.
+    features = engine_features(names) if names else EngineFeatures()
     limits: dict[str, Any] = {}
     numbers = (
         ("WASMOP_TIMEOUT_MS", "timeout_ms", float),
