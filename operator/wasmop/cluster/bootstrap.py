@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import logging
 import sys
 import time
@@ -111,16 +112,18 @@ async def write_operator_kubeconfig(kube: Kube, layout: StateLayout) -> Path:
     }
     path = f"/api/v1/namespaces/{OPERATOR_NAMESPACE}/serviceaccounts/{OPERATOR_ACCOUNT}/token"
     token = (await kube.create(path, request))["status"]["token"]
+    authority = (
+        {"certificate-authority-data": base64.b64encode(kube.config.ca_data).decode("ascii")}
+        if kube.config.ca_data
+        else {"certificate-authority": kube.config.ca_file}
+    )
     config = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [
             {
                 "name": "wasmop",
-                "cluster": {
-                    "server": kube.config.server,
-                    "certificate-authority": kube.config.ca_file,
-                },
+                "cluster": {"server": kube.config.server, **authority},
             }
         ],
         "users": [{"name": OPERATOR_ACCOUNT, "user": {"token": token}}],

@@ -11,7 +11,7 @@ import os
 import ssl
 import tempfile
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,8 +24,6 @@ log = logging.getLogger(__name__)
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 MERGE_PATCH = "application/merge-patch+json"
-STRATEGIC_PATCH = "application/strategic-merge-patch+json"
-JSON_PATCH = "application/json-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
 
 
@@ -58,17 +56,23 @@ class WatchEvent:
     object: dict[str, Any]
 
 
-def _materialise(data: str | None, path: str | None, suffix: str) -> str | None:
-    """kubeconfigs may inline base64 data; ssl wants files."""
-    if path:
-        return path
-    if not data:
-        return None
-    f = tempfile.NamedTemporaryFile(prefix="wasmop-kube-", suffix=suffix, delete=False)  # noqa: SIM115
-    f.write(base64.b64decode(data))
-    f.close()
-    os.chmod(f.name, 0o600)
-    return f.name
+def _inline(data: str | None) -> bytes | None:
+    """A kubeconfig's inline ``*-data`` field (base64 of PEM) as PEM bytes."""
+    return base64.b64decode(data) if data else None
+
+
+@contextlib.contextmanager
+def _as_files(*contents: bytes) -> Iterator[list[str]]:
+    """Write key material to files only as long as ``ssl`` needs to read it (it cannot load
+    a certificate chain from memory), in a private directory removed on exit."""
+    with tempfile.TemporaryDirectory(prefix="wasmop-kube-") as directory:
+        paths = []
+        for index, content in enumerate(contents):
+            path = Path(directory) / f"{index}.pem"
+            path.touch(mode=0o600)
+            path.write_bytes(content)
+            paths.append(str(path))
+        yield paths
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,11 @@ class KubeConfig:
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
+    # Inline PEM from a kubeconfig's *-data fields, kept in memory: never written to a file
+    # that outlives building an SSL context.
+    ca_data: bytes | None = field(default=None, repr=False)
+    cert_data: bytes | None = field(default=None, repr=False)
+    key_data: bytes | None = field(default=None, repr=False)
     token: str | None = None
     token_file: str | None = None
     insecure: bool = False
@@ -106,17 +115,18 @@ class KubeConfig:
                 f"{path}: user {ctx['user']!r} uses an exec/auth-provider plugin; wasmop needs"
                 " a client certificate or token (e.g. a service-account kubeconfig)"
             )
+        ca_data = _inline(cluster.get("certificate-authority-data"))
+        cert_data = _inline(user.get("client-certificate-data"))
+        key_data = _inline(user.get("client-key-data"))
         return cls(
             server=cluster["server"].rstrip("/"),
-            ca_file=_materialise(
-                cluster.get("certificate-authority-data"),
-                rel(cluster.get("certificate-authority")),
-                ".crt",
-            ),
-            cert_file=_materialise(
-                user.get("client-certificate-data"), rel(user.get("client-certificate")), ".crt"
-            ),
-            key_file=_materialise(user.get("client-key-data"), rel(user.get("client-key")), ".key"),
+            # As in client-go, inline data overrides a file named beside it.
+            ca_file=None if ca_data else rel(cluster.get("certificate-authority")),
+            cert_file=None if cert_data else rel(user.get("client-certificate")),
+            key_file=None if key_data else rel(user.get("client-key")),
+            ca_data=ca_data,
+            cert_data=cert_data,
+            key_data=key_data,
             token=user.get("token"),
             token_file=rel(user.get("tokenFile")),
             insecure=bool(cluster.get("insecure-skip-tls-verify")),
@@ -155,11 +165,18 @@ class KubeConfig:
     def ssl_context(self) -> ssl.SSLContext | bool:
         if not self.server.startswith("https"):
             return False
-        context = ssl.create_default_context(cafile=self.ca_file)
+        context = ssl.create_default_context(
+            cafile=self.ca_file, cadata=self.ca_data.decode("ascii") if self.ca_data else None
+        )
         if self.insecure:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
-        if self.cert_file and self.key_file:
+        if self.cert_data or self.key_data:
+            cert = self.cert_data or Path(self.cert_file or "").read_bytes()
+            key = self.key_data or Path(self.key_file or "").read_bytes()
+            with _as_files(cert, key) as (cert_path, key_path):
+                context.load_cert_chain(cert_path, key_path)
+        elif self.cert_file and self.key_file:
             context.load_cert_chain(self.cert_file, self.key_file)
         return context
 

@@ -209,9 +209,12 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
         return kopf.ConnectionInfo(
             server=c.server,
             ca_path=c.ca_file,
+            ca_data=c.ca_data,
             insecure=c.insecure,
             certificate_path=c.cert_file,
+            certificate_data=c.cert_data,
             private_key_path=c.key_file,
+            private_key_data=c.key_data,
             token=c.bearer_token(),
             default_namespace=c.namespace,
         )
