@@ -53,18 +53,18 @@ cluster-status: venv
 	$(WASMOP) cluster status
 
 bench-cluster: venv controlplane ## cold and warm start to /readyz, idle control-plane memory
-	$(PY) -m wasmop.bench.cluster_start
+	$(PY) -m wasmop.bench.micro.cluster_start
 
 bench-runtime: venv functions ## wasmtime runtime microbenchmark
-	$(PY) -m wasmop.bench.runtime_micro
+	$(PY) -m wasmop.bench.micro.runtime
 
 bench-nodes: build ## Pod create-to-Ready latency, Pods/s per node, memory per idle Pod
 	$(WASMOP) cluster up
-	$(PY) -m wasmop.bench.node_start
+	$(PY) -m wasmop.bench.micro.node_start
 
 bench-operator: build ## function deploy latency and phases, status lag, scale-out, operator CPU/RSS
 	$(WASMOP) cluster up
-	$(PY) -m wasmop.bench.operator_deploy
+	$(PY) -m wasmop.bench.micro.operator_deploy
 
 experiments: build ## the main job: cluster up, quick plan, figures and targets table, cluster down
 	$(WASMOP) experiments run --plan quick --manage-cluster

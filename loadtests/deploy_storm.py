@@ -10,7 +10,7 @@ beside the HTTP scenarios. Each user creates one function at a time, named
 user whose function turned Ready (``status.phase == Ready`` with all replicas). The run
 ends after ``--storm-functions`` functions (and ``--run-time`` bounds it regardless).
 The namespace and the module ConfigMap ``wasm-<workload>`` must exist
-(:func:`wasmop.bench.functions.ensure_module`).
+(:func:`wasmop.bench.deploy.ensure_module`).
 """
 
 from __future__ import annotations

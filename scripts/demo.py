@@ -22,14 +22,14 @@ from typing import Any
 
 import aiohttp
 import yaml
-from wasmop.bench.functions import (
+from wasmop.bench.clock import now_ms
+from wasmop.bench.deploy import (
     create_namespace,
     delete_namespace,
     deploy_functions,
     gateway_url,
     scale_function,
 )
-from wasmop.bench.run import now_ms
 from wasmop.bench.watch import Recorder
 from wasmop.cluster.layout import repo_root
 from wasmop.kube import ApiError, Kube, KubeConfig

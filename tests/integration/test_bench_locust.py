@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from wasmop.bench import functions, probe
+from wasmop.bench import deploy, probe
 from wasmop.bench.load import (
     LocustConfig,
     read_final,
@@ -15,7 +15,7 @@ from wasmop.bench.load import (
     run_locust,
 )
 from wasmop.bench.mix import parse_mix
-from wasmop.bench.resources import component_pid
+from wasmop.bench.process_sampler import component_pid
 from wasmop.bench.session import BenchSession
 
 pytestmark = pytest.mark.integration
@@ -32,16 +32,16 @@ def hello(session: BenchSession, namespace: str) -> str:
     """hello with two replicas, deployed by hand (no operator), serving via the gateway."""
     with session.recorder(namespace) as rec:
         outcome = session.run(
-            functions.deploy_plain(session.kube, namespace, ["hello"], "hello", rec, replicas=2)
+            deploy.deploy_plain(session.kube, namespace, ["hello"], "hello", rec, replicas=2)
         )[0]
     assert outcome.ok, outcome.error
-    session.run(probe.wait_serving(functions.gateway_url(namespace, "hello"), 60))
+    session.run(probe.wait_serving(deploy.gateway_url(namespace, "hello"), 60))
     return namespace
 
 
 def test_ten_second_run_through_the_gateway_has_no_failures(hello: str, tmp_path: Path) -> None:
     config = LocustConfig(
-        host=functions.gateway_base(),
+        host=deploy.gateway_base(),
         functions=tuple(parse_mix(f"{hello}/hello")),
         users=4,
         spawn_rate=4,
@@ -67,7 +67,7 @@ def test_ten_second_run_through_the_gateway_has_no_failures(hello: str, tmp_path
 
 def test_failure_ratio_above_the_threshold_exits_non_zero(hello: str, tmp_path: Path) -> None:
     mix = tuple(parse_mix(f"{hello}/hello@1,{hello}/missing@1"))  # the second answers 404
-    base = {"host": functions.gateway_base(), "functions": mix, "users": 2, "run_time_s": 3}
+    base = {"host": deploy.gateway_base(), "functions": mix, "users": 2, "run_time_s": 3}
     strict = run_locust(LocustConfig(**base, fail_ratio=0.2), tmp_path / "strict", check=False)
     assert strict.returncode == 1
     assert "exceeds the threshold" in strict.log_tail(50)
@@ -79,7 +79,7 @@ def test_failure_ratio_above_the_threshold_exits_non_zero(hello: str, tmp_path: 
 
 def test_request_count_bounds_a_run(hello: str, tmp_path: Path) -> None:
     config = LocustConfig(
-        host=functions.gateway_base(),
+        host=deploy.gateway_base(),
         functions=tuple(parse_mix(f"{hello}/hello")),
         users=2,
         run_time_s=60,
@@ -98,9 +98,9 @@ def test_deployment_storm_reports_create_to_ready(
         pytest.fail(
             "the embedded cluster's operator is not running (see .wasmop/logs/operator.log)"
         )
-    session.run(functions.ensure_module(session.kube, namespace, "hello"))
+    session.run(deploy.ensure_module(session.kube, namespace, "hello"))
     config = LocustConfig(
-        host=functions.gateway_base(),
+        host=deploy.gateway_base(),
         scenarios=("deploy_storm.py",),
         users=3,
         spawn_rate=3,

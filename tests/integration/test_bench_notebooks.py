@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from wasmop.bench import runner
-from wasmop.bench.resources import component_pid
+from wasmop.bench.process_sampler import component_pid
 
 pytestmark = pytest.mark.integration
 

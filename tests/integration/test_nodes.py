@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 from support import module_configmap, wait_for
-from wasmop.bench.functions import plain_deployment, plain_service
+from wasmop.bench.deploy import plain_deployment, plain_service
 from wasmop.cluster import manager
 from wasmop.cluster.layout import repo_root
 from wasmop.cluster.settings import ClusterSettings

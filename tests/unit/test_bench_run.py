@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from wasmop.bench.run import ExperimentRun, collect_environment, ratios_from_counts, safe_name
+from wasmop.bench.environment import collect_environment
+from wasmop.bench.run import ExperimentRun, ratios_from_counts, safe_name
 
 
 def test_a_run_writes_params_env_tables_and_summary(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pandas as pd
-from wasmop.bench.functions import first_ready_ms, function_manifest, plain_deployment
+from wasmop.bench.deploy import first_ready_ms, function_manifest, plain_deployment
 from wasmop.bench.watch import (
     COLUMNS,
     deployment_ready,
@@ -156,7 +156,7 @@ def test_manifests() -> None:
 
 async def test_setup_calls_retry_only_transient_api_errors() -> None:
     import pytest
-    from wasmop.bench.functions import retrying
+    from wasmop.bench.deploy import retrying
     from wasmop.kube import ApiError
 
     calls: list[int] = []

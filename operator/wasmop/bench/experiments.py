@@ -26,7 +26,8 @@ from urllib.parse import urlencode
 
 import pandas as pd
 
-from wasmop.bench import faults, functions, probe, recovery, resources, watch
+from wasmop.bench import deploy, faults, probe, process_sampler, recovery, watch
+from wasmop.bench.clock import now_ms
 from wasmop.bench.load import (
     LocustConfig,
     read_final,
@@ -36,7 +37,7 @@ from wasmop.bench.load import (
     run_locust,
 )
 from wasmop.bench.mix import MixEntry, parse_mix
-from wasmop.bench.run import ExperimentRun, now_ms
+from wasmop.bench.run import ExperimentRun
 from wasmop.bench.session import BenchSession
 from wasmop.bench.shapes import Shape
 from wasmop.kube.client import api_path
@@ -75,8 +76,8 @@ class Workspace:
         self.namespace = namespace_name(self.experiment)
 
     def __enter__(self) -> Workspace:
-        labels = {functions.EXPERIMENT_LABEL: self.experiment}
-        self.session.run(functions.create_namespace(self.session.kube, self.namespace, labels))
+        labels = {deploy.EXPERIMENT_LABEL: self.experiment}
+        self.session.run(deploy.create_namespace(self.session.kube, self.namespace, labels))
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
@@ -84,7 +85,7 @@ class Workspace:
             return
         try:
             self.session.run(
-                functions.clear_namespace(self.session.kube, self.namespace, self.delete_wait_s)
+                deploy.clear_namespace(self.session.kube, self.namespace, self.delete_wait_s)
             )
         except Exception:
             if exc_type is None:
@@ -117,19 +118,19 @@ def _deploy(
     replicas: int,
     timeout_s: float,
     spec: dict[str, Any] | None = None,
-) -> list[functions.DeployOutcome]:
+) -> list[deploy.DeployOutcome]:
     kube = session.kube
     if mode == "plain":
         return session.run(
-            functions.deploy_plain(
+            deploy.deploy_plain(
                 kube, namespace, names, workload, recorder, replicas=replicas, timeout_s=timeout_s
             )
         )
-    session.run(functions.ensure_module(kube, namespace, workload))
+    session.run(deploy.ensure_module(kube, namespace, workload))
     manifests = [
-        functions.function_manifest(name, workload, replicas=replicas, spec=spec) for name in names
+        deploy.function_manifest(name, workload, replicas=replicas, spec=spec) for name in names
     ]
-    return session.run(functions.deploy_functions(kube, namespace, manifests, recorder, timeout_s))
+    return session.run(deploy.deploy_functions(kube, namespace, manifests, recorder, timeout_s))
 
 
 def _deploy_one(
@@ -149,7 +150,7 @@ def _deploy_one(
 def _serving(session: BenchSession, namespace: str, names: Sequence[str], timeout_s: float) -> None:
     async def all_serving() -> None:
         await asyncio.gather(
-            *(probe.wait_serving(functions.gateway_url(namespace, n), timeout_s) for n in names)
+            *(probe.wait_serving(deploy.gateway_url(namespace, n), timeout_s) for n in names)
         )
 
     session.run(all_serving())
@@ -191,7 +192,7 @@ def deployment_latency(
         timings = {
             name: watch.operator_timings(rec.get("WasmFunction", name) or {}) for name in names
         }
-    table = functions.outcomes_frame(outcomes)
+    table = deploy.outcomes_frame(outcomes)
     milestones = watch.function_milestones(
         events, {o.name: o.created_ms for o in outcomes}, replicas
     )
@@ -231,8 +232,8 @@ class ScalingResult:
 
 def _scale(session: BenchSession, mode: str, namespace: str, name: str, replicas: int) -> float:
     if mode == "operator":
-        return session.run(functions.scale_function(session.kube, namespace, name, replicas))
-    return session.run(functions.scale_deployment(session.kube, namespace, name, replicas))
+        return session.run(deploy.scale_function(session.kube, namespace, name, replicas))
+    return session.run(deploy.scale_deployment(session.kube, namespace, name, replicas))
 
 
 def manual_scaling(
@@ -262,9 +263,9 @@ def manual_scaling(
                 requested = _scale(session, mode, ws.namespace, name, to)
                 rec.mark("scale", requested, detail=f"{frm}->{to}")
                 ready = session.run(
-                    functions.wait_replicas_ready(rec, kind, name, to, requested, timeout_s)
+                    deploy.wait_replicas_ready(rec, kind, name, to, requested, timeout_s)
                 )
-                deployment_ready = functions.first_ready_ms(
+                deployment_ready = deploy.first_ready_ms(
                     rec.rows, "Deployment", name, requested, to
                 )
                 rows.append(
@@ -392,7 +393,7 @@ def load_scaling(
         )  # fmt: skip
         _serving(session, ws.namespace, [name], timeout_s)
         config = LocustConfig(
-            host=functions.gateway_base(),
+            host=deploy.gateway_base(),
             functions=(MixEntry(ws.namespace, name, "/", query),),
             shape=load_shape,
             user_rps=user_rps,
@@ -474,7 +475,7 @@ def load_latency(
                 )  # fmt: skip
             _serving(session, ws.namespace, names, timeout_s)
             config = LocustConfig(
-                host=functions.gateway_base(),
+                host=deploy.gateway_base(),
                 functions=tuple(entries),
                 users=users,
                 spawn_rate=spawn_rate,
@@ -574,7 +575,7 @@ def fault_recovery(
             mode=mode, replicas=replicas, timeout_s=timeout_s, spec=spec,
         )  # fmt: skip
         _serving(session, ws.namespace, [name], timeout_s)
-        prober = probe.Prober(functions.gateway_url(ws.namespace, name), probe_rate_hz)
+        prober = probe.Prober(deploy.gateway_url(ws.namespace, name), probe_rate_hz)
         session.run(prober.start())
         try:
             time.sleep(settle_s)
@@ -596,7 +597,7 @@ def fault_recovery(
                 restore.append("operator")
                 time.sleep(0.5)
                 desired = replicas + 1
-                session.run(functions.scale_function(session.kube, ws.namespace, name, desired))
+                session.run(deploy.scale_function(session.kube, ws.namespace, name, desired))
                 time.sleep(down_s)
                 event = faults.start_operator()
                 restore.remove("operator")
@@ -679,11 +680,13 @@ def operator_overhead(
 ) -> OverheadResult:
     """The operator's CPU and memory while idle, while deploying ``functions_count``
     functions, while holding them, and while deleting them."""
-    pid = resources.operator_pid()
+    pid = process_sampler.operator_pid()
     if pid is None:
         raise RuntimeError("no operator process found (is it running? 'wasmop cluster status')")
     marks: list[tuple[str, float]] = []
-    sampler = resources.ProcessSampler(resources.operator_pid, interval_s, label="operator")
+    sampler = process_sampler.ProcessSampler(
+        process_sampler.operator_pid, interval_s, label="operator"
+    )
     with Workspace(session, run.experiment) as ws, _recording(session, run, ws.namespace) as rec:
         sampler.start()
         try:
@@ -698,7 +701,7 @@ def operator_overhead(
             marks.append(("holding", now_ms()))
             time.sleep(hold_s)
             marks.append(("deleting", now_ms()))
-            session.run(functions.delete_functions(session.kube, ws.namespace, names))
+            session.run(deploy.delete_functions(session.kube, ws.namespace, names))
 
             def gone(r: watch.Recorder) -> bool:
                 return not r.objects("WasmFunction") and not r.objects("Deployment")
@@ -727,7 +730,7 @@ def operator_overhead(
     )
     run.write_table("samples", samples)
     run.write_table("phases", stats)
-    run.write_table("deployments", functions.outcomes_frame(outcomes))
+    run.write_table("deployments", deploy.outcomes_frame(outcomes))
     run.observe("operator_cpu_millicores", samples["cpu_millicores"], functions=functions_count)
     run.observe("operator_rss_mib", samples["rss_mib"], functions=functions_count)
     return OverheadResult(samples, stats)
@@ -766,20 +769,18 @@ def edge_network(
         name = "edge"
         spec = {"placement": {"zone": zone}} if zone else None
         if mode == "plain":
-            session.run(functions.ensure_module(session.kube, ws.namespace, workload))
-            body = functions.plain_deployment(name, functions.module_configmap_name(workload))
+            session.run(deploy.ensure_module(session.kube, ws.namespace, workload))
+            body = deploy.plain_deployment(name, deploy.module_configmap_name(workload))
             body["spec"]["template"]["spec"]["nodeSelector"] = {"kubernetes.io/hostname": node}
-            created = session.run(functions.create_plain(session.kube, ws.namespace, body))
-            session.run(
-                functions.wait_replicas_ready(rec, "Deployment", name, 1, created, timeout_s)
-            )
+            created = session.run(deploy.create_plain(session.kube, ws.namespace, body))
+            session.run(deploy.wait_replicas_ready(rec, "Deployment", name, 1, created, timeout_s))
         else:
             _deploy_one(
                 session, ws.namespace, name, workload, rec,
                 mode=mode, replicas=1, timeout_s=timeout_s, spec=spec,
             )  # fmt: skip
         _serving(session, ws.namespace, [name], timeout_s)
-        url = functions.gateway_url(ws.namespace, name)
+        url = deploy.gateway_url(ws.namespace, name)
         try:
             for delay in delays_ms:
                 for loss in loss_percent:

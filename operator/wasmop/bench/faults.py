@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wasmop.bench.run import now_ms
+from wasmop.bench.clock import now_ms
 from wasmop.cluster import manager
 from wasmop.cluster.layout import StateLayout
 from wasmop.kube import ApiError, Kube

@@ -20,9 +20,9 @@ from typing import Any
 import aiohttp
 import pandas as pd
 
+from wasmop.bench.clock import now_ms
 from wasmop.bench.net import TargetNotAllowed, check_target
 from wasmop.bench.rawlog import parse_server_timing
-from wasmop.bench.run import now_ms
 
 log = logging.getLogger(__name__)
 

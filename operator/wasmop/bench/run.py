@@ -17,25 +17,21 @@ and ``count``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import platform
 import re
 import secrets
-import socket
-import subprocess
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from wasmop.bench.clock import now_ms
+from wasmop.bench.environment import collect_environment
 from wasmop.bench.stats import describe, jsonable, ratio
 from wasmop.bench.targets import evaluate, results_frame
 from wasmop.cluster.layout import repo_root
@@ -43,10 +39,6 @@ from wasmop.cluster.layout import repo_root
 log = logging.getLogger(__name__)
 
 RESULTS_ENV = "WASMOP_RESULTS_DIR"
-PACKAGES = (
-    "wasmop", "kopf", "kubernetes", "wasmtime", "aiohttp", "locust", "papermill",
-    "pandas", "numpy", "pyarrow", "matplotlib", "psutil",
-)  # fmt: skip
 _SAFE = re.compile(r"[^A-Za-z0-9._=-]+")
 
 
@@ -68,116 +60,6 @@ def safe_name(text: str) -> str:
     if not cleaned:
         raise ValueError(f"{text!r} has no usable characters for a file name")
     return cleaned
-
-
-def now_ms() -> float:
-    """Wall-clock milliseconds since the epoch (comparable with the operator's timings)."""
-    return time.time_ns() / 1e6
-
-
-# --------------------------------------------------------------------------- environment
-
-
-def _git(*args: str) -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", *args], cwd=repo_root(), capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def _memory_total_mib() -> float | None:
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) / 1024
-    return None
-
-
-def _versions(packages: Iterable[str]) -> dict[str, str | None]:
-    versions: dict[str, str | None] = {}
-    for name in packages:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
-async def _kubernetes_info(kubeconfig: Path | str | None) -> dict[str, Any]:
-    from wasmop.kube import Kube, KubeConfig
-
-    async with Kube(KubeConfig.load(kubeconfig), user_agent="wasmop-bench") as kube:
-        version = await kube.get("/version")
-        nodes = await kube.list("/api/v1/nodes")
-    described = []
-    for node in nodes.get("items", []):
-        meta, status = node["metadata"], node.get("status", {})
-        ready = next(
-            (c["status"] for c in status.get("conditions", []) if c["type"] == "Ready"), "Unknown"
-        )
-        info = status.get("nodeInfo", {})
-        described.append(
-            {
-                "name": meta["name"],
-                "zone": meta.get("labels", {}).get("topology.kubernetes.io/zone"),
-                "arch": meta.get("labels", {}).get("kubernetes.io/arch"),
-                "ready": ready,
-                "kubelet_version": info.get("kubeletVersion"),
-                "container_runtime": info.get("containerRuntimeVersion"),
-                "cpu": status.get("capacity", {}).get("cpu"),
-                "memory": status.get("capacity", {}).get("memory"),
-            }
-        )
-    return {"server_version": version.get("gitVersion"), "nodes": described}
-
-
-def collect_environment(
-    kubeconfig: Path | str | None = None, kubernetes: bool = True
-) -> dict[str, Any]:
-    """What a reader needs to reproduce or compare a run; never raises."""
-    env: dict[str, Any] = {
-        "time_utc": datetime.now(UTC).isoformat(timespec="milliseconds"),
-        "hostname": socket.gethostname(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu_model": _cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "memory_total_mib": _memory_total_mib(),
-        "git": {
-            "commit": _git("rev-parse", "HEAD"),
-            "branch": _git("rev-parse", "--abbrev-ref", "HEAD"),
-            "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
-        },
-        "packages": _versions(PACKAGES),
-    }
-    with contextlib.suppress(Exception):
-        from wasmop.cluster import manager
-        from wasmop.cluster.layout import StateLayout
-
-        layout = StateLayout.default()
-        if layout.settings_file.exists() and not os.environ.get("KUBECONFIG"):
-            env["embedded_cluster"] = json.loads(layout.settings_file.read_text())
-            status = manager.read_status(layout) or {}
-            env["components"] = sorted(status.get("components", {}))
-    if kubernetes:
-        from wasmop.bench.session import run_sync
-
-        try:
-            env["kubernetes"] = run_sync(_kubernetes_info(kubeconfig), timeout=30)
-        except Exception as exc:  # a run without a cluster still gets its metadata
-            env["kubernetes"] = {"error": f"{exc.__class__.__name__}: {exc}"}
-    return env
 
 
 # --------------------------------------------------------------------------- the run

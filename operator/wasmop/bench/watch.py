@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import pandas as pd
 
-from wasmop.bench.run import now_ms
+from wasmop.bench.clock import now_ms
 from wasmop.kube import Kube
 from wasmop.kube.client import api_path
 

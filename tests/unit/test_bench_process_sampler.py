@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from wasmop.bench.resources import ProcessSampler, summarise
+from wasmop.bench.process_sampler import ProcessSampler, summarise
 
 
 def test_sampler_reports_cpu_in_millicores_and_rss_in_mib() -> None:

@@ -18,8 +18,8 @@ from typing import Any
 
 import psutil
 
-from wasmop.bench.checks import Check, print_checks, print_quantiles
-from wasmop.bench.functions import (
+from wasmop.bench.clock import now_ms
+from wasmop.bench.deploy import (
     RUNTIME_IMAGE,
     TOLERATION,
     create_namespace,
@@ -27,8 +27,8 @@ from wasmop.bench.functions import (
     ensure_module,
     first_ready_ms,
 )
-from wasmop.bench.resources import component_pid
-from wasmop.bench.run import now_ms
+from wasmop.bench.micro.checks import Check, print_checks, print_quantiles
+from wasmop.bench.process_sampler import component_pid
 from wasmop.bench.stats import describe
 from wasmop.bench.watch import Recorder
 from wasmop.cluster import manager

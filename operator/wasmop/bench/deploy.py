@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import aiohttp
 import pandas as pd
 
-from wasmop.bench.run import now_ms
+from wasmop.bench.clock import now_ms
 from wasmop.bench.watch import (
     FUNCTION_LABEL,
     GROUP_VERSION,

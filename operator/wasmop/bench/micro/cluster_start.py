@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psutil
 
-from wasmop.bench.checks import Check, print_checks, print_quantiles
+from wasmop.bench.micro.checks import Check, print_checks, print_quantiles
 from wasmop.cluster import manager
 from wasmop.cluster.layout import StateLayout
 from wasmop.cluster.settings import ClusterSettings

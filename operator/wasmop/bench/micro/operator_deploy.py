@@ -19,8 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from wasmop.bench.checks import Check, print_checks, print_quantiles
-from wasmop.bench.functions import (
+from wasmop.bench.deploy import (
     create_namespace,
     delete_functions,
     delete_namespace,
@@ -30,7 +29,8 @@ from wasmop.bench.functions import (
     scale_function,
     wait_replicas_ready,
 )
-from wasmop.bench.resources import ProcessSampler, operator_pid, summarise
+from wasmop.bench.micro.checks import Check, print_checks, print_quantiles
+from wasmop.bench.process_sampler import ProcessSampler, operator_pid, summarise
 from wasmop.bench.stats import describe
 from wasmop.bench.watch import Recorder, function_milestones, phase_durations
 from wasmop.kube import Kube, KubeConfig

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 import pandas as pd
 import psutil
 
-from wasmop.bench.run import now_ms
+from wasmop.bench.clock import now_ms
 from wasmop.bench.stats import describe
 
 log = logging.getLogger(__name__)
