@@ -103,3 +103,42 @@ def test_figures_render(build, tmp_path: Path) -> None:  # type: ignore[no-untyp
     for ax in fig.axes:
         if ax.axison and ax.has_data():
             assert ax.get_ylabel(), "every plotted axis carries a label"
+
+
+def threshold_lines(ax) -> set[float]:  # type: ignore[no-untyped-def]
+    """Positions of the grey reference lines (axhline/axvline) on an axis."""
+    positions = set()
+    for line in ax.get_lines():
+        if line.get_color() != "#444444":
+            continue
+        xs, ys = line.get_xdata(), line.get_ydata()
+        if len(set(xs)) == 1:
+            positions.add(float(xs[0]))
+        elif len(set(ys)) == 1:
+            positions.add(float(ys[0]))
+    return positions
+
+
+def test_threshold_lines_follow_the_targets(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    from wasmop.bench import targets
+
+    moved = tuple(
+        replace(t, threshold=t.threshold * 2, request=t.request and t.request * 2)
+        for t in targets.TARGETS
+    )
+    monkeypatch.setattr(targets, "TARGETS", moved)
+    [ax] = figures.deployment_cdf(functions_table()).axes
+    assert threshold_lines(ax) == {4.0}  # 2 s target, doubled
+    steps = pd.DataFrame({"direction": ["out"], "to_replicas": [4], "latency_ms": [1200.0]})
+    assert threshold_lines(figures.scaling_latency(steps).axes[0]) == {10.0}
+    recovery = pd.DataFrame({"fault": ["pod-delete"], "recovery_ms": [800.0]})
+    assert threshold_lines(figures.recovery_bars(recovery).axes[0]) == {20.0}
+    samples = pd.DataFrame(
+        {"t_ms": [0.0, 500.0], "pid": [1, 1], "cpu_millicores": [5.0, 8.0],
+         "rss_mib": [90.0, 95.0], "phase": ["idle", "idle"]}
+    )  # fmt: skip
+    cpu_ax, mem_ax = figures.resource_timeline(samples).axes
+    assert {1000.0, 200.0} <= threshold_lines(cpu_ax)
+    assert threshold_lines(mem_ax) == {512.0, 256.0}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from wasmop.bench.stats import describe, jsonable, ratio
 from wasmop.bench.targets import TARGETS, evaluate, results_frame, results_markdown
 
@@ -82,3 +83,12 @@ def test_tables() -> None:
     markdown = results_markdown(results)
     assert "| Deployment latency |" in markdown and "1.50 s" in markdown
     assert markdown.count("\n") == len(TARGETS) + 2
+
+
+def test_targets_are_looked_up_by_key() -> None:
+    from wasmop.bench.targets import target
+
+    assert target("recovery").threshold == 10000.0
+    assert target("operator_memory").request == 128.0
+    with pytest.raises(KeyError, match="no target 'latency'"):
+        target("latency")

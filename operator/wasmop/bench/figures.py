@@ -13,6 +13,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from wasmop.bench import plots
+from wasmop.bench.targets import format_value, target
 from wasmop.bench.watch import PHASES
 
 PHASE_LABELS = {
@@ -23,6 +24,14 @@ PHASE_LABELS = {
     "rollout": "remaining replicas",
     "status": "status update",
 }
+
+
+def _seconds(key: str) -> float:
+    """A latency target's bound in seconds, for a threshold line on a seconds axis."""
+    bound = target(key)
+    if bound.unit != "ms":
+        raise ValueError(f"target {key} is in {bound.unit}, not ms")
+    return bound.threshold / 1000
 
 
 def _empty(fig: Figure, ax: object, text: str) -> Figure:
@@ -42,8 +51,11 @@ def deployment_cdf(functions: pd.DataFrame, by: str = "concurrency") -> Figure:
         for key, group in ok.groupby(by, sort=True)
     }
     plots.ecdf(ax, series, "create to Ready (s)")
-    ax.axvline(2.0, color="#444444", linestyle="--", linewidth=1)
-    ax.annotate("target 2 s", (2.0, 0.05), xytext=(4, 0), textcoords="offset points", fontsize=8)
+    bound = _seconds("deployment")
+    ax.axvline(bound, color="#444444", linestyle="--", linewidth=1)
+    ax.annotate(
+        f"target {bound:g} s", (bound, 0.05), xytext=(4, 0), textcoords="offset points", fontsize=8
+    )
     ax.set_title("Deployment latency")
     return fig
 
@@ -63,7 +75,7 @@ def deployment_vs_concurrency(functions: pd.DataFrame) -> Figure:
          "max": (grouped.max() / 1000).tolist()},
         "functions created at once", "create to Ready (s)", markevery=1,
     )  # fmt: skip
-    ax.axhline(2.0, color="#444444", linestyle=":", linewidth=1)
+    ax.axhline(_seconds("deployment"), color="#444444", linestyle=":", linewidth=1)
     if len(x) > 1 and max(x) / max(min(x), 1) >= 10:
         ax.set_xscale("log")
         ax.set_xticks(x, [str(v) for v in x])
@@ -106,7 +118,7 @@ def scaling_latency(steps: pd.DataFrame) -> Figure:
         ax.plot(i + np.asarray(jitter), values, linestyle="none", marker=style["marker"],
                 color="black", markersize=4)  # fmt: skip
     ax.set_xticks(range(len(labels)), labels)
-    ax.axhline(5.0, color="#444444", linestyle="--", linewidth=1)
+    ax.axhline(_seconds("scaling"), color="#444444", linestyle="--", linewidth=1)
     ax.set_ylabel("request to ready (s)")
     ax.set_title("Manual scaling latency (bar: median; markers: runs)")
     ax.grid(axis="x", visible=False)
@@ -192,7 +204,7 @@ def recovery_bars(recovery: pd.DataFrame) -> Figure:
     for x, value in enumerate(medians.tolist()):
         ax.annotate(f"{value:.1f}", (x, value), ha="center", va="bottom", fontsize=8,
                     xytext=(0, 2), textcoords="offset points")  # fmt: skip
-    ax.axhline(10.0, color="#444444", linestyle="--", linewidth=1)
+    ax.axhline(_seconds("recovery"), color="#444444", linestyle="--", linewidth=1)
     ax.set_title("Recovery time per fault (bar: median; whisker: max)")
     return fig
 
@@ -230,11 +242,11 @@ def resource_timeline(samples: pd.DataFrame) -> Figure:
         samples = pd.concat([samples, gaps]).sort_values("t_ms", kind="stable")
     t = ((samples["t_ms"] - start) / 1000).tolist()
     plots.lines(cpu_ax, t, {"CPU": samples["cpu_millicores"].tolist()}, "", "CPU (millicores)")
-    cpu_ax.axhline(500, color="#444444", linestyle="--", linewidth=1)
-    cpu_ax.axhline(100, color="#444444", linestyle=":", linewidth=1)
     plots.lines(mem_ax, t, {"RSS": samples["rss_mib"].tolist()}, "time (s)", "memory RSS (MiB)")
-    mem_ax.axhline(256, color="#444444", linestyle="--", linewidth=1)
-    mem_ax.axhline(128, color="#444444", linestyle=":", linewidth=1)
+    for key, axis in (("operator_cpu", cpu_ax), ("operator_memory", mem_ax)):
+        # Dashed: the limit the target judges; dotted: the resource request.
+        axis.axhline(target(key).threshold, color="#444444", linestyle="--", linewidth=1)
+        axis.axhline(target(key).request, color="#444444", linestyle=":", linewidth=1)
     if "phase" in samples:
         starts = samples.dropna(subset=["phase"]).groupby("phase", sort=False)["t_ms"].min()
         offsets = ((starts - start) / 1000).tolist()
@@ -261,8 +273,6 @@ def edge_latency(summary: pd.DataFrame) -> Figure:
 
 def targets_table_figure(frame: pd.DataFrame) -> Figure:
     """The targets table as a figure (for slides and the PDF appendix)."""
-    from wasmop.bench.targets import format_value
-
     rows = [
         [
             row["target"],

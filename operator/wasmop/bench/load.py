@@ -154,10 +154,6 @@ class LocustResult:
         return self.out_dir / f"{CSV_PREFIX}_stats_history.csv"
 
     @property
-    def failures_csv(self) -> Path:
-        return self.out_dir / f"{CSV_PREFIX}_failures.csv"
-
-    @property
     def final_json(self) -> Path:
         return self.out_dir / f"{FINAL_STATS}.json"
 
@@ -221,11 +217,6 @@ def run_locust(
 # --------------------------------------------------------------------------- reading back
 
 
-def read_stats(result: LocustResult) -> pd.DataFrame:
-    """Locust's final statistics per request name (and the Aggregated row)."""
-    return pd.read_csv(result.stats_csv)
-
-
 def read_final(result: LocustResult) -> pd.DataFrame:
     """Locust's exact final counts per request name (``--json-file``)."""
     import json
@@ -257,12 +248,6 @@ def read_history(result: LocustResult) -> pd.DataFrame:
     if not frame.empty and "Timestamp" in frame:
         frame["t_s"] = frame["Timestamp"] - frame["Timestamp"].min()
     return frame
-
-
-def read_failures(result: LocustResult) -> pd.DataFrame:
-    if not result.failures_csv.exists():
-        return pd.DataFrame(columns=["Method", "Name", "Error", "Occurrences"])
-    return pd.read_csv(result.failures_csv)
 
 
 def read_raw_log(path: Path | str | LocustResult) -> pd.DataFrame:

@@ -49,7 +49,6 @@ log = logging.getLogger(__name__)
 KERNEL_NAME = "wasmop"
 KERNEL_DISPLAY_NAME = "Python (wasmop)"
 RUN_FILE = "run.json"
-BUILTIN_PLANS = ("quick", "full")
 INJECTED = ("experiment", "run_id", "results_dir", "plan")
 
 
