@@ -106,7 +106,7 @@ def test_manual_scaling(results: Path) -> None:
 def test_load_driven_scaling(results: Path) -> None:
     folder = execute(
         results, "scaling.ipynb",
-        {"scaling_mode": "load", "load_workload": "fib", "query": "n=15",
+        {"scaling_mode": "load", "workload": "fib", "query": "n=15",
          "shape": {"kind": "step", "peak": 4, "base": 2, "steps": 2, "duration": 24},
          "user_rps": 10,
          "max_replicas": 3, "rps_per_replica": 5},

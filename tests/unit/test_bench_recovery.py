@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import pandas as pd
-from wasmop.bench.recovery import client_recovery, cluster_recovery, recovery_ms, recovery_row
+from wasmop.bench.experiments.recovery import (
+    client_recovery,
+    cluster_recovery,
+    recovery_ms,
+    recovery_row,
+)
 
 
 def probes(outcomes: str, start: float = 0.0, step: float = 100.0) -> pd.DataFrame:

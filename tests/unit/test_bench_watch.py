@@ -203,7 +203,7 @@ def test_pods_ready_counts_pods_ready_at_the_same_time() -> None:
 
 
 def test_scaling_decisions_include_one_right_at_load_start() -> None:
-    from wasmop.bench.experiments import scaling_decisions
+    from wasmop.bench.experiments.scaling import scaling_decisions
 
     def wf_row(t: float, desired: int, ready: int) -> dict:
         return {"t_ms": t, "kind": "WasmFunction", "name": "s", "event": "MODIFIED",

@@ -1,4 +1,5 @@
-"""``wasmop experiments …``: run experiment plans through papermill, register the kernel."""
+"""``wasmop experiments …``: run experiment plans through papermill, analyse recorded runs
+again, register the kernel."""
 
 from __future__ import annotations
 
@@ -88,6 +89,29 @@ def _cluster_down() -> None:
     manager.down(StateLayout.default())
 
 
+def cmd_analyse(args: argparse.Namespace) -> int:
+    """Regenerate each run's tables, observations, summary and figures from its raw/."""
+    import logging
+
+    from wasmop.bench.experiments import registry
+    from wasmop.bench.experiments.base import RawDataError
+    from wasmop.cli import CommandError
+
+    # matplotlib's PDF backend subsets fonts through fontTools, which logs every step.
+    logging.getLogger("fontTools").setLevel(logging.WARNING)
+    for folder in args.runs:
+        try:
+            run, analysis = registry.reanalyse(folder)
+        except (FileNotFoundError, KeyError, RawDataError) as exc:
+            raise CommandError(str(exc.args[0] if exc.args else exc)) from exc
+        tables = ", ".join(f"{name}.csv" for name in analysis.tables)
+        print(
+            f"{run.folder}: {tables}, observations.csv, summary.json;"
+            f" {len(analysis.figures)} figures"
+        )
+    return 0
+
+
 def cmd_lab(args: argparse.Namespace) -> int:
     """JupyterLab on loopback, in notebooks/, with the wasmop kernel registered."""
     import os
@@ -161,6 +185,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="start the embedded cluster if it is not running, and stop it afterwards",
     )
     run.set_defaults(handler=cmd_run)
+
+    analyse = sub.add_parser(
+        "analyse",
+        help="analyse recorded runs again from their raw/ data (no cluster needed)",
+        description="Rewrites each run's tables (CSV, Parquet), observations.csv, "
+        "summary.json and figures from the raw observations under <run-dir>/raw/.",
+    )
+    analyse.add_argument(
+        "runs",
+        nargs="+",
+        type=Path,
+        metavar="RUN_DIR",
+        help="a run folder, results/<experiment>/<run-id>",
+    )
+    analyse.set_defaults(handler=cmd_analyse)
 
     lab = sub.add_parser("lab", help="start JupyterLab (on 127.0.0.1) with the wasmop kernel")
     lab.add_argument("--port", type=int, default=8888, help="port on 127.0.0.1 (default 8888)")

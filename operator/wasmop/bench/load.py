@@ -11,12 +11,17 @@ request count), writing into one folder::
     locust_final.json       Locust's exact final statistics per request name
     requests.csv            the raw per-request log (exact quantiles)
     locust.log, locust.out  Locust's log and its terminal output
+    command.txt, exit.json  the command line; its exit status and duration
+
+The readers take a :class:`LocustResult` or that folder, so an analysis can read a
+recorded run's output long after Locust ran.
 
 It exits non-zero when the failure ratio exceeds ``fail_ratio`` (see loadtests/_common).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -37,8 +42,10 @@ from wasmop.cluster.layout import repo_root
 log = logging.getLogger(__name__)
 
 CSV_PREFIX = "locust"
+HISTORY_CSV = f"{CSV_PREFIX}_stats_history.csv"
 RAW_LOG = "requests.csv"
 FINAL_STATS = "locust_final"  # Locust appends .json
+EXIT_FILE = "exit.json"
 
 
 def loadtests_dir() -> Path:
@@ -151,7 +158,7 @@ class LocustResult:
 
     @property
     def history_csv(self) -> Path:
-        return self.out_dir / f"{CSV_PREFIX}_stats_history.csv"
+        return self.out_dir / HISTORY_CSV
 
     @property
     def final_json(self) -> Path:
@@ -208,6 +215,8 @@ def run_locust(
             process.wait()
             returncode = -9
     result = LocustResult(returncode, out, tuple(command), time.monotonic() - started)
+    exit_record = {"returncode": returncode, "duration_s": round(result.duration_s, 3)}
+    (out / EXIT_FILE).write_text(json.dumps(exit_record) + "\n")
     if check and not result.ok:
         reason = "timed out and was killed" if returncode == -9 else f"exited {returncode}"
         raise LocustFailed(f"locust {reason}; see {out}:\n{result.log_tail()}", result)
@@ -217,15 +226,18 @@ def run_locust(
 # --------------------------------------------------------------------------- reading back
 
 
-def read_final(result: LocustResult) -> pd.DataFrame:
-    """Locust's exact final counts per request name (``--json-file``)."""
-    import json
+def _out_dir(source: LocustResult | Path | str) -> Path:
+    return source.out_dir if isinstance(source, LocustResult) else Path(source)
 
+
+def read_final(source: LocustResult | Path | str) -> pd.DataFrame:
+    """Locust's exact final counts per request name (``--json-file``)."""
     columns = ["method", "name", "num_requests", "num_failures", "avg_response_time_ms"]
-    if not result.final_json.exists():
+    final_json = _out_dir(source) / f"{FINAL_STATS}.json"
+    if not final_json.exists():
         return pd.DataFrame(columns=columns)
     rows = []
-    for entry in json.loads(result.final_json.read_text()):
+    for entry in json.loads(final_json.read_text()):
         requests = entry.get("num_requests", 0)
         rows.append(
             {
@@ -241,19 +253,22 @@ def read_final(result: LocustResult) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def read_history(result: LocustResult) -> pd.DataFrame:
+def read_history(source: LocustResult | Path | str) -> pd.DataFrame:
     """Locust's statistics every second (``--csv-full-history``), with ``t_s`` from the
     first row."""
-    frame = pd.read_csv(result.history_csv)
+    frame = pd.read_csv(_out_dir(source) / HISTORY_CSV)
     if not frame.empty and "Timestamp" in frame:
         frame["t_s"] = frame["Timestamp"] - frame["Timestamp"].min()
     return frame
 
 
 def read_raw_log(path: Path | str | LocustResult) -> pd.DataFrame:
-    """The raw per-request log: one row per request, typed."""
+    """The raw per-request log (the file, or Locust's output folder): one row per
+    request, typed."""
     if isinstance(path, LocustResult):
         path = path.raw_log
+    elif Path(path).is_dir():
+        path = Path(path) / RAW_LOG
     frame = pd.read_csv(path, dtype={"pod": "string", "error": "string", "name": "string"})
     frame = frame.reindex(columns=list(RAW_COLUMNS))
     frame["ok"] = frame["ok"].fillna(0).astype(int).astype(bool)

@@ -5,14 +5,17 @@ Every run owns ``results/<experiment>/<run-id>/``::
     params.json             the parameters it ran with
     env.json                where: git commit, packages, Kubernetes, nodes, CPU, time
     <table>.csv (.parquet)  tidy tables, one row per observation, units in column names
-    raw/                    raw observations behind the tables (watch events, requests)
+    raw/                    raw observations behind everything else (watch events,
+                            requests, probes, samples, marks, parameters)
     figures/<name>.png|pdf  figures
     observations.csv        every value recorded with :meth:`ExperimentRun.observe`
     summary.json            statistics of those values, counts, and the targets table
 
-The summary notebook pools ``observations.csv`` and the ``counts`` of many runs, so
-whatever a notebook wants judged against the report's targets goes through ``observe``
-and ``count``.
+An experiment writes ``raw/`` while it runs; its analysis (an
+:class:`~wasmop.bench.analysis.Analysis`, written by :meth:`ExperimentRun.record`)
+produces the tables, observations and figures from ``raw/`` alone. The summary notebook
+pools ``observations.csv`` and the ``counts`` of many runs, so whatever should be judged
+against the report's targets goes through ``observe`` and ``count``.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from typing import Any
 
 import pandas as pd
 
+from wasmop.bench import plots
+from wasmop.bench.analysis import Analysis
 from wasmop.bench.clock import now_ms
 from wasmop.bench.environment import collect_environment
 from wasmop.bench.stats import describe, jsonable, ratio
@@ -97,8 +102,10 @@ class RunPaths:
 class ExperimentRun:
     """One execution of one experiment with one set of parameters.
 
-    Create with :meth:`start`; record with :meth:`write_table`, :meth:`observe`,
-    :meth:`count`; close with :meth:`finish`, which writes ``summary.json``.
+    Create with :meth:`start` (or :meth:`open` an existing folder to analyse it again);
+    record with :meth:`write_raw` while measuring, then :meth:`record` an analysis (or
+    :meth:`write_table`, :meth:`observe`, :meth:`count` one by one); close with
+    :meth:`finish`, which writes ``observations.csv`` and ``summary.json``.
     """
 
     def __init__(
@@ -110,6 +117,7 @@ class ExperimentRun:
         self.paths = RunPaths(folder)
         self.params = dict(params)
         self.started_ms = now_ms()
+        self.finished_ms: float | None = None
         self._observations: list[dict[str, Any]] = []
         self._counts: dict[str, float] = {}
 
@@ -134,6 +142,27 @@ class ExperimentRun:
         env = collect_environment(kubeconfig, kubernetes=environment)
         _write_json(run.paths.env, env)
         log.info("experiment %s run %s in %s", experiment, run_id, folder)
+        return run
+
+    @classmethod
+    def open(cls, folder: Path | str) -> ExperimentRun:
+        """An existing run folder, to analyse its raw data again. Its start and finish
+        times stay those of the run that measured it."""
+        folder = Path(folder)
+        paths = RunPaths(folder)
+        try:
+            params = json.loads(paths.params.read_text())
+        except (OSError, ValueError) as exc:
+            raise FileNotFoundError(
+                f"{folder} is not a run folder (no readable params.json)"
+            ) from exc
+        experiment = params.pop("experiment", folder.parent.name)
+        run_id = params.pop("run_id", folder.name)
+        run = cls(experiment, run_id, folder, params)
+        if paths.summary.exists():
+            previous = json.loads(paths.summary.read_text())
+            run.started_ms = previous.get("started_ms", run.started_ms)
+            run.finished_ms = previous.get("finished_ms")
         return run
 
     # --- tables -----------------------------------------------------------------------
@@ -164,6 +193,25 @@ class ExperimentRun:
             for row in rows:
                 f.write(json.dumps(jsonable(row), default=str) + "\n")
         return path
+
+    def write_raw_json(self, name: str, data: Any) -> Path:
+        """A raw record that is not a table (parameters, a fault) as ``raw/<name>.json``."""
+        self.paths.raw.mkdir(exist_ok=True)
+        path = self.paths.raw / f"{safe_name(name)}.json"
+        _write_json(path, data)
+        return path
+
+    def record(self, analysis: Analysis) -> None:
+        """Write an analysis: its tables, observations, counts, and its figures as PNG and
+        PDF (closed afterwards, so a notebook shows each only where it asks for it)."""
+        for name, frame in analysis.tables.items():
+            self.write_table(name, frame)
+        for observation in analysis.observations:
+            self.observe(observation.metric, observation.values, **observation.context)
+        for name, increment in analysis.counts.items():
+            self.count(name, increment)
+        for name, figure in analysis.figures.items():
+            plots.save(figure, self.figure_stem(name), close=True)
 
     def figure_stem(self, name: str) -> Path:
         """Where :func:`wasmop.bench.plots.save` should write a figure (no suffix)."""
@@ -217,7 +265,7 @@ class ExperimentRun:
             "run_id": self.run_id,
             "params": self.params,
             "started_ms": self.started_ms,
-            "finished_ms": now_ms(),
+            "finished_ms": self.finished_ms or now_ms(),
             "metrics": metrics,
             "counts": self._counts,
             "targets": targets.to_dict(orient="records"),

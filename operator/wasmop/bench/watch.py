@@ -6,7 +6,7 @@ Kubernetes' own timestamps are whole seconds, too coarse for sub-second phases; 
 wall clock the moment it arrives. :func:`observation_row` reduces each object to the few
 fields the timelines need, so the table stays tidy (one row per event) and small.
 :func:`function_milestones` and :func:`phase_durations` turn it into per-function phase
-timelines.
+timelines; :func:`read_events` reads a recorded table back with the types it had.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pandas as pd
@@ -53,6 +54,11 @@ COLUMNS = (
     "generation", "observed_generation", "phase", "ready", "replicas_desired",
     "replicas_ready", "replicas_updated", "node", "deleting", "restarts", "detail",
 )  # fmt: skip
+NUMBER_COLUMNS = (
+    "t_ms", "generation", "observed_generation", "replicas_desired", "replicas_ready",
+    "replicas_updated", "restarts",
+)  # fmt: skip
+FLAG_COLUMNS = ("ready", "deleting")
 
 
 def _condition(obj: Mapping[str, Any], ctype: str) -> str | None:
@@ -274,6 +280,26 @@ class Recorder:
         return frame.sort_values("t_ms", kind="stable").reset_index(drop=True)
 
 
+def read_events(path: Path | str) -> pd.DataFrame:
+    """A recorded event table (``raw/watch_events.csv``) with numbers as floats, flags as
+    True/False (None where a kind has none) and text as text ("" where empty), so the
+    timelines below read it as they read a live recorder's table."""
+    text = [c for c in COLUMNS if c not in NUMBER_COLUMNS]
+    frame = pd.read_csv(
+        path,
+        dtype=dict.fromkeys(text, str),
+        keep_default_na=False,
+        na_values={column: [""] for column in NUMBER_COLUMNS},
+    )
+    frame = frame.reindex(columns=list(COLUMNS))
+    for column in NUMBER_COLUMNS:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+    for column in FLAG_COLUMNS:
+        frame[column] = frame[column].map({"True": True, "False": False}).astype(object)
+        frame[column] = frame[column].where(frame[column].notna(), None)
+    return frame.sort_values("t_ms", kind="stable").reset_index(drop=True)
+
+
 # --------------------------------------------------------------------------- timelines
 
 MILESTONES = (
@@ -313,11 +339,12 @@ def pods_ready_ms(observations: pd.DataFrame, function: str, count: int, after_m
         (observations["kind"] == "Pod") & (observations["function"] == function)
     ].sort_values("t_ms", kind="stable")
     ready: dict[str, bool] = {}
-    for row in pods.itertuples(index=False):
+    flags = pods["ready"].eq(True)
+    for row, is_ready in zip(pods.itertuples(index=False), flags, strict=True):
         if row.event == "DELETED":
             ready.pop(row.name, None)
         else:
-            ready[row.name] = bool(row.ready is True)
+            ready[row.name] = bool(is_ready)
         if row.t_ms >= after_ms and sum(ready.values()) >= count:
             return float(row.t_ms)
     return float("nan")

@@ -1,0 +1,63 @@
+"""The summary over many runs: the dissertation's figure set, create-to-Ready per
+concurrency, and the targets table judged on the observations pooled from every run.
+
+:func:`summarise` reads only the runs' own files (via :mod:`wasmop.bench.report`), so the
+summary can be drawn again at any time without a cluster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from wasmop.bench import figures, report
+from wasmop.bench.analysis import Analysis
+from wasmop.bench.targets import evaluate, results_frame, results_markdown
+
+
+@dataclass(frozen=True)
+class Summary:
+    analysis: Analysis  # figures and tables (deployment_by_concurrency, targets)
+    metrics: dict[str, dict[str, float]]  # pooled statistics the targets were judged on
+    targets_markdown: str
+
+
+def _last_run(samples: pd.DataFrame) -> pd.DataFrame:
+    """One run's samples: a timeline of several runs laid over each other is unreadable."""
+    return (
+        samples[samples["run_id"] == samples["run_id"].iloc[-1]] if not samples.empty else samples
+    )
+
+
+def summarise(runs: pd.DataFrame) -> Summary:
+    """Figures, tables and targets over ``runs`` (a :func:`wasmop.bench.report.runs` table)."""
+
+    def tables(experiment: str, table: str) -> pd.DataFrame:
+        selected = runs[runs["experiment"] == experiment] if not runs.empty else runs
+        return report.load_table(selected, table)
+
+    deployments = tables("deployment_latency", "functions")
+    result = Analysis()
+    result.figure("deployment_cdf", figures.deployment_cdf(deployments))
+    result.figure("deployment_concurrency", figures.deployment_vs_concurrency(deployments))
+    result.figure(
+        "deployment_phases", figures.phase_breakdown(tables("deployment_latency", "phases"))
+    )
+    result.figure("scaling_latency", figures.scaling_latency(tables("scaling", "scale_steps")))
+    result.figure("latency_cdf", figures.latency_cdf(tables("load_latency", "requests")))
+    result.figure("recovery", figures.recovery_bars(tables("recovery", "recovery")))
+    result.figure(
+        "operator_resources",
+        figures.resource_timeline(_last_run(tables("operator_overhead", "samples"))),
+    )
+    result.figure("edge_latency", figures.edge_latency(tables("edge_network", "conditions")))
+    result.table(
+        "deployment_by_concurrency",
+        report.describe_by(deployments, "concurrency", ["create_to_ready_ms", "status_lag_ms"]),
+    )
+    metrics = report.pooled_metrics(runs) if not runs.empty else {}
+    judged = evaluate(metrics)
+    targets = result.table("targets", results_frame(judged))
+    result.figure("targets", figures.targets_table_figure(targets))
+    return Summary(result, metrics, results_markdown(judged))
