@@ -95,7 +95,7 @@ def cmd_analyse(args: argparse.Namespace) -> int:
 
     from wasmop.bench.experiments import registry
     from wasmop.bench.experiments.base import RawDataError
-    from wasmop.cli import CommandError
+    from wasmop.console import CommandError
 
     # matplotlib's PDF backend subsets fonts through fontTools, which logs every step.
     logging.getLogger("fontTools").setLevel(logging.WARNING)

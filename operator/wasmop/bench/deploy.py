@@ -27,23 +27,25 @@ import aiohttp
 import pandas as pd
 
 from wasmop.bench.clock import now_ms
-from wasmop.bench.watch import (
-    FUNCTION_LABEL,
-    GROUP_VERSION,
-    Recorder,
-    deployment_ready,
-    function_ready,
-)
+from wasmop.bench.watch import Recorder, deployment_ready, function_ready
 from wasmop.kube import ApiError, Kube
 from wasmop.kube.client import api_path
-from wasmop.wellknown import RUNTIME_LABEL
+from wasmop.wellknown import (
+    API_VERSION,
+    DOMAIN,
+    FUNCTION_KIND,
+    FUNCTION_LABEL,
+    FUNCTION_PLURAL,
+    RUNTIME_LABEL,
+)
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 GATEWAY_ENV = "WASMOP_GATEWAY_URL"
-EXPERIMENT_LABEL = "wasm.bits-dissertation.io/experiment"
+EXPERIMENT_LABEL = f"{DOMAIN}/experiment"  # on each experiment's namespace
+WORKLOAD_LABEL = f"{DOMAIN}/workload"  # on module ConfigMaps and WasmFunctions
 TOLERATION = {
     "key": RUNTIME_LABEL,
     "operator": "Exists",
@@ -164,7 +166,7 @@ async def clear_namespace(kube: Kube, name: str, timeout_s: float = 60.0) -> boo
     """Delete the namespace's WasmFunctions and Deployments and wait (at most
     ``timeout_s``) until its Pods are gone, so the next experiment starts on idle nodes;
     then delete the namespace itself without waiting for the namespace controller."""
-    for version, plural in ((GROUP_VERSION, "wasmfunctions"), ("apps/v1", "deployments")):
+    for version, plural in ((API_VERSION, FUNCTION_PLURAL), ("apps/v1", "deployments")):
         path = api_path(version, plural, name)
         try:
             await retrying(lambda p=path: kube.delete(p, propagationPolicy="Background"))
@@ -202,7 +204,7 @@ async def ensure_module(kube: Kube, namespace: str, workload: str) -> str:
     body = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {"name": name, "labels": {"wasm.bits-dissertation.io/workload": workload}},
+        "metadata": {"name": name, "labels": {WORKLOAD_LABEL: workload}},
         "binaryData": {"module.wasm": base64.b64encode(data).decode()},
     }
     try:
@@ -227,11 +229,11 @@ def function_manifest(
 ) -> dict[str, Any]:
     """A WasmFunction for a built workload whose module is in ``wasm-<workload>``."""
     body: dict[str, Any] = {
-        "apiVersion": GROUP_VERSION,
-        "kind": "WasmFunction",
+        "apiVersion": API_VERSION,
+        "kind": FUNCTION_KIND,
         "metadata": {
             "name": name,
-            "labels": {"wasm.bits-dissertation.io/workload": workload, **(labels or {})},
+            "labels": {WORKLOAD_LABEL: workload, **(labels or {})},
         },
         "spec": {
             "module": {"configMapRef": {"name": module_configmap_name(workload)}},
@@ -246,7 +248,7 @@ def function_manifest(
 async def create_function(kube: Kube, namespace: str, manifest: Mapping[str, Any]) -> float:
     """Create a WasmFunction; returns the client time just before the request."""
     created = now_ms()
-    await kube.create(api_path(GROUP_VERSION, "wasmfunctions", namespace), dict(manifest))
+    await kube.create(api_path(API_VERSION, FUNCTION_PLURAL, namespace), dict(manifest))
     return created
 
 
@@ -334,7 +336,7 @@ async def scale_function(kube: Kube, namespace: str, name: str, replicas: int) -
     """Set replicas through the scale subresource (as kubectl scale does)."""
     t = now_ms()
     await kube.patch(
-        api_path(GROUP_VERSION, "wasmfunctions", namespace, name, "scale"),
+        api_path(API_VERSION, FUNCTION_PLURAL, namespace, name, "scale"),
         {"spec": {"replicas": replicas}},
     )
     return t
@@ -343,7 +345,7 @@ async def scale_function(kube: Kube, namespace: str, name: str, replicas: int) -
 async def delete_functions(kube: Kube, namespace: str, names: Sequence[str]) -> None:
     async def one(name: str) -> None:
         try:
-            await kube.delete(api_path(GROUP_VERSION, "wasmfunctions", namespace, name))
+            await kube.delete(api_path(API_VERSION, FUNCTION_PLURAL, namespace, name))
         except ApiError as exc:
             if not exc.not_found:
                 raise

@@ -21,6 +21,7 @@ from typing import Any
 from wasmop.bench.session import run_sync
 from wasmop.cluster.layout import repo_root
 from wasmop.kube import Kube, KubeConfig
+from wasmop.wellknown import ZONE_LABEL
 
 PACKAGES = (
     "wasmop", "kopf", "kubernetes", "wasmtime", "aiohttp", "locust", "papermill",
@@ -78,7 +79,7 @@ async def _kubernetes_info(kubeconfig: Path | str | None) -> dict[str, Any]:
         described.append(
             {
                 "name": meta["name"],
-                "zone": meta.get("labels", {}).get("topology.kubernetes.io/zone"),
+                "zone": meta.get("labels", {}).get(ZONE_LABEL),
                 "arch": meta.get("labels", {}).get("kubernetes.io/arch"),
                 "ready": ready,
                 "kubelet_version": info.get("kubeletVersion"),

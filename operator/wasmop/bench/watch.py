@@ -24,13 +24,11 @@ import pandas as pd
 from wasmop.bench.clock import now_ms
 from wasmop.kube import Kube
 from wasmop.kube.client import api_path
+from wasmop.wellknown import API_VERSION, FUNCTION_KIND, FUNCTION_LABEL, FUNCTION_PLURAL
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-GROUP_VERSION = "operators.bits-dissertation.io/v1alpha1"
-FUNCTION_LABEL = "wasm.bits-dissertation.io/function"
 
 
 @dataclass(frozen=True)
@@ -42,7 +40,7 @@ class Kind:
 
 
 KINDS: Mapping[str, Kind] = {
-    "WasmFunction": Kind("WasmFunction", GROUP_VERSION, "wasmfunctions"),
+    FUNCTION_KIND: Kind(FUNCTION_KIND, API_VERSION, FUNCTION_PLURAL),
     "Deployment": Kind("Deployment", "apps/v1", "deployments"),
     "Pod": Kind("Pod", "v1", "pods"),
     "Node": Kind("Node", "v1", "nodes", namespaced=False),

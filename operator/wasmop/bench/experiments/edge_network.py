@@ -22,6 +22,7 @@ from wasmop.bench.run import ExperimentRun
 from wasmop.bench.session import BenchSession
 from wasmop.bench.stats import describe
 from wasmop.kube.client import api_path
+from wasmop.wellknown import ZONE_LABEL
 
 EDGE = "edge"  # the pinned function
 PROBES = "probes"
@@ -46,7 +47,7 @@ def run_edge_network(
     labels = session.run(session.kube.get(api_path("v1", "nodes", None, node)))["metadata"][
         "labels"
     ]
-    zone = labels.get("topology.kubernetes.io/zone")
+    zone = labels.get(ZONE_LABEL)
     frames = []
     with Workspace(session, run.experiment) as ws, recording(session, run, ws.namespace) as rec:
         spec = {"placement": {"zone": zone}} if zone else None
