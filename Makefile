@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed ## create .venv with wasmop and its dependencies
 
-controlplane: ## build the embedded Kubernetes control plane (skipped when up to date)
+controlplane: ## build the control plane, metrics-server and the OCI registry (each skipped when up to date)
 	controlplane/build.sh
 
 functions: venv ## build the benchmark WebAssembly workloads into functions/build/
