@@ -30,6 +30,8 @@ def scratch_settings() -> ClusterSettings:
         gateway_port=free_port(),
         operator_metrics_port=free_port(),
         operator_health_port=free_port(),
+        registry_port=free_port(),
+        metrics_server_port=free_port(),
         nodes=0,
     )
 

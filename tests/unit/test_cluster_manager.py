@@ -96,3 +96,46 @@ def test_status_of_a_cluster_that_never_ran(layout: StateLayout) -> None:
     assert manager.supervisor_pid(layout) is None
     assert not manager.is_running(layout)
     assert manager.down(layout) is False
+
+
+def test_state_dir_from_before_etcd_tls_points_at_fresh(
+    layout: StateLayout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A state dir with a plaintext etcd (no format stamp) is refused, and left as it was."""
+    (layout.etcd_data / "member").mkdir(parents=True)
+    ClusterSettings(api_port=free_port(), etcd_client_port=free_port()).save(layout.settings_file)
+    before = sorted(p.relative_to(layout.root) for p in layout.root.rglob("*"))
+    monkeypatch.setattr(manager, "check_binary", lambda: Path("/bin/true"))
+    monkeypatch.setattr(manager, "check_ports", lambda settings: None)
+    with pytest.raises(manager.ClusterError, match=r"older wasmop .*'wasmop cluster up --fresh'"):
+        manager.up(layout)
+    assert sorted(p.relative_to(layout.root) for p in layout.root.rglob("*")) == before
+
+
+def test_new_state_dir_is_stamped_and_then_accepted(layout: StateLayout) -> None:
+    manager.check_state_format(layout)
+    assert layout.state_format.read_text().strip() == str(manager.STATE_FORMAT)
+    (layout.etcd_data / "member").mkdir(parents=True)
+    manager.check_state_format(layout)  # etcd data written by this format: accepted
+
+
+def test_every_port_is_checked_and_shifted_together() -> None:
+    settings = ClusterSettings()
+    assert settings.ports()["registry"] == 5000
+    assert settings.ports()["metrics-server"] == 4443
+    shifted = settings.with_port_offset(200)
+    assert {k: v - 200 for k, v in shifted.ports().items()} == settings.ports()
+    assert shifted.registry_address == "127.0.0.1:5200"
+    assert shifted.etcd_url == "https://127.0.0.1:2579"
+
+
+def test_missing_cluster_service_binary_is_named(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    controlplane = tmp_path / "wasmop-controlplane"
+    controlplane.write_text("")
+    (tmp_path / "wasmop-registry").write_text("")
+    monkeypatch.setenv("WASMOP_CONTROLPLANE_BIN", str(controlplane))
+    monkeypatch.setattr(manager.shutil, "which", lambda name: "/usr/bin/go")
+    with pytest.raises(manager.ClusterError, match=r"not built \(.*wasmop-metrics-server\)"):
+        manager.check_binary()

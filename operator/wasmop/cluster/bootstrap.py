@@ -22,13 +22,23 @@ from wasmop.cluster.layout import StateLayout, repo_root
 from wasmop.console import configure_logging
 from wasmop.kube import ApiError, Kube, KubeConfig
 from wasmop.kube.client import api_path
+from wasmop.private_file import write_private
 
 log = logging.getLogger("wasmop.bootstrap")
 FIELD_MANAGER = "wasmop-bootstrap"
 
 
+def embedded_manifests(layout: StateLayout) -> list[Path]:
+    """The embedded cluster's own objects, rendered by ``cluster up`` (RBAC of the control
+    plane's identities, metrics-server's Service and APIService)."""
+    from wasmop.cluster import addons, components
+
+    return [components.control_plane_objects_file(layout), addons.objects_file(layout)]
+
+
 def manifests() -> list[Path]:
-    """What to apply, in order (files that do not exist yet are skipped)."""
+    """The operator's objects, as on a real cluster, in order (files that do not exist yet
+    are skipped)."""
     config = repo_root() / "operator" / "config"
     return [
         config / "crds" / "wasmruntimes.yaml",
@@ -44,6 +54,8 @@ def manifests() -> list[Path]:
 RESOURCES: dict[str, tuple[str, bool]] = {
     "CustomResourceDefinition": ("customresourcedefinitions", False),
     "Namespace": ("namespaces", False),
+    "Service": ("services", True),
+    "APIService": ("apiservices", False),
     "ServiceAccount": ("serviceaccounts", True),
     "ClusterRole": ("clusterroles", False),
     "ClusterRoleBinding": ("clusterrolebindings", False),
@@ -139,10 +151,7 @@ async def write_operator_kubeconfig(kube: Kube, layout: StateLayout) -> Path:
         ],
         "current-context": "wasmop",
     }
-    target = layout.kubeconfig_for("operator")
-    target.write_text(yaml.safe_dump(config, sort_keys=False))
-    target.chmod(0o600)
-    return target
+    return write_private(layout.kubeconfig_for("operator"), yaml.safe_dump(config, sort_keys=False))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         async with Kube(
             KubeConfig.from_file(layout.admin_kubeconfig), user_agent=FIELD_MANAGER
         ) as kube:
-            count = await apply_all(kube, manifests())
+            count = await apply_all(kube, embedded_manifests(layout) + manifests())
             await write_operator_kubeconfig(kube, layout)
             return count
 

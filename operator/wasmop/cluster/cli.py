@@ -79,10 +79,20 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"not running (state dir {layout.root})")
         return 3
     print(f"{status['state']} (supervisor pid {pid}, state dir {layout.root})")
-    print(f"{'COMPONENT':<26}{'STATE':<12}{'PID':>8}{'RESTARTS':>10}")
+    print(f"{'COMPONENT':<26}{'STATE':<12}{'PID':>8}{'RESTARTS':>10}  ADDRESS")
     for name, comp in status["components"].items():
         pid_text = str(comp["pid"] or "-")
-        print(f"{name:<26}{comp['state']:<12}{pid_text:>8}{comp['restarts']:>10}")
+        address = comp.get("address") or "-"
+        print(f"{name:<26}{comp['state']:<12}{pid_text:>8}{comp['restarts']:>10}  {address}")
+    if status["state"] == "running":
+        try:
+            services = manager.aggregated_apis(layout)
+        except manager.ClusterError as exc:
+            print(f"\naggregated APIs: unknown ({exc})")
+        else:
+            print(f"\n{'APISERVICE':<26}{'AVAILABLE':<11}{'REASON':<24}MESSAGE")
+            for api in services:
+                print(f"{api.name:<26}{api.available:<11}{api.reason:<24}{api.message}")
     return 0 if status["state"] == "running" else 1
 
 

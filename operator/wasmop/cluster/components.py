@@ -1,9 +1,11 @@
 """The processes of the embedded cluster: their command lines, config files and probes.
 
-All of them are one binary (``controlplane/``) with a subcommand per component, each run
-as its own process exactly as in a kubeadm cluster. Every listener is bound to
+The control plane is one binary (``controlplane/``) with a subcommand per component, each
+run as its own process exactly as in a kubeadm cluster. Every listener is bound to
 127.0.0.1; the ``kubernetes`` Service's endpoint reconciler is off because EndpointSlices
-cannot carry a loopback address.
+cannot carry a loopback address. etcd speaks TLS only and admits only clients with a
+certificate from its own CA (the API server's); the API server encrypts Secrets before
+they reach etcd and runs the aggregation layer for metrics-server (``addons``).
 """
 
 from __future__ import annotations
@@ -11,12 +13,20 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
-from wasmop.cluster import kubeconfig
+from wasmop.cluster import encryption, kubeconfig
 from wasmop.cluster.layout import StateLayout, controlplane_binary
-from wasmop.cluster.pki import PKI, Identity, apiserver_identities
+from wasmop.cluster.pki import (
+    FRONT_PROXY_CLIENT_USER,
+    KUBELET_CLIENT_USER,
+    PKI,
+    Identity,
+    control_plane_identities,
+)
 from wasmop.cluster.settings import ClusterSettings
 from wasmop.wellknown import DAEMON_PORT
 
@@ -43,10 +53,25 @@ class ComponentSpec:
     start_timeout_seconds: float = 60.0
     oneshot: bool = False  # runs to completion (exit 0) instead of staying up
 
+    @property
+    def address(self) -> str:
+        """Where it serves (scheme://host:port of its probe), for status output."""
+        if self.probe is None:
+            return ""
+        parts = urlsplit(self.probe.url)
+        return f"{parts.scheme}://{parts.netloc}"
+
 
 # Writes are traced at Request level so that every change the operator makes can be
 # reconstructed afterwards; reads and the constant lease/event churn are left out to keep
-# the log small, and Secrets never have their bodies logged.
+# the log small. Rules match first to last, so the credential rule comes before the one
+# that drops reads: every access to a Secret, a read included, is recorded (who, when,
+# which one), and never a body that carries a credential (Secrets, issued tokens, token
+# reviews).
+CREDENTIAL_RESOURCES = [
+    {"group": "", "resources": ["secrets", "serviceaccounts/token"]},
+    {"group": "authentication.k8s.io", "resources": ["tokenreviews"]},
+]
 AUDIT_POLICY = {
     "apiVersion": "audit.k8s.io/v1",
     "kind": "Policy",
@@ -55,21 +80,52 @@ AUDIT_POLICY = {
         {"level": "None", "resources": [{"group": "coordination.k8s.io", "resources": ["leases"]}]},
         {"level": "None", "resources": [{"group": "", "resources": ["events"]}]},
         {"level": "None", "resources": [{"group": "events.k8s.io", "resources": ["events"]}]},
+        {"level": "Metadata", "resources": CREDENTIAL_RESOURCES},
         {"level": "None", "verbs": ["get", "list", "watch"]},
         {"level": "None", "nonResourceURLs": ["/healthz*", "/readyz*", "/livez*", "/version"]},
-        {"level": "Metadata", "resources": [{"group": "", "resources": ["secrets"]}]},
         {"level": "Request", "verbs": ["create", "update", "patch", "delete", "deletecollection"]},
         {"level": "Metadata"},
     ],
 }
 
 
+def control_plane_objects() -> list[dict[str, Any]]:
+    """RBAC the control plane's own identities need beyond the defaults."""
+    return [
+        {
+            # The API server's client certificate for kubelets (logs, exec, metrics
+            # through the API) gets the kubelet API and nothing else, as in kubeadm.
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "wasmop:apiserver-kubelet-client"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "system:kubelet-api-admin",
+            },
+            "subjects": [
+                {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "User",
+                    "name": KUBELET_CLIENT_USER,
+                }
+            ],
+        }
+    ]
+
+
+def control_plane_objects_file(layout: StateLayout) -> Path:
+    return layout.config / "control-plane.yaml"
+
+
 def prepare(layout: StateLayout, settings: ClusterSettings) -> PKI:
     """Write the PKI, kubeconfigs and config files the components read."""
     layout.ensure()
     pki = PKI(layout.pki)
-    pki.ensure(apiserver_identities(settings.service_ip))
-    pki.ensure_identity(Identity("gateway", "wasmop:gateway"))
+    pki.ensure(
+        [*control_plane_identities(settings.service_ip), Identity("gateway", "wasmop:gateway")]
+    )
+    encryption.ensure(layout.encryption_config)
     users = {
         "admin": layout.admin_kubeconfig,
         "gateway": layout.kubeconfig_for("gateway"),
@@ -77,10 +133,9 @@ def prepare(layout: StateLayout, settings: ClusterSettings) -> PKI:
         "scheduler": layout.kubeconfig_for("scheduler"),
     }
     for name, path in users.items():
-        kubeconfig.write(
-            path, settings.api_url, pki.ca_cert, pki.cert_path(name), pki.key_path(name), name
-        )
+        kubeconfig.write(path, settings.api_url, pki.ca_cert, *pki.pair(name), name)
     (layout.config / "audit-policy.yaml").write_text(yaml.safe_dump(AUDIT_POLICY, sort_keys=False))
+    control_plane_objects_file(layout).write_text(yaml.safe_dump_all(control_plane_objects()))
     scheduler_config = {
         "apiVersion": "kubescheduler.config.k8s.io/v1",
         "kind": "KubeSchedulerConfiguration",
@@ -100,9 +155,9 @@ def control_plane(layout: StateLayout, settings: ClusterSettings) -> list[Compon
     binary = str(controlplane_binary())
     pki = PKI(layout.pki)
     ca = pki.ca_cert
-    admin = (pki.cert_path("admin"), pki.key_path("admin"))
+    admin = pki.pair("admin")
     s = settings
-    etcd_peer = f"http://127.0.0.1:{s.etcd_peer_port}"
+    etcd_ca = str(pki.etcd_ca_cert)
     etcd = [
         binary,
         "etcd",
@@ -110,9 +165,17 @@ def control_plane(layout: StateLayout, settings: ClusterSettings) -> list[Compon
         f"--data-dir={layout.etcd_data}",
         f"--listen-client-urls={s.etcd_url}",
         f"--advertise-client-urls={s.etcd_url}",
-        f"--listen-peer-urls={etcd_peer}",
-        f"--initial-advertise-peer-urls={etcd_peer}",
-        f"--initial-cluster=wasmop={etcd_peer}",
+        f"--cert-file={pki.cert_path('etcd-server')}",
+        f"--key-file={pki.key_path('etcd-server')}",
+        "--client-cert-auth=true",
+        f"--trusted-ca-file={etcd_ca}",
+        f"--listen-peer-urls={s.etcd_peer_url}",
+        f"--initial-advertise-peer-urls={s.etcd_peer_url}",
+        f"--initial-cluster=wasmop={s.etcd_peer_url}",
+        f"--peer-cert-file={pki.cert_path('etcd-peer')}",
+        f"--peer-key-file={pki.key_path('etcd-peer')}",
+        "--peer-client-cert-auth=true",
+        f"--peer-trusted-ca-file={etcd_ca}",
         "--listen-metrics-urls=",
         "--log-level=warn",
         "--quota-backend-bytes=4294967296",
@@ -125,6 +188,10 @@ def control_plane(layout: StateLayout, settings: ClusterSettings) -> list[Compon
         binary,
         "kube-apiserver",
         f"--etcd-servers={s.etcd_url}",
+        f"--etcd-cafile={etcd_ca}",
+        f"--etcd-certfile={pki.cert_path('apiserver-etcd-client')}",
+        f"--etcd-keyfile={pki.key_path('apiserver-etcd-client')}",
+        f"--encryption-provider-config={layout.encryption_config}",
         "--bind-address=127.0.0.1",
         "--advertise-address=127.0.0.1",
         f"--secure-port={s.api_port}",
@@ -136,6 +203,19 @@ def control_plane(layout: StateLayout, settings: ClusterSettings) -> list[Compon
         f"--kubelet-client-certificate={pki.cert_path('apiserver-kubelet-client')}",
         f"--kubelet-client-key={pki.key_path('apiserver-kubelet-client')}",
         "--kubelet-preferred-address-types=InternalIP",
+        # The aggregation layer: the API server proxies metrics.k8s.io to metrics-server
+        # as front-proxy-client, asserting the caller in X-Remote-* headers. Without
+        # kube-proxy it dials the APIService's Service itself; an ExternalName Service
+        # at 127.0.0.1 makes that loopback (aggregator routing would need an
+        # EndpointSlice address, and those refuse loopback).
+        f"--requestheader-client-ca-file={pki.front_proxy_ca_cert}",
+        f"--requestheader-allowed-names={FRONT_PROXY_CLIENT_USER}",
+        "--requestheader-username-headers=X-Remote-User",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        f"--proxy-client-cert-file={pki.cert_path('front-proxy-client')}",
+        f"--proxy-client-key-file={pki.key_path('front-proxy-client')}",
+        "--enable-aggregator-routing=false",
         f"--service-account-key-file={pki.sa_public_key}",
         f"--service-account-signing-key-file={pki.sa_private_key}",
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
@@ -195,7 +275,15 @@ def control_plane(layout: StateLayout, settings: ClusterSettings) -> list[Compon
         "--profiling=false",
     ]
     return [
-        ComponentSpec("etcd", etcd, Probe(f"{s.etcd_url}/health")),
+        ComponentSpec(
+            "etcd",
+            etcd,
+            Probe(
+                f"{s.etcd_url}/health",
+                client_cert=pki.pair("etcd-healthcheck-client"),
+                ca=pki.etcd_ca_cert,
+            ),
+        ),
         ComponentSpec(
             "kube-apiserver",
             apiserver,

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import yaml
 
+from wasmop.private_file import write_private
+
 CONTEXT = "wasmop"
 
 
@@ -27,7 +29,5 @@ def render(server: str, ca: Path, cert: Path, key: Path, user: str) -> str:
 
 
 def write(path: Path, server: str, ca: Path, cert: Path, key: Path, user: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(server, ca, cert, key, user))
-    path.chmod(0o600)
-    return path
+    """Write the kubeconfig 0600: it names the key, and for a token user it is the key."""
+    return write_private(path, render(server, ca, cert, key, user))

@@ -32,6 +32,12 @@ def controlplane_binary() -> Path:
     return Path(env) if env else repo_root() / "controlplane" / "bin" / "wasmop-controlplane"
 
 
+def go_binary(name: str) -> Path:
+    """One of the cluster services built beside the control plane (``controlplane/build.sh``),
+    found next to the control plane binary: ``wasmop-registry``, ``wasmop-metrics-server``."""
+    return controlplane_binary().with_name(name)
+
+
 @dataclass(frozen=True)
 class StateLayout:
     """Paths inside one cluster's state directory."""
@@ -61,6 +67,21 @@ class StateLayout:
     @property
     def etcd_data(self) -> Path:
         return self.root / "etcd"
+
+    @property
+    def registry_data(self) -> Path:
+        """The registry's filesystem storage: pushed modules survive restarts."""
+        return self.root / "registry"
+
+    @property
+    def encryption_config(self) -> Path:
+        """The API server's EncryptionConfiguration, key included (hence in pki/)."""
+        return self.pki / "encryption-config.yaml"
+
+    @property
+    def state_format(self) -> Path:
+        """Which generation of wasmop created this state dir (see ``manager``)."""
+        return self.root / "FORMAT"
 
     @property
     def settings_file(self) -> Path:
@@ -93,9 +114,12 @@ class StateLayout:
         return self.logs / f"{component}.log"
 
     def ensure(self) -> None:
-        for path in (self.pki, self.logs, self.run, self.config):
+        for path in (self.logs, self.run):
             path.mkdir(parents=True, exist_ok=True)
-        self.pki.chmod(0o700)
+        # Keys and kubeconfigs: owner only, from creation on.
+        for path in (self.pki, self.config):
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            path.chmod(0o700)
 
 
 def active_kubeconfig() -> Path:

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wasmop.cluster import components
-from wasmop.cluster.layout import CLUSTER_MARKER_ENV, StateLayout, controlplane_binary
+from wasmop.cluster import addons, components
+from wasmop.cluster.layout import CLUSTER_MARKER_ENV, StateLayout, controlplane_binary, go_binary
 from wasmop.cluster.pki import PKI, PKIError, node_identity
 from wasmop.cluster.settings import ClusterSettings, SettingsError
 
@@ -89,16 +89,48 @@ def check_ports(settings: ClusterSettings) -> None:
 
 
 def check_binary() -> Path:
-    binary = controlplane_binary()
-    if binary.exists():
-        return binary
+    """The control plane binary, after checking it and the cluster services are built."""
+    binaries = [controlplane_binary(), *(go_binary(name) for name in addons.BINARIES)]
+    missing = [b for b in binaries if not b.exists()]
+    if not missing:
+        return binaries[0]
+    names = ", ".join(str(b) for b in missing)
     if shutil.which("go") is None:
         raise ClusterError(
-            f"the control plane is not built ({binary}) and Go is not installed: install"
-            " Go >= 1.26 (https://go.dev/doc/install) or use environment.yml, then run"
+            f"the cluster is not built ({names}) and Go is not installed: install"
+            " Go >= 1.26.4 (https://go.dev/doc/install) or use environment.yml, then run"
             " 'make controlplane'"
         )
-    raise ClusterError(f"the control plane is not built ({binary}): run 'make controlplane'")
+    raise ClusterError(f"the cluster is not built ({names}): run 'make controlplane'")
+
+
+# Generations of the state dir. 2: etcd behind TLS with client certificates, Secrets
+# encrypted at rest. A dir from generation 1 holds plaintext Secrets in etcd and an etcd
+# member that advertises http://, so it is refused rather than half-upgraded.
+STATE_FORMAT = 2
+
+
+def check_state_format(layout: StateLayout) -> None:
+    """Refuse a state dir an older wasmop wrote; stamp a new one with the current format."""
+    try:
+        found = int(layout.state_format.read_text().strip())
+    except (OSError, ValueError):
+        found = None
+    has_data = (layout.etcd_data / "member").exists()
+    if found == STATE_FORMAT or (found is None and not has_data):
+        layout.root.mkdir(parents=True, exist_ok=True)
+        layout.state_format.write_text(f"{STATE_FORMAT}\n")
+        return
+    if found is None or found < STATE_FORMAT:
+        raise ClusterError(
+            f"state dir {layout.root} was created by an older wasmop (etcd without TLS,"
+            " Secrets stored unencrypted); run 'wasmop cluster up --fresh' to start a new"
+            " cluster (this deletes every object in it)"
+        )
+    raise ClusterError(
+        f"state dir {layout.root} was created by a newer wasmop (format {found}, this one"
+        f" knows {STATE_FORMAT}); upgrade wasmop or run 'wasmop cluster up --fresh'"
+    )
 
 
 def load_settings(layout: StateLayout, **overrides: Any) -> ClusterSettings:
@@ -143,9 +175,11 @@ def up(
     settings = load_settings(layout, **overrides)
     sweep_strays(layout)
     check_ports(settings)
+    check_state_format(layout)
     try:
         layout.ensure()
-        components.prepare(layout, settings)
+        pki = components.prepare(layout, settings)
+        addons.prepare(layout, settings, pki)
     except PKIError as exc:
         raise ClusterError(f"state dir {layout.root} is corrupt: {exc}; run with --fresh") from exc
     settings.save(layout.settings_file)
@@ -283,6 +317,50 @@ def control(layout: StateLayout, op: str, **fields: Any) -> dict[str, Any]:
     if not reply.get("ok"):
         raise ClusterError(reply.get("error", "the supervisor refused the command"))
     return reply
+
+
+@dataclass(frozen=True)
+class APIServiceStatus:
+    """An aggregated API as the API server's availability controller last saw it."""
+
+    name: str
+    available: str  # True, False or Unknown, the condition's status
+    reason: str
+    message: str
+
+
+def aggregated_apis(layout: StateLayout, timeout: float = 5.0) -> list[APIServiceStatus]:
+    """The APIServices served by another server (metrics.k8s.io), with their Available
+    condition: ``False`` with a reason when the aggregator cannot reach the backend."""
+    import asyncio
+
+    import aiohttp
+
+    from wasmop.kube import ApiError, Kube, KubeConfig
+
+    async def fetch() -> list[dict[str, Any]]:
+        config = KubeConfig.from_file(layout.admin_kubeconfig)
+        async with Kube(config, user_agent="wasmop-status") as kube:
+            listed = await kube.get("/apis/apiregistration.k8s.io/v1/apiservices")
+        return [item for item in listed["items"] if item["spec"].get("service")]
+
+    try:
+        items = asyncio.run(asyncio.wait_for(fetch(), timeout))
+    except (OSError, aiohttp.ClientError, ApiError, TimeoutError) as exc:
+        raise ClusterError(f"the API server did not answer: {exc}") from exc
+    result = []
+    for item in items:
+        conditions = (item.get("status") or {}).get("conditions") or []
+        available = next((c for c in conditions if c["type"] == "Available"), {})
+        result.append(
+            APIServiceStatus(
+                item["metadata"]["name"],
+                available.get("status", "Unknown"),
+                available.get("reason", ""),
+                available.get("message", ""),
+            )
+        )
+    return result
 
 
 def issue_node_credentials(layout: StateLayout, node_name: str) -> Path:

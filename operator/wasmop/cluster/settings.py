@@ -45,6 +45,10 @@ class ClusterSettings:
     gateway_port: int = 8000
     operator_metrics_port: int = 8080
     operator_health_port: int = 8081
+    # Cluster services beside the control plane: the OCI registry for wasm modules
+    # (plain HTTP on loopback) and metrics-server (the aggregated metrics.k8s.io API).
+    registry_port: int = 5000
+    metrics_server_port: int = 4443
 
     def __post_init__(self) -> None:
         self.zones = tuple(self.zones)
@@ -74,7 +78,16 @@ class ClusterSettings:
 
     @property
     def etcd_url(self) -> str:
-        return f"http://127.0.0.1:{self.etcd_client_port}"
+        return f"https://127.0.0.1:{self.etcd_client_port}"
+
+    @property
+    def etcd_peer_url(self) -> str:
+        return f"https://127.0.0.1:{self.etcd_peer_port}"
+
+    @property
+    def registry_address(self) -> str:
+        """host:port of the registry, as image references name it."""
+        return f"127.0.0.1:{self.registry_port}"
 
     def ports(self) -> dict[str, int]:
         """Every loopback port the cluster listens on, by the component that owns it."""
@@ -87,7 +100,14 @@ class ClusterSettings:
             "gateway": self.gateway_port,
             "operator (metrics)": self.operator_metrics_port,
             "operator (health)": self.operator_health_port,
+            "registry": self.registry_port,
+            "metrics-server": self.metrics_server_port,
         }
+
+    def with_port_offset(self, offset: int) -> ClusterSettings:
+        """A copy with every port shifted by ``offset``: a second cluster beside the first."""
+        names = [f.name for f in dataclasses.fields(self) if f.name.endswith("_port")]
+        return dataclasses.replace(self, **{n: getattr(self, n) + offset for n in names})
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"

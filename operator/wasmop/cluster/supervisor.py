@@ -97,6 +97,7 @@ class Component:
             "restarts": self.restarts,
             "started_at": self.started_at,
             "log": str(self.log_path),
+            "address": self.spec.address,
         }
 
 
@@ -352,11 +353,16 @@ class Supervisor:
 
 def build_specs(layout: StateLayout) -> list[ComponentSpec]:
     """Every component this cluster runs, from its persisted settings."""
-    from wasmop.cluster import components
+    from wasmop.cluster import addons, components
     from wasmop.cluster.settings import ClusterSettings
 
     settings = ClusterSettings.load(layout.settings_file) or ClusterSettings()
-    return components.control_plane(layout, settings) + components.workloads(layout, settings)
+    # Stopped in reverse: workloads first, the control plane last.
+    return (
+        components.control_plane(layout, settings)
+        + addons.specs(layout, settings)
+        + components.workloads(layout, settings)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

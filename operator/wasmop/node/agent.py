@@ -37,6 +37,7 @@ from wasmop.node.netns import NodeNetwork
 from wasmop.node.pod_worker import PodHost, PodWorker, pod_key
 from wasmop.node.podspec import micro_time, now_rfc3339
 from wasmop.node.prober import HttpProber
+from wasmop.private_file import write_private
 from wasmop.runtime.engine import wasmtime_version
 from wasmop.wellknown import DAEMON_PORT, ENGINE_VERSION_LABEL, RUNTIME_LABEL, ZONE_LABEL
 
@@ -304,8 +305,9 @@ class NodeAgent:
         if run_dir is None:
             return
         run_dir.mkdir(parents=True, exist_ok=True)
-        token = fault_client.run_file(run_dir, self.name)
-        token.write_text(
+        # It carries the fault API's token: 0600 from its first byte.
+        write_private(
+            fault_client.run_file(run_dir, self.name),
             json.dumps(
                 {
                     "pid": os.getpid(),
@@ -314,9 +316,8 @@ class NodeAgent:
                     "token": self.fault_token,
                     "namespace": self.network.namespace,
                 }
-            )
+            ),
         )
-        token.chmod(0o600)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -56,19 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port-offset", type=int, default=200, help="added to every default port")
     args = parser.parse_args(argv)
 
-    base = ClusterSettings()
-    settings = base.updated(
-        api_port=base.api_port + args.port_offset,
-        etcd_client_port=base.etcd_client_port + args.port_offset,
-        etcd_peer_port=base.etcd_peer_port + args.port_offset,
-        controller_manager_port=base.controller_manager_port + args.port_offset,
-        scheduler_port=base.scheduler_port + args.port_offset,
-        gateway_port=base.gateway_port + args.port_offset,
-        operator_metrics_port=base.operator_metrics_port + args.port_offset,
-        operator_health_port=base.operator_health_port + args.port_offset,
-        # Wasm nodes need the machine's pod range, which a running cluster may hold.
-        nodes=0,
-    )
+    # Wasm nodes need the machine's pod range, which a running cluster may hold.
+    settings = ClusterSettings().with_port_offset(args.port_offset).updated(nodes=0)
     cold: list[float] = []
     warm: list[float] = []
     rss: dict[str, float] = {}

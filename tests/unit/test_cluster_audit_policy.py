@@ -1,0 +1,56 @@
+"""The audit policy, evaluated as the API server does: the first matching rule decides."""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Any
+
+import pytest
+from wasmop.cluster.components import AUDIT_POLICY
+
+
+def level(verb: str, group: str = "", resource: str = "", url: str = "") -> str:
+    """The level of the first rule that matches a request (audit.k8s.io/v1 semantics for
+    the fields this policy uses: verbs, resources by group, nonResourceURLs)."""
+    for rule in AUDIT_POLICY["rules"]:
+        if "verbs" in rule and verb not in rule["verbs"]:
+            continue
+        if "resources" in rule and not (resource and _resource_matches(rule, group, resource)):
+            continue
+        if "nonResourceURLs" in rule and not (
+            url and any(fnmatch.fnmatch(url, p) for p in rule["nonResourceURLs"])
+        ):
+            continue
+        return str(rule["level"])
+    return "None"
+
+
+def _resource_matches(rule: dict[str, Any], group: str, resource: str) -> bool:
+    return any(
+        g.get("group", "") == group and resource in g.get("resources", [resource])
+        for g in rule["resources"]
+    )
+
+
+@pytest.mark.parametrize("verb", ["get", "list", "watch"])
+def test_secret_reads_are_audited_at_metadata(verb: str) -> None:
+    assert level(verb, "", "secrets") == "Metadata"
+
+
+@pytest.mark.parametrize("verb", ["create", "update", "patch", "delete"])
+def test_secret_writes_never_log_their_body(verb: str) -> None:
+    assert level(verb, "", "secrets") == "Metadata"
+
+
+def test_issued_and_reviewed_tokens_never_log_their_body() -> None:
+    assert level("create", "", "serviceaccounts/token") == "Metadata"
+    assert level("create", "authentication.k8s.io", "tokenreviews") == "Metadata"
+
+
+def test_other_reads_and_churn_stay_out_and_writes_keep_their_body() -> None:
+    assert level("get", "", "configmaps") == "None"
+    assert level("watch", "apps", "deployments") == "None"
+    assert level("update", "coordination.k8s.io", "leases") == "None"
+    assert level("get", url="/readyz") == "None"
+    assert level("create", "", "configmaps") == "Request"
+    assert level("patch", "apps", "deployments") == "Request"
