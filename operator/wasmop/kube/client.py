@@ -11,7 +11,7 @@ import os
 import ssl
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,7 @@ class ApiError(Exception):
 
 @dataclass(frozen=True)
 class WatchEvent:
-    type: str  # ADDED, MODIFIED, DELETED; SYNCED from list_and_watch
+    type: str  # ADDED, MODIFIED, DELETED, BOOKMARK, ERROR; SYNCED from list_and_watch
     object: dict[str, Any]
 
 
@@ -339,9 +339,11 @@ class Kube:
         path: str,
         resource_version: str | None = None,
         timeout_seconds: int = 300,
+        on_open: Callable[[], None] | None = None,
         **params: Any,
     ) -> AsyncIterator[WatchEvent]:
-        """One watch request; raises ApiError(410) when the version is too old."""
+        """One watch request. Raises ApiError for an error answer or ERROR event (410 when
+        the version is too old) and WatchStreamError for a line that is no watch event."""
         query = {
             "watch": "1",
             "allowWatchBookmarks": "true",
@@ -356,44 +358,81 @@ class Kube:
         ) as response:
             if response.status >= 300:
                 raise _api_error(response.status, response.reason or "", await response.text())
+            if on_open is not None:
+                on_open()
             async for line in response.content:
                 if not line.strip():
                     continue
-                event = json.loads(line)
-                if event["type"] == "ERROR":
-                    status = event["object"]
+                event = _watch_event(line)
+                if event.type == "ERROR":
+                    status = event.object
                     raise ApiError(
                         status.get("code", 500), status.get("reason", ""), status.get("message", "")
                     )
-                yield WatchEvent(event["type"], event["object"])
+                yield event
 
     async def list_and_watch(
-        self, path: str, *, retry_delay: float = 0.5, **params: Any
+        self,
+        path: str,
+        *,
+        known: dict[str, dict[str, Any]] | None = None,
+        on_progress: Callable[[], None] | None = None,
+        retry_delay: float = 0.5,
+        max_retry_delay: float = 2.0,
+        watch_timeout_s: int = 300,
+        **params: Any,
     ) -> AsyncIterator[WatchEvent]:
-        """An endless stream: every current object as ADDED, then changes, resuming after
-        disconnects and relisting after 410 Gone (as a reflector does). After each
-        (re)list comes one ``SYNCED`` event (no object): the consumer's view is complete.
-        A relist yields DELETED for objects that went away meanwhile."""
-        known: dict[str, dict[str, Any]] = {}
+        """An endless stream: every current object as ADDED, then changes, as a reflector
+        does. After each (re)list comes one ``SYNCED`` event (no object): the consumer's
+        view is complete.
+
+        Disconnects and a garbled line resume the watch from the last version seen (the
+        server sends again what followed it); 410 Gone and other errors relist. A relist
+        yields DELETED for objects that went away meanwhile, judged against ``known``
+        (uid -> object): a consumer that keeps that dict across restarts of its watch
+        learns what it missed. ``on_progress`` is called whenever the API server answers
+        (a list, a watch accepted or ended, an event or bookmark), for staleness checks.
+        Failures in a row wait ``retry_delay`` doubling up to ``max_retry_delay``.
+        """
+        known = {} if known is None else known
+        heard = on_progress or _nothing
+        failures = 0
+
+        async def pause(what: str, exc: BaseException, then: str) -> None:
+            nonlocal failures
+            delay = min(retry_delay * 2**failures, max_retry_delay)
+            failures += 1
+            log.warning("%s %s failed: %s; %s in %.1f s", what, path, exc, then, delay)
+            await asyncio.sleep(delay)
+
         while True:
             try:
                 listing = await self.list(path, **params)
-            except (ApiError, aiohttp.ClientError, TimeoutError) as exc:
-                log.warning("list %s failed: %s; retrying", path, exc)
-                await asyncio.sleep(retry_delay)
+                version = listing["metadata"]["resourceVersion"]
+                current = {o["metadata"]["uid"]: o for o in listing.get("items", [])}
+            except (ApiError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+                await pause("list", exc, "retrying")
                 continue
-            current = {o["metadata"]["uid"]: o for o in listing.get("items", [])}
-            for uid, obj in known.items():
+            except (ValueError, KeyError, TypeError) as exc:
+                await pause("list", _garbled(exc), "retrying")
+                continue
+            for uid, obj in list(known.items()):
                 if uid not in current:
+                    del known[uid]
                     yield WatchEvent("DELETED", obj)
             for uid, obj in current.items():
-                yield WatchEvent("ADDED" if uid not in known else "MODIFIED", obj)
-            known = current
-            version = listing["metadata"]["resourceVersion"]
+                event_type = "ADDED" if uid not in known else "MODIFIED"
+                known[uid] = obj
+                yield WatchEvent(event_type, obj)
+            heard()  # once the consumer has taken in the listing
             yield WatchEvent("SYNCED", {"metadata": {"resourceVersion": version}})
-            while True:
+            while True:  # watch from `version` until a relist is due
                 try:
-                    async for event in self.watch(path, version, **params):
+                    async for event in self.watch(
+                        path, version, watch_timeout_s, on_open=heard, **params
+                    ):
+                        heard()
+                        failures = 0
                         version = event.object["metadata"]["resourceVersion"]
                         if event.type == "BOOKMARK":
                             continue
@@ -403,13 +442,44 @@ class Kube:
                         else:
                             known[uid] = event.object
                         yield event
+                    heard()  # the server ended the watch at its timeout: resume
                 except ApiError as exc:
                     if exc.gone:
-                        break  # relist
-                    log.warning("watch %s failed: %s; retrying", path, exc)
-                    await asyncio.sleep(retry_delay)
+                        log.info("watch %s: %s; relisting", path, exc)
+                    else:
+                        await pause("watch", exc, "relisting")
                     break
-                except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
-                    log.info("watch %s interrupted (%s); resuming", path, exc)
-                    await asyncio.sleep(retry_delay)
-                # A normal end of the watch (server timeout): resume from `version`.
+                except WatchStreamError as exc:
+                    await pause("watch", exc, f"resuming from version {version}")
+                except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                    await pause("watch", exc, f"resuming from version {version}")
+
+
+class WatchStreamError(ValueError):
+    """A line in a watch stream that is no watch event (cut short, corrupted)."""
+
+
+def _garbled(exc: BaseException) -> WatchStreamError:
+    return WatchStreamError(f"unexpected answer ({type(exc).__name__}: {exc})")
+
+
+def _watch_event(line: bytes) -> WatchEvent:
+    """One line of a watch stream, checked for what the consumers rely on."""
+    try:
+        event = json.loads(line)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike
+        raise WatchStreamError(f"not JSON: {line[:200]!r}") from exc
+    kind = event.get("type") if isinstance(event, dict) else None
+    obj = event.get("object") if isinstance(event, dict) else None
+    if not isinstance(kind, str) or not isinstance(obj, dict):
+        raise WatchStreamError(f"not a watch event: {line[:200]!r}")
+    if kind != "ERROR":
+        meta = obj.get("metadata")
+        needed = ("resourceVersion",) if kind == "BOOKMARK" else ("resourceVersion", "uid")
+        if not isinstance(meta, dict) or not all(isinstance(meta.get(k), str) for k in needed):
+            raise WatchStreamError(f"{kind} event without {' and '.join(needed)}: {line[:200]!r}")
+    return WatchEvent(kind, obj)
+
+
+def _nothing() -> None:
+    pass
