@@ -424,6 +424,50 @@ def test_operator_killed_mid_deployment_of_20(
     assert len(modules.items) == 20
 
 
+def test_everything_converges_after_an_api_server_restart_mid_watch(
+    fns: Functions, api: client.ApiClient, cluster
+) -> None:  # type: ignore[no-untyped-def]
+    """kube-apiserver stopped and started again under every watch (issue 12): the node
+    agents', the gateway's and the operator's watches resume or relist without their
+    processes restarting, and what is created afterwards becomes Ready and routable."""
+    core = client.CoreV1Api(api)
+    fns.create(wasm_function("before", "wasm-hello"))
+    fns.wait_phase("before", "Ready", readyReplicas=1)
+    watchers = [*manager.load_settings(cluster.layout).node_names(), "gateway", "operator"]
+    pids = {n: c["pid"] for n, c in manager.control(cluster.layout, "status")["components"].items()}
+    manager.control(cluster.layout, "restart", name="kube-apiserver")
+    fns.create(wasm_function("after", "wasm-hello", replicas=2))
+    fns.wait_phase("after", "Ready", timeout=90, readyReplicas=2)
+    wait_for(
+        lambda: gateway(f"/{fns.namespace}/after/") == (200, b"Hello, world!\n"),
+        timeout=30,
+        what="the new function routable through the gateway",
+    )
+    assert gateway(f"/{fns.namespace}/before/") == (200, b"Hello, world!\n")
+    # A Pod deleted after the restart is noticed by its node and replaced.
+    [pod] = core.list_namespaced_pod(fns.namespace, label_selector=f"{FUNCTION_LABEL}=before").items
+    core.delete_namespaced_pod(pod.metadata.name, fns.namespace)
+    wait_for(
+        lambda: [
+            p.metadata.name
+            for p in core.list_namespaced_pod(
+                fns.namespace, label_selector=f"{FUNCTION_LABEL}=before"
+            ).items
+            if p.metadata.name != pod.metadata.name
+            and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+        ],
+        timeout=60,
+        what="a replacement Pod Ready",
+    )
+    # The components recovered in place and say they are healthy.
+    now = manager.control(cluster.layout, "status")["components"]
+    assert {n: now[n]["pid"] for n in watchers} == {n: pids[n] for n in watchers}
+    assert gateway("/healthz") == (200, b"ok")
+    for node in core.list_node().items:
+        ready = next(c for c in node.status.conditions if c.type == "Ready")
+        assert ready.status == "True", (node.metadata.name, ready.message)
+
+
 def test_operator_serviceaccount_cannot_read_secrets(api: client.ApiClient) -> None:
     review = client.V1SubjectAccessReview(
         spec=client.V1SubjectAccessReviewSpec(

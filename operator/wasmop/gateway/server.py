@@ -27,8 +27,9 @@ from prometheus_client import (
 )
 
 from wasmop.gateway.endpoints import EndpointTable
-from wasmop.kube import Kube
+from wasmop.kube import Kube, WatchEvent
 from wasmop.kube.client import api_path
+from wasmop.supervision import TaskSupervisor, register_metrics
 
 log = logging.getLogger(__name__)
 
@@ -134,28 +135,20 @@ class Gateway:
         self.settings = settings
         self.table = EndpointTable()
         self.metrics = Metrics()
-        self._services_synced = asyncio.Event()
-        self._slices_synced = asyncio.Event()
+        self.tasks = TaskSupervisor("gateway")
+        register_metrics(self.tasks, self.metrics.registry)
         self._changed = asyncio.Condition()
         self._session: aiohttp.ClientSession | None = None
-        self._tasks: list[asyncio.Task[None]] = []
 
     # --- watches --------------------------------------------------------------------
 
-    async def _watch_services(self) -> None:
-        async for event in self.kube.list_and_watch(api_path("v1", "services")):
-            if event.type == "SYNCED":
-                self._services_synced.set()
-                continue
+    async def _service_changed(self, event: WatchEvent) -> None:
+        if event.type != "SYNCED":
             self.table.apply_service(event.type, event.object)
             await self._notify()
 
-    async def _watch_slices(self) -> None:
-        path = api_path("discovery.k8s.io/v1", "endpointslices")
-        async for event in self.kube.list_and_watch(path):
-            if event.type == "SYNCED":
-                self._slices_synced.set()
-                continue
+    async def _slice_changed(self, event: WatchEvent) -> None:
+        if event.type != "SYNCED":
             self.table.apply_slice(event.type, event.object)
             await self._notify()
 
@@ -170,15 +163,18 @@ class Gateway:
             ),
             auto_decompress=False,
         )
-        self._tasks = [
-            asyncio.create_task(self._watch_services()),
-            asyncio.create_task(self._watch_slices()),
-        ]
+        self.tasks.start_watch(
+            "Service watch", self.kube, api_path("v1", "services"), self._service_changed
+        )
+        self.tasks.start_watch(
+            "EndpointSlice watch",
+            self.kube,
+            api_path("discovery.k8s.io/v1", "endpointslices"),
+            self._slice_changed,
+        )
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.tasks.stop()
         if self._session is not None:
             await self._session.close()
 
@@ -308,8 +304,11 @@ class Gateway:
         return web.json_response({"time": time.time(), "services": services})
 
     async def healthz(self, _: web.Request) -> web.Response:
-        if not (self._services_synced.is_set() and self._slices_synced.is_set()):
-            return web.Response(status=503, text="endpoints not synced yet")
+        """Fails while a watch is down, has not listed yet, or has gone stale: the routes
+        would be missing or out of date."""
+        problems = self.tasks.problems()
+        if problems:
+            return web.Response(status=503, text="\n".join(problems) + "\n")
         return web.Response(text="ok")
 
 

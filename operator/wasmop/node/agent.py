@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 
 from wasmop import __version__
-from wasmop.kube import ApiError, Kube, KubeConfig
+from wasmop.kube import ApiError, Kube, KubeConfig, WatchEvent
 from wasmop.kube.client import api_path
 from wasmop.kube.events import EventRecorder
 from wasmop.node import fault_client
@@ -39,6 +39,7 @@ from wasmop.node.podspec import micro_time, now_rfc3339
 from wasmop.node.prober import HttpProber
 from wasmop.private_file import write_private
 from wasmop.runtime.engine import wasmtime_version
+from wasmop.supervision import TaskState, TaskSupervisor
 from wasmop.wellknown import DAEMON_PORT, ENGINE_VERSION_LABEL, RUNTIME_LABEL, ZONE_LABEL
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,9 @@ class NodeAgent:
         self.events = EventRecorder(self.kube, "wasmop-node", self.name)
         self.functions = FunctionLoader(self.kube, settings.cache_dir)
         self.prober = HttpProber()
+        # Watches, heartbeat and probe loops: restarted when they fail; the node is Ready
+        # only while its essential ones work.
+        self.tasks = TaskSupervisor(f"node {self.name}")
         self.host = PodHost(
             kube=self.kube,
             events=self.events,
@@ -87,11 +91,14 @@ class NodeAgent:
             functions=self.functions,
             prober=self.prober,
             spawn=self.spawn,
+            tasks=self.tasks,
         )
         self._stop = asyncio.Event()
         self._netem: bool | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._link: LinkEmulator | None = None
+        self._health_changed = asyncio.Event()
+        self._ready: tuple[bool, str] | None = None  # (ready, since) as last reported
 
     # --- background tasks ----------------------------------------------------------
 
@@ -122,23 +129,31 @@ class NodeAgent:
         }
         heartbeat = now_rfc3339()
 
-        def condition(kind: str, status: str, reason: str, message: str) -> dict[str, Any]:
+        def condition(
+            kind: str, status: str, reason: str, message: str, since: str = heartbeat
+        ) -> dict[str, Any]:
             return {
                 "type": kind,
                 "status": status,
                 "reason": reason,
                 "message": message,
                 "lastHeartbeatTime": heartbeat,
-                "lastTransitionTime": heartbeat,
+                "lastTransitionTime": since,
             }
 
+        problems = self.tasks.problems()
+        ready = not problems
+        if self._ready is None or self._ready[0] != ready:
+            self._ready = (ready, heartbeat)
+        if ready:
+            readiness = ("True", "KubeletReady", "wasm node agent is posting ready status")
+        else:
+            readiness = ("False", "KubeletNotReady", "; ".join(problems))
         return {
             "capacity": resources,
             "allocatable": resources,
             "conditions": [
-                condition(
-                    "Ready", "True", "KubeletReady", "wasm node agent is posting ready status"
-                ),
+                condition("Ready", *readiness, since=self._ready[1]),
                 condition(
                     "MemoryPressure", "False", "KubeletHasSufficientMemory", "no memory pressure"
                 ),
@@ -235,20 +250,29 @@ class NodeAgent:
                 api_path("coordination.k8s.io/v1", "leases", "kube-node-lease"), body
             )
 
-    async def _heartbeat(self) -> None:
+    async def _heartbeat(self, task: TaskState) -> None:
+        """Renew the Lease; post the Node's status every status_report_s, and at once when
+        its readiness changes (an essential task stopped or came back)."""
         last_status = time.monotonic()
-        while not self._stop.is_set():
+        while True:
             if not self.network.exists():
                 await self._rebuild_network()
             try:
                 await self.renew_lease()
-                if time.monotonic() - last_status >= self.settings.status_report_s:
+                ready = not self.tasks.problems()
+                due = time.monotonic() - last_status >= self.settings.status_report_s
+                if due or self._ready is None or self._ready[0] != ready:
                     await self.report_status()
                     last_status = time.monotonic()
+                task.progress()
+                for worker in list(self.workers.values()):
+                    if worker.publish_failed:  # while the API server was away
+                        self.spawn(worker.publish())
             except (ApiError, aiohttp.ClientError, TimeoutError, OSError) as exc:
                 log.warning("heartbeat failed: %s", exc)
+            self._health_changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.settings.lease_renew_s)
+                await asyncio.wait_for(self._health_changed.wait(), self.settings.lease_renew_s)
 
     async def _rebuild_network(self) -> None:
         """Someone removed the node's namespace: make it again and restart every Pod,
@@ -261,9 +285,13 @@ class NodeAgent:
 
     # --- pods -----------------------------------------------------------------------
 
-    def _handle_pod(self, event_type: str, pod: dict[str, Any]) -> None:
-        if event_type == "SYNCED":
+    async def _pod_changed(self, event: WatchEvent) -> None:
+        if event.type == "SYNCED":
+            self._health_changed.set()  # the watch works (again): the heartbeat may tell
             return
+        self._handle_pod(event.type, event.object)
+
+    def _handle_pod(self, event_type: str, pod: dict[str, Any]) -> None:
         uid = pod["metadata"]["uid"]
         worker = self.workers.get(uid)
         if event_type == "DELETED":
@@ -287,11 +315,15 @@ class NodeAgent:
         finally:
             self.workers.pop(worker.uid, None)
 
-    async def _watch_pods(self) -> None:
-        path = api_path("v1", "pods")
-        selector = f"spec.nodeName={self.name}"
-        async for event in self.kube.list_and_watch(path, fieldSelector=selector):
-            self._handle_pod(event.type, event.object)
+    def start_pod_watch(self) -> TaskState:
+        """Watch the Pods bound here (the field selector the Node authorizer allows)."""
+        return self.tasks.start_watch(
+            "Pod watch",
+            self.kube,
+            api_path("v1", "pods"),
+            self._pod_changed,
+            fieldSelector=f"spec.nodeName={self.name}",
+        )
 
     def find_worker(self, namespace: str, name: str) -> PodWorker | None:
         return next(
@@ -330,18 +362,20 @@ class NodeAgent:
                 self, self.network.listen(self.network.node_address, DAEMON_PORT)
             )
             self._write_run_files()
+            # Register once the Pod watch has listed, so the Node is Ready from the start.
+            watch = self.start_pod_watch()
+            while watch.problem() is not None and not self._stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._health_changed.wait(), 1.0)
             await self.register()
             await self.renew_lease()
-            tasks = [
-                asyncio.create_task(self._heartbeat()),
-                asyncio.create_task(self._watch_pods()),
-            ]
+            self.tasks.start("heartbeat", self._heartbeat)
             log.info("node %s ready (pod range %s)", self.name, self.network.pod_cidr)
             await self._stop.wait()
-            for task in tasks:
-                task.cancel()
+            await self.tasks.stop()
             await self.shutdown_pods()
         finally:
+            await self.tasks.stop()
             if daemon is not None:
                 await daemon.cleanup()
             await self.prober.close()

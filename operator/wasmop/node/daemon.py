@@ -6,7 +6,9 @@ formats where one exists:
 * ``/metrics/resource``: per-container, per-pod and node CPU seconds and working-set
   bytes, in the kubelet's resource-metrics (Prometheus text) format;
 * ``/pods``: the Pods this agent runs, with their addresses and runtime figures;
-* ``/healthz``;
+* ``/healthz``: 503 with the reasons while an essential task (the Pod watch, the
+  heartbeat) is not working, as the Node's Ready condition says too;
+* ``/metrics``: the agent's own Prometheus metrics (supervised tasks working, restarts);
 * ``POST /faults/crash`` and ``POST /faults/netem``: fault injection, with the bearer
   token the agent wrote to its run file (readable by root only).
 
@@ -25,8 +27,10 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from wasmop.node.pod_worker import PodWorker
+from wasmop.supervision import TaskSupervisor, register_metrics
 
 
 class DaemonHost(Protocol):
@@ -44,6 +48,9 @@ class DaemonHost(Protocol):
     def find_worker(self, namespace: str, name: str) -> PodWorker | None: ...
 
     def set_link(self, delay_ms: float = 0.0, loss_percent: float = 0.0) -> str: ...
+
+    @property
+    def tasks(self) -> TaskSupervisor: ...  # its long-lived tasks: /healthz and /metrics
 
 
 def resource_metrics(agent: DaemonHost) -> str:
@@ -123,10 +130,21 @@ async def start_daemon(agent: DaemonHost, sock: socket.socket) -> web.AppRunner:
     """Serve the daemon's endpoints on ``sock`` (the node address, port 10250)."""
 
     async def healthz(_: web.Request) -> web.Response:
+        problems = agent.tasks.problems()
+        if problems:
+            return web.Response(status=503, text="\n".join(problems) + "\n")
         return web.Response(text="ok")
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(text=resource_metrics(agent), content_type="text/plain")
+
+    registry = CollectorRegistry()
+    register_metrics(agent.tasks, registry)
+
+    async def own_metrics(_: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
 
     async def pods(_: web.Request) -> web.Response:
         listing = []
@@ -176,6 +194,7 @@ async def start_daemon(agent: DaemonHost, sock: socket.socket) -> web.AppRunner:
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", own_metrics)
     app.router.add_get("/metrics/resource", metrics)
     app.router.add_get("/pods", pods)
     app.router.add_post("/faults/crash", crash)

@@ -16,6 +16,8 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
+
 from wasmop.kube import ApiError, Kube
 from wasmop.kube.client import api_path
 from wasmop.kube.events import EventRecorder
@@ -33,6 +35,7 @@ from wasmop.node.podspec import (
 )
 from wasmop.node.prober import HttpProber
 from wasmop.runtime import Function, ServerHandle, start_server
+from wasmop.supervision import TaskSupervisor
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,7 @@ class PodHost:
     functions: FunctionLoader  # the Pod's module, compiled and ready to serve
     prober: HttpProber  # readiness and liveness probes
     spawn: Callable[[Coroutine[Any, Any, None]], None]  # a short background task
+    tasks: TaskSupervisor  # long-lived ones (probe loops), restarted if they fail
 
 
 class PodWorker:
@@ -113,6 +117,7 @@ class PodWorker:
         self._crash = asyncio.Event()
         self._liveness_failed = asyncio.Event()
         self._published: dict[str, Any] | None = None
+        self.publish_failed = False  # the last status write did not reach the API server
         self._publish_lock = asyncio.Lock()
         self.task: asyncio.Task[None] | None = None
         if pod["metadata"].get("deletionTimestamp"):
@@ -174,9 +179,16 @@ class PodWorker:
                     self.deleting.set()
                     return
                 log.warning("status update of %s failed: %s", self.key, exc)
+                self.publish_failed = True
+                return
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                # The API server is away (restarting, say): the heartbeat writes it again.
+                log.warning("status update of %s failed: %s", self.key, exc)
+                self.publish_failed = True
                 return
             self.pod = updated
             self._published = comparable
+            self.publish_failed = False
 
     async def event(self, reason: str, message: str, warning: bool = False) -> None:
         """An Event about the Pod, posted in the background: Pod start never waits for it."""
@@ -317,16 +329,27 @@ class PodWorker:
             ok, _ = await self.host.prober.probe(self._probe_url(readiness), readiness.timeout_s)
             self.container.ready = ok and readiness.success_threshold <= 1
         await self.publish()
+        tasks = self.host.tasks
         if readiness is not None:
+            probed = readiness.initial_delay_s == 0
             probes.append(
-                asyncio.create_task(
-                    self._probe_loop(
-                        readiness, readiness=True, probed=readiness.initial_delay_s == 0
-                    )
-                )
+                tasks.start(
+                    f"readiness probe of {self.key} ({self.uid[:8]})",
+                    lambda _: self._probe_loop(readiness, readiness=True, probed=probed),
+                    kind="probe",
+                    essential=False,
+                ).name
             )
-        if plan.liveness is not None:
-            probes.append(asyncio.create_task(self._probe_loop(plan.liveness, readiness=False)))
+        liveness = plan.liveness
+        if liveness is not None:
+            probes.append(
+                tasks.start(
+                    f"liveness probe of {self.key} ({self.uid[:8]})",
+                    lambda _: self._probe_loop(liveness, readiness=False),
+                    kind="probe",
+                    essential=False,
+                ).name
+            )
         waits = {
             asyncio.create_task(self.deleting.wait()): None,
             asyncio.create_task(self._crash.wait()): ContainerExit(
@@ -339,8 +362,9 @@ class PodWorker:
         try:
             done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in [*probes, *waits]:
+            for task in waits:
                 task.cancel()
+            await tasks.stop(*probes)
         if self.deleting.is_set():
             return None
         return waits[next(iter(done))]
@@ -349,7 +373,8 @@ class PodWorker:
         return f"http://{self.pod_ip}:{probe.port}{probe.path}"
 
     async def _probe_loop(self, probe: Probe, *, readiness: bool, probed: bool = False) -> None:
-        """Kubernetes probe semantics: thresholds of consecutive results, every period."""
+        """Kubernetes probe semantics: thresholds of consecutive results, every period.
+        Runs supervised (restarted if it fails) until the container stops."""
         url = self._probe_url(probe)
         successes = 1 if probed and self.container.ready else 0
         failures = 0
@@ -370,8 +395,8 @@ class PodWorker:
                         self.container.ready = False
                         await self.publish()
                     if not readiness:
-                        self._liveness_failed.set()
-                        return
+                        self._liveness_failed.set()  # the container restarts, and
+                        await asyncio.Event().wait()  # this loop is stopped with it
             await asyncio.sleep(probe.period_s)
 
     async def _stop_server(self, grace: float) -> None:

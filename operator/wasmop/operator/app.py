@@ -29,6 +29,7 @@ from wasmop.operator.spec import SpecError, WasmRuntime
 from wasmop.operator.status import now_rfc3339, set_condition
 from wasmop.operator.telemetry import OperatorMetrics, serve_telemetry
 from wasmop.operator.validation import summarize, validate_runtime
+from wasmop.supervision import TaskState, TaskSupervisor, register_metrics
 from wasmop.wellknown import (
     API_VERSION,
     DOMAIN,
@@ -79,6 +80,8 @@ class Operator:
     nodes: NodeIndex = field(default_factory=NodeIndex)
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    # The operator's own loops (kopf runs its watches and exits if one of them fails).
+    tasks: TaskSupervisor = field(default_factory=lambda: TaskSupervisor("operator"))
     _runtime_sync: asyncio.Task[None] | None = None
     _retries: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -261,17 +264,32 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
         return bool(scaling) and scaling.get("engine", "operator") == "operator"
 
     @kopf.daemon(*FUNCTIONS, registry=registry, when=autoscaled, cancellation_timeout=2.0)
-    async def autoscale(stopped: kopf.DaemonStopped, body: kopf.Body, **_: Any) -> None:
-        while not stopped:
-            with op.metrics.observe("autoscale"):
-                try:
-                    before = op.autoscaler.decisions
-                    await op.autoscaler.tick(_plain(body))
-                    if op.autoscaler.decisions > before:
-                        op.metrics.scaling_decisions.labels("changed").inc()
-                except (ApiError, SpecError, aiohttp.ClientError) as exc:
-                    log.warning("autoscaling %s failed: %s", body["metadata"]["name"], exc)
-            await stopped.wait(op.settings.scaling_interval_s)
+    async def autoscale(
+        stopped: kopf.DaemonStopped, body: kopf.Body, namespace: str, name: str, **_: Any
+    ) -> None:
+        """One supervised loop per autoscaled function: a pass that fails unexpectedly is
+        logged and the loop restarts within seconds (kopf would wait its handler back-off,
+        a minute, before running a failed daemon again)."""
+
+        async def loop(_: TaskState) -> None:
+            while True:
+                with op.metrics.observe("autoscale"):
+                    try:
+                        before = op.autoscaler.decisions
+                        await op.autoscaler.tick(_plain(body))
+                        if op.autoscaler.decisions > before:
+                            op.metrics.scaling_decisions.labels("changed").inc()
+                    except (ApiError, SpecError, aiohttp.ClientError) as exc:
+                        log.warning("autoscaling %s failed: %s", body["metadata"]["name"], exc)
+                await asyncio.sleep(op.settings.scaling_interval_s)
+
+        task = op.tasks.start(
+            f"autoscaler of {namespace}/{name}", loop, kind="autoscale", essential=False
+        )
+        try:
+            await stopped.wait()
+        finally:
+            await op.tasks.stop(task.name)
 
     managed = {LABEL_MANAGED_BY: MANAGED_BY}
 
@@ -352,10 +370,12 @@ async def run(settings: OperatorSettings, stop: asyncio.Event) -> None:
         logging.getLogger("kopf._core.engines.peering").setLevel(logging.INFO)
     op = Operator.create(settings)
     registry = build_registry(op)
+    register_metrics(op.tasks, op.metrics.registry)
     runners = await serve_telemetry(
         op.metrics,
         op.functions.phases,
         op.ready,
+        op.tasks.problems,
         host=settings.listen_address,
         metrics_port=settings.metrics_port,
         health_port=settings.health_port,
@@ -374,6 +394,7 @@ async def run(settings: OperatorSettings, stop: asyncio.Event) -> None:
             stop_flag=stop,
         )
     finally:
+        await op.tasks.stop()
         for runner in runners:
             await runner.cleanup()
         await op.close()

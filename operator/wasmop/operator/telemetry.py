@@ -60,6 +60,7 @@ async def serve_telemetry(
     metrics: OperatorMetrics,
     phases: Callable[[], dict[str, int]],
     ready: asyncio.Event,
+    problems: Callable[[], list[str]],
     *,
     host: str,
     metrics_port: int,
@@ -74,6 +75,9 @@ async def serve_telemetry(
         )
 
     async def healthz(_: web.Request) -> web.Response:
+        found = problems()
+        if found:
+            return web.Response(status=503, text="\n".join(found) + "\n")
         return web.Response(text="ok")
 
     async def readyz(_: web.Request) -> web.Response:
