@@ -8,10 +8,9 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY operator ./operator
 
-# Only what the runtime imports, not the whole harness (operator, notebooks, Locust).
-RUN pip install --no-cache-dir --no-deps . \
- && pip install --no-cache-dir "wasmtime==50.0.1" "aiohttp>=3.11,<4" "uvloop>=0.21" \
-      "prometheus_client>=0.21"
+# Only what the runtime imports (the `runtime` extra of pyproject.toml), not the operator
+# or the research harness.
+RUN pip install --no-cache-dir ".[runtime]"
 
 USER 65532:65532
 EXPOSE 8080

@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import re
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from importlib.metadata import PackageNotFoundError, requires
 from pathlib import Path
 
 from wasmop.cluster.layout import StateLayout
@@ -58,13 +60,38 @@ def configure_logging(level: str = "info") -> None:
     )
 
 
+def extra_providing(module: str) -> str | None:
+    """The wasmop extra that installs the distribution of a top-level ``module``, if any
+    (read from the installed package's metadata, so it cannot disagree with pyproject)."""
+    try:
+        requirements = requires("wasmop") or []
+    except PackageNotFoundError:
+        return None
+    wanted = module.lower().replace("_", "-")
+    for requirement in requirements:
+        name = re.split(r"[\s<>=!~;\[]", requirement, maxsplit=1)[0]
+        extra = re.search(r"extra\s*==\s*[\"']([^\"']+)", requirement)
+        if extra and name.lower().replace("_", "-") == wanted:
+            return extra.group(1)
+    return None
+
+
 def run_handler(args: argparse.Namespace, log_level: str) -> int:
-    """Set up logging and run a parsed command: one line on stderr for a CommandError."""
+    """Set up logging and run a parsed command: one line on stderr for a CommandError, or
+    for a dependency that belongs to an extra this installation lacks."""
     configure_logging(log_level)
     try:
         return int(args.handler(args) or 0)
     except CommandError as exc:
         sys.stderr.write(f"wasmop: error: {exc}\n")
+        return 1
+    except ModuleNotFoundError as exc:
+        package = (exc.name or "").split(".")[0]
+        if not package or package == "wasmop":
+            raise
+        extra = extra_providing(package)
+        hint = f"pip install 'wasmop[{extra}]'" if extra else "install it"
+        sys.stderr.write(f"wasmop: error: this command needs {package}, not installed: {hint}\n")
         return 1
     except KeyboardInterrupt:
         return 130

@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from wasmop.console import run_until_signalled
+from wasmop.console import CommandError, run_until_signalled
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -42,12 +42,25 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_install(args: argparse.Namespace) -> int:
     import asyncio
 
-    from wasmop.cluster.bootstrap import apply_all, manifests
     from wasmop.kube import Kube, KubeConfig
+    from wasmop.operator.install import ManifestsMissing, apply_all, describe, manifests
+
+    try:
+        to_apply = manifests()
+    except ManifestsMissing as exc:
+        raise CommandError(str(exc)) from exc
+    if args.dry_run:
+        for manifest in to_apply:
+            print(manifest.path)
+            for obj in manifest.objects:
+                print(f"  {describe(obj)}")
+        count = sum(len(m.objects) for m in to_apply)
+        print(f"would apply {count} objects from {len(to_apply)} manifests (dry run)")
+        return 0
 
     async def main() -> int:
         async with Kube(KubeConfig.load(args.kubeconfig), user_agent="wasmop-install") as kube:
-            return await apply_all(kube, manifests())
+            return await apply_all(kube, to_apply)
 
     count = asyncio.run(main())
     print(f"applied {count} objects (CRDs, RBAC, default WasmRuntime)")
@@ -107,5 +120,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     install = sub.add_parser("install", help="apply the CRDs, RBAC and default WasmRuntime")
     install.add_argument(
         "--kubeconfig", type=Path, help="default: $KUBECONFIG or the embedded cluster"
+    )
+    install.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list every manifest and object it would apply, without a cluster",
     )
     install.set_defaults(handler=cmd_install)
