@@ -26,6 +26,7 @@ from wasmop.cluster import manager
 from wasmop.cluster.layout import StateLayout
 from wasmop.kube import ApiError, Kube, KubeConfig
 from wasmop.kube.client import api_path
+from wasmop.wellknown import RUNTIME_LABEL
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "unit" / "data" / "kube_streams.json"
 NAMESPACE = "replay"
@@ -52,7 +53,7 @@ def pod(name: str) -> dict[str, Any]:
                 }
             ],
             "volumes": [{"name": "module", "configMap": {"name": "wasm-hello"}}],
-            "tolerations": [{"key": "wasm.bits-dissertation.io/runtime", "operator": "Exists"}],
+            "tolerations": [{"key": RUNTIME_LABEL, "operator": "Exists"}],
         },
     }
 

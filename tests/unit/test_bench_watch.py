@@ -17,6 +17,7 @@ from wasmop.bench.watch import (
     phase_durations,
     pods_ready_ms,
 )
+from wasmop.wellknown import FUNCTION_LABEL
 
 
 def wf(phase: str | None, ready: int, replicas: int = 1, generation: int = 1, observed: int = 1):  # type: ignore[no-untyped-def]
@@ -34,7 +35,7 @@ def wf(phase: str | None, ready: int, replicas: int = 1, generation: int = 1, ob
 def deployment(desired: int, ready: int, total: int | None = None, generation: int = 1):  # type: ignore[no-untyped-def]
     return {
         "metadata": {"name": "f", "namespace": "ns", "generation": generation,
-                     "labels": {"wasm.bits-dissertation.io/function": "f"}},
+                     "labels": {FUNCTION_LABEL: "f"}},
         "spec": {"replicas": desired},
         "status": {"observedGeneration": generation, "readyReplicas": ready,
                    "updatedReplicas": ready, "replicas": desired if total is None else total},
@@ -42,7 +43,7 @@ def deployment(desired: int, ready: int, total: int | None = None, generation: i
 
 
 def pod(node: str = "", phase: str = "Pending", ready: bool = False, deleting: bool = False):  # type: ignore[no-untyped-def]
-    meta = {"name": "f-1", "namespace": "ns", "labels": {"wasm.bits-dissertation.io/function": "f"}}
+    meta = {"name": "f-1", "namespace": "ns", "labels": {FUNCTION_LABEL: "f"}}
     if deleting:
         meta["deletionTimestamp"] = "2025-01-01T00:00:00Z"
     return {
@@ -150,7 +151,7 @@ def test_manifests() -> None:
     assert body["spec"]["replicas"] == 3 and body["spec"]["scaling"]["maxReplicas"] == 4
     deployment_body = plain_deployment("f", "wasm-fib", 2)
     labels = deployment_body["spec"]["template"]["metadata"]["labels"]
-    assert labels["wasm.bits-dissertation.io/function"] == "f"
+    assert labels[FUNCTION_LABEL] == "f"
     assert deployment_body["spec"]["selector"]["matchLabels"].items() <= labels.items()
 
 

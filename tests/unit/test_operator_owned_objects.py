@@ -27,7 +27,7 @@ from wasmop.operator.owned_objects import (
     unpack_module,
 )
 from wasmop.operator.spec import RuntimeSpec, WasmFunction, WasmRuntime, resolve
-from wasmop.wellknown import API_VERSION, FUNCTION_LABEL
+from wasmop.wellknown import API_VERSION, FUNCTION_LABEL, RUNTIME_LABEL
 
 MODULE = b"\0asm\1\0\0\0" + b"\x01\x02\x03" * 2000  # compresses well
 
@@ -124,7 +124,7 @@ def test_deployment_shape() -> None:
     assert template["metadata"]["annotations"][ANNOTATION_REVISION] == "3"
     pod = template["spec"]
     assert pod["automountServiceAccountToken"] is False
-    assert pod["nodeSelector"] == {"wasm.bits-dissertation.io/runtime": "wasmtime"}
+    assert pod["nodeSelector"] == {RUNTIME_LABEL: "wasmtime"}
 
 
 def test_tolerations() -> None:
@@ -132,7 +132,7 @@ def test_tolerations() -> None:
         "tolerations"
     ]
     assert {
-        "key": "wasm.bits-dissertation.io/runtime",
+        "key": RUNTIME_LABEL,
         "operator": "Exists",
         "effect": "NoSchedule",
     } in tolerations
@@ -147,9 +147,7 @@ def test_tolerations() -> None:
 
 def test_tolerations_default_to_the_clusters() -> None:
     tolerations = deployment()["spec"]["template"]["spec"]["tolerations"]
-    assert tolerations == [
-        {"key": "wasm.bits-dissertation.io/runtime", "operator": "Exists", "effect": "NoSchedule"}
-    ]
+    assert tolerations == [{"key": RUNTIME_LABEL, "operator": "Exists", "effect": "NoSchedule"}]
 
 
 def test_container() -> None:
@@ -207,7 +205,7 @@ def test_placement_and_runtime_selector() -> None:
         name="edge",
         spec=RuntimeSpec.parse(
             {
-                "nodeSelector": {"wasm.bits-dissertation.io/runtime": "wasmtime", "tier": "edge"},
+                "nodeSelector": {RUNTIME_LABEL: "wasmtime", "tier": "edge"},
                 "engine": {"image": "registry.local/wasmop-runtime:edge"},
             }
         ),
@@ -215,7 +213,7 @@ def test_placement_and_runtime_selector() -> None:
     dep = build_deployment(resolve(fn, rt), pack_module(MODULE), revision=1)
     pod = dep["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {
-        "wasm.bits-dissertation.io/runtime": "wasmtime",
+        RUNTIME_LABEL: "wasmtime",
         "tier": "edge",
         "disk": "ssd",
         "topology.kubernetes.io/zone": "edge-a",
