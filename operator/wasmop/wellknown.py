@@ -32,3 +32,14 @@ ENGINE_VERSION_LABEL = f"{DOMAIN}/engine-version"
 ZONE_LABEL = "topology.kubernetes.io/zone"
 # The kubelet's port, on the node's own address inside its network namespace.
 DAEMON_PORT = 10250
+
+# --- the HTTP path to a function -------------------------------------------------------
+
+# Every refusal on the way to a function (gateway or runtime) names its cause in this
+# header; docs/abi.md lists the reasons.
+REASON_HEADER = "X-Wasmop-Reason"
+# The largest request body the platform accepts: the gateway refuses more before
+# forwarding, and it is the runtime's default (and highest) per-function body cap, so the
+# two cannot disagree about what a function may be sent.
+MAX_REQUEST_BODY_BYTES = 16 * 2**20
+BODY_TOO_LARGE_REASON = "body-too-large"

@@ -30,10 +30,11 @@ from wasmop.gateway.endpoints import EndpointTable
 from wasmop.kube import Kube, WatchEvent
 from wasmop.kube.client import api_path
 from wasmop.supervision import TaskSupervisor, register_metrics
+from wasmop.wellknown import BODY_TOO_LARGE_REASON, MAX_REQUEST_BODY_BYTES, REASON_HEADER
 
 log = logging.getLogger(__name__)
 
-REASON_HEADER = "X-Wasmop-Reason"
+BODY_CHUNK = 64 * 1024
 POD_HEADER = "X-Wasmop-Pod"
 COLD_START_HEADER = "X-Wasmop-Cold-Start"
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -235,7 +236,14 @@ class Gateway:
             series.cold_starts.inc()
             entry = self.table.lookup(namespace, service)
         assert entry is not None and self._session is not None
-        body = await request.read()
+        body = await read_capped_body(request)
+        if body is None:
+            return _error(
+                413,
+                BODY_TOO_LARGE_REASON,
+                f"request body exceeds {MAX_REQUEST_BODY_BYTES} bytes",
+                close=True,
+            )
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         query = f"?{request.query_string}" if request.query_string else ""
         tried: set[str] = set()
@@ -312,8 +320,26 @@ class Gateway:
         return web.Response(text="ok")
 
 
-def _error(status: int, reason: str, message: str) -> web.Response:
-    return web.Response(status=status, text=message + "\n", headers={REASON_HEADER: reason})
+def _error(status: int, reason: str, message: str, close: bool = False) -> web.Response:
+    response = web.Response(status=status, text=message + "\n", headers={REASON_HEADER: reason})
+    if close:  # the rest of the body was not read: the connection cannot be reused
+        response.force_close()
+    return response
+
+
+async def read_capped_body(request: web.BaseRequest) -> bytes | None:
+    """The request body, or None once it is longer than the platform's body cap (the
+    runtime's default cap, from the same definition, so the two agree)."""
+    if (request.content_length or 0) > MAX_REQUEST_BODY_BYTES:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(BODY_CHUNK):
+        size += len(chunk)
+        if size > MAX_REQUEST_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def serve(kube: Kube, settings: GatewaySettings, stop: asyncio.Event) -> None:

@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from wasmop import __version__
+from wasmop.wellknown import BODY_TOO_LARGE_REASON, REASON_HEADER
 
-REASON_HEADER = "X-Wasmop-Reason"
 SERVER_SOFTWARE = f"wasmop/{__version__}"
 
 
@@ -28,7 +28,7 @@ class Fault(enum.Enum):
     MEMORY_LIMIT = "memory-limit"
     OUTPUT_TOO_LARGE = "output-too-large"
     BAD_RESPONSE = "bad-response"
-    BODY_TOO_LARGE = "body-too-large"
+    BODY_TOO_LARGE = BODY_TOO_LARGE_REASON
     QUEUE_FULL = "queue-full"
     QUEUE_TIMEOUT = "queue-timeout"
     DRAINING = "draining"

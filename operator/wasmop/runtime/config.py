@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from wasmop.runtime.errors import RuntimeConfigError
+from wasmop.wellknown import MAX_REQUEST_BODY_BYTES
 
 MIB = 1024 * 1024
 WASM_PAGE = 64 * 1024
@@ -163,7 +164,9 @@ class Limits:
     memory_bytes: int = 128 * MIB  # linear memory cap (Store limits); growth past it fails
     timeout_s: float = 10.0  # wall-clock bound on wasm execution (epoch deadline)
     output_bytes: int = 16 * MIB  # stdout cap; writes past it fail and the request is a 502
-    body_bytes: int = 16 * MIB  # request body cap; larger bodies get 413
+    # Request body cap; larger bodies get 413. Never above the platform-wide cap the
+    # gateway enforces too (wellknown.MAX_REQUEST_BODY_BYTES).
+    body_bytes: int = MAX_REQUEST_BODY_BYTES
     stderr_bytes: int = 64 * 1024  # stderr kept for the log; the rest is dropped silently
     fuel: int | None = None  # instructions, only when the runtime consumes fuel
 
@@ -177,6 +180,10 @@ class Limits:
                 raise RuntimeConfigError(f"{name} must not be negative")
         if self.fuel is not None and self.fuel <= 0:
             raise RuntimeConfigError("fuel must be positive")
+        if self.body_bytes > MAX_REQUEST_BODY_BYTES:
+            raise RuntimeConfigError(
+                f"body_bytes must not exceed the platform's cap of {MAX_REQUEST_BODY_BYTES} bytes"
+            )
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None) -> Limits:
