@@ -38,7 +38,7 @@ from wasmop.operator.spec import SpecError, WasmFunction, WasmRuntime, resolve
 from wasmop.operator.state import FunctionState, write_status
 from wasmop.operator.status import now_rfc3339, orphaned_configmaps, record_revision
 from wasmop.operator.validation import problem_from_spec_error, summarize, validate_function
-from wasmop.wellknown import FUNCTION_LABEL
+from wasmop.wellknown import FUNCTION_KIND, FUNCTION_LABEL
 
 log = logging.getLogger(__name__)
 
@@ -356,7 +356,7 @@ class FunctionController:
         """A Deployment we own changed: mirror its progress into the function's status."""
         meta = body["metadata"]
         owner = next(
-            (o for o in meta.get("ownerReferences") or [] if o.get("kind") == "WasmFunction"), None
+            (o for o in meta.get("ownerReferences") or [] if o.get("kind") == FUNCTION_KIND), None
         )
         if owner is None:
             return

@@ -21,6 +21,7 @@ import yaml
 import wasmop
 from wasmop.kube import ApiError, Kube
 from wasmop.kube.client import api_path
+from wasmop.wellknown import RUNTIME_KIND, RUNTIME_PLURAL
 
 # The field manager of every apply, here and in the embedded cluster's bootstrap: one
 # owner of these objects, whichever command applied them last.
@@ -48,7 +49,7 @@ RESOURCES: dict[str, tuple[str, bool]] = {
     "ClusterRoleBinding": ("clusterrolebindings", False),
     "Role": ("roles", True),
     "RoleBinding": ("rolebindings", True),
-    "WasmRuntime": ("wasmruntimes", False),
+    RUNTIME_KIND: (RUNTIME_PLURAL, False),
     "ClusterKopfPeering": ("clusterkopfpeerings", False),
 }
 

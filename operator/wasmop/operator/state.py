@@ -30,7 +30,7 @@ from wasmop.operator.status import (
     set_condition,
     workload_conditions,
 )
-from wasmop.wellknown import API_VERSION, FUNCTION_PLURAL
+from wasmop.wellknown import API_VERSION, FUNCTION_KIND, FUNCTION_PLURAL
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class FunctionState:
     def reference(self) -> dict[str, Any]:
         return {
             "apiVersion": API_VERSION,
-            "kind": "WasmFunction",
+            "kind": FUNCTION_KIND,
             "metadata": {"name": self.name, "namespace": self.namespace, "uid": self.uid},
         }
 

@@ -1,0 +1,136 @@
+"""What the operator keeps about Pods and functions, and the status it computes from them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from wasmop.operator.owned_objects import LABEL_REVISION
+from wasmop.operator.pod_index import PodIndex, PodInfo
+from wasmop.operator.state import FunctionState
+from wasmop.wellknown import FUNCTION_KIND, FUNCTION_LABEL
+
+
+def pod_body(
+    name: str,
+    *,
+    function: str | None = "fib",
+    revision: str = "1",
+    ready: bool = True,
+    phase: str = "Running",
+    deleting: bool = False,
+    requests: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    labels = {LABEL_REVISION: revision, **({FUNCTION_LABEL: function} if function else {})}
+    meta: dict[str, Any] = {"name": name, "namespace": "bench", "labels": labels}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    return {
+        "metadata": meta,
+        "spec": {"containers": [{"resources": {"requests": requests or {}}}]},
+        "status": {
+            "phase": phase,
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+        },
+    }
+
+
+def test_pod_info_reads_readiness_revision_and_requests() -> None:
+    info = PodInfo.from_body(pod_body("a", requests={"cpu": "250m", "memory": "64Mi"}))
+    assert (info.ready, info.phase, info.deleting, info.revision) == (True, "Running", False, "1")
+    assert info.cpu_request == 0.25
+    assert info.memory_request == 64 * 2**20
+    bare = PodInfo.from_body({"metadata": {"name": "b"}})
+    assert (bare.ready, bare.phase, bare.cpu_request, bare.memory_request) == (
+        False,
+        "Pending",
+        None,
+        None,
+    )
+
+
+def test_pod_index_keeps_each_functions_pods_from_the_watch() -> None:
+    index = PodIndex()
+    assert index.apply("ADDED", pod_body("other", function=None)) is None  # not a function's
+    assert index.apply("ADDED", pod_body("a")) == ("bench", "fib")
+    index.apply("ADDED", pod_body("b", ready=False))
+    index.apply("MODIFIED", pod_body("b", ready=True))
+    assert sorted((p.name, p.ready) for p in index.pods("bench", "fib")) == [
+        ("a", True),
+        ("b", True),
+    ]
+    index.apply("DELETED", pod_body("a"))
+    index.apply("DELETED", pod_body("b"))
+    assert index.pods("bench", "fib") == []
+    assert index.by_function == {}  # nothing left behind for a deleted function
+
+
+def function_body(**status: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "fib", "namespace": "bench", "uid": "u", "generation": 3},
+        "status": status,
+    }
+
+
+def test_a_restarted_operator_resumes_from_the_status_it_wrote() -> None:
+    state = FunctionState.from_body(
+        function_body(
+            phase="Ready",
+            currentRevision=2,
+            revisions=[
+                {"revision": 1, "digest": "sha256:a", "version": "v1", "configMap": "fib-a"},
+                {"revision": 2, "digest": "sha256:b", "version": "v2", "configMap": "fib-b"},
+            ],
+            timings={"revision": 2, "acceptedAt": "t2"},
+            conditions=[{"type": "Ready", "status": "True"}],
+        )
+    )
+    assert (state.namespace, state.name, state.uid, state.generation) == ("bench", "fib", "u", 3)
+    assert state.revision == 2
+    assert [r.revision for r in state.revisions] == [1, 2]
+    assert state.phase is not None and state.phase.value == "Ready"
+    assert state.timings.revision == 2
+    assert state.reference["kind"] == FUNCTION_KIND
+    assert FunctionState.from_body(function_body(phase="NoSuchPhase")).phase is None
+
+
+def test_replica_counts_come_from_the_pods_as_soon_as_they_are_ready() -> None:
+    """The Pod watch sees a replica turn Ready before the Deployment's status says so."""
+    state = FunctionState("bench", "fib", revision=2, desired=2)
+    state.observe_deployment(
+        {"metadata": {"generation": 4}, "status": {"observedGeneration": 3, "replicas": 2}}
+    )
+    pods = [
+        PodInfo.from_body(pod_body("new-1", revision="2")),
+        PodInfo.from_body(pod_body("new-2", revision="2", ready=False)),
+        PodInfo.from_body(pod_body("old", revision="1", deleting=True)),
+        PodInfo.from_body(pod_body("done", revision="2", phase="Succeeded")),
+    ]
+    workload = state.workload(pods)
+    assert workload is not None
+    assert (workload.replicas, workload.updated_replicas, workload.ready_replicas) == (2, 2, 1)
+    assert workload.observed_generation == 4
+    state.note_progress(workload, pods, "t-ready")
+    assert state.timings.first_replica_ready_at == "t-ready"
+    assert not state.settled  # one of two ready
+    both_ready = [pods[0], PodInfo.from_body(pod_body("new-2", revision="2"))]
+    state.note_progress(state.workload(both_ready), both_ready, "t-all")
+    assert state.timings.all_ready_at == "t-all"
+    assert state.settled
+
+
+def test_status_carries_the_counts_conditions_and_revision() -> None:
+    state = FunctionState("bench", "fib", revision=1, desired=1, valid=True)
+    state.validation = ("Valid", "ok")
+    state.selector = f"{FUNCTION_LABEL}=fib"
+    state.observe_deployment({"metadata": {"generation": 1}, "status": {"observedGeneration": 1}})
+    status = state.build_status("t", [PodInfo.from_body(pod_body("p"))])
+    assert status["phase"] == "Ready"
+    assert (status["readyReplicas"], status["desiredReplicas"], status["readyText"]) == (
+        1,
+        1,
+        "1/1",
+    )
+    assert status["currentRevision"] == 1
+    assert status["selector"] == f"{FUNCTION_LABEL}=fib"
+    validated = next(c for c in status["conditions"] if c["type"] == "Validated")
+    assert (validated["status"], validated["reason"]) == ("True", "Valid")
