@@ -27,7 +27,12 @@ from wasmop.runtime import (
     check_module,
 )
 from wasmop.runtime.config import MIB
-from wasmop.runtime.loader import interface_from_module, parse_interface
+from wasmop.runtime.loader import (
+    ACCOUNTING_PREFIX,
+    interface_from_module,
+    parse_interface,
+    with_accounting_exports,
+)
 from wasmop.runtime.workloads import Manifest, ensure_built
 
 HELLO_WAT = """
@@ -190,6 +195,14 @@ def test_reader_agrees_with_wasmtime(manifest: Manifest) -> None:
         assert ours.imports == theirs.imports, workload.name
         assert ours.exports == theirs.exports, workload.name
         assert ours.memory_min_pages == theirs.memory_min_pages, workload.name
+        # With every memory and table exported, wasmtime sees the same ones we counted.
+        accounted = interface_from_module(
+            wasmtime.Module(engine, with_accounting_exports(data, ours))
+        )
+        assert accounted.memories[: len(ours.memories)] == ours.memories, workload.name
+        assert ours.tables and accounted.tables == ours.tables, workload.name
+        extra = {e.name for e in accounted.exports} - {e.name for e in ours.exports}
+        assert all(name.startswith(ACCOUNTING_PREFIX) for name in extra), workload.name
 
 
 def test_missing_file_is_a_fetch_error(tmp_path: Path) -> None:

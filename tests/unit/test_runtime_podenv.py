@@ -59,7 +59,12 @@ def test_a_pod_runs_with_the_limits_and_features_the_operator_wrote() -> None:
 def test_the_operator_checks_a_module_with_the_engine_its_pods_get() -> None:
     """compile_check (operator) and from_env (node) build the same engine features from
     the runtime's feature list: one mapping, so they cannot disagree."""
-    for features in ({}, {"simd": False}, {"memory64": True, "multiValue": False}):
+    for features in (
+        {},
+        {"simd": False},
+        {"memory64": True, "multiValue": False},
+        {"multiMemory": True},
+    ):
         runtime = RuntimeSpec.parse({"features": features})
         names = runtime.features.enabled()
         pod = from_env({"WASMOP_FEATURES": ",".join(names)}, "p")
@@ -69,6 +74,8 @@ def test_the_operator_checks_a_module_with_the_engine_its_pods_get() -> None:
     off = RuntimeSpec.parse({"features": {"simd": False}}).features.enabled()
     reason, message = compile_check(simd, off) or ("", "")
     assert reason == "UnsupportedFeature", message
+    assert not RuntimeSpec.parse({}).features.multi_memory
+    assert from_env({"WASMOP_FEATURES": "multi-memory"}, "p").features.multi_memory
 
 
 def test_without_features_a_pod_gets_the_engine_defaults() -> None:

@@ -603,6 +603,7 @@ class RuntimeFeatures:
     multi_value: bool = True
     threads: bool = False
     memory64: bool = False
+    multi_memory: bool = False
     fuel: bool = True
 
     @classmethod
@@ -619,6 +620,7 @@ class RuntimeFeatures:
             multi_value=_bool(body.get("multiValue"), f"{path}.multiValue", True),
             threads=_bool(body.get("threads"), f"{path}.threads", False),
             memory64=_bool(body.get("memory64"), f"{path}.memory64", False),
+            multi_memory=_bool(body.get("multiMemory"), f"{path}.multiMemory", False),
             fuel=_bool(body.get("fuel"), f"{path}.fuel", True),
         )
 
@@ -631,6 +633,7 @@ class RuntimeFeatures:
             "multi-value": self.multi_value,
             "threads": self.threads,
             "memory64": self.memory64,
+            "multi-memory": self.multi_memory,
             "fuel": self.fuel,
         }
         return tuple(name for name, on in names.items() if on)

@@ -62,7 +62,9 @@ class EngineFeatures:
     Defaults follow what C compilers for wasm32-wasi emit today (bulk memory, reference
     types, multi-value, SIMD). Relaxed SIMD is off because its results may differ between
     hosts, which a benchmark should not silently depend on; threads are off because WASI
-    preview 1 command modules have no way to start one.
+    preview 1 command modules have no way to start one. Multi-memory is off unless a
+    runtime enables it: no C toolchain emits it, and with it on the per-request memory cap
+    is shared out between a module's memories.
     """
 
     simd: bool = True
@@ -72,7 +74,7 @@ class EngineFeatures:
     multi_value: bool = True
     threads: bool = False
     tail_call: bool = True
-    multi_memory: bool = True
+    multi_memory: bool = False
     memory64: bool = False
 
     def __post_init__(self) -> None:
@@ -161,7 +163,12 @@ class RuntimeConfig:
 class Limits:
     """Per-request limits. Every request runs in a fresh instance bounded by these."""
 
-    memory_bytes: int = 128 * MIB  # linear memory cap (Store limits); growth past it fails
+    # Linear memory cap (Store limits): all of a module's memories together; growth past
+    # it fails. A module with several memories gets an equal share of it for each.
+    memory_bytes: int = 128 * MIB
+    # Table elements, all of a module's tables together (each element takes 8 bytes);
+    # growth past it fails. 64 Ki elements is far above what compilers emit for C.
+    table_elements: int = 65536
     timeout_s: float = 10.0  # wall-clock bound on wasm execution (epoch deadline)
     output_bytes: int = 16 * MIB  # stdout cap; writes past it fail and the request is a 502
     # Request body cap; larger bodies get 413. Never above the platform-wide cap the
@@ -173,6 +180,8 @@ class Limits:
     def __post_init__(self) -> None:
         if self.memory_bytes < WASM_PAGE:
             raise RuntimeConfigError("memory limit must be at least one wasm page (64 KiB)")
+        if self.table_elements < 0:
+            raise RuntimeConfigError("table_elements must not be negative")
         if not 0 < self.timeout_s <= 3600:
             raise RuntimeConfigError("timeout must be between 0 and 3600 seconds")
         for name in ("output_bytes", "body_bytes", "stderr_bytes"):
@@ -202,7 +211,14 @@ class Limits:
                 kwargs[name] = int(float(values.pop(unit_name)) * MIB)
         if "timeout_ms" in values:
             kwargs["timeout_s"] = float(values.pop("timeout_ms")) / 1000
-        for name in ("memory_bytes", "timeout_s", "output_bytes", "body_bytes", "stderr_bytes"):
+        for name in (
+            "memory_bytes",
+            "table_elements",
+            "timeout_s",
+            "output_bytes",
+            "body_bytes",
+            "stderr_bytes",
+        ):
             if name in values:
                 kwargs[name] = type(getattr(cls(), name))(values.pop(name))
         if "fuel" in values:

@@ -39,18 +39,20 @@ import wasmtime
 
 from wasmop.runtime.config import FunctionConfig, Limits, RuntimeConfig
 from wasmop.runtime.epoch import EpochTicker
-from wasmop.runtime.errors import MemoryLimitExceeded
 from wasmop.runtime.function import Function
 from wasmop.runtime.loader import (
+    ACCOUNTING_REVISION,
     CompiledModule,
     ModuleInfo,
     ModuleSource,
     build_engine,
+    check_limits,
     classify_compile_error,
     decode_module_bytes,
     digest_of,
     inspect,
     read_source,
+    with_accounting_exports,
 )
 from wasmop.runtime.wasi import link, module_image_bytes, wasi_linker
 
@@ -148,21 +150,13 @@ class Runtime:
             return self._modules.pop(digest, None) is not None
 
     def _check_limits(self, compiled: CompiledModule, limits: Limits) -> None:
-        minimum = compiled.info.memory_min_bytes
-        if minimum > limits.memory_bytes:
-            raise MemoryLimitExceeded(
-                f"the module's initial memory ({minimum} bytes) exceeds the per-request "
-                f"memory limit ({limits.memory_bytes} bytes)",
-                memory_min_bytes=minimum,
-                memory_limit_bytes=limits.memory_bytes,
-            )
+        check_limits(compiled.info.memory_min_pages, compiled.info.table_min_elements, limits)
 
     def _cache_path(self, digest: str) -> Path | None:
         if self.config.cache_dir is None:
             return None
-        flavour = hashlib.sha256(
-            f"{wasmtime_version()}|{self.config.fingerprint()}".encode()
-        ).hexdigest()[:16]
+        key = f"{wasmtime_version()}|{self.config.fingerprint()}|{ACCOUNTING_REVISION}"
+        flavour = hashlib.sha256(key.encode()).hexdigest()[:16]
         return Path(self.config.cache_dir) / f"{digest}-{flavour}.cwasm"
 
     def _compile(
@@ -180,13 +174,13 @@ class Runtime:
                 cache_path.unlink(missing_ok=True)
         if module is None:
             # Policy first (cheap, and gives the clearest errors), then code generation.
-            info = inspect(wasm, self.engine, self.config, None, compressed_size)
+            info, parsed = inspect(wasm, self.engine, self.config, None, compressed_size)
             try:
-                module = wasmtime.Module(self.engine, wasm)
+                module = wasmtime.Module(self.engine, with_accounting_exports(wasm, parsed))
             except wasmtime.WasmtimeError as exc:
                 raise classify_compile_error(exc) from exc
         else:
-            info = inspect(wasm, self.engine, self.config, None, compressed_size, module=module)
+            info, _ = inspect(wasm, self.engine, self.config, None, compressed_size, validated=True)
         pre = link(self.linker, module)
         if origin == "compiled":
             with self._lock:

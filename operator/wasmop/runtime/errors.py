@@ -73,6 +73,12 @@ class MissingEntrypoint(ModuleError):
 
 
 class MemoryLimitExceeded(ModuleError):
-    """The module's initial linear memory is already larger than the per-request cap."""
+    """A memory's initial size is already larger than its share of the per-request cap."""
 
     reason = "MemoryLimit"
+
+
+class TableLimitExceeded(ModuleError):
+    """A table's initial size is already larger than its share of the table-element cap."""
+
+    reason = "TableLimit"

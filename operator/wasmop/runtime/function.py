@@ -45,7 +45,7 @@ from wasmop.runtime.abi import (
 )
 from wasmop.runtime.config import MIB, FunctionConfig
 from wasmop.runtime.epoch import EpochTicker
-from wasmop.runtime.loader import CompiledModule
+from wasmop.runtime.loader import CompiledModule, StoreLimits
 from wasmop.runtime.wasi import OutputCapture, c_strings, instance_export, wasi_config
 
 log = logging.getLogger("wasmop.runtime")
@@ -61,6 +61,8 @@ DEFAULT_FUEL = 10_000_000_000
 # epoch deadline cannot interrupt.
 DEADLINE_GRACE_S = 0.25
 STDERR_IN_BODY = 1024
+# What wasmtime stores per table element (a pointer), for the memory figures.
+TABLE_ELEMENT_BYTES = 8
 # The inline budget in epoch ticks: between one and two ticks (10-20 ms by default); one
 # tick alone would interrupt a short request whenever a tick happens to fall inside it.
 INLINE_TICKS = 2
@@ -96,7 +98,9 @@ class InvokeStats:
     instantiate_s: float = 0.0  # Store + instance from the InstancePre
     wasm_s: float = 0.0  # wall time running `_start`
     cpu_s: float = 0.0  # thread CPU time of instantiate + `_start`
-    memory_bytes: int = 0  # linear memory at the end (wasm memory never shrinks: the peak)
+    # All linear memories and tables at the end (they never shrink: the request's peak).
+    memory_bytes: int = 0
+    at_limit: str | None = None  # which memory or table ended at its cap, if one did
     output_bytes: int = 0
     exit_code: int | None = None
     trap: str | None = None  # the trap's cause, e.g. "wasm trap: interrupt"
@@ -205,6 +209,11 @@ class Function:
         self._active = 0
         self._idle = threading.Condition()
         self._live_memory: dict[int, int] = {}
+        info = module.info
+        self._store_limits = StoreLimits.of(
+            len(info.memory_min_pages), len(info.table_min_elements), config.limits
+        )
+        self._accounting = module.accounting_exports
         self._closing = False
         self._inline = config.inline and not any(
             imp.name in _BLOCKING_IMPORTS for imp in module.info.imports
@@ -236,10 +245,11 @@ class Function:
             return self.stats.cpu_seconds
 
     def memory_bytes(self) -> int:
-        """Current memory: compiled code image plus linear memory of running instances.
+        """Current memory: compiled code image plus the memories and tables of running
+        instances.
 
-        Linear memory is sampled when an instance starts; wasm memory only grows, so this
-        can lag behind a request that is growing right now.
+        They are sampled when an instance starts; wasm memory only grows, so this can lag
+        behind a request that is growing right now.
         """
         return self.module.image_bytes + sum(list(self._live_memory.values()))
 
@@ -406,7 +416,7 @@ class Function:
         capture = OutputCapture(limits.output_bytes, limits.stderr_bytes)
         ticker = self.ticker
         store: wasmtime.Store | None = None
-        memory: wasmtime.Memory | None = None
+        accounted: list[wasmtime.Memory | wasmtime.Table] = []
         trap: wasmtime.Trap | None = None
         error: wasmtime.WasmtimeError | None = None
         instantiated = False
@@ -419,17 +429,19 @@ class Function:
         try:
             store = wasmtime.Store(self.engine)
             store.set_wasi(wasi_config(self._argv, env, request.body, capture))
-            store.set_limits(memory_size=limits.memory_bytes)
+            self._store_limits.apply(store)
             store.set_epoch_deadline(self._ticks if ticks is None else ticks)
             if self._fuel is not None:
                 store.set_fuel(self._fuel)
             instance = self.module.pre.instantiate(store)
             instantiated = True
             t_instance = time.perf_counter()
-            memory_export = instance_export(instance, store, b"memory")
-            if isinstance(memory_export, wasmtime.Memory):
-                memory = memory_export
-                self._live_memory[key] = memory.data_len(store)
+            memories, tables = self._accounting
+            for name in (*memories, *tables):
+                item = instance_export(instance, store, name)
+                if isinstance(item, wasmtime.Memory | wasmtime.Table):
+                    accounted.append(item)
+            self._live_memory[key] = self._footprint(accounted, store)[0]
             start = instance_export(instance, store, b"_start")
             assert isinstance(start, wasmtime.Func)
             try:
@@ -450,8 +462,8 @@ class Function:
                 stats.wasm_s = t_end - t_instance
             else:
                 stats.instantiate_s = t_end - t_start
-            if memory is not None and store is not None:
-                stats.memory_bytes = memory.data_len(store)
+            if accounted and store is not None:
+                stats.memory_bytes, stats.at_limit = self._footprint(accounted, store)
             self._live_memory.pop(key, None)
             if store is not None:
                 store.close()
@@ -466,9 +478,39 @@ class Function:
         response.stats = stats
         return response
 
-    def _near_memory_cap(self, stats: InvokeStats) -> bool:
-        cap = self._limits.memory_bytes
-        return stats.memory_bytes >= cap - max(cap // 8, MIB)
+    def _footprint(
+        self, accounted: list[wasmtime.Memory | wasmtime.Table], store: wasmtime.Store
+    ) -> tuple[int, str | None]:
+        """Bytes of all memories and tables, and the first one at (or near) its cap.
+
+        A memory counts as at its cap within 1/8 of its share (at least 1 MiB): a C
+        program's allocator asks for more than one page at a time, so its last, failed
+        growth usually stops short of the exact cap.
+        """
+        shares = self._store_limits
+        total = 0
+        at_limit: str | None = None
+        memory_index = table_index = 0
+        for item in accounted:
+            if isinstance(item, wasmtime.Memory):
+                size = item.data_len(store)
+                total += size
+                share = shares.memory_size
+                if at_limit is None and size >= share - max(share // 8, MIB):
+                    which = f"memory {memory_index}" if shares.memories > 1 else "linear memory"
+                    at_limit = f"{which} reached {size} of its {share}-byte share"
+                memory_index += 1
+            else:
+                elements = item.size(store)
+                total += elements * TABLE_ELEMENT_BYTES
+                share = shares.table_elements
+                if at_limit is None and elements >= share - max(share // 8, 1):
+                    at_limit = (
+                        f"table {table_index} reached {elements} of its "
+                        f"{shares.table_elements}-element share"
+                    )
+                table_index += 1
+        return total, at_limit
 
     def _classify(
         self,
@@ -499,7 +541,7 @@ class Function:
                 )
             if code == wasmtime.TrapCode.OUT_OF_FUEL:
                 return self._fault(Fault.TIMEOUT, f"ran out of fuel ({self._fuel})", stderr)
-            if self._near_memory_cap(stats):
+            if stats.at_limit:
                 return self._memory_fault(stats, stderr, message)
             return self._fault(Fault.TRAP, message, stderr)
         if error is not None:
@@ -509,7 +551,7 @@ class Function:
             log.warning("wasmtime error function=%s error=%s", self.name, text.splitlines()[:1])
             return self._fault(Fault.INTERNAL, text.splitlines()[0] if text else "error", stderr)
         if stats.exit_code:
-            if self._near_memory_cap(stats):
+            if stats.at_limit:
                 return self._memory_fault(stats, stderr, f"exit status {stats.exit_code}")
             return self._fault(
                 Fault.EXIT_STATUS, f"the function exited with status {stats.exit_code}", stderr
@@ -532,8 +574,9 @@ class Function:
     def _memory_fault(self, stats: InvokeStats, stderr: bytes, detail: str) -> Response:
         return self._fault(
             Fault.MEMORY_LIMIT,
-            f"linear memory reached {stats.memory_bytes} of its "
-            f"{self._limits.memory_bytes}-byte limit ({detail})",
+            f"{stats.at_limit or 'memory reached its limit'}; "
+            f"{stats.memory_bytes} bytes in all, limit {self._limits.memory_bytes} bytes "
+            f"and {self._limits.table_elements} table elements ({detail})",
             stderr,
         )
 

@@ -37,6 +37,7 @@ from wasmop.runtime.errors import (
     ModuleError,
     ModuleTooLarge,
     NotWasm,
+    TableLimitExceeded,
     UnsupportedFeature,
 )
 from wasmop.runtime.wasi import link, wasi_linker
@@ -130,8 +131,12 @@ class ModuleInfo:
     compressed_size: int | None  # bytes as received, when they were gzip-compressed
     imports: tuple[ImportInfo, ...]
     exports: tuple[ExportInfo, ...]
-    memory_min_bytes: int
+    memory_min_bytes: int  # the first memory's initial size
     memory_max_bytes: int | None
+    # Every memory's initial size in pages and every table's in elements, in index order:
+    # the engine's limits are shared out between them (see `store_limits`).
+    memory_min_pages: tuple[int, ...] = ()
+    table_min_elements: tuple[int, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -154,6 +159,15 @@ class CompiledModule:
     @property
     def digest(self) -> str:
         return self.info.digest
+
+    @property
+    def accounting_exports(self) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+        """Export names of every memory and every table (see `with_accounting_exports`)."""
+        info = self.info
+        return (
+            tuple(accounting_name("memory", i) for i in range(len(info.memory_min_pages))),
+            tuple(accounting_name("table", i) for i in range(len(info.table_min_elements))),
+        )
 
 
 # --- reading ---------------------------------------------------------------------------
@@ -252,6 +266,7 @@ class _Reader:
 
     def __init__(self, data: bytes, pos: int = 0, end: int | None = None) -> None:
         self.data = data
+        self.header = pos
         self.pos = pos
         self.end = len(data) if end is None else end
 
@@ -295,8 +310,10 @@ class _Reader:
             self.uleb()
 
     def sections(self) -> Iterator[tuple[int, _Reader]]:
+        """Each section's id and a reader over its payload (`header` is where it starts)."""
         self.pos = 8
         while self.pos < self.end:
+            self.header = self.pos
             section_id = self.byte()
             size = self.uleb()
             start = self.pos
@@ -310,20 +327,32 @@ class _Reader:
 class _Parsed:
     imports: list[ImportInfo]
     exports: list[ExportInfo]
-    memory_min_pages: int
-    memory_max_pages: int | None
+    memories: list[tuple[int, int | None]]  # (min, max) pages, imported ones first
+    tables: list[tuple[int, int | None]]  # (min, max) elements, imported ones first
+    export_section: tuple[int, int, int] | None = None  # header start, payload start, end
+
+    @property
+    def memory_min_pages(self) -> int:
+        return self.memories[0][0] if self.memories else 0
+
+    @property
+    def memory_max_pages(self) -> int | None:
+        return self.memories[0][1] if self.memories else None
 
 
 def parse_interface(wasm: bytes) -> _Parsed:
-    """Imports, exports and the first memory's limits, straight from the binary.
+    """Imports, exports, every memory's and every table's limits, straight from the binary.
 
     Only called after wasmtime has validated the module, so malformed input here is a
-    bug in this reader rather than in the module; callers fall back to compiling.
+    bug in this reader rather than in the module.
     """
     imports: list[ImportInfo] = []
     exports: list[ExportInfo] = []
     memories: list[tuple[int, int | None]] = []
-    for section_id, reader in _Reader(wasm).sections():
+    tables: list[tuple[int, int | None]] = []
+    export_section: tuple[int, int, int] | None = None
+    whole = _Reader(wasm)
+    for section_id, reader in whole.sections():
         if section_id == 2:
             for _ in range(reader.uleb()):
                 module, name = reader.name(), reader.name()
@@ -332,7 +361,8 @@ def parse_interface(wasm: bytes) -> _Parsed:
                     reader.uleb()
                 elif kind == 1:
                     reader.reftype()
-                    reader.limits()
+                    minimum, maximum, _ = reader.limits()
+                    tables.append((minimum, maximum))
                 elif kind == 2:
                     minimum, maximum, _ = reader.limits()
                     memories.append((minimum, maximum))
@@ -347,22 +377,78 @@ def parse_interface(wasm: bytes) -> _Parsed:
                 else:
                     raise ValueError(f"unknown import kind {kind}")
                 imports.append(ImportInfo(module, name, _KINDS[kind]))
+        elif section_id == 4:
+            for _ in range(reader.uleb()):
+                if reader.data[reader.pos : reader.pos + 2] == b"\x40\x00":
+                    # A table with an initialiser expression (function references).
+                    raise ValueError("tables with initialiser expressions are not read")
+                reader.reftype()
+                minimum, maximum, _ = reader.limits()
+                tables.append((minimum, maximum))
         elif section_id == 5:
             for _ in range(reader.uleb()):
                 minimum, maximum, _ = reader.limits()
                 memories.append((minimum, maximum))
         elif section_id == 7:
+            export_section = (whole.header, reader.pos, reader.end)
             for _ in range(reader.uleb()):
                 name = reader.name()
                 kind = reader.byte()
                 reader.uleb()
                 exports.append(ExportInfo(name, _KINDS.get(kind, f"kind{kind}")))
-    minimum, maximum = memories[0] if memories else (0, None)
-    return _Parsed(imports, exports, minimum, maximum)
+    return _Parsed(imports, exports, memories, tables, export_section)
+
+
+# --- accounting exports ------------------------------------------------------------------
+#
+# The embedding API reaches a memory or a table only through an export, and a module need
+# not export all of them (a second memory, the function table). So before compiling, every
+# memory and table is exported once more under a reserved name: the host can then read the
+# true size of each after a request, for the metrics and for telling a limit from a trap.
+# Exports are invisible to the module's own code; its digest is that of the bytes as sent.
+
+ACCOUNTING_PREFIX = "wasmop:"
+ACCOUNTING_REVISION = "1"  # part of the precompiled-module cache key
+_EXPORT_KIND = {"table": 1, "memory": 2}
+
+
+def accounting_name(kind: str, index: int) -> bytes:
+    return f"{ACCOUNTING_PREFIX}{kind}:{index}".encode()
+
+
+def _uleb(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def with_accounting_exports(wasm: bytes, parsed: _Parsed) -> bytes:
+    """The module with every memory and table exported under `accounting_name`."""
+    if parsed.export_section is None:
+        raise MissingEntrypoint("the module exports nothing, so not `_start` and `memory`")
+    if any(e.name.startswith(ACCOUNTING_PREFIX) for e in parsed.exports):
+        raise ForbiddenImport(f"export names starting with {ACCOUNTING_PREFIX!r} are reserved")
+    added = [
+        _uleb(len(name)) + name + bytes([_EXPORT_KIND[kind]]) + _uleb(index)
+        for kind, items in (("memory", parsed.memories), ("table", parsed.tables))
+        for index in range(len(items))
+        for name in [accounting_name(kind, index)]
+    ]
+    header, start, end = parsed.export_section
+    reader = _Reader(wasm, start, end)
+    count = reader.uleb()
+    payload = _uleb(count + len(added)) + wasm[reader.pos : end] + b"".join(added)
+    return wasm[:header] + b"\x07" + _uleb(len(payload)) + payload + wasm[end:]
 
 
 def interface_from_module(module: wasmtime.Module) -> _Parsed:
-    """The same facts from a compiled module (the fallback, and the authority)."""
+    """The same facts from a compiled module (exported memories and tables only)."""
     kinds = {
         wasmtime.FuncType: "func",
         wasmtime.TableType: "table",
@@ -373,12 +459,17 @@ def interface_from_module(module: wasmtime.Module) -> _Parsed:
         ImportInfo(i.module, i.name or "", kinds.get(type(i.type), "tag")) for i in module.imports
     ]
     exports = [ExportInfo(e.name, kinds.get(type(e.type), "tag")) for e in module.exports]
-    memory_types = [i.type for i in module.imports if isinstance(i.type, wasmtime.MemoryType)]
-    memory_types += [e.type for e in module.exports if isinstance(e.type, wasmtime.MemoryType)]
-    if memory_types:
-        limits = memory_types[0].limits
-        return _Parsed(imports, exports, limits.min, limits.max)
-    return _Parsed(imports, exports, 0, None)
+    memories = [
+        (item.type.limits.min, item.type.limits.max)
+        for item in [*module.imports, *module.exports]
+        if isinstance(item.type, wasmtime.MemoryType)
+    ]
+    tables = [
+        (item.type.limits.min, item.type.limits.max)
+        for item in [*module.imports, *module.exports]
+        if isinstance(item.type, wasmtime.TableType)
+    ]
+    return _Parsed(imports, exports, memories, tables)
 
 
 # --- policy ----------------------------------------------------------------------------
@@ -395,6 +486,12 @@ def classify_compile_error(exc: Exception) -> CompileError:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     # The last "Caused by" line is the specific one: "...: bulk memory support is not enabled".
     last = re.sub(r"^\d+:\s*", "", lines[-1]) if lines else text
+    if "multiple memories" in text:
+        return UnsupportedFeature(
+            f"the module has several memories, and this runtime's engine does not enable "
+            f"multi-memory ({last})",
+            feature="multi-memory",
+        )
     match = _FEATURE_ERROR.search(text)
     if match:
         feature = match.group("feature").strip().split(":")[-1].strip().lower()
@@ -435,14 +532,69 @@ def check_policy(
         )
     if exports.get("memory") != "memory":
         raise MissingEntrypoint("the module exports no `memory`, which WASI needs")
-    minimum = parsed.memory_min_pages * WASM_PAGE
-    if limits is not None and minimum > limits.memory_bytes:
-        raise MemoryLimitExceeded(
-            f"the module's initial memory ({minimum} bytes) exceeds the per-request "
-            f"memory limit ({limits.memory_bytes} bytes)",
-            memory_min_bytes=minimum,
-            memory_limit_bytes=limits.memory_bytes,
+    if limits is not None:
+        check_limits(
+            tuple(m for m, _ in parsed.memories), tuple(t for t, _ in parsed.tables), limits
         )
+
+
+@dataclass(frozen=True)
+class StoreLimits:
+    """What `Store.set_limits` gets for every request of one module: the per-request caps
+    shared out equally between the module's memories and between its tables, so that all
+    of them together stay within `Limits.memory_bytes` and `Limits.table_elements`."""
+
+    memory_size: int  # bytes, each memory
+    table_elements: int  # each table
+    memories: int
+    tables: int
+    instances: int = 1
+
+    @classmethod
+    def of(cls, memory_count: int, table_count: int, limits: Limits) -> StoreLimits:
+        memory_share = limits.memory_bytes // max(1, memory_count)
+        return cls(
+            memory_size=memory_share - memory_share % WASM_PAGE,
+            table_elements=limits.table_elements // max(1, table_count),
+            memories=memory_count,
+            tables=table_count,
+        )
+
+    def apply(self, store: wasmtime.Store) -> None:
+        store.set_limits(
+            memory_size=self.memory_size,
+            table_elements=self.table_elements,
+            instances=self.instances,
+            tables=self.tables,
+            memories=self.memories,
+        )
+
+
+def check_limits(
+    memory_min_pages: tuple[int, ...], table_min_elements: tuple[int, ...], limits: Limits
+) -> None:
+    """Every memory and table must start within its share of the caps, or it never could."""
+    shares = StoreLimits.of(len(memory_min_pages), len(table_min_elements), limits)
+    for index, pages in enumerate(memory_min_pages):
+        minimum = pages * WASM_PAGE
+        if minimum > shares.memory_size:
+            whose = f"memory {index}" if len(memory_min_pages) > 1 else "the module's memory"
+            raise MemoryLimitExceeded(
+                f"the initial size of {whose} ({minimum} bytes) exceeds its share of the "
+                f"per-request memory limit ({shares.memory_size} of "
+                f"{limits.memory_bytes} bytes)",
+                memory_min_bytes=minimum,
+                memory_limit_bytes=limits.memory_bytes,
+            )
+    for index, elements in enumerate(table_min_elements):
+        if elements > shares.table_elements:
+            raise TableLimitExceeded(
+                f"the initial size of table {index} ({elements} elements) exceeds its share "
+                f"of the per-request table limit ({shares.table_elements} of "
+                f"{limits.table_elements} elements)",
+                table_min_elements=elements,
+                table_limit_elements=limits.table_elements,
+            )
 
 
 # --- engines ---------------------------------------------------------------------------
@@ -487,25 +639,21 @@ def inspect(
     config: RuntimeConfig,
     limits: Limits | None,
     compressed_size: int | None,
-    module: wasmtime.Module | None = None,
-) -> ModuleInfo:
-    """Validate (unless already compiled), read the interface and apply the policy."""
-    if module is None:
+    validated: bool = False,
+) -> tuple[ModuleInfo, _Parsed]:
+    """Validate (unless `validated`), read the interface and apply the policy."""
+    if not validated:
         try:
             wasmtime.Module.validate(engine, wasm)
         except wasmtime.WasmtimeError as exc:
             raise classify_compile_error(exc) from exc
-        try:
-            parsed = parse_interface(wasm)
-        except (ValueError, KeyError, IndexError):
-            try:
-                parsed = interface_from_module(wasmtime.Module(engine, wasm))
-            except wasmtime.WasmtimeError as exc:
-                raise classify_compile_error(exc) from exc
-    else:
-        parsed = interface_from_module(module)
+    try:
+        parsed = parse_interface(wasm)
+    except (ValueError, KeyError, IndexError) as exc:
+        # Every memory and table must be known to be bounded and counted.
+        raise CompileError(f"the runtime cannot read this module's sections: {exc}") from exc
     check_policy(parsed, config, limits)
-    return ModuleInfo(
+    info = ModuleInfo(
         digest=digest_of(wasm),
         size=len(wasm),
         compressed_size=compressed_size,
@@ -515,7 +663,10 @@ def inspect(
         memory_max_bytes=None
         if parsed.memory_max_pages is None
         else parsed.memory_max_pages * WASM_PAGE,
+        memory_min_pages=tuple(m for m, _ in parsed.memories),
+        table_min_elements=tuple(t for t, _ in parsed.tables),
     )
+    return info, parsed
 
 
 def check_module(
@@ -540,7 +691,7 @@ def check_module(
     raw = read_source(source, config.max_module_bytes)
     wasm, compressed_size = decode_module_bytes(raw, config.max_module_bytes)
     engine = _shared_engine(config)
-    info = inspect(wasm, engine, config, limits, compressed_size)
+    info, _ = inspect(wasm, engine, config, limits, compressed_size)
     if compile:
         link_check(engine, wasm)
     return info

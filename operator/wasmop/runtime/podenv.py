@@ -22,7 +22,14 @@ from wasmop.runtime.config import EngineFeatures, FunctionConfig, Limits
 from wasmop.runtime.errors import RuntimeConfigError
 
 # Proposals the operator may switch; reference types stay on (wasmtime needs them).
-SWITCHABLE_FEATURES = ("simd", "bulk-memory", "multi-value", "threads", "memory64")
+SWITCHABLE_FEATURES = (
+    "simd",
+    "bulk-memory",
+    "multi-value",
+    "threads",
+    "memory64",
+    "multi-memory",
+)
 
 
 def engine_features(names: Iterable[str]) -> EngineFeatures:
