@@ -211,3 +211,26 @@ def test_runtime_config_from_mapping(tmp_path: object) -> None:
     assert config.epoch_tick_s == 0.005
     with pytest.raises(RuntimeConfigError):
         RuntimeConfig(allowed_import_modules=("env",))
+
+
+@pytest.mark.parametrize("status", [b"101 Switching Protocols", b"100 Continue", b"199"])
+def test_informational_status_is_a_bad_response(status: bytes) -> None:
+    """A 1xx is not a final response: the client would wait for another one."""
+    with pytest.raises(BadResponse, match="Status"):
+        parse_cgi_output(b"Status: " + status + b"\n\nbody")
+
+
+@pytest.mark.parametrize("status", [b"204", b"304 Not Modified"])
+def test_a_body_with_204_or_304_is_a_bad_response(status: bytes) -> None:
+    with pytest.raises(BadResponse, match="no body"):
+        parse_cgi_output(b"Status: " + status + b"\n\nbody")
+    assert parse_cgi_output(b"Status: " + status + b"\n\n").body == b""
+
+
+@pytest.mark.parametrize(
+    "line", [b"X-A: one\rtwo", b"X-A: \x00", b"X-A: a\x1bb", b"Location: /x\rSet-Cookie: a=b"]
+)
+def test_control_characters_in_a_header_are_a_bad_response(line: bytes) -> None:
+    """A lone CR once reached the client as an empty reply that was counted as a 200."""
+    with pytest.raises(BadResponse, match="control character"):
+        parse_cgi_output(b"Content-Type: text/plain\n" + line + b"\n\nbody")

@@ -70,8 +70,16 @@ class EventRecorder:
     async def _post(self, namespace: str, body: dict[str, Any], reason: str) -> None:
         try:
             await self.kube.create(api_path("v1", "events", namespace), body)
-        except (ApiError, aiohttp.ClientError, TimeoutError) as exc:
-            log.debug("event %s not recorded: %s", reason, exc)
+        except (ApiError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+            # Events are how a user learns why a Pod or function fails: a lost one is
+            # worth a warning in the log that holds the same facts.
+            log.warning(
+                "event %s about %s/%s not recorded: %s",
+                reason,
+                namespace,
+                body["involvedObject"]["name"],
+                exc,
+            )
 
     async def drain(self, grace_s: float = 2.0) -> None:
         """Give pending posts a moment at shutdown."""

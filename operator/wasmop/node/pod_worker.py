@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from wasmop.kube import ApiError, Kube
 from wasmop.kube.client import api_path
@@ -33,7 +34,7 @@ from wasmop.node.podspec import (
     plan_container,
     pod_status,
 )
-from wasmop.node.prober import HttpProber
+from wasmop.node.prober import HttpProber, probe_url
 from wasmop.runtime import Function, ServerHandle, start_server
 from wasmop.supervision import TaskSupervisor
 
@@ -369,8 +370,9 @@ class PodWorker:
             return None
         return waits[next(iter(done))]
 
-    def _probe_url(self, probe: Probe) -> str:
-        return f"http://{self.pod_ip}:{probe.port}{probe.path}"
+    def _probe_url(self, probe: Probe) -> URL:
+        assert self.pod_ip is not None
+        return probe_url(self.pod_ip, probe.port, probe.path)
 
     async def _probe_loop(self, probe: Probe, *, readiness: bool, probed: bool = False) -> None:
         """Kubernetes probe semantics: thresholds of consecutive results, every period.

@@ -166,7 +166,14 @@ def cgi_environ(
 
 # --- stdout -> response ----------------------------------------------------------------
 
-_RESPONSE_HEADER = re.compile(rb"^([A-Za-z0-9!#$%&'*+.^_`|~-]+):[ \t]*(.*?)[ \t]*$")
+_RESPONSE_HEADER = re.compile(rb"^([A-Za-z0-9!#$%&'*+.^_`|~-]+):[ \t]*(.*?)[ \t]*$", re.DOTALL)
+# What an HTTP field value may not contain: control characters other than tab (a lone CR
+# or LF would split the header, a NUL ends it early in many clients).
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+# Final statuses a function may answer with: 1xx are interim answers a client would keep
+# waiting after, and nothing outside 200-599 is a status at all.
+MIN_STATUS, MAX_STATUS = 200, 599
+NO_BODY_STATUSES = frozenset({204, 304})
 # The runtime frames the response itself; a module cannot set these.
 _DROP_RESPONSE_HEADERS = frozenset(
     {
@@ -204,6 +211,8 @@ def parse_cgi_output(output: bytes) -> ParsedOutput:
     A header block is recognised when the output starts with `Name: value` lines ended by
     an empty line (LF or CRLF) within the first 64 KiB; otherwise the whole output is the
     body. `Status: 404 Not Found` sets the status (default 200, or 302 with a `Location`).
+    A block that could not be sent as it is raises `BadResponse`: a status outside
+    200-599, a body with 204 or 304, a control character in a header.
     """
     block_end = -1
     separator = 0
@@ -222,11 +231,15 @@ def parse_cgi_output(output: bytes) -> ParsedOutput:
     for match in matches:
         assert match is not None
         name = match.group(1).decode("ascii")
+        if _CONTROL.search(match.group(2)):
+            raise BadResponse(f"header {name} contains a control character")
         value = match.group(2).decode("latin-1")
         if name.lower() == "status":
             code = value.split(" ", 1)[0]
-            if not (code.isdigit() and len(code) == 3 and 100 <= int(code) <= 599):
-                raise BadResponse(f"invalid Status header: {value!r}")
+            if not (code.isdigit() and len(code) == 3 and MIN_STATUS <= int(code) <= MAX_STATUS):
+                raise BadResponse(
+                    f"invalid Status header: {value!r} (a final status, {MIN_STATUS}-{MAX_STATUS})"
+                )
             status = int(code)
             continue
         if name.lower() in _DROP_RESPONSE_HEADERS:
@@ -234,6 +247,11 @@ def parse_cgi_output(output: bytes) -> ParsedOutput:
         headers.append((name, value))
     if status is None:
         status = 302 if any(k.lower() == "location" for k, _ in headers) else 200
+    body = output[block_end + separator :]
+    if status in NO_BODY_STATUSES and body:
+        raise BadResponse(
+            f"a {status} response has no body, but the function wrote {len(body)} bytes"
+        )
     if not any(k.lower() == "content-type" for k, _ in headers):
         headers.append(("Content-Type", DEFAULT_CONTENT_TYPE))
-    return ParsedOutput(status, headers, output[block_end + separator :])
+    return ParsedOutput(status, headers, body)
