@@ -11,9 +11,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import re
 import signal
 import sys
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError, requires
 from pathlib import Path
@@ -97,14 +100,38 @@ def run_handler(args: argparse.Namespace, log_level: str) -> int:
         return 130
 
 
+# How long a service may take to stop after SIGTERM before it is ended regardless.
+SHUTDOWN_GRACE_S = 60.0
+
+
+def exit_after_grace(grace_s: float = SHUTDOWN_GRACE_S, code: int = 1) -> None:
+    """The last resort of a graceful stop: end the process after ``grace_s`` even if
+    something (a thread that does not return, a hung cleanup) still holds it."""
+
+    def expire() -> None:
+        time.sleep(grace_s)
+        sys.stderr.write(f"shutdown did not finish within its {grace_s:g} s grace period\n")
+        sys.stderr.flush()
+        os._exit(code)
+
+    threading.Thread(target=expire, name="exit-after-grace", daemon=True).start()
+
+
 def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
-    """Run a long-lived service; SIGTERM or SIGINT sets the event it stops on."""
+    """Run a long-lived service; SIGTERM or SIGINT sets the event it stops on, and the
+    process ends at the latest `SHUTDOWN_GRACE_S` later."""
 
     async def run() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def stopping() -> None:
+            if not stop.is_set():
+                exit_after_grace()
+            stop.set()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, stopping)
         await main(stop)
 
     asyncio.run(run())

@@ -277,7 +277,7 @@ async def test_queue_timeout(runtime: Runtime, manifest: Manifest) -> None:
     await sleep.aclose()
 
 
-async def test_a_host_call_past_the_deadline_gets_504_and_keeps_its_slot(
+async def test_a_host_call_past_the_deadline_gets_504_and_frees_its_slot(
     runtime: Runtime, manifest: Manifest
 ) -> None:
     sleep = runtime.function(
@@ -286,12 +286,8 @@ async def test_a_host_call_past_the_deadline_gets_504_and_keeps_its_slot(
     )
     response = await sleep.invoke(Request(query="ms=800"))
     assert response.fault is Fault.TIMEOUT
-    assert sleep.in_flight == 1  # the thread is still in the WASI sleep
-    for _ in range(200):
-        if sleep.in_flight == 0:
-            break
-        await asyncio.sleep(0.01)
-    assert sleep.in_flight == 0
+    assert b"host call" in response.body  # the sleep was cut at the deadline...
+    assert sleep.in_flight == 0  # ...so the slot is free at once
     assert sleep.stats.snapshot()["requests"] == {"504 timeout": 1}
     await sleep.aclose()
 

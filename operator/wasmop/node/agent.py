@@ -25,6 +25,7 @@ from typing import Any
 import aiohttp
 
 from wasmop import __version__
+from wasmop.console import exit_after_grace
 from wasmop.kube import ApiError, Kube, KubeConfig, WatchEvent
 from wasmop.kube.client import api_path
 from wasmop.kube.events import EventRecorder
@@ -372,6 +373,7 @@ class NodeAgent:
             self.tasks.start("heartbeat", self._heartbeat)
             log.info("node %s ready (pod range %s)", self.name, self.network.pod_cidr)
             await self._stop.wait()
+            exit_after_grace()  # Pods get up to 30 s each, in parallel; this is the backstop
             await self.tasks.stop()
             await self.shutdown_pods()
         finally:

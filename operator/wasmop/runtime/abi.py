@@ -29,6 +29,9 @@ class Fault(enum.Enum):
     OUTPUT_TOO_LARGE = "output-too-large"
     BAD_RESPONSE = "bad-response"
     BODY_TOO_LARGE = BODY_TOO_LARGE_REASON
+    BODY_TIMEOUT = "body-timeout"
+    OVERLOADED = "overloaded"
+    CONNECTION_LIMIT = "connection-limit"
     QUEUE_FULL = "queue-full"
     QUEUE_TIMEOUT = "queue-timeout"
     DRAINING = "draining"
@@ -48,6 +51,9 @@ FAULT_STATUS: dict[Fault, int] = {
     Fault.OUTPUT_TOO_LARGE: 502,
     Fault.BAD_RESPONSE: 502,
     Fault.BODY_TOO_LARGE: 413,
+    Fault.BODY_TIMEOUT: 408,
+    Fault.OVERLOADED: 503,
+    Fault.CONNECTION_LIMIT: 503,
     Fault.QUEUE_FULL: 503,
     Fault.QUEUE_TIMEOUT: 503,
     Fault.DRAINING: 503,
@@ -56,7 +62,15 @@ FAULT_STATUS: dict[Fault, int] = {
 }
 
 # Faults after which a client may simply retry (the runtime was busy, not the function bad).
-RETRYABLE = frozenset({Fault.QUEUE_FULL, Fault.QUEUE_TIMEOUT, Fault.DRAINING})
+RETRYABLE = frozenset(
+    {
+        Fault.QUEUE_FULL,
+        Fault.QUEUE_TIMEOUT,
+        Fault.DRAINING,
+        Fault.OVERLOADED,
+        Fault.CONNECTION_LIMIT,
+    }
+)
 
 
 def fault_body(fault: Fault, message: str, stderr: str | None = None) -> bytes:

@@ -176,6 +176,7 @@ async def _serve_async(args: argparse.Namespace) -> int:
     import logging
     import signal
 
+    from wasmop.console import exit_after_grace
     from wasmop.runtime import FunctionConfig, ModuleError, Runtime, RuntimeConfigError
     from wasmop.runtime.server import start_server
 
@@ -239,6 +240,7 @@ async def _serve_async(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         try:
             await stop.wait()
+            exit_after_grace()  # running requests end at their deadline; this is the backstop
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)

@@ -54,7 +54,7 @@ from wasmop.runtime.loader import (
     read_source,
     with_accounting_exports,
 )
-from wasmop.runtime.wasi import link, module_image_bytes, wasi_linker
+from wasmop.runtime.wasi import HostCallBounds, link, module_image_bytes, wasi_linker
 
 log = logging.getLogger("wasmop.runtime")
 
@@ -69,7 +69,10 @@ class Runtime:
     def __init__(self, config: RuntimeConfig | None = None) -> None:
         self.config = config or RuntimeConfig()
         self.engine = build_engine(self.config)
-        self.linker = wasi_linker(self.engine)
+        # Host calls that wait (WASI sleeps) end at their request's deadline, or at once
+        # when the runtime closes.
+        self.host_calls = HostCallBounds()
+        self.linker = wasi_linker(self.engine, self.host_calls)
         self.ticker = EpochTicker(self.engine, self.config.epoch_tick_s)
         self._modules: dict[str, CompiledModule] = {}
         self._loading: dict[str, threading.Lock] = {}
@@ -243,6 +246,7 @@ class Runtime:
             config,
             engine=self.engine,
             ticker=self.ticker,
+            host_calls=self.host_calls,
             consume_fuel=self.config.consume_fuel,
         )
         self._functions.add(function)
@@ -261,9 +265,10 @@ class Runtime:
         functions = list(self._functions)
         for function in functions:
             function.begin_close()
+        self.host_calls.wake.set()  # sleeping host calls return now
         # Every deadline is at most this many ticks away; passing them all traps every
-        # running instance at its next loop head or call. Host calls (a WASI sleep) finish
-        # first, so joining below can still take as long as the longest sleep.
+        # running instance at its next loop head or call; sleeping host calls were woken
+        # above, so joining below waits only for instances to reach such a point.
         longest = max((f.config.limits.timeout_s for f in functions), default=0.0)
         self.ticker.interrupt_all(self.ticker.deadline_ticks(longest) + 1)
         deadline = time.monotonic() + timeout

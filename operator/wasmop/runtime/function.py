@@ -46,7 +46,13 @@ from wasmop.runtime.abi import (
 from wasmop.runtime.config import MIB, FunctionConfig
 from wasmop.runtime.epoch import EpochTicker
 from wasmop.runtime.loader import CompiledModule, StoreLimits
-from wasmop.runtime.wasi import OutputCapture, c_strings, instance_export, wasi_config
+from wasmop.runtime.wasi import (
+    HostCallBounds,
+    OutputCapture,
+    c_strings,
+    instance_export,
+    wasi_config,
+)
 
 log = logging.getLogger("wasmop.runtime")
 
@@ -101,6 +107,7 @@ class InvokeStats:
     # All linear memories and tables at the end (they never shrink: the request's peak).
     memory_bytes: int = 0
     at_limit: str | None = None  # which memory or table ended at its cap, if one did
+    host_call_cut: bool = False  # a host call (a sleep) was cut short at the deadline
     output_bytes: int = 0
     exit_code: int | None = None
     trap: str | None = None  # the trap's cause, e.g. "wasm trap: interrupt"
@@ -188,9 +195,11 @@ class Function:
         engine: wasmtime.Engine,
         ticker: EpochTicker,
         consume_fuel: bool,
+        host_calls: HostCallBounds | None = None,
     ) -> None:
         self.engine = engine
         self.ticker = ticker
+        self.host_calls = host_calls or HostCallBounds()
         self.module = module
         self.config = config
         self.name = config.name
@@ -238,6 +247,20 @@ class Function:
     @property
     def ready(self) -> bool:
         return not self._closing
+
+    def admits(self) -> tuple[Fault, str] | None:
+        """Why a request arriving now would be refused without running, if it would be:
+        checked before its body is read, so a refusal costs no upload."""
+        if self._closing:
+            return Fault.DRAINING, "the function is shutting down"
+        if (self._running >= self.config.max_concurrency or self._waiters) and len(
+            self._waiters
+        ) >= self.config.max_queue:
+            return Fault.QUEUE_FULL, (
+                f"{self._running} requests running and {len(self._waiters)} queued "
+                f"(limits {self.config.max_concurrency} and {self.config.max_queue})"
+            )
+        return None
 
     def cpu_seconds(self) -> float:
         """Cumulative thread CPU time spent instantiating and running this function's wasm."""
@@ -424,6 +447,7 @@ class Function:
         with self._idle:
             self._active += 1
         ticker.enter(capture)
+        self.host_calls.enter(time.monotonic() + limits.timeout_s)
         cpu_start = time.thread_time()
         t_start = t_instance = time.perf_counter()
         try:
@@ -457,6 +481,7 @@ class Function:
             t_end = time.perf_counter()
             stats.cpu_s = time.thread_time() - cpu_start
             ticker.exit(capture)
+            stats.host_call_cut = self.host_calls.leave()
             if instantiated:
                 stats.instantiate_s = t_instance - t_start
                 stats.wasm_s = t_end - t_instance
@@ -528,6 +553,12 @@ class Function:
             return self._fault(
                 Fault.OUTPUT_TOO_LARGE,
                 f"output exceeded {limits.output_bytes} bytes; further writes failed",
+                stderr,
+            )
+        if stats.host_call_cut:
+            return self._fault(
+                Fault.TIMEOUT,
+                f"still waiting in a host call (a sleep) at its {limits.timeout_s} s deadline",
                 stderr,
             )
         if trap is not None:

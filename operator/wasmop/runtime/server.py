@@ -16,6 +16,7 @@ it on stop; it never closes the functions, which the caller may serve again.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import socket
@@ -27,6 +28,7 @@ from multidict import CIMultiDict
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from wasmop.runtime.abi import Fault, Request, fault_body, fault_headers
+from wasmop.runtime.admission import Admission, AdmittingServer, shared_admission
 from wasmop.runtime.function import Function
 from wasmop.runtime.metrics import registry_for
 
@@ -45,6 +47,7 @@ class ServerHandle:
     host: str
     port: int
     prefix_routing: bool
+    admission: Admission = field(default_factory=shared_admission)
     runner: web.ServerRunner | None = None
     ready: bool = True  # /readyz answers 503 once this is False (set by stop())
     _stopped: bool = field(default=False, repr=False)
@@ -91,42 +94,68 @@ class ServerHandle:
         function, script_name, path_info = self._route(path)
         if function is None:
             return _fault_response(Fault.NOT_FOUND, f"no function serves {path}")
+        # Everything that can refuse the request is decided before its body is read.
+        refusal = function.admits()
+        if refusal is not None:
+            return _refuse(function, *refusal)
         limit = function.config.limits.body_bytes
         length = request.content_length
         if length is not None and length > limit:
-            response = function.reject(Fault.BODY_TOO_LARGE, f"request body exceeds {limit} bytes")
-            return _to_web(response.status, response.headers, response.body, close=True)
-        body = b""
-        if request.body_exists:
-            chunks: list[bytes] = []
-            size = 0
-            while True:
-                chunk = await request.content.read(READ_CHUNK)
-                if not chunk:
-                    break
-                size += len(chunk)
-                if size > limit:
-                    response = function.reject(
-                        Fault.BODY_TOO_LARGE, f"request body exceeds {limit} bytes"
+            return _refuse(function, Fault.BODY_TOO_LARGE, f"request body exceeds {limit} bytes")
+        admission = self.admission
+        reserved = length or 0
+        if reserved and not admission.reserve_body(reserved):
+            return _refuse(function, Fault.OVERLOADED, "the node's request-body budget is spent")
+        try:
+            body = b""
+            if request.body_exists:
+                try:
+                    async with asyncio.timeout(admission.settings.body_timeout_s):
+                        body, reserved, refused = await self._read_body(request, limit, reserved)
+                except TimeoutError:
+                    return _refuse(
+                        function,
+                        Fault.BODY_TIMEOUT,
+                        f"the body did not arrive within {admission.settings.body_timeout_s} s",
                     )
-                    return _to_web(response.status, response.headers, response.body, close=True)
-                chunks.append(chunk)
-            body = b"".join(chunks)
-        result = await function.invoke(
-            Request(
-                method=request.method,
-                path=path_info,
-                query=request.query_string,
-                headers=list(request.headers.items()),
-                body=body,
-                remote_addr=request.remote or "",
-                server_name=self.host,
-                server_port=self.port,
-                scheme=request.scheme,
-                script_name=script_name,
+                if refused is not None:
+                    return _refuse(function, *refused)
+            result = await function.invoke(
+                Request(
+                    method=request.method,
+                    path=path_info,
+                    query=request.query_string,
+                    headers=list(request.headers.items()),
+                    body=body,
+                    remote_addr=request.remote or "",
+                    server_name=self.host,
+                    server_port=self.port,
+                    scheme=request.scheme,
+                    script_name=script_name,
+                )
             )
-        )
+        finally:
+            if reserved:
+                admission.release_body(reserved)
         return _to_web(result.status, result.headers, result.body)
+
+    async def _read_body(
+        self, request: web.BaseRequest, limit: int, reserved: int
+    ) -> tuple[bytes, int, tuple[Fault, str] | None]:
+        """The body, the budget now reserved for it, and a refusal if one applies. A body
+        without a declared length reserves the budget chunk by chunk as it arrives."""
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := await request.content.read(READ_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                return b"", reserved, (Fault.BODY_TOO_LARGE, f"request body exceeds {limit} bytes")
+            if size > reserved:
+                if not self.admission.reserve_body(size - reserved):
+                    return b"", reserved, (Fault.OVERLOADED, "the request-body budget is spent")
+                reserved = size
+            chunks.append(chunk)
+        return b"".join(chunks), reserved, None
 
     def _route(self, path: str) -> tuple[Function | None, str, str]:
         if not self.prefix_routing:
@@ -156,6 +185,13 @@ def _to_web(
     return response
 
 
+def _refuse(function: Function, fault: Fault, message: str) -> web.Response:
+    """A refusal counted against the function; the connection is closed, since the rest
+    of the request's body was not read."""
+    response = function.reject(fault, message)
+    return _to_web(response.status, response.headers, response.body, close=True)
+
+
 def _fault_response(fault: Fault, message: str) -> web.Response:
     return _to_web(fault.status, fault_headers(fault), fault_body(fault, message))
 
@@ -183,11 +219,13 @@ async def start_server(
     port: int = 0,
     prefix_routing: bool | None = None,
     shutdown_timeout: float = 5.0,
+    admission: Admission | None = None,
 ) -> ServerHandle:
     """Serve functions on `sock` (an already listening socket) or on host:port.
 
     Binds to 127.0.0.1 by default; port 0 picks a free port (see `handle.port`).
-    `prefix_routing` defaults to True when there is more than one function.
+    `prefix_routing` defaults to True when there is more than one function. `admission`
+    (the process's shared counters by default) caps connections and request bodies.
     """
     table = _as_mapping(functions)
     if not table:
@@ -202,8 +240,9 @@ async def start_server(
         host=host,
         port=port,
         prefix_routing=prefix_routing,
+        admission=admission or shared_admission(),
     )
-    server = web.Server(handle.handle, access_log=None)
+    server = AdmittingServer(handle.handle, handle.admission, access_log=None)
     runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     try:

@@ -6,6 +6,12 @@ all of them, or a compiled module's code size. Those paths are hot (one per requ
 unavailable, so this module reaches into ``wasmtime._ffi`` for them; it is the only
 module that does, so a wasmtime upgrade that moves those internals breaks here alone.
 
+Host calls: the only WASI call that can block is ``poll_oneoff`` (a sleep; there are no
+sockets or files to wait on). wasmtime's own cannot be interrupted, so a module could sleep
+far past its request's deadline holding a concurrency slot. The linker shadows it with
+:func:`bounded_poll_oneoff`, which sleeps at most until the request's deadline and wakes
+at once when the runtime closes; the epoch deadline, passed by then, ends the request.
+
 Output capture: a guest's stdout and stderr go to memfd files through wasmtime's own
 file output (``stdout_file`` on /proc/self/fd/N), so no Python code runs on wasmtime's
 threads; that makes a request about three times cheaper than a Python write callback
@@ -20,7 +26,9 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import os
+import struct
 import threading
+import time
 from typing import Any
 
 import wasmtime
@@ -30,6 +38,7 @@ from wasmtime._extern import wrap_extern
 from wasmop.runtime.errors import ForbiddenImport
 
 __all__ = [
+    "HostCallBounds",
     "OutputCapture",
     "c_strings",
     "instance_export",
@@ -172,10 +181,143 @@ def wasi_config(
 # --- linking, exports and code size -------------------------------------------------------
 
 
-def wasi_linker(engine: wasmtime.Engine) -> wasmtime.Linker:
-    """A linker that provides WASI preview 1 and nothing else."""
+# --- bounded host calls ---------------------------------------------------------------
+
+
+class HostCallBounds:
+    """The deadline of the request running on this thread, for host calls that wait.
+
+    Set by the function around each request (`enter`/`leave`); `wake` is set when the
+    runtime closes, so every waiting host call returns at once.
+    """
+
+    def __init__(self) -> None:
+        self.wake = threading.Event()
+        self._local = threading.local()
+
+    def enter(self, deadline: float) -> None:
+        """`deadline` on time.monotonic(); the guest's monotonic clock starts now."""
+        self._local.deadline = deadline
+        self._local.origin_ns = time.monotonic_ns()
+        self._local.cut = False
+
+    def leave(self) -> bool:
+        """End the request on this thread; True if a host call was cut short for it."""
+        self._local.deadline = None
+        return bool(getattr(self._local, "cut", False))
+
+    def mark_cut(self) -> None:
+        self._local.cut = True
+
+    def current(self) -> tuple[float, int]:
+        deadline = getattr(self._local, "deadline", None)
+        if deadline is None:  # not inside a request (a check or a bare instantiate)
+            return time.monotonic(), time.monotonic_ns()
+        return deadline, self._local.origin_ns
+
+
+# WASI preview 1 errno values, event types and clock ids poll_oneoff uses.
+_ERRNO_SUCCESS, _ERRNO_BADF, _ERRNO_FAULT, _ERRNO_INVAL = 0, 8, 21, 28
+_EVENT_CLOCK, _EVENT_FD_READ, _EVENT_FD_WRITE = 0, 1, 2
+_CLOCK_REALTIME, _CLOCK_MONOTONIC = 0, 1
+_ABSTIME = 1
+_SUBSCRIPTION = struct.Struct("<QB7xQQQH6x")  # userdata, tag, u: (id or fd, timeout, ...)
+_EVENT = struct.Struct("<QHB5xQH6x")  # userdata, error, type, nbytes, flags
+_MAX_SUBSCRIPTIONS = 4096
+
+
+def bounded_poll_oneoff(bounds: HostCallBounds) -> Any:
+    """WASI's `poll_oneoff` (clock and stdio subscriptions) that never waits past the
+    request's deadline. It never raises: a fault is an errno, as WASI defines."""
+
+    def poll_oneoff(
+        caller: wasmtime.Caller, in_ptr: int, out_ptr: int, count: int, nout: int
+    ) -> int:
+        try:
+            return _poll(caller, bounds, in_ptr, out_ptr, count, nout)
+        except Exception:  # raising here would race other threads' traps (wasmtime-py)
+            return _ERRNO_FAULT
+
+    return poll_oneoff
+
+
+def _poll(
+    caller: wasmtime.Caller,
+    bounds: HostCallBounds,
+    in_ptr: int,
+    out_ptr: int,
+    count: int,
+    nout: int,
+) -> int:
+    memory = caller.get("memory")
+    if not isinstance(memory, wasmtime.Memory):
+        return _ERRNO_FAULT
+    if count == 0 or count > _MAX_SUBSCRIPTIONS:
+        return _ERRNO_INVAL
+    size = memory.data_len(caller)
+    in_end = in_ptr + count * _SUBSCRIPTION.size
+    if in_end > size or out_ptr + count * _EVENT.size > size or nout + 4 > size:
+        return _ERRNO_FAULT
+    raw = bytes(memory.read(caller, in_ptr, in_end))
+    deadline, origin_ns = bounds.current()
+    ready: list[bytes] = []
+    clocks: list[tuple[float, int]] = []  # (seconds to wait, userdata)
+    for index in range(count):
+        userdata, tag, what, timeout, _, flags = _SUBSCRIPTION.unpack_from(
+            raw, index * _SUBSCRIPTION.size
+        )
+        if tag == _EVENT_CLOCK:
+            clock = what & 0xFFFFFFFF
+            if clock not in (_CLOCK_REALTIME, _CLOCK_MONOTONIC):
+                ready.append(_EVENT.pack(userdata, _ERRNO_INVAL, tag, 0, 0))
+                continue
+            wait_ns = timeout
+            if flags & _ABSTIME:
+                now = (
+                    time.time_ns() if clock == _CLOCK_REALTIME else time.monotonic_ns() - origin_ns
+                )
+                wait_ns = timeout - now
+            clocks.append((max(0, wait_ns) / 1e9, userdata))
+        elif tag in (_EVENT_FD_READ, _EVENT_FD_WRITE):
+            fd = what & 0xFFFFFFFF
+            usable = fd == 0 if tag == _EVENT_FD_READ else fd in (1, 2)
+            error = _ERRNO_SUCCESS if usable else _ERRNO_BADF
+            ready.append(_EVENT.pack(userdata, error, tag, 0, 0))
+        else:
+            return _ERRNO_INVAL
+    if not ready and clocks:
+        first = min(wait for wait, _ in clocks)
+        allowed = min(first, max(0.0, deadline - time.monotonic()))
+        if allowed > 0:
+            bounds.wake.wait(allowed)
+        if allowed < first or bounds.wake.is_set():
+            # Cut short: the request is over (it is answered as a timeout, whatever the
+            # guest does next). The guest hears that its earliest timer fired.
+            bounds.mark_cut()
+        ready = [_EVENT.pack(u, 0, _EVENT_CLOCK, 0, 0) for w, u in clocks if w <= first]
+    else:
+        ready += [_EVENT.pack(u, 0, _EVENT_CLOCK, 0, 0) for w, u in clocks if w <= 0]
+    memory.write(caller, b"".join(ready), out_ptr)
+    memory.write(caller, struct.pack("<I", len(ready)), nout)
+    return _ERRNO_SUCCESS
+
+
+def wasi_linker(engine: wasmtime.Engine, bounds: HostCallBounds | None = None) -> wasmtime.Linker:
+    """A linker that provides WASI preview 1 and nothing else; with `bounds`, its
+    `poll_oneoff` waits no longer than the calling request may run."""
     linker = wasmtime.Linker(engine)
     linker.define_wasi()
+    if bounds is not None:
+        linker.allow_shadowing = True
+        linker.define_func(
+            "wasi_snapshot_preview1",
+            "poll_oneoff",
+            # A new type each time: wasmtime-py hands it over to the linker.
+            wasmtime.FuncType([wasmtime.ValType.i32()] * 4, [wasmtime.ValType.i32()]),
+            bounded_poll_oneoff(bounds),
+            access_caller=True,
+        )
+        linker.allow_shadowing = False
     return linker
 
 
