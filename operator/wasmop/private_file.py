@@ -9,8 +9,11 @@ a wider mode, and a reader sees either the old content or the new, never half of
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import shutil
+import stat
 from pathlib import Path
 
 PRIVATE_MODE = 0o600
@@ -33,3 +36,50 @@ def write_private(path: Path, data: bytes | str) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+PRIVATE_DIR_MODE = 0o700
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """``path`` as a directory only this user may use: created with mode 0700, or, if it
+    exists, refused unless it is a real directory (not a symlink) owned by this user that
+    no one else can write to or read. Raises PermissionError saying which check failed.
+
+    For directories whose contents the process trusts, such as precompiled native code it
+    maps and runs: whoever can write there could make this process run their code.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, PRIVATE_DIR_MODE)
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise PermissionError(f"{path} is not a directory (a symlink or a file)")
+    if info.st_uid != os.geteuid():
+        raise PermissionError(f"{path} is owned by uid {info.st_uid}, not by this user")
+    if info.st_mode & 0o077:
+        raise PermissionError(
+            f"{path} has mode {stat.S_IMODE(info.st_mode):o}; others may use it (want 700)"
+        )
+    return path
+
+
+def reset_private_dir(path: Path) -> Path:
+    """Like `ensure_private_dir`, but a directory of this user whose mode let others in
+    is emptied and narrowed instead of refused: anything in it may have been planted.
+    A symlink, or a directory of another user, is still refused."""
+    path = Path(path)
+    try:
+        return ensure_private_dir(path)
+    except PermissionError:
+        info = os.lstat(path)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+            raise
+    for entry in path.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    os.chmod(path, PRIVATE_DIR_MODE)
+    return ensure_private_dir(path)

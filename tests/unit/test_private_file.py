@@ -11,7 +11,7 @@ import pytest
 from wasmop.cluster import addons, components
 from wasmop.cluster.layout import StateLayout
 from wasmop.cluster.settings import ClusterSettings
-from wasmop.private_file import write_private
+from wasmop.private_file import ensure_private_dir, reset_private_dir, write_private
 
 
 @pytest.fixture
@@ -106,3 +106,19 @@ def test_cluster_credentials_are_private_from_creation(
     assert {p.name: mode(p) for p in credentials} == {p.name: 0o600 for p in credentials}
     assert mode(layout.pki) == 0o700
     assert mode(layout.config) == 0o700
+
+
+def test_a_private_dir_left_open_is_emptied_and_narrowed(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    os.chmod(cache, 0o777)
+    (cache / "planted.cwasm").write_bytes(b"code")
+    with pytest.raises(PermissionError):
+        ensure_private_dir(cache)
+    reset_private_dir(cache)
+    assert (os.stat(cache).st_mode & 0o777) == 0o700
+    assert list(cache.iterdir()) == []
+    link = tmp_path / "link"
+    link.symlink_to(cache)
+    with pytest.raises(PermissionError):
+        reset_private_dir(link)

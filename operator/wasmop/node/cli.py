@@ -8,6 +8,7 @@ import signal
 from pathlib import Path
 
 from wasmop.console import CommandError, add_state_dir, layout_from
+from wasmop.private_file import reset_private_dir
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -26,6 +27,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         except manager.ClusterError as exc:
             raise CommandError(str(exc)) from exc
     labels = dict(item.split("=", 1) for item in args.label)
+    cache_dir = layout.root / "module-cache"
+    try:  # compiled native code is mapped from here: only this user may write it
+        reset_private_dir(cache_dir)
+    except PermissionError as exc:
+        raise CommandError(f"unsafe module cache directory: {exc}") from exc
     settings = NodeSettings(
         name=args.name,
         pod_cidr=args.pod_cidr,
@@ -37,7 +43,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         runtime_name=args.runtime,
         labels=labels,
         run_dir=layout.run,
-        cache_dir=layout.root / "module-cache",
+        cache_dir=cache_dir,
     )
     try:
         agent = NodeAgent(settings)

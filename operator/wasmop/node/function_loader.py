@@ -43,6 +43,8 @@ class FunctionLoader:
             return runtime.function(module, environment.function)
         except ModuleError as exc:
             raise PodSpecError(exc.reason, str(exc)) from exc
+        except RuntimeConfigError as exc:
+            raise PodSpecError("InvalidSettings", str(exc)) from exc
 
     def runtime_for(self, environment: PodEnvironment) -> Runtime:
         """The engine for the Pod's feature set (one wasmtime Engine per distinct set)."""

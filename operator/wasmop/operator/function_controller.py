@@ -38,6 +38,9 @@ from wasmop.operator.spec import SpecError, WasmFunction, WasmRuntime, resolve
 from wasmop.operator.state import FunctionState, write_status
 from wasmop.operator.status import now_rfc3339, orphaned_configmaps, record_revision
 from wasmop.operator.validation import problem_from_spec_error, summarize, validate_function
+from wasmop.runtime import ModuleTooLarge as RuntimeModuleTooLarge
+from wasmop.runtime import RuntimeConfig
+from wasmop.runtime.loader import check_compression_ratio
 from wasmop.wellknown import FUNCTION_KIND, FUNCTION_LABEL
 
 log = logging.getLogger(__name__)
@@ -156,7 +159,11 @@ class FunctionController:
         try:
             # gzip -9 of a large module takes a while: off the event loop.
             bundle = await asyncio.to_thread(pack_module, module, digest=digest)
-        except ModuleTooLarge as exc:
+            if bundle.key.endswith(".gz"):  # nodes refuse what expands like a bomb
+                check_compression_ratio(
+                    bundle.size, len(bundle.data), RuntimeConfig().max_compression_ratio
+                )
+        except (ModuleTooLarge, RuntimeModuleTooLarge) as exc:
             await self._invalid(state, "ModuleTooLarge", str(exc))
             return
 

@@ -3,7 +3,8 @@
 The operator fetches the module once (from a ConfigMap, a URL or the spec itself) and
 stores it in an immutable ConfigMap per digest, so nodes never reach outside the
 cluster. The compatibility check compiles the module with the runtime's engine
-features in a worker process; only its verdict is kept, per (digest, features), which
+features in the runtime's compile pool (worker processes, each compile under the
+deadline a node applies); only its verdict is kept, per (digest, features), which
 keeps the operator's memory flat however many functions it runs.
 """
 
@@ -11,29 +12,25 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import concurrent.futures
-import ctypes
 import logging
-import multiprocessing
-import signal
 from collections import OrderedDict
 
 import aiohttp
 
 from wasmop.kube import ApiError, Kube
 from wasmop.kube.client import api_path
-from wasmop.operator.owned_objects import module_digest, unpack_module
+from wasmop.operator.owned_objects import module_digest
 from wasmop.operator.spec import RuntimeSpec, WasmFunction
 from wasmop.operator.validation import Problem, Reason
-from wasmop.runtime import ModuleError, RuntimeConfig, check_module
+from wasmop.runtime import ModuleError, RuntimeConfig
+from wasmop.runtime.compiler import compile_pool
+from wasmop.runtime.loader import decode_module_bytes
 from wasmop.runtime.podenv import engine_features
 
 log = logging.getLogger(__name__)
 
 MAX_FETCH_BYTES = 64 * 2**20
 CHECK_CACHE_SIZE = 512
-CHECKS_PER_WORKER = 25
-PR_SET_PDEATHSIG = 1
 
 
 class ModuleUnavailable(Exception):
@@ -63,7 +60,15 @@ async def fetch_module(kube: Kube, function: WasmFunction, session: aiohttp.Clie
             raise
         binary = configmap.get("binaryData") or {}
         if ref.key in binary:
-            return unpack_module(ref.key, base64.b64decode(binary[ref.key]))
+            data = base64.b64decode(binary[ref.key])
+            if not ref.key.endswith(".gz"):
+                return data
+            try:  # bounded: a tenant's gzip may be a bomb
+                return decode_module_bytes(
+                    data, MAX_FETCH_BYTES, RuntimeConfig().max_compression_ratio
+                )[0]
+            except ModuleError as exc:
+                raise ModuleUnavailable(exc.reason, str(exc), permanent=True) from exc
         text = configmap.get("data") or {}
         if ref.key in text:
             return text[ref.key].encode()
@@ -87,16 +92,24 @@ async def fetch_module(kube: Kube, function: WasmFunction, session: aiohttp.Clie
     return data
 
 
+def runtime_config(features: tuple[str, ...]) -> RuntimeConfig:
+    """The engine configuration a node builds for a runtime with these features."""
+    return RuntimeConfig(features=engine_features(features), consume_fuel="fuel" in features)
+
+
 def compile_check(module: bytes, features: tuple[str, ...]) -> tuple[str, str] | None:
     """Compile ``module`` with these engine features; (reason, message) if it fails.
 
-    Runs in a short-lived worker process: compiling a large module (SQLite takes about a
-    second and a hundred MiB) must neither stall the operator's event loop nor leave its
-    memory behind in the operator.
+    Compiles in a worker of the runtime's compile pool, under the same compile deadline
+    and limits a node applies (a bomb fails with CompileTimeout and its worker is
+    killed), so the operator's verdict is the nodes' verdict and its memory stays flat.
     """
-    config = RuntimeConfig(features=engine_features(features), consume_fuel="fuel" in features)
+    config = runtime_config(features)
     try:
-        check_module(module, config=config, compile=True)
+        wasm, compressed_size = decode_module_bytes(
+            module, config.max_module_bytes, config.max_compression_ratio
+        )
+        compile_pool().compile(wasm, config, compressed_size, keep=False)
     except ModuleError as exc:
         return exc.reason, str(exc)
     return None
@@ -108,35 +121,22 @@ WARM_UP_MODULE = bytes.fromhex(
 )
 
 
-def _die_with_operator() -> None:
-    """A killed operator must not leave its compile worker behind."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-
 class ModuleChecker:
-    """Judges modules against a runtime's features, remembering only the verdicts."""
+    """Judges modules against a runtime's features, remembering only the verdicts.
+
+    Compiles run in the shared compile pool, several at once: a slow module (or a bomb,
+    until its deadline) holds one worker, never the others' turn. Concurrent checks of
+    one (digest, features) share one compile.
+    """
 
     def __init__(self) -> None:
         self._verdicts: OrderedDict[tuple[str, tuple[str, ...]], list[Problem]] = OrderedDict()
-        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
-        self._lock = asyncio.Lock()
-
-    def _executor(self) -> concurrent.futures.ProcessPoolExecutor:
-        if self._pool is None:
-            self._pool = concurrent.futures.ProcessPoolExecutor(
-                max_workers=1,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_die_with_operator,
-                # Recycled every few modules, so what compiling leaves behind goes with it.
-                max_tasks_per_child=CHECKS_PER_WORKER,
-            )
-        return self._pool
+        self._running: dict[tuple[str, tuple[str, ...]], asyncio.Future[list[Problem]]] = {}
 
     async def warm_up(self) -> None:
-        """Start the worker now, so the first function does not wait for its start-up."""
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor(), compile_check, WARM_UP_MODULE, ())
+        """Start the compile workers now, so the first function does not wait for them."""
+        await asyncio.to_thread(compile_pool().warm_up)
+        await asyncio.to_thread(compile_check, WARM_UP_MODULE, ())
 
     def _known(self, key: tuple[str, tuple[str, ...]]) -> list[Problem] | None:
         problems = self._verdicts.get(key)
@@ -149,18 +149,19 @@ class ModuleChecker:
     ) -> list[Problem]:
         """Problems compiling ``module`` (sha256 ``digest``) with the runtime's features.
 
-        A known verdict returns at once, without waiting behind another module's compile.
+        A known verdict returns at once; another module's compile never delays this one.
         """
         key = (digest or module_digest(module), tuple(runtime.features.enabled()))
         known = self._known(key)
         if known is not None:
             return known
-        async with self._lock:  # one compile at a time; later callers find the verdict
-            known = self._known(key)
-            if known is not None:
-                return known
-            loop = asyncio.get_running_loop()
-            failure = await loop.run_in_executor(self._executor(), compile_check, module, key[1])
+        running = self._running.get(key)
+        if running is not None:
+            return list(await asyncio.shield(running))
+        future: asyncio.Future[list[Problem]] = asyncio.get_running_loop().create_future()
+        self._running[key] = future
+        try:
+            failure = await asyncio.to_thread(compile_check, module, key[1])
             problems = []
             if failure is not None:
                 reason, message = failure
@@ -169,8 +170,14 @@ class ModuleChecker:
             self._verdicts[key] = problems
             if len(self._verdicts) > CHECK_CACHE_SIZE:
                 self._verdicts.popitem(last=False)
+            future.set_result(problems)
             return problems
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters see it, nobody else must
+            raise
+        finally:
+            self._running.pop(key, None)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        """The compile pool is the process's; its workers die with the process."""

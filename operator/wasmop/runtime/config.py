@@ -21,6 +21,9 @@ from wasmop.wellknown import MAX_REQUEST_BODY_BYTES
 
 MIB = 1024 * 1024
 WASM_PAGE = 64 * 1024
+# Below this uncompressed size the compression ratio is not checked: small modules cannot
+# be bombs, and tiny ones compress oddly well.
+RATIO_FLOOR_BYTES = 256 * 1024
 
 # CGI names the runtime sets itself (docs/abi.md); a granted env var may not shadow them.
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -117,7 +120,14 @@ class RuntimeConfig:
     # epochs; when on, every request also gets `Limits.fuel`.
     consume_fuel: bool = False
     cranelift_opt_level: str = "speed"
-    max_module_bytes: int = 64 * MIB
+    max_module_bytes: int = 64 * MIB  # uncompressed
+    # A gzip-compressed module larger than `RATIO_FLOOR_BYTES` once uncompressed may be at
+    # most this many times its compressed size (wasm compresses 2-4x; a bomb, 100x+).
+    max_compression_ratio: float = 20.0
+    # Compiling one module may take this long; then its compiler process is killed.
+    compile_timeout_s: float = 10.0
+    # A compiled module no function has served for this long leaves memory and disk.
+    evict_after_s: float = 60.0
     # Import modules a function may use. Only WASI preview 1 is linked.
     allowed_import_modules: tuple[str, ...] = ("wasi_snapshot_preview1",)
 
@@ -128,6 +138,10 @@ class RuntimeConfig:
             raise RuntimeConfigError("cranelift_opt_level must be none, speed or speed_and_size")
         if self.max_module_bytes <= 8:
             raise RuntimeConfigError("max_module_bytes is too small")
+        if self.max_compression_ratio < 1:
+            raise RuntimeConfigError("max_compression_ratio must be at least 1")
+        if not 0 < self.compile_timeout_s <= 600:
+            raise RuntimeConfigError("compile_timeout_s must be between 0 and 600 seconds")
         unknown = set(self.allowed_import_modules) - {"wasi_snapshot_preview1"}
         if unknown:
             raise RuntimeConfigError(
@@ -146,7 +160,15 @@ class RuntimeConfig:
             kwargs["cache_dir"] = Path(cache) if cache else None
         if "max_module_mib" in values:
             kwargs["max_module_bytes"] = int(float(values.pop("max_module_mib")) * MIB)
-        for name in ("epoch_tick_s", "consume_fuel", "cranelift_opt_level", "max_module_bytes"):
+        for name in (
+            "epoch_tick_s",
+            "consume_fuel",
+            "cranelift_opt_level",
+            "max_module_bytes",
+            "max_compression_ratio",
+            "compile_timeout_s",
+            "evict_after_s",
+        ):
             if name in values:
                 kwargs[name] = values.pop(name)
         if values:

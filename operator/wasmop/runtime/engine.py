@@ -28,6 +28,7 @@ import functools
 import hashlib
 import logging
 import os
+import stat
 import threading
 import time
 import weakref
@@ -37,8 +38,11 @@ from typing import Any
 
 import wasmtime
 
+from wasmop.private_file import ensure_private_dir, write_private
+from wasmop.runtime.compiler import compile_pool
 from wasmop.runtime.config import FunctionConfig, Limits, RuntimeConfig
 from wasmop.runtime.epoch import EpochTicker
+from wasmop.runtime.errors import CompileError, ModuleError, RuntimeConfigError
 from wasmop.runtime.function import Function
 from wasmop.runtime.loader import (
     ACCOUNTING_REVISION,
@@ -47,16 +51,17 @@ from wasmop.runtime.loader import (
     ModuleSource,
     build_engine,
     check_limits,
-    classify_compile_error,
     decode_module_bytes,
     digest_of,
     inspect,
     read_source,
-    with_accounting_exports,
 )
 from wasmop.runtime.wasi import HostCallBounds, link, module_image_bytes, wasi_linker
 
 log = logging.getLogger("wasmop.runtime")
+
+# How long a module that failed to load is refused without trying again.
+FAILED_MODULE_TTL_S = 300.0
 
 
 class Runtime:
@@ -78,12 +83,24 @@ class Runtime:
         self._loading: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
         self._functions: weakref.WeakSet[Function] = weakref.WeakSet()
+        # Functions serving each digest; a module nothing serves for `evict_after_s` is
+        # dropped from memory and from the disk cache.
+        self._users: dict[str, int] = {}
+        self._idle_since: dict[str, float] = {}
+        # Modules that failed recently: a Pod retrying a compile bomb fails at once.
+        self._failed: dict[str, tuple[float, ModuleError]] = {}
         self._closed = False
         self.compiles = 0
         self.disk_hits = 0
         self.memory_hits = 0
+        self.evictions = 0
         if self.config.cache_dir is not None:
-            Path(self.config.cache_dir).mkdir(parents=True, exist_ok=True)
+            try:
+                ensure_private_dir(Path(self.config.cache_dir))
+            except PermissionError as exc:
+                raise RuntimeConfigError(f"unsafe module cache directory: {exc}") from exc
+            for leftover in Path(self.config.cache_dir).glob("*.partial"):
+                leftover.unlink(missing_ok=True)
         _register_for_exit(self)
 
     # -- loading
@@ -98,8 +115,11 @@ class Runtime:
             raise RuntimeError("runtime is closed")
         started = time.perf_counter()
         raw = read_source(source, self.config.max_module_bytes)
-        wasm, compressed_size = decode_module_bytes(raw, self.config.max_module_bytes)
+        wasm, compressed_size = decode_module_bytes(
+            raw, self.config.max_module_bytes, self.config.max_compression_ratio
+        )
         digest = digest_of(wasm)
+        self._raise_if_failed_recently(digest)
         with self._lock:
             cached = self._modules.get(digest)
             lock = self._loading.setdefault(digest, threading.Lock())
@@ -113,6 +133,10 @@ class Runtime:
                 if cached is None:
                     try:
                         cached = self._compile(wasm, digest, compressed_size, started)
+                    except ModuleError as exc:
+                        with self._lock:
+                            self._failed[digest] = (time.monotonic(), exc)
+                        raise
                     finally:
                         with self._lock:
                             self._loading.pop(digest, None)
@@ -143,14 +167,64 @@ class Runtime:
         """Like `loader.check_module(..., compile=True)`, but the compiled result is kept."""
         return self.load(source, limits).info
 
+    def _raise_if_failed_recently(self, digest: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for key, (when, _) in list(self._failed.items()):
+                if now - when > FAILED_MODULE_TTL_S:
+                    del self._failed[key]
+            failure = self._failed.get(digest)
+        if failure is not None:
+            error = failure[1]
+            raise type(error)(error.message, **error.detail)
+
     def cached(self, digest: str) -> CompiledModule | None:
         with self._lock:
             return self._modules.get(digest)
 
     def evict(self, digest: str) -> bool:
-        """Forget a compiled module (functions already using it keep working)."""
+        """Forget a compiled module, in memory and on disk (functions already using it
+        keep working)."""
         with self._lock:
-            return self._modules.pop(digest, None) is not None
+            found = self._modules.pop(digest, None) is not None
+            self._idle_since.pop(digest, None)
+            if found:
+                self.evictions += 1
+        path = self._cache_path(digest)
+        if path is not None:
+            path.unlink(missing_ok=True)
+        return found
+
+    def _function_closed(self, digest: str) -> None:
+        """A function stopped serving `digest`: once none has for `evict_after_s`, the
+        compiled module goes (its Pods are gone; a new one would map it again quickly
+        from the disk cache until then)."""
+        with self._lock:
+            users = self._users.get(digest, 0) - 1
+            if users > 0:
+                self._users[digest] = users
+                return
+            self._users.pop(digest, None)
+            self._idle_since[digest] = time.monotonic()
+        delay = self.config.evict_after_s
+        if delay <= 0:
+            self._sweep()
+            return
+        timer = threading.Timer(delay + 0.05, self._sweep)
+        timer.daemon = True
+        timer.start()
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            due = [
+                digest
+                for digest, since in self._idle_since.items()
+                if now - since >= self.config.evict_after_s and digest not in self._users
+            ]
+        for digest in due:
+            self.evict(digest)
+            log.info("module evicted digest=%s (no function serves it)", digest[:12])
 
     def _check_limits(self, compiled: CompiledModule, limits: Limits) -> None:
         check_limits(compiled.info.memory_min_pages, compiled.info.table_min_elements, limits)
@@ -168,20 +242,23 @@ class Runtime:
         cache_path = self._cache_path(digest)
         module: wasmtime.Module | None = None
         origin = "compiled"
-        if cache_path is not None and cache_path.is_file():
+        if cache_path is not None and _own_regular_file(cache_path):
             try:
                 module = wasmtime.Module.deserialize_file(self.engine, str(cache_path))
                 origin = "disk-cache"
             except wasmtime.WasmtimeError as exc:
                 log.warning("ignoring unusable precompiled module %s: %s", cache_path, exc)
                 cache_path.unlink(missing_ok=True)
+        artefact = b""
         if module is None:
-            # Policy first (cheap, and gives the clearest errors), then code generation.
-            info, parsed = inspect(wasm, self.engine, self.config, None, compressed_size)
+            # Checked and compiled in a worker process under the compile deadline; what
+            # comes back is mapped into this process's engine.
+            compiled = compile_pool().compile(wasm, self.config, compressed_size)
+            info, artefact = compiled.info, compiled.artefact
             try:
-                module = wasmtime.Module(self.engine, with_accounting_exports(wasm, parsed))
+                module = wasmtime.Module.deserialize(self.engine, artefact)
             except wasmtime.WasmtimeError as exc:
-                raise classify_compile_error(exc) from exc
+                raise CompileError(f"cannot load the compiled module: {exc}") from exc
         else:
             info, _ = inspect(wasm, self.engine, self.config, None, compressed_size, validated=True)
         pre = link(self.linker, module)
@@ -189,7 +266,7 @@ class Runtime:
             with self._lock:
                 self.compiles += 1
             if cache_path is not None:
-                self._store_precompiled(module, cache_path)
+                self._store_precompiled(artefact, cache_path)
         else:
             with self._lock:
                 self.disk_hits += 1
@@ -210,14 +287,11 @@ class Runtime:
             image_bytes=module_image_bytes(module, len(wasm)),
         )
 
-    def _store_precompiled(self, module: wasmtime.Module, path: Path) -> None:
-        partial = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.partial")
+    def _store_precompiled(self, artefact: bytes, path: Path) -> None:
         try:
-            partial.write_bytes(module.serialize())
-            partial.replace(path)  # atomic: readers never see half a file
+            write_private(path, artefact)  # 0600, renamed into place: never half a file
         except OSError as exc:
             log.warning("cannot write precompiled module %s: %s", path, exc)
-            partial.unlink(missing_ok=True)
 
     # -- functions
 
@@ -248,7 +322,11 @@ class Runtime:
             ticker=self.ticker,
             host_calls=self.host_calls,
             consume_fuel=self.config.consume_fuel,
+            on_close=self._function_closed,
         )
+        with self._lock:
+            self._users[module.digest] = self._users.get(module.digest, 0) + 1
+            self._idle_since.pop(module.digest, None)
         self._functions.add(function)
         return function
 
@@ -294,7 +372,21 @@ class Runtime:
                 "compiles": self.compiles,
                 "disk_hits": self.disk_hits,
                 "memory_hits": self.memory_hits,
+                "evictions": self.evictions,
             }
+
+
+def _own_regular_file(path: Path) -> bool:
+    """A cache entry is used only if it is a regular file (not a link) of this user that
+    no one else may write: mapping it runs its code."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        log.warning("ignoring precompiled module %s: not a private file of this user", path)
+        return False
+    return True
 
 
 @functools.cache

@@ -71,12 +71,26 @@ class EpochTicker:
             thread.join(timeout=5)
 
     def _run(self) -> None:
+        """Tick on a fixed schedule: a late wake-up (a loaded machine sleeps longer than
+        asked) advances the epoch by every tick that has passed, so deadlines follow the
+        wall clock rather than drifting behind it."""
+        next_at: float | None = None
         while True:
+            if not self._wake.is_set():
+                next_at = None  # idle: the schedule starts afresh when a request comes
             self._wake.wait()
             if self._stopped:
                 return
-            time.sleep(self.tick_s)
-            self.engine.increment_epoch()
+            now = time.monotonic()
+            if next_at is None:
+                next_at = now + self.tick_s
+            if next_at > now:
+                time.sleep(next_at - now)
+                now = time.monotonic()
+            due = 1 + max(0, int((now - next_at) // self.tick_s))
+            for _ in range(due):
+                self.engine.increment_epoch()
+            next_at += due * self.tick_s
             for capture in list(self._captures.values()):
                 try:
                     capture.check()

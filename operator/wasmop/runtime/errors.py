@@ -54,6 +54,12 @@ class CompileError(ModuleError):
     reason = "CompileError"
 
 
+class CompileTimeout(CompileError):
+    """Compiling the module took longer than the runtime's compile deadline."""
+
+    reason = "CompileTimeout"
+
+
 class UnsupportedFeature(CompileError):
     """The module uses a WebAssembly proposal the runtime's engine has disabled."""
 

@@ -30,6 +30,7 @@ import re
 import threading
 import time
 from bisect import bisect_left
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import wasmtime
@@ -196,10 +197,12 @@ class Function:
         ticker: EpochTicker,
         consume_fuel: bool,
         host_calls: HostCallBounds | None = None,
+        on_close: Callable[[str], None] | None = None,
     ) -> None:
         self.engine = engine
         self.ticker = ticker
         self.host_calls = host_calls or HostCallBounds()
+        self._on_close = on_close
         self.module = module
         self.config = config
         self.name = config.name
@@ -654,7 +657,11 @@ class Function:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_exception(_Draining())
-        return await asyncio.to_thread(self.join_workers, grace_s)
+        idle = await asyncio.to_thread(self.join_workers, grace_s)
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close(self.digest)  # once: the runtime may now let the module go
+        return idle
 
     def __repr__(self) -> str:
         return f"<Function {self.name} digest={self.digest[:12]} in_flight={self.in_flight}>"

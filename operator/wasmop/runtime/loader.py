@@ -27,7 +27,13 @@ from typing import Any
 
 import wasmtime
 
-from wasmop.runtime.config import WASM_PAGE, EngineFeatures, Limits, RuntimeConfig
+from wasmop.runtime.config import (
+    RATIO_FLOOR_BYTES,
+    WASM_PAGE,
+    EngineFeatures,
+    Limits,
+    RuntimeConfig,
+)
 from wasmop.runtime.errors import (
     CompileError,
     FetchError,
@@ -212,11 +218,14 @@ def _fetch_url(url: str, max_bytes: int) -> bytes:
     return data
 
 
-def decode_module_bytes(raw: bytes, max_bytes: int) -> tuple[bytes, int | None]:
+def decode_module_bytes(
+    raw: bytes, max_bytes: int, max_ratio: float | None = None
+) -> tuple[bytes, int | None]:
     """Uncompress gzip (detected by magic) and check the wasm header.
 
     Returns (wasm bytes, compressed size or None). Decompression stops at `max_bytes`, so
-    a small gzip bomb cannot exhaust memory.
+    a small gzip bomb cannot exhaust memory; with `max_ratio`, a module above
+    `RATIO_FLOOR_BYTES` may expand at most that many times.
     """
     compressed_size: int | None = None
     if raw[:2] == GZIP_MAGIC:
@@ -230,6 +239,8 @@ def decode_module_bytes(raw: bytes, max_bytes: int) -> tuple[bytes, int | None]:
             raise ModuleTooLarge(f"module is larger than {max_bytes} bytes once uncompressed")
         if not inflater.eof:
             raise NotWasm("gzip-compressed module is truncated")
+        if max_ratio is not None:
+            check_compression_ratio(len(data), compressed_size, max_ratio)
         raw = data
     if len(raw) > max_bytes:
         raise ModuleTooLarge(f"module is {len(raw)} bytes; the limit is {max_bytes}")
@@ -252,6 +263,18 @@ def decode_module_bytes(raw: bytes, max_bytes: int) -> tuple[bytes, int | None]:
             )
         raise NotWasm(f"not a WebAssembly module: unknown binary version {version!r}")
     return raw, compressed_size
+
+
+def check_compression_ratio(size: int, compressed_size: int, max_ratio: float) -> None:
+    """Raise ModuleTooLarge if a module over `RATIO_FLOOR_BYTES` expands more than
+    `max_ratio` times (a decompression or compile bomb; real modules compress 2-4x)."""
+    ratio = size / max(1, compressed_size)
+    if size > RATIO_FLOOR_BYTES and ratio > max_ratio:
+        raise ModuleTooLarge(
+            f"the module expands {ratio:.0f}x when uncompressed ({compressed_size} to "
+            f"{size} bytes); the limit is {max_ratio:g}x",
+            compression_ratio=round(ratio, 1),
+        )
 
 
 def digest_of(wasm: bytes) -> str:
@@ -689,7 +712,9 @@ def check_module(
     elif features is not None:
         raise ValueError("pass either config or features, not both")
     raw = read_source(source, config.max_module_bytes)
-    wasm, compressed_size = decode_module_bytes(raw, config.max_module_bytes)
+    wasm, compressed_size = decode_module_bytes(
+        raw, config.max_module_bytes, config.max_compression_ratio
+    )
     engine = _shared_engine(config)
     info, _ = inspect(wasm, engine, config, limits, compressed_size)
     if compile:
