@@ -104,3 +104,36 @@ def test_a_table_declared_over_the_element_cap_is_refused_at_load() -> None:
     )
     with Runtime() as runtime, pytest.raises(TableLimitExceeded):
         runtime.function(module, FunctionConfig(name="t", limits=Limits(table_elements=1000)))
+
+
+def test_a_long_request_runs_at_lower_priority_until_it_ends() -> None:
+    """Many tenants share one process's cores: a request that runs on and on is demoted
+    (nice 10) so the short requests of others keep their latency; its thread is back at
+    normal priority for its next request."""
+    import os
+    import threading
+    import time
+
+    from wasmop.runtime.epoch import DEMOTED_NICE
+    from wasmop.runtime.workloads import load_manifest
+
+    with Runtime() as runtime:
+        loop = runtime.function(
+            load_manifest()["loop"].wasm_path,
+            FunctionConfig(name="loop", limits=Limits(timeout_s=0.6)),
+        )
+        ids: list[int] = []
+        after: list[int] = []
+
+        def run() -> None:
+            ids.append(threading.get_native_id())
+            assert loop.invoke_sync(Request()).reason == "timeout"
+            after.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        time.sleep(0.3)
+        during = os.getpriority(os.PRIO_PROCESS, ids[0])
+        thread.join()
+    assert during == DEMOTED_NICE
+    assert after == [0]

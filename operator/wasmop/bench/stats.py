@@ -50,3 +50,25 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def bootstrap_ci(
+    values: Iterable[float], q: float, *, level: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """A percentile-bootstrap confidence interval of the ``q`` quantile (seeded, so a run
+    reproduces its own interval); NaNs when there are fewer than 10 values."""
+    data = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    if data.size < 10:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    chunk = max(1, 2_000_000 // data.size)  # bounded memory for long samples
+    estimates = np.concatenate(
+        [
+            np.quantile(
+                data[rng.integers(0, data.size, size=(min(chunk, left), data.size))], q, axis=1
+            )
+            for left in range(resamples, 0, -chunk)
+        ]
+    )
+    alpha = (1 - level) / 2
+    return float(np.quantile(estimates, alpha)), float(np.quantile(estimates, 1 - alpha))

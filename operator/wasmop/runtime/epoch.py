@@ -1,22 +1,41 @@
-"""The epoch ticker: every request's CPU bound, and the enforcer of its output caps.
+"""The epoch ticker: every request's CPU bound, the enforcer of its output caps, and
+the demoter of long requests.
 
 One daemon thread per engine advances the engine's epoch every tick while any request
 runs, so a Store's epoch deadline (in ticks) bounds how long its wasm may run; that is
 much cheaper than fuel. On each tick it also checks the output capture of every running
-request against its caps.
+request against its caps, and lowers the scheduling priority of the thread of any
+request that has run longer than `DEMOTE_AFTER_S` (nice `DEMOTED_NICE`): many tenants
+share one process and its cores, so a request that burns CPU for seconds must not slow
+the millisecond requests of others (a node's short functions keep their latency while
+a neighbour loops). The thread gets its priority back when the request ends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
 import time
+from dataclasses import dataclass
 
 import wasmtime
 
 from wasmop.runtime.wasi import OutputCapture
 
 log = logging.getLogger("wasmop.runtime")
+
+DEMOTE_AFTER_S = 0.02
+DEMOTED_NICE = 10
+
+
+@dataclass
+class _Running:
+    thread_id: int  # the kernel's id of the thread running the request
+    started: float
+    demotable: bool  # never the event loop's own thread
+    demoted: bool = False
 
 
 class EpochTicker:
@@ -34,16 +53,20 @@ class EpochTicker:
         self._stopped = False
         self._thread: threading.Thread | None = None
         self._captures: dict[int, OutputCapture] = {}
+        self._running: dict[int, _Running] = {}
 
     def deadline_ticks(self, timeout_s: float) -> int:
         # +1: the first tick can come at any time within the current interval.
         return max(1, int(-(-timeout_s // self.tick_s)) + 1)
 
-    def enter(self, capture: OutputCapture | None = None) -> None:
+    def enter(self, capture: OutputCapture | None = None, demotable: bool = True) -> None:
         with self._lock:
             self._active += 1
             if capture is not None:
                 self._captures[id(capture)] = capture
+                self._running[id(capture)] = _Running(
+                    threading.get_native_id(), time.monotonic(), demotable
+                )
             if self._thread is None and not self._stopped:
                 self._thread = threading.Thread(target=self._run, name="wasmop-epoch", daemon=True)
                 self._thread.start()
@@ -52,10 +75,17 @@ class EpochTicker:
     def exit(self, capture: OutputCapture | None = None) -> None:
         with self._lock:
             self._active -= 1
+            running = None
             if capture is not None:
                 self._captures.pop(id(capture), None)
+                running = self._running.pop(id(capture), None)
             if self._active == 0:
                 self._wake.clear()
+        if running is not None and running.demoted:
+            # Back to normal for the thread's next request (needs CAP_SYS_NICE; without
+            # it the thread stays demoted, which only slows its own function).
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, running.thread_id, 0)
 
     def interrupt_all(self, ticks: int) -> None:
         """Advance the epoch past every deadline: every running request traps now."""
@@ -96,3 +126,17 @@ class EpochTicker:
                     capture.check()
                 except OSError as exc:  # pragma: no cover - fd trouble must not stop ticking
                     log.warning("output check failed: %s", exc)
+            self._demote_long_requests(now)
+
+    def _demote_long_requests(self, now: float) -> None:
+        with self._lock:
+            due = [
+                r
+                for r in self._running.values()
+                if r.demotable and not r.demoted and now - r.started >= DEMOTE_AFTER_S
+            ]
+            for running in due:
+                running.demoted = True
+        for running in due:
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, running.thread_id, DEMOTED_NICE)

@@ -449,7 +449,8 @@ class Function:
         key = id(capture)
         with self._idle:
             self._active += 1
-        ticker.enter(capture)
+        # An inline request runs on the event loop's thread, which is never demoted.
+        ticker.enter(capture, demotable=ticks is None)
         self.host_calls.enter(time.monotonic() + limits.timeout_s)
         cpu_start = time.thread_time()
         t_start = t_instance = time.perf_counter()

@@ -14,8 +14,15 @@ because absolute numbers move with the machine and its load while ratios mostly 
   and in memory);
 - requests per second with the server pinned to one core and several connections.
 
+- the hostile corpus (`wasmop.bench.hostile`) in a node-like process: one process serves
+  hello over HTTP and runs each hostile module `HOSTILE_CONCURRENCY` requests at a time
+  for at least a second (or loads it, for modules it must refuse), while this process
+  keeps asking hello; per module: the status, the process's peak RSS (VmHWM, reset
+  before each module) and hello's p99 against its idle p99 from the same run.
+
 Targets (issue 3): HTTP p50 <= 2 ms and <= 3x the raw call; cached load >= 10x faster
-than compiling.
+than compiling. Issue 11: each hostile module gets its documented status; peak RSS <=
+memory limit x concurrency + (idle RSS + `RSS_OVERHEAD_MIB`); hello p99 <= 5x idle.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -39,6 +47,13 @@ from pathlib import Path
 HTTP_TARGET_S = 0.002
 HTTP_RATIO_TARGET = 3.0
 CACHE_RATIO_TARGET = 10.0
+HOSTILE_CONCURRENCY = 4
+HOSTILE_MIN_S = 1.0
+# The fixed overhead of the RSS bound, beyond the process's idle RSS: per running request
+# the output cap (1 MiB memfd), the table-element cap (512 KiB) and wasm stack (512 KiB),
+# plus the instance pool, thread stacks and allocator slack.
+RSS_OVERHEAD_MIB = 64
+HELLO_P99_RATIO_TARGET = 5.0
 
 
 @dataclass
@@ -286,6 +301,220 @@ def bench_rps(results: Results, hello: Path, total: int) -> None:
         server.stop()
 
 
+# --- hostile modules in a node-like process -----------------------------------------------
+
+
+@dataclass
+class HostileRow:
+    name: str
+    expected: str
+    outcome: str
+    runs: int
+    peak_rss_mib: float
+    hello: list[float]  # seconds, while it ran
+
+
+def serve_hostile_node() -> None:
+    """The node-like process: hello on one port, a control port that runs hostile modules
+    (`POST /run/<name>`), both in one process as a node agent hosts many Pods."""
+    from aiohttp import web
+
+    from wasmop.bench.hostile import HOSTILE_LIMITS, corpus
+    from wasmop.runtime import (
+        EngineFeatures,
+        FunctionConfig,
+        ModuleError,
+        Request,
+        Runtime,
+        RuntimeConfig,
+        start_server,
+    )
+    from wasmop.runtime.compiler import compile_pool
+    from wasmop.runtime.workloads import load_manifest
+
+    hostiles = {h.name: h for h in corpus()}
+    runtimes = {
+        False: Runtime(),
+        True: Runtime(RuntimeConfig(features=EngineFeatures(multi_memory=True))),
+    }
+
+    async def run(request: web.Request) -> web.Response:
+        hostile = hostiles[request.match_info["name"]]
+        runtime = runtimes["multi-memory" in hostile.features]
+        concurrency = int(request.query.get("concurrency", HOSTILE_CONCURRENCY))
+        started, runs, outcomes = time.monotonic(), 0, set()
+        while runs == 0 or time.monotonic() - started < HOSTILE_MIN_S:
+            try:
+                module = await runtime.load_async(hostile.module, HOSTILE_LIMITS)
+            except ModuleError as exc:
+                outcomes.add(f"refused {exc.reason}")
+                runs += 1
+                await asyncio.sleep(0.05)
+                continue
+            function = runtime.function(
+                module,
+                FunctionConfig(name="hostile", limits=HOSTILE_LIMITS, max_concurrency=concurrency),
+            )
+            responses = await asyncio.gather(
+                *(function.invoke(Request(query=hostile.query)) for _ in range(concurrency))
+            )
+            await function.aclose(0)
+            outcomes |= {f"{r.status} {r.reason}" for r in responses}
+            runs += len(responses)
+        return web.json_response({"outcomes": sorted(outcomes), "runs": runs})
+
+    async def main() -> None:
+        compile_pool().warm_up()
+        hello = runtimes[False].function(load_manifest()["hello"].wasm_path, name="hello")
+        hello_server = await start_server(hello)
+        app = web.Application()
+        app.router.add_post("/run/{name}", run)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        control_port = runner.addresses[0][1]
+        sys.stdout.write(f"ports {hello_server.port} {control_port}\n")
+        sys.stdout.flush()
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc status")
+
+
+def reset_peak_rss(pid: int) -> None:
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+
+
+def hello_latencies(port: int, stop: threading.Event, out: list[float]) -> None:
+    """A closed loop of hello requests on one keep-alive connection until `stop`."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    buffer = bytearray()
+    while not stop.is_set():
+        start = time.perf_counter()
+        sock.sendall(REQUEST)
+        response = read_response(sock, buffer)
+        out.append(time.perf_counter() - start)
+        if not response.startswith(b"HTTP/1.1 200"):
+            raise RuntimeError(f"hello failed: {response[:80]!r}")
+    sock.close()
+
+
+def bench_hostile(idle_s: float = 2.0) -> tuple[list[float], float, list[HostileRow]]:
+    """Idle hello latencies, idle RSS (MiB) and one row per hostile module."""
+    import urllib.request
+
+    from wasmop.bench.hostile import corpus
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "wasmop.bench.micro.runtime", "--hostile-node"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().split()
+        if not line or line[0] != "ports":
+            raise RuntimeError("the node-like process did not start")
+        hello_port, control_port = int(line[1]), int(line[2])
+
+        def measure(action: Callable[[], object] | None, at_least_s: float) -> list[float]:
+            samples: list[float] = []
+            stop = threading.Event()
+            client = threading.Thread(target=hello_latencies, args=(hello_port, stop, samples))
+            client.start()
+            started = time.monotonic()
+            if action is not None:
+                action()
+            time.sleep(max(0.0, at_least_s - (time.monotonic() - started)))
+            stop.set()
+            client.join()
+            return samples
+
+        measure(None, 0.5)  # warm-up
+        idle = measure(None, idle_s)
+        idle_rss = peak_rss_mib(process.pid)
+        rows = []
+        for hostile in corpus():
+            reset_peak_rss(process.pid)
+            reply: dict[str, object] = {}
+
+            def run(name: str = hostile.name, into: dict[str, object] = reply) -> None:
+                url = f"http://127.0.0.1:{control_port}/run/{name}"
+                request = urllib.request.Request(url, method="POST")
+                with urllib.request.urlopen(request, timeout=120) as response:
+                    into.update(json.loads(response.read()))
+
+            samples = measure(run, 0.0)
+            outcomes = reply.get("outcomes") or []
+            rows.append(
+                HostileRow(
+                    name=hostile.name,
+                    expected=hostile.expected,
+                    outcome=" | ".join(map(str, outcomes)),  # type: ignore[arg-type]
+                    runs=int(reply.get("runs", 0)),  # type: ignore[arg-type]
+                    peak_rss_mib=peak_rss_mib(process.pid),
+                    hello=samples,
+                )
+            )
+        return idle, idle_rss, rows
+    finally:
+        process.kill()
+        process.wait()
+
+
+def report_hostile(idle: list[float], idle_rss: float, rows: list[HostileRow]) -> str:
+    from wasmop.bench.hostile import HOSTILE_LIMITS
+    from wasmop.bench.stats import bootstrap_ci, describe
+
+    limit_mib = HOSTILE_LIMITS.memory_bytes / 2**20
+    bound = limit_mib * HOSTILE_CONCURRENCY + idle_rss + RSS_OVERHEAD_MIB
+    idle_p99 = describe(idle)["p99"]
+    low, high = bootstrap_ci(idle, 0.99)
+    lines = [
+        "",
+        f"hostile modules in one node-like process ({HOSTILE_CONCURRENCY} at a time, limits "
+        f"{limit_mib:g} MiB, {HOSTILE_LIMITS.timeout_s:g} s, "
+        f"{HOSTILE_LIMITS.output_bytes / 2**20:g} MiB output)",
+        f"idle: RSS {idle_rss:.0f} MiB; hello p99 {idle_p99 * 1000:.3f} ms "
+        f"(95% CI {low * 1000:.3f}-{high * 1000:.3f}, n={len(idle)})",
+        f"RSS bound: {limit_mib:g} MiB x {HOSTILE_CONCURRENCY} + idle {idle_rss:.0f} MiB + "
+        f"{RSS_OVERHEAD_MIB} MiB = {bound:.0f} MiB",
+        "",
+        f"{'module':<18} {'expected':<28} {'status':<28} {'runs':>5} {'peak RSS MiB':>13} "
+        f"{'hello p99 ms (95% CI)':>26} {'n':>6} {'x idle':>7}  verdict",
+    ]
+    all_hold = True
+    for row in rows:
+        d = describe(row.hello)
+        low, high = bootstrap_ci(row.hello, 0.99)
+        ratio = d["p99"] / idle_p99 if idle_p99 else float("nan")
+        holds = (
+            row.outcome == row.expected
+            and row.peak_rss_mib <= bound
+            and ratio <= HELLO_P99_RATIO_TARGET
+        )
+        all_hold &= holds
+        ci = f"{d['p99'] * 1000:.2f} ({low * 1000:.2f}-{high * 1000:.2f})"
+        lines.append(
+            f"{row.name:<18} {row.expected:<28} {row.outcome:<28} {row.runs:>5} "
+            f"{row.peak_rss_mib:>13.0f} {ci:>26} {d['n']:>6} {ratio:>7.2f}  "
+            f"{'met' if holds else 'MISSED'}"
+        )
+    lines.append(
+        f"\ntarget: every status as documented, peak RSS <= {bound:.0f} MiB, hello p99 <= "
+        f"{HELLO_P99_RATIO_TARGET:g}x idle: {'met' if all_hold else 'MISSED'}"
+    )
+    return "\n".join(lines)
+
+
 # --- report ----------------------------------------------------------------------------
 
 
@@ -335,7 +564,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=4000, help="samples per latency row")
     parser.add_argument("--rps-requests", type=int, default=8000, help="requests for req/s")
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    parser.add_argument("--hostile-node", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--only-hostile", action="store_true", help="only the hostile corpus")
     args = parser.parse_args(argv)
+    if args.hostile_node:
+        serve_hostile_node()
+        return 0
 
     import wasmtime  # noqa: F401 - fail early with a clear import error
 
@@ -353,12 +587,16 @@ def main(argv: list[str] | None = None) -> int:
             "load": f"{os.getloadavg()[0]:.2f}",
         }
     )
-    bench_in_process(results, hello, args.requests)
-    bench_http_latency(results, hello, args.requests)
-    bench_loads(results, largest)
-    bench_rps(results, hello, args.rps_requests)
+    if not args.only_hostile:
+        bench_in_process(results, hello, args.requests)
+        bench_http_latency(results, hello, args.requests)
+        bench_loads(results, largest)
+        bench_rps(results, hello, args.rps_requests)
+    idle, idle_rss, hostile_rows = bench_hostile()
     results.environment["load"] += f"->{os.getloadavg()[0]:.2f}"
-    sys.stdout.write(report(results) + "\n")
+    if not args.only_hostile:
+        sys.stdout.write(report(results) + "\n")
+    sys.stdout.write(report_hostile(idle, idle_rss, hostile_rows) + "\n")
     if args.json:
         args.json.write_text(
             json.dumps(
@@ -366,6 +604,11 @@ def main(argv: list[str] | None = None) -> int:
                     "environment": results.environment,
                     "rows": {k: asdict(v) for k, v in results.rows.items()},
                     "rps_one_core": results.rps_one_core,
+                    "hostile": {
+                        "idle_rss_mib": idle_rss,
+                        "idle_hello_s": idle,
+                        "rows": [asdict(row) for row in hostile_rows],
+                    },
                 },
                 indent=2,
             )
