@@ -46,7 +46,6 @@ from wasmop.runtime.errors import (
     TableLimitExceeded,
     UnsupportedFeature,
 )
-from wasmop.runtime.wasi import link, wasi_linker
 
 ModuleSource = bytes | bytearray | memoryview | str | os.PathLike[str]
 
@@ -718,17 +717,11 @@ def check_module(
     engine = _shared_engine(config)
     info, _ = inspect(wasm, engine, config, limits, compressed_size)
     if compile:
-        link_check(engine, wasm)
+        # Code generation runs in a compile worker, under the compile deadline.
+        from wasmop.runtime.compiler import compile_pool
+
+        compile_pool().compile(wasm, config, compressed_size, keep=False)
     return info
-
-
-def link_check(engine: wasmtime.Engine, wasm: bytes) -> None:
-    """Compile and resolve the imports against WASI (catches wrong import signatures)."""
-    try:
-        module = wasmtime.Module(engine, wasm)
-    except wasmtime.WasmtimeError as exc:
-        raise classify_compile_error(exc) from exc
-    link(wasi_linker(engine), module)
 
 
 __all__ = [
