@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import time
@@ -42,6 +43,18 @@ async def raw(
     writer.write(data)
     await writer.drain()
     return reader, writer
+
+
+@contextlib.asynccontextmanager
+async def serving(workload: str, admission: Admission) -> AsyncIterator[ServerHandle]:
+    """One workload served with its own admission counters."""
+    with Runtime() as runtime:
+        function = runtime.function(load_manifest()[workload].wasm_path, name=workload)
+        handle = await start_server(function, admission=admission)
+        try:
+            yield handle
+        finally:
+            await handle.stop(grace=0)
 
 
 @pytest.fixture
@@ -105,57 +118,42 @@ async def test_the_body_budget_is_shared_and_refusals_say_so(manifest: Manifest)
 
 async def test_a_body_that_stops_arriving_gets_408(manifest: Manifest) -> None:
     admission = Admission(AdmissionSettings(body_timeout_s=0.5))
-    with Runtime() as runtime:
-        echo = runtime.function(manifest["echo"].wasm_path, FunctionConfig(name="echo"))
-        handle = await start_server(echo, admission=admission)
-        try:
-            reader, writer = await raw(
-                handle, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nhalf"
-            )
-            status, headers = await read_head(reader, within_s=3)
-            assert (status, headers[REASON]) == (408, "body-timeout")
-            assert await asyncio.wait_for(reader.read(), 2) is not None  # then closed
-            assert admission.body_bytes == 0
-            writer.close()
-        finally:
-            await handle.stop(grace=0)
+    async with serving("echo", admission) as handle:
+        reader, writer = await raw(
+            handle, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nhalf"
+        )
+        status, headers = await read_head(reader, within_s=3)
+        assert (status, headers[REASON]) == (408, "body-timeout")
+        assert await asyncio.wait_for(reader.read(), 2) is not None  # then closed
+        assert admission.body_bytes == 0
+        writer.close()
 
 
 async def test_a_request_head_that_never_completes_is_disconnected(manifest: Manifest) -> None:
     admission = Admission(AdmissionSettings(header_timeout_s=0.5))
-    with Runtime() as runtime:
-        hello = runtime.function(manifest["hello"].wasm_path, FunctionConfig(name="hello"))
-        handle = await start_server(hello, admission=admission)
-        try:
-            started = time.monotonic()
-            reader, writer = await raw(handle, b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
-            assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server
-            assert time.monotonic() - started < 3
-            writer.close()
-            assert admission.connections == 0
-        finally:
-            await handle.stop(grace=0)
+    async with serving("hello", admission) as handle:
+        started = time.monotonic()
+        reader, writer = await raw(handle, b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server
+        assert time.monotonic() - started < 3
+        writer.close()
+        assert admission.connections == 0
 
 
 async def test_connections_over_the_cap_are_refused_with_a_reason(manifest: Manifest) -> None:
     admission = Admission(AdmissionSettings(per_server_connections=2))
-    with Runtime() as runtime:
-        hello = runtime.function(manifest["hello"].wasm_path, FunctionConfig(name="hello"))
-        handle = await start_server(hello, admission=admission)
-        try:
-            held = [await asyncio.open_connection(handle.host, handle.port) for _ in range(2)]
-            await asyncio.sleep(0.1)
-            reader, writer = await asyncio.open_connection(handle.host, handle.port)
-            status, headers = await read_head(reader)
-            assert (status, headers[REASON]) == (503, "connection-limit")
-            writer.close()
-            for _, w in held:
-                w.close()
-            await asyncio.sleep(0.1)
-            async with aiohttp.ClientSession() as client, client.get(handle.url) as response:
-                assert response.status == 200  # room again
-        finally:
-            await handle.stop(grace=0)
+    async with serving("hello", admission) as handle:
+        held = [await asyncio.open_connection(handle.host, handle.port) for _ in range(2)]
+        await asyncio.sleep(0.1)
+        reader, writer = await asyncio.open_connection(handle.host, handle.port)
+        status, headers = await read_head(reader)
+        assert (status, headers[REASON]) == (503, "connection-limit")
+        writer.close()
+        for _, w in held:
+            w.close()
+        await asyncio.sleep(0.1)
+        async with aiohttp.ClientSession() as client, client.get(handle.url) as response:
+            assert response.status == 200  # room again
 
 
 async def test_a_sleeping_host_call_ends_at_the_deadline_and_frees_its_slot(

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from wasmop.runtime.config import MIB, Limits
+from wasmop.runtime.loader import uleb128 as _leb
 
 # The limits every hostile function is served with (and the bench's memory bound).
 HOSTILE_LIMITS = Limits(memory_bytes=64 * MIB, timeout_s=2.0, output_bytes=1 * MIB)
@@ -91,18 +92,6 @@ _START_LOOP = """(module (memory (export "memory") 1)
   (func $spin (loop $l (br $l)))
   (start $spin)
   (func (export "_start")))"""
-
-
-def _leb(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
 
 
 def _section(section_id: int, payload: bytes) -> bytes:

@@ -438,7 +438,8 @@ def accounting_name(kind: str, index: int) -> bytes:
     return f"{ACCOUNTING_PREFIX}{kind}:{index}".encode()
 
 
-def _uleb(value: int) -> bytes:
+def uleb128(value: int) -> bytes:
+    """An unsigned LEB128 integer, as the binary format writes counts and sizes."""
     out = bytearray()
     while True:
         byte = value & 0x7F
@@ -457,7 +458,7 @@ def with_accounting_exports(wasm: bytes, parsed: _Parsed) -> bytes:
     if any(e.name.startswith(ACCOUNTING_PREFIX) for e in parsed.exports):
         raise ForbiddenImport(f"export names starting with {ACCOUNTING_PREFIX!r} are reserved")
     added = [
-        _uleb(len(name)) + name + bytes([_EXPORT_KIND[kind]]) + _uleb(index)
+        uleb128(len(name)) + name + bytes([_EXPORT_KIND[kind]]) + uleb128(index)
         for kind, items in (("memory", parsed.memories), ("table", parsed.tables))
         for index in range(len(items))
         for name in [accounting_name(kind, index)]
@@ -465,8 +466,8 @@ def with_accounting_exports(wasm: bytes, parsed: _Parsed) -> bytes:
     header, start, end = parsed.export_section
     reader = _Reader(wasm, start, end)
     count = reader.uleb()
-    payload = _uleb(count + len(added)) + wasm[reader.pos : end] + b"".join(added)
-    return wasm[:header] + b"\x07" + _uleb(len(payload)) + payload + wasm[end:]
+    payload = uleb128(count + len(added)) + wasm[reader.pos : end] + b"".join(added)
+    return wasm[:header] + b"\x07" + uleb128(len(payload)) + payload + wasm[end:]
 
 
 def interface_from_module(module: wasmtime.Module) -> _Parsed:
