@@ -27,6 +27,7 @@ from wasmop.runtime.wasi import OutputCapture
 log = logging.getLogger("wasmop.runtime")
 
 DEMOTE_AFTER_S = 0.02
+HOT_CHECK_S = 0.001
 DEMOTED_NICE = 10
 
 
@@ -105,6 +106,7 @@ class EpochTicker:
         asked) advances the epoch by every tick that has passed, so deadlines follow the
         wall clock rather than drifting behind it."""
         next_at: float | None = None
+        hot: list[OutputCapture] = []
         while True:
             if not self._wake.is_set():
                 next_at = None  # idle: the schedule starts afresh when a request comes
@@ -114,19 +116,31 @@ class EpochTicker:
             now = time.monotonic()
             if next_at is None:
                 next_at = now + self.tick_s
-            if next_at > now:
-                time.sleep(next_at - now)
+            while next_at > now:
+                if not hot:
+                    time.sleep(next_at - now)
+                else:  # an output near its cap: check it every millisecond until the tick
+                    time.sleep(min(HOT_CHECK_S, next_at - now))
+                    hot = self._check_captures(list(hot))
                 now = time.monotonic()
             due = 1 + max(0, int((now - next_at) // self.tick_s))
             for _ in range(due):
                 self.engine.increment_epoch()
             next_at += due * self.tick_s
-            for capture in list(self._captures.values()):
-                try:
-                    capture.check()
-                except OSError as exc:  # pragma: no cover - fd trouble must not stop ticking
-                    log.warning("output check failed: %s", exc)
+            hot = self._check_captures(list(self._captures.values()))
             self._demote_long_requests(now)
+
+    @staticmethod
+    def _check_captures(captures: list[OutputCapture]) -> list[OutputCapture]:
+        """Enforce output caps; the captures near their cap."""
+        hot = []
+        for capture in captures:
+            try:
+                if capture.check():
+                    hot.append(capture)
+            except OSError as exc:  # pragma: no cover - fd trouble must not stop ticking
+                log.warning("output check failed: %s", exc)
+        return hot
 
     def _demote_long_requests(self, now: float) -> None:
         with self._lock:

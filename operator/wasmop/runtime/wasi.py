@@ -118,16 +118,24 @@ class OutputCapture:
         self.done = False
         self.lock = threading.Lock()
 
-    def check(self) -> None:
-        """Enforce the caps (called by the ticker thread while the request runs)."""
+    def check(self) -> bool:
+        """Enforce the caps (called by the ticker thread while the request runs). True
+        while stdout is past half its cap: the ticker then checks it every millisecond,
+        so a flood overshoots the cap by a millisecond of writing, not a tick's."""
         with self.lock:
             if self.done:
-                return
-            if not self.out.sealed and self.out.size() > self.out_cap:
-                self.overflowed = True
-                self.out.seal_at(0)
+                return False
+            hot = False
+            if not self.out.sealed:
+                size = self.out.size()
+                if size > self.out_cap:
+                    self.overflowed = True
+                    self.out.seal_at(0)
+                else:
+                    hot = size > self.out_cap // 2
             if not self.err.sealed and self.err.size() > self.err_cap:
                 self.err.seal_at(self.err_cap)
+            return hot
 
     def finish(self) -> tuple[bytes, bytes]:
         """The captured streams; stdout is empty when it overflowed. Releases the files."""
