@@ -36,6 +36,17 @@ def check_mode(mode: str) -> None:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
 
 
+def ready_kind(mode: str) -> str:
+    """Whose status says the replicas are ready: the WasmFunction's (through the operator)
+    or the hand-written Deployment's."""
+    return "WasmFunction" if mode == "operator" else "Deployment"
+
+
+def function_names(count: int) -> list[str]:
+    """``fn-000``, ``fn-001``, ...: the functions of a batch."""
+    return [f"fn-{i:03d}" for i in range(count)]
+
+
 def metric_name(mode: str, name: str) -> str:
     """Plain-mode (no operator) values are kept apart, never judged as the operator's."""
     return name if mode == "operator" else f"plain_{name}"

@@ -19,17 +19,19 @@ import pandas as pd
 from wasmop.bench import figures, watch
 from wasmop.bench.analysis import Analysis
 from wasmop.bench.deploy import outcomes_frame
-from wasmop.bench.experiments.base import Experiment, RawData, check_mode, metric_name
+from wasmop.bench.experiments.base import (
+    Experiment,
+    RawData,
+    check_mode,
+    function_names,
+    metric_name,
+)
 from wasmop.bench.experiments.steps import Workspace, deploy_workload, recording
 from wasmop.bench.run import ExperimentRun
 from wasmop.bench.session import BenchSession
 
 DEPLOYMENTS = "deployments"
 FUNCTION_STATUS = "function_status"
-
-
-def function_names(concurrency: int) -> list[str]:
-    return [f"fn-{i:03d}" for i in range(concurrency)]
 
 
 def run_deployment_latency(

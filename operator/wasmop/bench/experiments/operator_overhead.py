@@ -16,7 +16,7 @@ import pandas as pd
 
 from wasmop.bench import deploy, figures, watch
 from wasmop.bench.analysis import Analysis
-from wasmop.bench.experiments.base import Experiment, RawData
+from wasmop.bench.experiments.base import Experiment, RawData, function_names
 from wasmop.bench.experiments.steps import Workspace, deploy_workload, recording
 from wasmop.bench.process_sampler import ProcessSampler, operator_pid
 from wasmop.bench.run import ExperimentRun
@@ -48,7 +48,7 @@ def run_operator_overhead(
             rec.mark(PHASE, detail="idle")
             time.sleep(idle_s)
             rec.mark(PHASE, detail="deploying")
-            names = [f"fn-{i:03d}" for i in range(functions_count)]
+            names = function_names(functions_count)
             outcomes = deploy_workload(
                 session, ws.namespace, names, workload, rec,
                 mode="operator", replicas=1, timeout_s=timeout_s,

@@ -31,7 +31,13 @@ import pandas as pd
 from wasmop.bench import deploy, faults, figures, probe, watch
 from wasmop.bench.analysis import Analysis
 from wasmop.bench.clock import now_ms
-from wasmop.bench.experiments.base import Experiment, RawData, check_mode, metric_name
+from wasmop.bench.experiments.base import (
+    Experiment,
+    RawData,
+    check_mode,
+    metric_name,
+    ready_kind,
+)
 from wasmop.bench.experiments.steps import Workspace, deploy_one, recording, wait_serving
 from wasmop.bench.run import ExperimentRun
 from wasmop.bench.session import BenchSession
@@ -187,7 +193,7 @@ def run_recovery(
         raise ValueError(f"fault must be one of {', '.join(FAULTS)}, got {fault!r}")
     if fault == "operator-kill" and mode != "operator":
         raise ValueError("operator-kill needs mode='operator'")
-    kind = "WasmFunction" if mode == "operator" else "Deployment"
+    kind = ready_kind(mode)
     desired = replicas
     restore: list[str] = []
     spec = None
@@ -277,7 +283,7 @@ def run_recovery(
 def analyse_recovery(raw: RawData) -> Analysis:
     params = raw.parameters
     mode = params["mode"]
-    kind = "WasmFunction" if mode == "operator" else "Deployment"
+    kind = ready_kind(mode)
     fault = raw.json(FAULT)
     fault_ms, api_ready = fault["t_ms"], fault.get("api_ready_ms")
     probes = raw.table(PROBES)

@@ -24,7 +24,13 @@ import pandas as pd
 
 from wasmop.bench import deploy, figures, watch
 from wasmop.bench.analysis import Analysis
-from wasmop.bench.experiments.base import Experiment, RawData, check_mode, metric_name
+from wasmop.bench.experiments.base import (
+    Experiment,
+    RawData,
+    check_mode,
+    metric_name,
+    ready_kind,
+)
 from wasmop.bench.experiments.steps import Workspace, deploy_one, recording, wait_serving
 from wasmop.bench.load import (
     HISTORY_CSV,
@@ -44,11 +50,6 @@ AUTOSCALED = "autoscaled"  # the function under load
 SCALE_REQUESTS = "scale_requests"
 LOAD_START = "load-start"
 LOCUST = "locust"
-
-
-def kind_of(mode: str) -> str:
-    """What says the replicas are ready: the function's status, or the Deployment's."""
-    return "WasmFunction" if mode == "operator" else "Deployment"
 
 
 # --------------------------------------------------------------------------- manual
@@ -74,7 +75,7 @@ def run_manual_scaling(
     """Scale out to ``high`` and back to ``low``, ``repetitions`` times, each time waiting
     until the replicas are ready; record every request."""
     check_mode(mode)
-    kind = kind_of(mode)
+    kind = ready_kind(mode)
     requests: list[dict[str, Any]] = []
     with Workspace(session, run.experiment) as ws, recording(session, run, ws.namespace) as rec:
         deploy_one(
@@ -108,7 +109,7 @@ def _or_nan(value: float | None) -> float:
 
 def analyse_manual_scaling(raw: RawData) -> Analysis:
     mode = raw.parameters["mode"]
-    kind = kind_of(mode)
+    kind = ready_kind(mode)
     events = raw.events()
     rows = events.to_dict("records")
     steps = raw.table(SCALE_REQUESTS)
