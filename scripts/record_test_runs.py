@@ -8,7 +8,9 @@ experiment once with tiny parameters, exactly as a
 notebook does (raw data first, then the analysis of what was written), and keeps what a
 re-analysis needs and what it must reproduce: ``params.json``, ``raw/``, the CSV tables
 and ``summary.json``, under ``tests/unit/recorded_runs/<experiment>/recorded/``. Run it
-again when an experiment's raw data or analysis changes on purpose.
+again when an experiment's raw data changes on purpose. When only an analysis changes
+(its tables, statistics or summary, from the same raw data), ``--reanalyse`` rewrites the
+kept files from the recorded ``raw/`` without a cluster.
 """
 
 from __future__ import annotations
@@ -60,7 +62,16 @@ def keep(run: Path, destination: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", action="append", choices=sorted(PARAMETERS))
+    parser.add_argument(
+        "--reanalyse",
+        action="store_true",
+        help="no cluster: analyse the recorded raw/ data again and rewrite what is kept",
+    )
     args = parser.parse_args(argv)
+    if args.reanalyse:
+        for name in args.only or PARAMETERS:
+            reanalyse(DESTINATION / name / RUN_ID)
+        return 0
     layout = StateLayout.default()
     started = not manager.is_running(layout)
     manager.up(layout, timeout=300)
@@ -72,6 +83,15 @@ def main(argv: list[str] | None = None) -> int:
         if started:
             manager.down(layout)
     return 0
+
+
+def reanalyse(folder: Path) -> None:
+    """Rewrite a recorded run's tables and summary from its raw/; drop what keep() drops."""
+    registry.reanalyse(folder)
+    shutil.rmtree(folder / "figures", ignore_errors=True)
+    for path in folder.glob("*.parquet"):
+        path.unlink()
+    print(f"{folder.parent.name}: analysed again in {folder}")
 
 
 def record(name: str, scratch: Path) -> None:

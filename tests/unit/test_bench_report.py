@@ -45,7 +45,9 @@ def test_runs_are_pooled_per_plan(tmp_path: Path) -> None:
     assert stats["deploy_latency_ms"]["p50"] == 200 and stats["deploy_latency_ms"]["n"] == 3
     assert stats["error_ratio"]["value"] == 0.001
     # 10 + 100 is not 110 at once: only the largest batch counts.
-    assert stats["concurrent_ready_ratio"] == {"value": 0.99, "n": 100}
+    ready = stats["concurrent_ready_ratio"]
+    assert (ready["value"], ready["n"], ready["batch"]) == (0.99, 100, 100)
+    assert ready["value_ci_low"] < 0.99 < ready["value_ci_high"] <= 1.0
 
     table = report.load_table(runs, "functions")
     assert sorted(table["run_id"]) == ["a", "b", "c"]

@@ -39,7 +39,9 @@ def test_a_run_writes_params_env_tables_and_summary(tmp_path: Path) -> None:
     assert summary["metrics"]["error_ratio"]["value"] == 0.002
     verdicts = {t["target"]: t["verdict"] for t in summary["targets"]}
     assert verdicts["Deployment latency"] == "holds"
-    assert verdicts["Error rate"] == "missed"
+    # 2 failures in 1,000 could still be a rate under 0.1 %.
+    assert verdicts["Error rate"] == "missed (95 % CI crosses the bound)"
+    assert on_disk_intervals(run)["level"] == 0.95
     assert verdicts["Recovery time"] == "not measured"
     on_disk = json.loads(run.paths.summary.read_text())
     assert on_disk["note"] == "test" and on_disk["counts"]["requests_total"] == 1000
@@ -48,6 +50,11 @@ def test_a_run_writes_params_env_tables_and_summary(tmp_path: Path) -> None:
         "deploy_latency_ms",
         "status_lag_ms",
     }
+
+
+def on_disk_intervals(run: ExperimentRun) -> dict:  # type: ignore[type-arg]
+    """The interval methods a summary.json names."""
+    return json.loads(run.paths.summary.read_text())["intervals"]
 
 
 def test_a_run_without_observations_still_finishes(tmp_path: Path) -> None:
@@ -62,8 +69,11 @@ def test_ratios_from_counts() -> None:
         {"requests_total": 200, "requests_failed": 0, "concurrent_deploy_total": 100,
          "concurrent_deploy_ready": 99}
     )  # fmt: skip
-    assert stats["success_ratio"] == {"value": 1.0, "n": 200}
-    assert stats["concurrent_ready_ratio"] == {"value": 0.99, "n": 100}
+    success = stats["success_ratio"]
+    assert (success["value"], success["n"], success["value_ci_high"]) == (1.0, 200, 1.0)
+    assert 0.98 < success["value_ci_low"] < 1.0, "no failures in 200 is not a 100 % rate"
+    ready = stats["concurrent_ready_ratio"]
+    assert (ready["value"], ready["n"], ready["batch"]) == (0.99, 100, 100)
     assert ratios_from_counts({}) == {}
 
 

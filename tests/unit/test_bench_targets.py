@@ -36,7 +36,7 @@ def test_every_target_is_judged_on_its_statistic() -> None:
         "success_ratio": {"value": 0.9995, "n": 10000},
         "error_ratio": {"value": 0.0005, "n": 10000},
         "recovery_ms": {"p50": 12000.0, "max": 15000.0, "n": 4},
-        "concurrent_ready_ratio": {"value": 1.0, "n": 100},
+        "concurrent_ready_ratio": {"value": 1.0, "n": 300, "batch": 100},
         "operator_cpu_millicores": {"p95": 80.0, "mean": 20.0, "n": 60},
         "operator_rss_mib": {"max": 300.0, "mean": 200.0, "n": 60},
     }
@@ -59,7 +59,7 @@ def test_missing_or_too_few_observations_are_not_measured() -> None:
     results = by_key(
         evaluate(
             {
-                "concurrent_ready_ratio": {"value": 1.0, "n": 10},
+                "concurrent_ready_ratio": {"value": 1.0, "n": 30, "batch": 10},
                 "deploy_latency_ms": {"p50": float("nan"), "n": 0},
             }
         )
@@ -68,6 +68,39 @@ def test_missing_or_too_few_observations_are_not_measured() -> None:
     assert "10" in results["concurrent"].note and "100" in results["concurrent"].note
     assert results["deployment"].holds is None
     assert results["scaling"].holds is None and results["scaling"].verdict == "not measured"
+
+
+def test_the_interval_is_shown_and_says_when_it_reaches_across_the_bound() -> None:
+    stats = {
+        "deploy_latency_ms": {"p50": 1500.0, "p50_ci_low": 1200.0, "p50_ci_high": 2400.0,
+                              "n": 12},
+        "scale_latency_ms": {"p50": 900.0, "p50_ci_low": 700.0, "p50_ci_high": 1100.0, "n": 12},
+        "recovery_ms": {"p50": 12000.0, "p50_ci_low": 11000.0, "p50_ci_high": 13000.0, "n": 12},
+        "success_ratio": {"value": 1.0, "value_ci_low": 0.998, "value_ci_high": 1.0, "n": 2000},
+        "status_lag_ms": {"p50": 30.0, "n": 3},
+    }  # fmt: skip
+    results = by_key(evaluate(stats))
+    deployment = results["deployment"]
+    assert deployment.holds is True and deployment.settled is False
+    assert (deployment.ci_low, deployment.ci_high) == (1200.0, 2400.0)
+    assert deployment.verdict == "holds (95 % CI crosses the bound)"
+    assert results["scaling"].settled is True and results["scaling"].verdict == "holds"
+    assert results["recovery"].holds is False and results["recovery"].verdict == "missed"
+    # 2,000 requests without a failure cannot show a 99.9 % success rate.
+    assert results["success"].holds is True and results["success"].settled is False
+    assert results["status"].settled is None and "no interval below n=10" in results["status"].note
+    markdown = results_markdown(evaluate(stats))
+    assert "| p50 1.50 s | [1.20 s, 2.40 s] | 12 |" in markdown
+    assert "| 100.000 % | [99.800 %, 100.000 %] | 2000 |" in markdown
+    frame = results_frame(evaluate(stats))
+    assert list(frame.loc[0, ["ci_low", "ci_high", "settled"]]) == [1200.0, 2400.0, False]
+
+
+def test_an_exact_claim_shows_its_interval_without_judging_it() -> None:
+    ready = {"value": 1.0, "n": 300, "batch": 100, "value_ci_low": 0.987, "value_ci_high": 1.0}
+    result = by_key(evaluate({"concurrent_ready_ratio": ready}))["concurrent"]
+    assert result.holds is True and result.settled is None and result.verdict == "holds"
+    assert result.ci_low == 0.987
 
 
 def test_error_ratio_at_the_bound_is_missed() -> None:
@@ -81,7 +114,7 @@ def test_tables() -> None:
     assert list(frame["target"]) == [t.label for t in TARGETS]
     assert frame.loc[0, "verdict"] == "holds"
     markdown = results_markdown(results)
-    assert "| Deployment latency |" in markdown and "1.50 s" in markdown
+    assert "| Deployment latency |" in markdown and "p50 1.50 s (p95 1.90 s) | - | 5 |" in markdown
     assert markdown.count("\n") == len(TARGETS) + 2
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from wasmop.bench import plots
-from wasmop.bench.targets import format_value, target
+from wasmop.bench.targets import format_interval, format_value, target
 from wasmop.bench.watch import PHASES
 
 PHASE_LABELS = {
@@ -272,27 +272,34 @@ def edge_latency(summary: pd.DataFrame) -> Figure:
 
 
 def targets_table_figure(frame: pd.DataFrame) -> Figure:
-    """The targets table as a figure (for slides and the PDF appendix)."""
+    """The targets table as a figure (for slides and the PDF appendix): estimate, its
+    95 % interval, n and the verdict."""
+
+    def number(row: pd.Series, column: str) -> float | None:
+        value = row.get(column)
+        return None if value is None or pd.isna(value) else float(value)
+
     rows = [
         [
             row["target"],
             row["requirement"],
-            format_value(None if pd.isna(row["measured"]) else row["measured"], row["unit"]),
+            format_value(number(row, "measured"), row["unit"]),
+            format_interval(number(row, "ci_low"), number(row, "ci_high"), row["unit"]),
             "-" if pd.isna(row["n"]) else f"{int(row['n'])}",
-            row["verdict"],
+            row["verdict"].replace(" (", "\n("),
         ]
         for _, row in frame.iterrows()
     ]
-    columns = ["target", "requirement", "measured", "n", "verdict"]
-    fig, ax = plots.new_figure(width=10.0, height=0.5 + 0.32 * len(rows))
+    columns = ["target", "requirement", "estimate", "95 % CI", "n", "verdict"]
+    fig, ax = plots.new_figure(width=11.0, height=0.5 + 0.42 * len(rows))
     ax.set_axis_off()
     table = ax.table(
         cellText=rows, colLabels=columns, loc="center", cellLoc="left",
-        colWidths=[0.22, 0.41, 0.15, 0.07, 0.15],
+        colWidths=[0.16, 0.31, 0.09, 0.17, 0.06, 0.21],
     )  # fmt: skip
     table.auto_set_font_size(False)
-    table.set_fontsize(8)
-    table.scale(1, 1.25)
+    table.set_fontsize(7)
+    table.scale(1, 1.6)
     for (row, _), cell in table.get_celld().items():
         if row == 0:
             cell.set_text_props(fontweight="bold")

@@ -280,13 +280,14 @@ def read_raw_log(path: Path | str | LocustResult) -> pd.DataFrame:
 
 
 def request_summary(raw: pd.DataFrame, by: Sequence[str] = ("name",)) -> pd.DataFrame:
-    """Exact latency quantiles of the successful requests, and failure counts, per request
-    name, from the raw log (the same split the run's observations and targets use)."""
+    """Exact latency quantiles of the successful requests with their 95 % intervals, and
+    failure counts, per request name, from the raw log (the same split the run's
+    observations and targets use)."""
     from wasmop.bench.stats import describe
 
     rows = []
     for key, group in raw.groupby(list(by), sort=True):
-        stats = describe(group.loc[group["ok"], "latency_ms"])
+        stats = describe(group.loc[group["ok"], "latency_ms"], ci=True)
         values = key if isinstance(key, tuple) else (key,)
         row = dict(zip(by, values, strict=True))
         row.update(

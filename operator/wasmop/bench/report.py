@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from wasmop.bench.run import default_results_dir, ratios_from_counts
-from wasmop.bench.stats import describe, ratio
+from wasmop.bench.stats import describe, proportion
 
 log = logging.getLogger(__name__)
 
@@ -90,14 +90,15 @@ def load_summaries(run_table: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def pooled_metrics(run_table: pd.DataFrame) -> dict[str, dict[str, float]]:
-    """Statistics of every metric over all the runs' observations, plus ratios from
-    summed counts. ``concurrent_ready_ratio`` comes from the runs with the largest
-    concurrent batch only: 100 at once is not ten batches of ten."""
+    """Statistics of every metric over all the runs' observations, each with its 95 %
+    interval, plus ratios from summed counts. ``concurrent_ready_ratio`` comes from the
+    runs with the largest concurrent batch only: 100 at once is not ten batches of ten
+    (its ``batch`` is that size, its ``n`` every function of those batches)."""
     observations = load_table(run_table, "observations")
     stats: dict[str, dict[str, float]] = {}
     if not observations.empty and "metric" in observations:
         for metric, group in observations.groupby("metric"):
-            stats[str(metric)] = describe(group["value"])
+            stats[str(metric)] = describe(group["value"], ci=True)
     summaries = load_summaries(run_table)
     totals: dict[str, float] = {}
     for summary in summaries:
@@ -117,8 +118,8 @@ def pooled_metrics(run_table: pd.DataFrame) -> dict[str, dict[str, float]]:
         ready = sum(r for t, r in batches if t == largest)
         runs_at_largest = sum(1 for t, _ in batches if t == largest)
         stats["concurrent_ready_ratio"] = {
-            "value": ratio(ready, largest * runs_at_largest),
-            "n": largest,
+            **proportion(ready, largest * runs_at_largest),
+            "batch": largest,
         }
     return stats
 
@@ -148,8 +149,8 @@ def _label(value: Any) -> str:
 
 def describe_by(frame: pd.DataFrame, by: str, columns: str | Sequence[str]) -> pd.DataFrame:
     """Exact statistics of each of ``columns`` per value of ``by`` (e.g. create-to-Ready
-    and status lag per concurrency), one row each; rows with ``ok`` False count as
-    failures, not values."""
+    and status lag per concurrency) with their 95 % intervals, one row each; rows with
+    ``ok`` False count as failures, not values."""
     names = [columns] if isinstance(columns, str) else list(columns)
     rows = []
     if frame.empty or by not in frame or any(c not in frame for c in names):
@@ -162,7 +163,7 @@ def describe_by(frame: pd.DataFrame, by: str, columns: str | Sequence[str]) -> p
             "failures": len(group) - len(ok),
         }
         for column in names:
-            stats = describe(ok[column])
+            stats = describe(ok[column], ci=True)
             row.update({f"{column}_{k}": v for k, v in stats.items() if k != "n"})
         rows.append(row)
     return pd.DataFrame(rows)

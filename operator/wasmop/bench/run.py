@@ -37,7 +37,7 @@ from wasmop.bench import plots
 from wasmop.bench.analysis import Analysis
 from wasmop.bench.clock import now_ms
 from wasmop.bench.environment import collect_environment
-from wasmop.bench.stats import describe, jsonable, ratio
+from wasmop.bench.stats import INTERVALS, describe, jsonable, proportion
 from wasmop.bench.targets import evaluate, results_frame
 from wasmop.cluster.layout import repo_root
 
@@ -241,7 +241,7 @@ class ExperimentRun:
         for row in self._observations:
             by_metric.setdefault(row["metric"], []).append(row["value"])
         for metric, values in by_metric.items():
-            stats[metric] = describe(values)
+            stats[metric] = describe(values, ci=True)
         stats.update(ratios_from_counts(self._counts))
         return stats
 
@@ -267,6 +267,7 @@ class ExperimentRun:
             "started_ms": self.started_ms,
             "finished_ms": self.finished_ms or now_ms(),
             "metrics": metrics,
+            "intervals": INTERVALS,
             "counts": self._counts,
             "targets": targets.to_dict(orient="records"),
             **extra,
@@ -276,17 +277,21 @@ class ExperimentRun:
 
 
 def ratios_from_counts(counts: Mapping[str, float]) -> dict[str, dict[str, float]]:
-    """success/error ratios of requests, and the ready ratio of concurrent deployments."""
+    """success/error ratios of requests, and the ready ratio of concurrent deployments,
+    each with n and its Wilson interval."""
     stats: dict[str, dict[str, float]] = {}
     total = counts.get("requests_total", 0)
     if total:
         failed = counts.get("requests_failed", 0)
-        stats["success_ratio"] = {"value": ratio(total - failed, total), "n": total}
-        stats["error_ratio"] = {"value": ratio(failed, total), "n": total}
+        stats["success_ratio"] = proportion(total - failed, total)
+        stats["error_ratio"] = proportion(failed, total)
     concurrent = counts.get("concurrent_deploy_total", 0)
     if concurrent:
         ready = counts.get("concurrent_deploy_ready", 0)
-        stats["concurrent_ready_ratio"] = {"value": ratio(ready, concurrent), "n": concurrent}
+        stats["concurrent_ready_ratio"] = {
+            **proportion(ready, concurrent),
+            "batch": concurrent,
+        }
     return stats
 
 

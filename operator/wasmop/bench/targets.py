@@ -5,6 +5,10 @@ Each target names the metric it judges (as experiments record it, see
 value) and the bound. A target with no measurement is reported as not measured rather
 than silently passing. The figures draw their threshold lines from here too
 (:func:`target`), so a bound is written once.
+
+The bound is judged on the estimate (the statistic of the pooled observations); beside
+it stands its 95 % interval (:mod:`wasmop.bench.stats`), and where that interval reaches
+across the bound the verdict says so: the estimate alone does not settle it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
+
+from wasmop.bench.stats import MIN_BOOTSTRAP_N
 
 _OPS: Mapping[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
@@ -36,12 +42,22 @@ class Target:
     op: str
     threshold: float
     unit: str
-    min_n: int = 1  # observations needed before the target can hold (100 concurrent)
+    min_n: int = 1  # observations needed before the target can hold
+    min_batch: int = 0  # functions created at once needed (100 concurrent)
     context: str = "p95"  # a second statistic shown beside the judged one
     request: float | None = None  # a lower level worth noting: the resource request
 
     def check(self, measured: float) -> bool:
         return _OPS[self.op](measured, self.threshold)
+
+    def settled(self, low: float, high: float) -> bool | None:
+        """Whether the whole interval [low, high] lies on one side of the bound, so the
+        verdict on the estimate would not change anywhere inside it. None for an exact
+        claim about what was observed ("all 100 succeed"): no interval of an underlying
+        rate can settle it, so it is shown but not judged."""
+        if self.op == "==":
+            return None
+        return self.check(low) == self.check(high)
 
 
 TARGETS: tuple[Target, ...] = (
@@ -71,7 +87,7 @@ TARGETS: tuple[Target, ...] = (
     ),
     Target(
         "concurrent", "Concurrent deployments", "100 at once, all succeed",
-        "concurrent_ready_ratio", "value", "==", 1.0, "ratio", min_n=100, context="n",
+        "concurrent_ready_ratio", "value", "==", 1.0, "ratio", min_batch=100, context="n",
     ),
     Target(
         "operator_cpu", "Operator CPU", "within 100m request / 500m limit (p95)",
@@ -106,10 +122,23 @@ class TargetResult:
     n: int
     holds: bool | None  # None: not measured (or too few observations)
     note: str = ""
+    ci_low: float | None = None  # the 95 % interval of the measured statistic
+    ci_high: float | None = None
+
+    @property
+    def settled(self) -> bool | None:
+        """True when the interval lies on the verdict's side of the bound, False when it
+        reaches across it, None without an interval."""
+        if self.holds is None or self.ci_low is None or self.ci_high is None:
+            return None
+        return self.target.settled(self.ci_low, self.ci_high)
 
     @property
     def verdict(self) -> str:
-        return {True: "holds", False: "missed", None: "not measured"}[self.holds]
+        text = {True: "holds", False: "missed", None: "not measured"}[self.holds]
+        if self.settled is False:
+            text += " (95 % CI crosses the bound)"
+        return text
 
 
 def _number(value: Any) -> float | None:
@@ -132,17 +161,30 @@ def evaluate(
         measured = _number(described.get(target.statistic))
         context = _number(described.get(target.context))
         n = int(_number(described.get("n")) or 0)
+        low = _number(described.get(f"{target.statistic}_ci_low"))
+        high = _number(described.get(f"{target.statistic}_ci_high"))
+        interval = (low, high) if low is not None and high is not None else (None, None)
         if measured is None:
             results.append(TargetResult(target, None, context, n, None, "no measurement"))
             continue
-        if n < target.min_n:
-            note = f"only {n} observed, the target needs {target.min_n}"
-            results.append(TargetResult(target, measured, context, n, None, note))
+        batch = int(_number(described.get("batch")) or n)
+        if n < target.min_n or batch < target.min_batch:
+            note = (
+                f"only {n} observed, the target needs {target.min_n}"
+                if n < target.min_n
+                else f"at most {batch} created at once, the target needs {target.min_batch}"
+            )
+            results.append(TargetResult(target, measured, context, n, None, note, *interval))
             continue
-        note = ""
+        notes = []
         if target.request is not None and measured <= target.request:
-            note = f"within the {_quantity(target.request, target.unit)} request"
-        results.append(TargetResult(target, measured, context, n, target.check(measured), note))
+            notes.append(f"within the {_quantity(target.request, target.unit)} request")
+        if interval[0] is None and target.statistic != "value":
+            notes.append(f"no interval below n={MIN_BOOTSTRAP_N}")
+        holds = target.check(measured)
+        results.append(
+            TargetResult(target, measured, context, n, holds, "; ".join(notes), *interval)
+        )
     return results
 
 
@@ -157,11 +199,14 @@ def results_frame(results: Iterable[TargetResult]) -> pd.DataFrame:
                 "metric": r.target.metric,
                 "statistic": r.target.statistic,
                 "measured": r.measured,
+                "ci_low": r.ci_low,
+                "ci_high": r.ci_high,
                 "context_statistic": r.target.context,
                 "context_value": r.context_value,
                 "unit": r.target.unit,
                 "n": r.n,
                 "holds": r.holds,
+                "settled": r.settled,
                 "verdict": r.verdict,
                 "note": r.note,
             }
@@ -179,19 +224,31 @@ def format_value(value: float | None, unit: str) -> str:
     return f"{value:.1f} {unit}"
 
 
+def format_interval(low: float | None, high: float | None, unit: str) -> str:
+    """``[95 ms, 274 ms]``, or ``-`` without an interval."""
+    if low is None or high is None:
+        return "-"
+    return f"[{format_value(low, unit)}, {format_value(high, unit)}]"
+
+
 def results_markdown(results: Iterable[TargetResult]) -> str:
-    """The targets table as Markdown, for notebooks and the terminal."""
+    """The targets table as Markdown, for notebooks and the terminal: the judged
+    estimate, its 95 % interval, n and the verdict."""
     lines = [
-        "| Target | Requirement | Measured | n | Verdict |",
-        "|---|---|---|---:|---|",
+        "| Target | Requirement | Estimate | 95 % CI | n | Verdict |",
+        "|---|---|---|---|---:|---|",
     ]
     for r in results:
-        measured = format_value(r.measured, r.target.unit)
+        unit = r.target.unit
+        measured = format_value(r.measured, unit)
+        if r.measured is not None and r.target.statistic not in ("value",):
+            measured = f"{r.target.statistic} {measured}"
         if r.context_value is not None and r.target.context != "n":
-            context = format_value(r.context_value, r.target.unit)
-            measured += f" ({r.target.context} {context})"
+            measured += f" ({r.target.context} {format_value(r.context_value, unit)})"
+        interval = format_interval(r.ci_low, r.ci_high, unit)
         verdict = r.verdict + (f": {r.note}" if r.note else "")
         lines.append(
-            f"| {r.target.label} | {r.target.requirement} | {measured} | {r.n} | {verdict} |"
+            f"| {r.target.label} | {r.target.requirement} | {measured} | {interval} | {r.n}"
+            f" | {verdict} |"
         )
     return "\n".join(lines) + "\n"

@@ -82,10 +82,11 @@ def run_edge_network(
 
 
 def condition_summary(probes: pd.DataFrame) -> pd.DataFrame:
-    """Per delay and loss: requests, failures, and quantiles of the successful ones."""
+    """Per delay and loss: requests, failures, and quantiles of the successful ones with
+    their 95 % intervals."""
     rows = []
     for (delay, loss), group in probes.groupby(["delay_ms", "loss_percent"], sort=True):
-        stats = describe(group.loc[group["ok"].astype(bool), "latency_ms"])
+        stats = describe(group.loc[group["ok"].astype(bool), "latency_ms"], ci=True)
         rows.append(
             {
                 "delay_ms": delay,
