@@ -121,7 +121,8 @@ class OutputCapture:
     def check(self) -> bool:
         """Enforce the caps (called by the ticker thread while the request runs). True
         while stdout is past half its cap: the ticker then checks it every millisecond,
-        so a flood overshoots the cap by a millisecond of writing, not a tick's."""
+        so a module that nears its cap gradually overshoots it by a millisecond of
+        writing (one that writes as fast as it can still passes it within a tick)."""
         with self.lock:
             if self.done:
                 return False
