@@ -12,8 +12,8 @@ see `loader.with_accounting_exports`) and links against WASI, then returns the m
 `ModuleInfo` and the compiled artefact (`Module.serialize()`), which the parent maps with
 `Module.deserialize` for an engine built from the same `RuntimeConfig`. Workers are new
 Python processes (not forks: the parent runs threads and an event loop), die with their
-parent (PR_SET_PDEATHSIG), and are replaced after `JOBS_PER_WORKER` jobs so memory a
-compile left behind is returned.
+parent (PR_SET_PDEATHSIG), are replaced after `JOBS_PER_WORKER` jobs so memory a compile left
+behind is returned, and exit after `WORKER_IDLE_EXIT_S` without work.
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ from wasmop.runtime.errors import CompileError, CompileTimeout, ModuleError
 log = logging.getLogger("wasmop.runtime.compiler")
 
 JOBS_PER_WORKER = 25
+# A worker with nothing to compile for this long exits (each holds some 50 MiB).
+WORKER_IDLE_EXIT_S = 120.0
 PR_SET_PDEATHSIG = 1
 DEFAULT_WORKERS = max(2, min(4, os.cpu_count() or 2))
 
@@ -93,6 +95,8 @@ def serve_compile_jobs(connection: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
     while True:
         try:
+            if not connection.poll(WORKER_IDLE_EXIT_S):
+                return  # idle: give the memory back; the pool starts another when needed
             job = connection.recv()
         except (EOFError, OSError):
             return
@@ -123,6 +127,7 @@ class _Worker:
         )
         child.close()
         self.jobs = 0
+        self.idle_since = time.monotonic()
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -210,13 +215,16 @@ class CompilePool:
                 raise CompileError("the compile pool is closed")
             while self._idle:
                 worker = self._idle.pop()
-                if worker.alive():
+                # One close to its idle exit is not trusted with a job: it may be leaving.
+                fresh = time.monotonic() - worker.idle_since < WORKER_IDLE_EXIT_S - 10
+                if fresh and worker.alive():
                     return worker
                 worker.kill()
         return _Worker()
 
     def _give_back(self, worker: _Worker) -> None:
         worker.jobs += 1
+        worker.idle_since = time.monotonic()
         with self._lock:
             if not self._closed and worker.jobs < JOBS_PER_WORKER:
                 self._idle.append(worker)
