@@ -71,6 +71,10 @@ class EventRecorder:
         try:
             await self.kube.create(api_path("v1", "events", namespace), body)
         except (ApiError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+            if isinstance(exc, ApiError) and exc.status == 403 and "being terminated" in str(exc):
+                # The namespace is going away, and its Events with it: nothing is lost.
+                log.debug("event %s not recorded: %s", reason, exc)
+                return
             # Events are how a user learns why a Pod or function fails: a lost one is
             # worth a warning in the log that holds the same facts.
             log.warning(
