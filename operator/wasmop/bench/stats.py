@@ -150,30 +150,3 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-def bootstrap_ci(
-    values: Iterable[float],
-    q: float,
-    *,
-    level: float = CI_LEVEL,
-    resamples: int = BOOTSTRAP_RESAMPLES,
-    seed: int = BOOTSTRAP_SEED,
-) -> tuple[float, float]:
-    """A percentile-bootstrap confidence interval of the ``q`` quantile (seeded, so a run
-    reproduces its own interval); NaNs below :data:`MIN_BOOTSTRAP_N` values."""
-    data = _finite(values)
-    if data.size < MIN_BOOTSTRAP_N:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    chunk = max(1, 2_000_000 // data.size)  # bounded memory for long samples
-    estimates = np.concatenate(
-        [
-            np.quantile(
-                data[rng.integers(0, data.size, size=(min(chunk, left), data.size))], q, axis=1
-            )
-            for left in range(resamples, 0, -chunk)
-        ]
-    )
-    alpha = (1 - level) / 2
-    return float(np.quantile(estimates, alpha)), float(np.quantile(estimates, 1 - alpha))

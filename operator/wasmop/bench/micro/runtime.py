@@ -472,12 +472,12 @@ def bench_hostile(idle_s: float = 2.0) -> tuple[list[float], float, list[Hostile
 
 def report_hostile(idle: list[float], idle_rss: float, rows: list[HostileRow]) -> str:
     from wasmop.bench.hostile import HOSTILE_LIMITS
-    from wasmop.bench.stats import bootstrap_ci, describe
+    from wasmop.bench.stats import describe
 
     limit_mib = HOSTILE_LIMITS.memory_bytes / 2**20
     bound = limit_mib * HOSTILE_CONCURRENCY + idle_rss + RSS_OVERHEAD_MIB
-    idle_p99 = describe(idle)["p99"]
-    low, high = bootstrap_ci(idle, 0.99)
+    idle_stats = describe(idle, ci=True)
+    idle_p99, low, high = idle_stats["p99"], idle_stats["p99_ci_low"], idle_stats["p99_ci_high"]
     lines = [
         "",
         f"hostile modules in one node-like process ({HOSTILE_CONCURRENCY} at a time, limits "
@@ -493,8 +493,8 @@ def report_hostile(idle: list[float], idle_rss: float, rows: list[HostileRow]) -
     ]
     all_hold = True
     for row in rows:
-        d = describe(row.hello)
-        low, high = bootstrap_ci(row.hello, 0.99)
+        d = describe(row.hello, ci=True)
+        low, high = d["p99_ci_low"], d["p99_ci_high"]
         ratio = d["p99"] / idle_p99 if idle_p99 else float("nan")
         holds = (
             row.outcome == row.expected
