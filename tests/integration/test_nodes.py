@@ -178,6 +178,29 @@ def test_gateway_answers_503_with_reason_when_nothing_is_ready(
     assert status == 404 and headers["X-Wasmop-Reason"] == "ServiceNotFound"
 
 
+def test_ready_overwritten_by_the_node_controller_is_posted_again(
+    api: client.ApiClient, cluster
+) -> None:  # type: ignore[no-untyped-def]
+    """After an API server outage longer than the grace period the node controller marks a
+    node Unknown; its agent, back in touch, must say Ready at once (a kubelet compares
+    with the server's Node), not at its next periodic status report (30 s)."""
+    core = client.CoreV1Api(api)
+    node = manager.load_settings(cluster.layout).node_names()[0]
+    unknown = {
+        "type": "Ready",
+        "status": "Unknown",
+        "reason": "NodeStatusUnknown",
+        "message": "Kubelet stopped posting node status.",
+    }
+    core.patch_node_status(node, {"status": {"conditions": [unknown]}})
+
+    def ready() -> bool:
+        conditions = core.read_node(node).status.conditions
+        return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+    wait_for(ready, timeout=10, interval=0.2, what=f"{node} Ready posted again")
+
+
 def test_killed_node_is_marked_not_ready_and_pods_move(
     api: client.ApiClient, hello, cluster
 ) -> None:  # type: ignore[no-untyped-def]

@@ -262,7 +262,8 @@ class NodeAgent:
                 await self.renew_lease()
                 ready = not self.tasks.problems()
                 due = time.monotonic() - last_status >= self.settings.status_report_s
-                if due or self._ready is None or self._ready[0] != ready:
+                changed = self._ready is None or self._ready[0] != ready
+                if due or changed or await self._ready_overwritten(ready):
                     await self.report_status()
                     last_status = time.monotonic()
                 task.progress()
@@ -274,6 +275,15 @@ class NodeAgent:
             self._health_changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._health_changed.wait(), self.settings.lease_renew_s)
+
+    async def _ready_overwritten(self, ready: bool) -> bool:
+        """True when the Node's Ready condition on the server is not what this agent last
+        said, as after an API server outage the node controller marks it Unknown: then the
+        status is posted at once, as a kubelet does, not at the next periodic report."""
+        node = await self.kube.get(api_path("v1", "nodes", name=self.name), resourceVersion="0")
+        conditions = (node.get("status") or {}).get("conditions") or []
+        held = next((c.get("status") for c in conditions if c.get("type") == "Ready"), None)
+        return held != ("True" if ready else "False")
 
     async def _rebuild_network(self) -> None:
         """Someone removed the node's namespace: make it again and restart every Pod,
