@@ -202,6 +202,9 @@ def control_plane(layout: StateLayout, settings: ClusterSettings) -> list[Compon
         f"--tls-private-key-file={pki.key_path('apiserver')}",
         f"--kubelet-client-certificate={pki.cert_path('apiserver-kubelet-client')}",
         f"--kubelet-client-key={pki.key_path('apiserver-kubelet-client')}",
+        # A node agent's kubelet API must present a serving certificate of the cluster CA
+        # with its InternalIP as an IP SAN (logs, exec and metrics go through it).
+        f"--kubelet-certificate-authority={ca}",
         "--kubelet-preferred-address-types=InternalIP",
         # The aggregation layer: the API server proxies metrics.k8s.io to metrics-server
         # as front-proxy-client, asserting the caller in X-Remote-* headers. Without
