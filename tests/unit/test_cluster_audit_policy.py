@@ -54,3 +54,11 @@ def test_other_reads_and_churn_stay_out_and_writes_keep_their_body() -> None:
     assert level("get", url="/readyz") == "None"
     assert level("create", "", "configmaps") == "Request"
     assert level("patch", "apps", "deployments") == "Request"
+
+
+@pytest.mark.parametrize("group", ["", "events.k8s.io"])
+def test_event_writes_are_counted_without_their_text(group: str) -> None:
+    for verb in ("create", "patch", "update"):
+        assert level(verb, group, "events") == "Metadata"
+    assert level("delete", group, "events") == "None"
+    assert level("watch", group, "events") == "None"

@@ -13,6 +13,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from wasmop.bench import plots
+from wasmop.bench.stats import ratio_of
 from wasmop.bench.targets import format_interval, format_value, target
 from wasmop.bench.watch import PHASES
 
@@ -61,25 +62,65 @@ def deployment_cdf(functions: pd.DataFrame, by: str = "concurrency") -> Figure:
 
 
 def deployment_vs_concurrency(functions: pd.DataFrame) -> Figure:
-    """Median and p95 create-to-Ready against the number of functions created at once."""
-    fig, ax = plots.new_figure()
+    """Median and p95 create-to-Ready against the number of functions created at once,
+    one pair of curves per mode; with both modes, a second panel shows the operator's
+    median and p95 over the baseline's (plain Deployments of the same run or plan), with
+    95 % bootstrap intervals."""
     ok = functions[functions["ok"].astype(bool)] if not functions.empty else functions
+    modes = sorted(ok["mode"].dropna().unique()) if "mode" in ok else []
+    compare = {"operator", "plain"} <= set(modes)
+    fig, axes = plots.new_figure(
+        nrows=2 if compare else 1, height=5.4 if compare else 3.6, sharex=compare
+    )
+    ax = axes[0] if compare else axes
     if ok.empty:
         return _empty(fig, ax, "no successful deployment")
-    grouped = ok.groupby("concurrency")["create_to_ready_ms"]
-    x = grouped.median().index.tolist()
-    plots.lines(
-        ax, x,
-        {"median": (grouped.median() / 1000).tolist(),
-         "p95": (grouped.quantile(0.95) / 1000).tolist(),
-         "max": (grouped.max() / 1000).tolist()},
-        "functions created at once", "create to Ready (s)", markevery=1,
-    )  # fmt: skip
+    by_mode = {mode: ok[ok["mode"] == mode] for mode in modes} if modes else {"": ok}
+    x_all: set[int] = set()
+    for i, (mode, rows) in enumerate(by_mode.items()):
+        grouped = rows.groupby("concurrency")["create_to_ready_ms"]
+        x = grouped.median().index.tolist()
+        x_all |= set(x)
+        prefix = f"{mode} " if mode else ""
+        for j, (label, values) in enumerate(
+            (("median", grouped.median()), ("p95", grouped.quantile(0.95)))
+        ):
+            style = plots.series_style(2 * i + j)
+            ax.plot(x, (values / 1000).tolist(), label=f"{prefix}{label}", color=style["color"],
+                    marker=style["marker"], linestyle=style["linestyle"])  # fmt: skip
+    ax.set_ylabel("create to Ready (s)")
     ax.axhline(_seconds("deployment"), color="#444444", linestyle=":", linewidth=1)
-    if len(x) > 1 and max(x) / max(min(x), 1) >= 10:
-        ax.set_xscale("log")
-        ax.set_xticks(x, [str(v) for v in x])
+    ax.legend(loc="upper left")
     ax.set_title("Deployment latency against concurrency")
+    xs = sorted(x_all)
+    if compare:
+        ratio_ax = axes[1]
+        for j, statistic in enumerate(("p50", "p95")):
+            rows = []
+            for level in xs:
+                at = ok[ok["concurrency"] == level]
+                r = ratio_of(
+                    at.loc[at["mode"] == "operator", "create_to_ready_ms"],
+                    at.loc[at["mode"] == "plain", "create_to_ready_ms"],
+                    statistic,
+                )
+                rows.append((level, r["value"], r["ci_low"], r["ci_high"]))
+            level, value, low, high = (np.asarray(v, dtype=float) for v in zip(*rows, strict=True))
+            style = plots.series_style(j)
+            errors = np.vstack([np.nan_to_num(value - low), np.nan_to_num(high - value)])
+            ratio_ax.errorbar(level, value, yerr=errors, capsize=3, color=style["color"],
+                              marker=style["marker"], linestyle=style["linestyle"],
+                              label=f"{statistic} operator / plain")  # fmt: skip
+        ratio_ax.axhline(1.0, color="#444444", linestyle=":", linewidth=1)
+        ratio_ax.set_ylabel("operator / plain")
+        ratio_ax.set_xlabel("functions created at once")
+        ratio_ax.legend(loc="upper left")
+    else:
+        ax.set_xlabel("functions created at once")
+    bottom = axes[-1] if compare else ax
+    if len(xs) > 1 and max(xs) / max(min(xs), 1) >= 10:
+        bottom.set_xscale("log")
+        bottom.set_xticks(xs, [str(v) for v in xs])
     return fig
 
 

@@ -147,26 +147,34 @@ def _label(value: Any) -> str:
     return str(value)
 
 
-def describe_by(frame: pd.DataFrame, by: str, columns: str | Sequence[str]) -> pd.DataFrame:
+def describe_by(
+    frame: pd.DataFrame, by: str | Sequence[str], columns: str | Sequence[str]
+) -> pd.DataFrame:
     """Exact statistics of each of ``columns`` per value of ``by`` (e.g. create-to-Ready
-    and status lag per concurrency) with their 95 % intervals, one row each; rows with
-    ``ok`` False count as failures, not values."""
+    and status lag per mode and concurrency) with their 95 % intervals, one row each;
+    rows with ``ok`` False count as failures, not values."""
+    keys = [by] if isinstance(by, str) else list(by)
     names = [columns] if isinstance(columns, str) else list(columns)
     rows = []
-    if frame.empty or by not in frame or any(c not in frame for c in names):
+    if frame.empty or any(k not in frame for k in keys) or any(c not in frame for c in names):
         return pd.DataFrame(rows)
-    for key, group in frame.groupby(by, sort=True):
+    for key, group in frame.groupby(keys, sort=True):
         ok = group[group["ok"].astype(bool)] if "ok" in group else group
-        row: dict[str, Any] = {
-            by: key,
-            "observations": len(group),
-            "failures": len(group) - len(ok),
-        }
+        row: dict[str, Any] = dict(zip(keys, key, strict=True))
+        row.update({"observations": len(group), "failures": len(group) - len(ok)})
         for column in names:
             stats = describe(ok[column], ci=True)
             row.update({f"{column}_{k}": v for k, v in stats.items() if k != "n"})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def of_mode(run_table: pd.DataFrame, mode: str = "operator") -> pd.DataFrame:
+    """The runs of one mode: ``plain`` runs are the baseline without the operator, never
+    pooled with its figures. A run without a mode parameter is the operator's."""
+    if run_table.empty or "param_mode" not in run_table:
+        return run_table if mode == "operator" else run_table.iloc[0:0]
+    return run_table[run_table["param_mode"].fillna("operator") == mode]
 
 
 def figure_index(results_dir: Path | str | None = None) -> pd.DataFrame:

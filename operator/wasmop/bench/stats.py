@@ -150,3 +150,39 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def ratio_of(
+    numerator: Iterable[float],
+    denominator: Iterable[float],
+    statistic: str = "p50",
+    *,
+    level: float = CI_LEVEL,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> dict[str, float]:
+    """``statistic`` of one sample over the same statistic of another (the operator's p95
+    over the baseline's, say), with a percentile-bootstrap interval that resamples both
+    samples independently; no interval when either has fewer than
+    :data:`MIN_BOOTSTRAP_N` values."""
+    a, b = _finite(numerator), _finite(denominator)
+    nan = float("nan")
+    out = {"value": nan, "ci_low": nan, "ci_high": nan}
+    out |= {"n_numerator": a.size, "n_denominator": b.size}
+    if a.size == 0 or b.size == 0:
+        return out
+    point_a, point_b = _point(a)[statistic], _point(b)[statistic]
+    out["value"] = float(point_a / point_b) if point_b else nan
+    if min(a.size, b.size) < MIN_BOOTSTRAP_N:
+        return out
+    rng = np.random.default_rng(seed)
+    ra = _point(a[rng.integers(0, a.size, size=(resamples, a.size))], axis=1)[statistic]
+    rb = _point(b[rng.integers(0, b.size, size=(resamples, b.size))], axis=1)[statistic]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = np.asarray(ra) / np.asarray(rb)
+    ratios = ratios[np.isfinite(ratios)]
+    if ratios.size:
+        alpha = (1 - level) / 2
+        low, high = np.quantile(ratios, [alpha, 1 - alpha])
+        out["ci_low"], out["ci_high"] = float(low), float(high)
+    return out

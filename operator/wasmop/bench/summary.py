@@ -13,6 +13,7 @@ import pandas as pd
 
 from wasmop.bench import figures, report
 from wasmop.bench.analysis import Analysis
+from wasmop.bench.stats import ratio_of
 from wasmop.bench.targets import evaluate, results_frame, results_markdown
 
 
@@ -30,17 +31,48 @@ def _last_run(samples: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def ratio_by_concurrency(deployments: pd.DataFrame) -> pd.DataFrame:
+    """Per concurrency: the operator's p50 and p95 create-to-Ready over the plain
+    baseline's, with bootstrap intervals and both n (levels run in one mode only are
+    left out)."""
+    columns = ["concurrency", "statistic", "value", "ci_low", "ci_high"]
+    if deployments.empty or "mode" not in deployments:
+        return pd.DataFrame(columns=[*columns, "n_numerator", "n_denominator"])
+    ok = deployments[deployments["ok"].astype(bool)]
+    rows = []
+    for level, group in ok.groupby("concurrency", sort=True):
+        operator = group.loc[group["mode"] == "operator", "create_to_ready_ms"]
+        plain = group.loc[group["mode"] == "plain", "create_to_ready_ms"]
+        if operator.empty or plain.empty:
+            continue
+        for statistic in ("p50", "p95"):
+            rows.append({"concurrency": level, "statistic": statistic,
+                         **ratio_of(operator, plain, statistic)})  # fmt: skip
+    return pd.DataFrame(rows, columns=None if rows else columns)
+
+
+# Tables that set the modes side by side on purpose: each value is one mode's statistic
+# over the other's, never a statistic of both modes' observations pooled.
+COMPARISONS = frozenset({"deployment_ratio"})
+
+
 def summarise(runs: pd.DataFrame) -> Summary:
-    """Figures, tables and targets over ``runs`` (a :func:`wasmop.bench.report.runs` table)."""
+    """Figures, tables and targets over ``runs`` (a :func:`wasmop.bench.report.runs`
+    table). The operator is judged alone: every table and figure is drawn from its runs
+    (``mode: operator``), except the comparison with the plain baseline, which keeps the
+    modes apart (``mode`` column, one curve each, and their ratio)."""
 
-    def tables(experiment: str, table: str) -> pd.DataFrame:
+    def tables(experiment: str, table: str, mode: str | None = "operator") -> pd.DataFrame:
         selected = runs[runs["experiment"] == experiment] if not runs.empty else runs
-        return report.load_table(selected, table)
+        return report.load_table(
+            selected if mode is None else report.of_mode(selected, mode), table
+        )
 
+    both = tables("deployment_latency", "functions", mode=None)
     deployments = tables("deployment_latency", "functions")
     result = Analysis()
     result.figure("deployment_cdf", figures.deployment_cdf(deployments))
-    result.figure("deployment_concurrency", figures.deployment_vs_concurrency(deployments))
+    result.figure("deployment_concurrency", figures.deployment_vs_concurrency(both))
     result.figure(
         "deployment_phases", figures.phase_breakdown(tables("deployment_latency", "phases"))
     )
@@ -52,10 +84,13 @@ def summarise(runs: pd.DataFrame) -> Summary:
         figures.resource_timeline(_last_run(tables("operator_overhead", "samples"))),
     )
     result.figure("edge_latency", figures.edge_latency(tables("edge_network", "conditions")))
+    if not both.empty and "mode" not in both:
+        both = both.assign(mode="operator")
     result.table(
         "deployment_by_concurrency",
-        report.describe_by(deployments, "concurrency", ["create_to_ready_ms", "status_lag_ms"]),
+        report.describe_by(both, ["mode", "concurrency"], ["create_to_ready_ms", "status_lag_ms"]),
     )
+    result.table("deployment_ratio", ratio_by_concurrency(both))
     metrics = report.pooled_metrics(runs) if not runs.empty else {}
     judged = evaluate(metrics)
     targets = result.table("targets", results_frame(judged))

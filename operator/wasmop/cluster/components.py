@@ -63,14 +63,19 @@ class ComponentSpec:
 
 
 # Writes are traced at Request level so that every change the operator makes can be
-# reconstructed afterwards; reads and the constant lease/event churn are left out to keep
-# the log small. Rules match first to last, so the credential rule comes before the one
-# that drops reads: every access to a Secret, a read included, is recorded (who, when,
-# which one), and never a body that carries a credential (Secrets, issued tokens, token
-# reviews).
+# reconstructed afterwards (and counted per function, wasmop.bench.audit); Event writes at
+# Metadata level (who posted one, not what it said), so they are counted too; reads, lease
+# renewals and the rest of the Event traffic are left out to keep the log small. Rules
+# match first to last, so the credential rule comes before the one that drops reads: every
+# access to a Secret, a read included, is recorded (who, when, which one), and never a body
+# that carries a credential (Secrets, issued tokens, token reviews).
 CREDENTIAL_RESOURCES = [
     {"group": "", "resources": ["secrets", "serviceaccounts/token"]},
     {"group": "authentication.k8s.io", "resources": ["tokenreviews"]},
+]
+EVENTS = [
+    {"group": "", "resources": ["events"]},
+    {"group": "events.k8s.io", "resources": ["events"]},
 ]
 AUDIT_POLICY = {
     "apiVersion": "audit.k8s.io/v1",
@@ -78,8 +83,8 @@ AUDIT_POLICY = {
     "omitStages": ["RequestReceived"],
     "rules": [
         {"level": "None", "resources": [{"group": "coordination.k8s.io", "resources": ["leases"]}]},
-        {"level": "None", "resources": [{"group": "", "resources": ["events"]}]},
-        {"level": "None", "resources": [{"group": "events.k8s.io", "resources": ["events"]}]},
+        {"level": "Metadata", "verbs": ["create", "update", "patch"], "resources": EVENTS},
+        {"level": "None", "resources": EVENTS},
         {"level": "Metadata", "resources": CREDENTIAL_RESOURCES},
         {"level": "None", "verbs": ["get", "list", "watch"]},
         {"level": "None", "nonResourceURLs": ["/healthz*", "/readyz*", "/livez*", "/version"]},
