@@ -131,9 +131,10 @@ def test_the_comparison_is_the_ratio_of_each_mode_alone(summaries: dict[str, obj
     assert sorted(ratios["concurrency"].unique()) == list(LEVELS)
     for row in ratios.itertuples(index=False):
         column = f"create_to_ready_ms_{row.statistic}"
-        expected = by_level.loc[("operator", row.concurrency), column] / by_level.loc[
-            ("plain", row.concurrency), column
-        ]
+        expected = (
+            by_level.loc[("operator", row.concurrency), column]
+            / by_level.loc[("plain", row.concurrency), column]
+        )
         assert row.value == pytest.approx(expected)
         assert row.ci_low <= row.value <= row.ci_high
     assert "deployment_concurrency" in summaries["both"].analysis.figures  # type: ignore[attr-defined]
