@@ -6,14 +6,16 @@ import fnmatch
 from typing import Any
 
 import pytest
-from wasmop.cluster.components import AUDIT_POLICY
+from wasmop.cluster.components import AUDIT_POLICY, OPERATOR_USER
 
 
-def level(verb: str, group: str = "", resource: str = "", url: str = "") -> str:
+def level(verb: str, group: str = "", resource: str = "", url: str = "", user: str = "") -> str:
     """The level of the first rule that matches a request (audit.k8s.io/v1 semantics for
     the fields this policy uses: verbs, resources by group, nonResourceURLs)."""
     for rule in AUDIT_POLICY["rules"]:
         if "verbs" in rule and verb not in rule["verbs"]:
+            continue
+        if "users" in rule and user not in rule["users"]:
             continue
         if "resources" in rule and not (resource and _resource_matches(rule, group, resource)):
             continue
@@ -62,3 +64,15 @@ def test_event_writes_are_counted_without_their_text(group: str) -> None:
         assert level(verb, group, "events") == "Metadata"
     assert level("delete", group, "events") == "None"
     assert level("watch", group, "events") == "None"
+
+
+def test_the_operators_reads_are_counted_without_bodies() -> None:
+    from wasmop.cluster import bootstrap
+
+    assert (
+        f"system:serviceaccount:{bootstrap.OPERATOR_NAMESPACE}:{bootstrap.OPERATOR_ACCOUNT}"
+    ) == OPERATOR_USER
+    for verb in ("get", "list", "watch"):
+        assert level(verb, "apps", "deployments", user=OPERATOR_USER) == "Metadata"
+        assert level(verb, "apps", "deployments", user="someone") == "None"
+    assert level("get", "", "secrets", user=OPERATOR_USER) == "Metadata"

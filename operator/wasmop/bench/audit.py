@@ -10,8 +10,8 @@ Each write is put down to an actor (:func:`actor`: the operator, kopf acting for
 each controller of the controller-manager by its service account, the scheduler, the
 node agents, the benchmark's own client) and to what it changed (:func:`part`: an
 object's spec or metadata, its status, a subresource, kopf's annotations or finalizer,
-an Event). Reads are not in the log; the operator's request rate at rest comes from its
-own metrics (``wasmop_api_requests_total``).
+an Event). Reads are in the log only for the operator (at Metadata level): its request
+rate at rest is :func:`requests_per_minute`.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import Any
 import pandas as pd
 
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+READ_VERBS = frozenset({"get", "list", "watch"})
 OPERATOR_IDENTITY = "wasmop-operator"  # its service account's name and its user agent
 KOPF_AGENT = "kopf/"
 CONTROLLER_PREFIX = "system:serviceaccount:kube-system:"
@@ -36,7 +37,8 @@ WRITE_COLUMNS = ["t_ms", "actor", "verb", "resource", "part", "namespace", "name
 
 @dataclass(frozen=True)
 class AuditWrite:
-    """One write the API server answered (any status code), as the benchmarks count it."""
+    """One request the API server answered (any status code), as the benchmarks count
+    it: a write, or one of the operator's reads (``part`` is then ``read``)."""
 
     t_ms: float  # when the API server received it (epoch ms, microsecond precision)
     actor: str
@@ -98,9 +100,18 @@ def part(verb: str, resource: str, subresource: str, body: Mapping[str, Any] | N
     return "spec"
 
 
-def parse(event: Mapping[str, Any]) -> AuditWrite | None:
-    """The write an audit event records, or None for reads and unfinished stages."""
-    if event.get("stage") != "ResponseComplete" or event.get("verb") not in WRITE_VERBS:
+def _stage_counts(event: Mapping[str, Any]) -> bool:
+    """One audit event per request: a watch when its response starts (it may run for
+    minutes), every other request when its response is complete."""
+    wanted = "ResponseStarted" if event.get("verb") == "watch" else "ResponseComplete"
+    return event.get("stage") == wanted
+
+
+def parse(event: Mapping[str, Any], reads: bool = False) -> AuditWrite | None:
+    """The write an audit event records (with ``reads``, a read too: the policy logs
+    the operator's reads), or None for other requests and unfinished stages."""
+    verbs = WRITE_VERBS | READ_VERBS if reads else WRITE_VERBS
+    if event.get("verb") not in verbs or not _stage_counts(event):
         return None
     ref = event.get("objectRef") or {}
     resource = str(ref.get("resource") or "")
@@ -108,20 +119,24 @@ def parse(event: Mapping[str, Any]) -> AuditWrite | None:
         return None
     subresource = str(ref.get("subresource") or "")
     user = str((event.get("user") or {}).get("username") or "")
+    verb = str(event["verb"])
     return AuditWrite(
         t_ms=_epoch_ms(str(event.get("requestReceivedTimestamp"))),
         actor=actor(user, str(event.get("userAgent") or "")),
-        verb=str(event["verb"]),
+        verb=verb,
         resource=f"{resource}/{subresource}" if subresource else resource,
-        part=part(str(event["verb"]), resource, subresource, event.get("requestObject")),
+        part="read"
+        if verb in READ_VERBS
+        else part(verb, resource, subresource, event.get("requestObject")),
         namespace=str(ref.get("namespace") or ""),
         name=str(ref.get("name") or ""),
         code=int((event.get("responseStatus") or {}).get("code") or 0),
     )
 
 
-def parse_lines(lines: Iterable[str]) -> Iterator[AuditWrite]:
-    """Writes from audit log lines (JSON, one event a line); a torn last line is skipped."""
+def parse_lines(lines: Iterable[str], reads: bool = False) -> Iterator[AuditWrite]:
+    """Writes (and with ``reads`` the reads) from audit log lines (JSON, one event a
+    line); a torn last line is skipped."""
     for line in lines:
         if not line.strip():
             continue
@@ -129,7 +144,7 @@ def parse_lines(lines: Iterable[str]) -> Iterator[AuditWrite]:
             event = json.loads(line)
         except json.JSONDecodeError:
             continue
-        write = parse(event)
+        write = parse(event, reads)
         if write is not None:
             yield write
 
@@ -164,8 +179,8 @@ class AuditTail:
         else:
             yield from _read_from(self.path, self.offset)
 
-    def read(self) -> list[AuditWrite]:
-        return list(parse_lines(self._lines()))
+    def read(self, reads: bool = False) -> list[AuditWrite]:
+        return list(parse_lines(self._lines(), reads))
 
 
 def _read_from(path: Path, offset: int) -> Iterator[str]:
@@ -185,6 +200,7 @@ def select(writes: pd.DataFrame, namespace: str, start_ms: float, end_ms: float)
     cluster-scoped objects (a WasmRuntime's status), between ``start_ms`` and ``end_ms``."""
     if writes.empty:
         return writes
+    writes = writes[writes["part"] != "read"]
     in_window = writes["t_ms"].between(start_ms, end_ms)
     ours = writes["namespace"] == namespace
     operator_cluster = (writes["namespace"] == "") & writes["actor"].str.startswith("operator")
@@ -229,3 +245,24 @@ def format_table(table: pd.DataFrame) -> str:
             f"{row.writes_per_function:>14.2f}"
         )
     return "\n".join(lines)
+
+
+def requests_per_minute(
+    requests: pd.DataFrame, start_ms: float, end_ms: float, actor_prefix: str = "operator"
+) -> pd.DataFrame:
+    """The operator's requests (reads and writes) between ``start_ms`` and ``end_ms``,
+    per verb and resource, as a rate per minute."""
+    columns = ["verb", "resource", "requests", "per_minute"]
+    minutes = (end_ms - start_ms) / 60000.0
+    if requests.empty or minutes <= 0:
+        return pd.DataFrame(columns=columns)
+    own = requests[
+        requests["actor"].str.startswith(actor_prefix) & requests["t_ms"].between(start_ms, end_ms)
+    ]
+    table = (
+        own.groupby(["verb", "resource"], as_index=False)
+        .size()
+        .rename(columns={"size": "requests"})
+    )
+    table["per_minute"] = table["requests"] / minutes
+    return table.sort_values("requests", ascending=False, ignore_index=True)[columns]

@@ -68,11 +68,15 @@ class ComponentSpec:
 # renewals and the rest of the Event traffic are left out to keep the log small. Rules
 # match first to last, so the credential rule comes before the one that drops reads: every
 # access to a Secret, a read included, is recorded (who, when, which one), and never a body
-# that carries a credential (Secrets, issued tokens, token reviews).
+# that carries a credential (Secrets, issued tokens, token reviews). The operator's reads
+# are recorded at Metadata level too: its API requests at rest, per function, are a
+# measured cost (the scale experiment).
 CREDENTIAL_RESOURCES = [
     {"group": "", "resources": ["secrets", "serviceaccounts/token"]},
     {"group": "authentication.k8s.io", "resources": ["tokenreviews"]},
 ]
+# The operator's identity (bootstrap.OPERATOR_NAMESPACE and OPERATOR_ACCOUNT).
+OPERATOR_USER = "system:serviceaccount:wasm-operators:wasmop-operator"
 EVENTS = [
     {"group": "", "resources": ["events"]},
     {"group": "events.k8s.io", "resources": ["events"]},
@@ -86,6 +90,7 @@ AUDIT_POLICY = {
         {"level": "Metadata", "verbs": ["create", "update", "patch"], "resources": EVENTS},
         {"level": "None", "resources": EVENTS},
         {"level": "Metadata", "resources": CREDENTIAL_RESOURCES},
+        {"level": "Metadata", "users": [OPERATOR_USER], "verbs": ["get", "list", "watch"]},
         {"level": "None", "verbs": ["get", "list", "watch"]},
         {"level": "None", "nonResourceURLs": ["/healthz*", "/readyz*", "/livez*", "/version"]},
         {"level": "Request", "verbs": ["create", "update", "patch", "delete", "deletecollection"]},
