@@ -59,6 +59,31 @@ class ThirdParty:
         return out / "_deps" / self.npm.replace("/", "_").replace("@", "-")
 
 
+@dataclass(frozen=True)
+class Generated:
+    """A data file the build makes: ``size`` bytes of SHAKE-256 of ``seed`` (deterministic,
+    and incompressible, which is the point: it stands for code and data that gzip cannot
+    shrink)."""
+
+    file: str
+    size: int
+    seed: str
+
+    def stamp(self) -> str:
+        return f"{self.file}:{self.size}:{self.seed}"
+
+    def write(self, directory: Path) -> None:
+        path = directory / self.file
+        marker = directory / f".{self.file}.stamp"
+        if path.is_file() and marker.is_file() and marker.read_text() == self.stamp():
+            return
+        directory.mkdir(parents=True, exist_ok=True)
+        partial = directory / f".{self.file}.partial"
+        partial.write_bytes(hashlib.shake_256(self.seed.encode()).digest(self.size))
+        partial.replace(path)
+        marker.write_text(self.stamp())
+
+
 @dataclass
 class Target:
     name: str
@@ -67,6 +92,7 @@ class Target:
     cflags: list[str] = field(default_factory=list)
     ldflags: list[str] = field(default_factory=list)
     third_party: ThirdParty | None = None
+    generated: list[Generated] = field(default_factory=list)
 
     @classmethod
     def from_manifest(cls, entry: dict[str, Any]) -> Target:
@@ -77,6 +103,10 @@ class Target:
             copy=entry.get("copy"),
             cflags=list(entry.get("cflags", [])),
             ldflags=list(entry.get("ldflags", [])),
+            generated=[
+                Generated(file=g["file"], size=int(g["bytes"]), seed=str(g["seed"]))
+                for g in entry.get("generated", [])
+            ],
             third_party=ThirdParty(
                 npm=third["npm"], files=third["files"], compile=list(third.get("compile", []))
             )
@@ -165,7 +195,7 @@ def stamp_for(target: Target, zig: str, deps: Path | None) -> str:
     """A digest of every input of one output; equal stamps mean nothing to rebuild."""
     digest = hashlib.sha256()
     parts: list[str] = [BUILD_REVISION, zig, TARGET, *DEFAULT_CFLAGS, "|", *target.cflags]
-    parts += ["|", *target.ldflags]
+    parts += ["|", *target.ldflags, "|", *(g.stamp() for g in target.generated)]
     for part in parts:
         digest.update(part.encode() + b"\0")
     inputs = [SRC / name for name in target.sources]
@@ -201,6 +231,11 @@ def build_one(target: Target, out: Path, zig: str, force: bool) -> tuple[str, bo
     else:
         sources = [str(SRC / name) for name in target.sources]
         includes = ["-I", str(SRC)]
+        if target.generated:
+            data_dir = out / "_deps" / "generated" / target.name
+            for generated in target.generated:
+                generated.write(data_dir)
+            includes += [f"--embed-dir={data_dir}"]
         if deps is not None and target.third_party is not None:
             includes += ["-I", str(deps)]
             sources += [str(deps / name) for name in target.third_party.compile]

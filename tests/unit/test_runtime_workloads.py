@@ -8,7 +8,7 @@ import sys
 import pytest
 from wasmop.runtime.workloads import Expectation, Manifest, SampleRequest, ensure_built
 
-KINDS = {"basic", "cpu", "memory", "io", "fault", "real", "fixture"}
+KINDS = {"basic", "cpu", "memory", "io", "fault", "real", "size", "fixture"}
 REQUIRED = {"hello", "echo", "fib", "sha256", "matmul", "alloc", "sleep", "trap", "loop",
             "grow", "flood", "sqlite", "badimport", "notwasm"}  # fmt: skip
 
