@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("wasmop.gateway.cli", ("gateway",)),
     ("wasmop.operator.cli", ("operator",)),
     ("wasmop.bench.cli", ("experiments",)),
+    ("wasmop.oci.cli", ("push",)),
 )
 
 
