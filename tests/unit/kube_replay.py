@@ -67,7 +67,6 @@ class Exchange:
     body: Any = None  # a JSON answer (list, get, a Status for errors)
     lines: list[str] | None = None  # a watch stream, one line per chunk
     hold: bool = False  # after the lines, keep the stream open instead of ending it
-    drop: bool = False  # after the lines, cut the connection without ending the stream
 
     @classmethod
     def recorded(cls, name: str, **overrides: Any) -> Exchange:
@@ -105,6 +104,7 @@ class ReplayServer:
 
     def __init__(self, script: list[Exchange], tls: ssl.SSLContext | None = None) -> None:
         self.script = list(script)
+        self.scripted = len(script)  # how many requests the script answers
         self.tls = tls
         self.seen: list[Seen] = []
         self.mismatches: list[str] = []
@@ -149,10 +149,6 @@ class ReplayServer:
         if self._runner is not None:
             await self._runner.cleanup()
 
-    def extend(self, *exchanges: Exchange) -> None:
-        """More answers, for requests still to come (an API server that came back)."""
-        self.script.extend(exchanges)
-
     async def wait_for_requests(self, count: int, timeout: float = 5.0) -> list[Seen]:  # noqa: ASYNC109
         """Until ``count`` requests arrived; fails after ``timeout`` seconds."""
         async with self._arrived:
@@ -173,11 +169,11 @@ class ReplayServer:
         async with self._arrived:
             self.seen.append(seen)
             self._arrived.notify_all()
-        expected = next((e for e in self.script if _answers(e, seen)), None)
-        if expected is None:
+        index = next((i for i, e in enumerate(self.script) if _answers(e, seen)), None)
+        if index is None:
             await self._released.wait()
             raise web.HTTPServiceUnavailable(text="nothing more to replay")
-        self.script.remove(expected)
+        expected = self.script.pop(index)
         problem = _mismatch(expected, seen)
         if problem:
             self.mismatches.append(problem)
@@ -189,10 +185,6 @@ class ReplayServer:
         await response.prepare(request)
         for line in expected.lines:
             await response.write(line.encode() + b"\n")
-        if expected.drop:
-            assert request.transport is not None
-            request.transport.abort()
-            return response
         if expected.hold:
             await self._released.wait()
         if request.transport is None or request.transport.is_closing():

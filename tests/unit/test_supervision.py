@@ -31,21 +31,25 @@ def runs_forever(starts: list[float]):  # type: ignore[no-untyped-def]
     return work
 
 
+def fails_once(error: Exception, runs: list[int]):  # type: ignore[no-untyped-def]
+    """Work that raises ``error`` on its first run and then runs until stopped."""
+
+    async def work(task: TaskState) -> None:
+        runs.append(1)
+        if len(runs) == 1:
+            raise error
+        await asyncio.Event().wait()
+
+    return work
+
+
 async def test_a_task_that_raises_is_restarted_and_the_cause_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    runs = 0
-
-    async def flaky(task: TaskState) -> None:
-        nonlocal runs
-        runs += 1
-        if runs == 1:
-            raise ValueError("garbled")
-        await asyncio.Event().wait()
-
+    runs: list[int] = []
     tasks = TaskSupervisor("test", backoff_s=QUICK)
-    state = tasks.start("watch", flaky)
-    await until(lambda: runs == 2)
+    state = tasks.start("watch", fails_once(ValueError("garbled"), runs))
+    await until(lambda: len(runs) == 2)
     assert state.restarts == 1 and state.running
     assert state.last_error == "ValueError: garbled"
     [record] = [r for r in caplog.records if r.levelno == logging.ERROR]
@@ -163,21 +167,13 @@ async def test_a_dead_supervisor_task_is_a_problem_too() -> None:
 
 
 async def test_metrics_count_working_tasks_and_restarts_by_kind() -> None:
-    runs = 0
-
-    async def fails_once(task: TaskState) -> None:
-        nonlocal runs
-        runs += 1
-        if runs == 1:
-            raise RuntimeError("once")
-        await asyncio.Event().wait()
-
+    runs: list[int] = []
     tasks = TaskSupervisor("test", backoff_s=QUICK)
     registry = CollectorRegistry()
     register_metrics(tasks, registry)
-    tasks.start("probe a", fails_once, kind="probe", essential=False)
+    tasks.start("probe a", fails_once(RuntimeError("once"), runs), kind="probe", essential=False)
     tasks.start("probe b", runs_forever([]), kind="probe", essential=False)
-    await until(lambda: runs == 2)
+    await until(lambda: len(runs) == 2)
     text = generate_latest(registry).decode()
     assert 'wasmop_supervised_tasks_working{task="probe"} 2.0' in text
     assert 'wasmop_supervised_task_restarts_total{task="probe"} 1.0' in text
