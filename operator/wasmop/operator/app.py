@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import itertools
 import logging
 import random
 from dataclasses import dataclass, field
@@ -263,6 +264,8 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
         scaling = spec.get("scaling") or {}
         return bool(scaling) and scaling.get("engine", "operator") == "operator"
 
+    autoscalers = itertools.count(1)
+
     @kopf.daemon(*FUNCTIONS, registry=registry, when=autoscaled, cancellation_timeout=2.0)
     async def autoscale(
         stopped: kopf.DaemonStopped, body: kopf.Body, namespace: str, name: str, **_: Any
@@ -283,13 +286,13 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
                         log.warning("autoscaling %s failed: %s", body["metadata"]["name"], exc)
                 await asyncio.sleep(op.settings.scaling_interval_s)
 
-        task = op.tasks.start(
-            f"autoscaler of {namespace}/{name}", loop, kind="autoscale", essential=False
-        )
+        # Numbered: a successor kopf starts may overlap this daemon's stopping.
+        key = f"autoscaler {next(autoscalers)} of {namespace}/{name}"
+        op.tasks.start(key, loop, kind="autoscale", essential=False)
         try:
             await stopped.wait()
         finally:
-            await op.tasks.stop(task.name)
+            await op.tasks.stop(key)
 
     managed = {LABEL_MANAGED_BY: MANAGED_BY}
 
