@@ -4,12 +4,13 @@
 
 starts the embedded cluster if it is not up, makes a few objects in a scratch namespace
 and records, byte for byte, what kube-apiserver answers to the requests the node agent's
-Pod watch and the gateway's watches make: lists, watch streams with ADDED, MODIFIED,
-DELETED and BOOKMARK events, a watch from a version older than a restarted API server's
-watch cache (an ERROR event with 410 Expired) and a forbidden watch. It writes
-``tests/unit/data/kube_streams.json``, which ``tests/unit/kube_replay.py`` serves back to
-the client under test. The scratch objects are deleted again; Pods bound to a node name
-that does not exist never run anywhere.
+and the gateway's watches make: lists, watch streams with ADDED, MODIFIED, DELETED and
+BOOKMARK events, a watch from a version older than a restarted API server's watch cache
+(an ERROR event with 410 Expired), a forbidden watch, and a node agent's Node before and
+after the node lifecycle controller marked it Unknown (the agent stopped for a while). It
+writes ``tests/unit/data/kube_streams.json``, which ``tests/unit/kube_replay.py`` serves
+back to the client under test. The scratch objects are deleted again; Pods bound to a
+node name that does not exist never run anywhere.
 """
 
 from __future__ import annotations
@@ -192,6 +193,26 @@ async def record(kube: Kube, layout: StateLayout) -> dict[str, Any]:
         {"watch": "1"},
         headers={"Impersonate-User": "system:anonymous"},
     )
+
+    # A node agent's own Node: as it reports it, then as the node lifecycle controller
+    # marks it once the agent has stopped renewing its Lease for longer than the grace.
+    node = manager.load_settings(layout).node_names()[-1]
+    nodes, own = api_path("v1", "nodes"), {"fieldSelector": f"metadata.name={node}"}
+    await rec.get("node_ready_list", nodes, own)
+    await asyncio.to_thread(manager.control, layout, "stop", name=node, signal="KILL")
+    try:
+        grace = manager.load_settings(layout).node_monitor_grace_seconds
+        deadline = time.monotonic() + grace + 30
+        while time.monotonic() < deadline:
+            listing = await rec.get("node_unknown_list", nodes, own)
+            conditions = listing["items"][0]["status"]["conditions"]
+            if any(c["type"] == "Ready" and c["status"] == "Unknown" for c in conditions):
+                break
+            await asyncio.sleep(1.0)
+        else:
+            raise RuntimeError(f"{node} was not marked Unknown within {grace + 30} s")
+    finally:
+        await asyncio.to_thread(manager.control, layout, "start", name=node)
 
     # The gateway's watches: Services and EndpointSlices everywhere.
     services = await rec.get("services_list", api_path("v1", "services"), {})

@@ -93,6 +93,7 @@ class Seen:
     path: str
     query: dict[str, str]
     headers: dict[str, str]
+    body: str = ""
 
 
 class ReplayServer:
@@ -156,7 +157,8 @@ class ReplayServer:
         return self.seen
 
     async def _answer(self, request: web.Request) -> web.StreamResponse:
-        seen = Seen(request.method, request.path, dict(request.query), dict(request.headers))
+        body = await request.text() if request.can_read_body else ""
+        seen = Seen(request.method, request.path, dict(request.query), dict(request.headers), body)
         transport = request.transport
         if transport is not None:
             self._open.add(transport)

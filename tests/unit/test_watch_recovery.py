@@ -201,13 +201,13 @@ def pod_names(events: list[str]) -> dict[str, str]:
 
 @contextlib.asynccontextmanager
 async def node_agent(
-    script: list[Exchange], tmp_path: Path
+    script: list[Exchange], tmp_path: Path, name: str = NODE
 ) -> AsyncIterator[tuple[Any, ReplayServer]]:
     from wasmop.node.agent import NodeAgent, NodeSettings
 
     async with ReplayServer(script) as server:
         config = kubeconfig(tmp_path / "kubeconfig", server.url, {"token": "node"}, {})
-        agent = NodeAgent(NodeSettings(name=NODE, pod_cidr="10.244.63.0/24", kubeconfig=config))
+        agent = NodeAgent(NodeSettings(name=name, pod_cidr="10.244.63.0/24", kubeconfig=config))
         agent.tasks.backoff_s = QUICK
         try:
             yield agent, server
@@ -308,3 +308,35 @@ async def test_a_pod_status_lost_to_an_api_outage_is_written_again(tmp_path: Pat
         await until(lambda: not worker.publish_failed, "the status to be written again")
         [write] = [s for s in server.seen if s.path == status_path]
         assert write.method == "PATCH"
+
+
+async def test_a_node_the_controller_marked_unknown_is_reported_ready_at_once(
+    tmp_path: Path,
+) -> None:
+    """After an API server outage longer than the node monitor grace period, the node
+    lifecycle controller marks the Node Unknown (and taints it unreachable, which evicts
+    its Pods within seconds). The agent's Node watch sees that and posts its own Ready
+    condition at once instead of at the next periodic status report, 30 s later."""
+    [node] = items_of("node_unknown_list")
+    name = node["metadata"]["name"]
+    [ready] = [c for c in node["status"]["conditions"] if c["type"] == "Ready"]
+    assert (ready["status"], ready["reason"]) == ("Unknown", "NodeStatusUnknown")
+    lease = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{name}"
+    status = f"/api/v1/nodes/{name}/status"
+    script = [
+        *(Exchange(lease, method="PATCH", body={}) for _ in range(5)),
+        Exchange.recorded("node_unknown_list"),
+        watch("/api/v1/nodes", list_version("node_unknown_list"), [], hold=True),
+        Exchange(status, method="PATCH", body={}),
+    ]
+    async with node_agent(script, tmp_path, name=name) as (agent, server):
+        agent.node_status()  # as after the agent's last report: Ready
+        agent.tasks.start("heartbeat", agent._heartbeat)
+        await until(lambda: any(s.path == lease for s in server.seen), "a Lease renewal")
+        assert not any(s.path == status for s in server.seen)  # nothing due yet
+        agent.start_node_watch()
+        await until(lambda: any(s.path == status for s in server.seen), "a status report")
+        [report] = [s for s in server.seen if s.path == status]
+        conditions = json.loads(report.body)["status"]["conditions"]
+        [posted] = [c for c in conditions if c["type"] == "Ready"]
+        assert (posted["status"], posted["reason"]) == ("True", "KubeletReady")
