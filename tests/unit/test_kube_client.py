@@ -97,18 +97,31 @@ async def consume(stream: AsyncIterator[WatchEvent]) -> AsyncIterator[Consumer]:
             await consumer.task
 
 
-async def stream_is_list_then_watch(server: ReplayServer) -> None:
-    """The recorded list as ADDED, SYNCED, then the recorded watch's events, each once,
-    with every scripted request made as scripted."""
-    expected = [("ADDED", n) for n in listed("pods_list")] + [("SYNCED", "")]
-    expected += watched("pods_watch")
+async def replayed(server: ReplayServer, count: int) -> list[WatchEvent]:
+    """The first ``count`` events of a list-and-watch against ``server``, once every
+    scripted request has been made, and made as scripted."""
     async with (
         client(server) as kube,
         consume(kube.list_and_watch(PODS, **FAST, **NODE_PODS)) as got,
     ):
-        assert summary(await got.until(len(expected))) == expected
+        events = await got.until(count)
         await server.wait_for_requests(server.scripted)
     assert server.mismatches == []
+    return events
+
+
+async def stream_is_list_then_watch(server: ReplayServer) -> None:
+    """The recorded list as ADDED, SYNCED, then the recorded watch's events, each once."""
+    expected = [("ADDED", n) for n in listed("pods_list")] + [("SYNCED", "")]
+    expected += watched("pods_watch")
+    assert summary(await replayed(server, len(expected))) == expected
+
+
+def relisted() -> int:
+    """Events from the recorded list, a relist with the recorded changes, and a SYNCED
+    after each."""
+    before, after = listed("pods_list"), listed("pods_relist")
+    return len(before) + len(after) + len([n for n in before if n not in after]) + 2
 
 
 def pods_list() -> Exchange:
@@ -175,16 +188,14 @@ async def test_a_410_error_event_relists_and_reports_what_went_away() -> None:
         Exchange.recorded("pods_relist"),
         quiet_watch(list_version("pods_relist")),
     ]
-    async with ReplayServer(script) as server, client(server) as kube:
-        before, after = listed("pods_list"), listed("pods_relist")
-        expected = [("ADDED", n) for n in before] + [("SYNCED", "")]
-        expected += [("DELETED", n) for n in before if n not in after]
-        expected += [("MODIFIED" if n in before else "ADDED", n) for n in after]
-        expected += [("SYNCED", "")]
-        async with consume(kube.list_and_watch(PODS, **FAST, **NODE_PODS)) as got:
-            assert summary(await got.until(len(expected))) == expected
-            await server.wait_for_requests(4)
-        assert server.mismatches == []
+    before, after = listed("pods_list"), listed("pods_relist")
+    expected = [("ADDED", n) for n in before] + [("SYNCED", "")]
+    expected += [("DELETED", n) for n in before if n not in after]
+    expected += [("MODIFIED" if n in before else "ADDED", n) for n in after]
+    expected += [("SYNCED", "")]
+    assert len(expected) == relisted()
+    async with ReplayServer(script) as server:
+        assert summary(await replayed(server, len(expected))) == expected
 
 
 async def test_an_http_410_on_the_watch_request_relists() -> None:
@@ -196,14 +207,10 @@ async def test_an_http_410_on_the_watch_request_relists() -> None:
         Exchange.recorded("pods_relist"),
         quiet_watch(list_version("pods_relist")),
     ]
-    async with ReplayServer(script) as server, client(server) as kube:
-        count = len(listed("pods_list")) + 1 + len(listed("pods_relist")) + 2
-        async with consume(kube.list_and_watch(PODS, **FAST, **NODE_PODS)) as got:
-            events = await got.until(count)
-            await server.wait_for_requests(len(script))
-        assert events[-1].type == "SYNCED"
-        assert events[-1].object["metadata"]["resourceVersion"] == list_version("pods_relist")
-        assert server.mismatches == []
+    async with ReplayServer(script) as server:
+        events = await replayed(server, relisted())
+    assert events[-1].type == "SYNCED"
+    assert events[-1].object["metadata"]["resourceVersion"] == list_version("pods_relist")
 
 
 async def test_a_forbidden_watch_is_retried_not_fatal() -> None:
@@ -213,13 +220,9 @@ async def test_a_forbidden_watch_is_retried_not_fatal() -> None:
     forbidden.query = {**NODE_PODS, "watch": "1"}
     script = [pods_list(), forbidden, Exchange.recorded("pods_relist")]
     script.append(quiet_watch(list_version("pods_relist")))
-    async with ReplayServer(script) as server, client(server) as kube:
-        count = len(listed("pods_list")) + 1 + len(listed("pods_relist")) + 2
-        async with consume(kube.list_and_watch(PODS, **FAST, **NODE_PODS)) as got:
-            events = await got.until(count)
-            await server.wait_for_requests(len(script))
-        assert events[-1].type == "SYNCED"
-        assert server.mismatches == []
+    async with ReplayServer(script) as server:
+        events = await replayed(server, relisted())
+    assert events[-1].type == "SYNCED"
 
 
 async def test_an_api_server_restart_mid_watch_resumes_where_it_left_off() -> None:
@@ -252,13 +255,9 @@ async def test_a_failed_list_is_retried() -> None:
               "reason": "InternalError", "message": "etcdserver: leader changed"}  # fmt: skip
     script = [Exchange(PODS, NODE_PODS, status=500, body=status), pods_list()]
     script.append(quiet_watch(list_version("pods_list")))
-    async with ReplayServer(script) as server, client(server) as kube:
-        count = len(listed("pods_list")) + 1
-        async with consume(kube.list_and_watch(PODS, **FAST, **NODE_PODS)) as got:
-            events = await got.until(count)
-            await server.wait_for_requests(len(script))
-        assert events[-1].type == "SYNCED"
-        assert server.mismatches == []
+    async with ReplayServer(script) as server:
+        events = await replayed(server, len(listed("pods_list")) + 1)
+    assert events[-1].type == "SYNCED"
 
 
 async def test_a_restarted_watch_reports_what_went_away_while_it_was_down() -> None:
