@@ -6,8 +6,8 @@ starts the embedded cluster if it is not up, makes a few objects in a scratch na
 and records, byte for byte, what kube-apiserver answers to the requests the node agent's
 and the gateway's watches make: lists, watch streams with ADDED, MODIFIED, DELETED and
 BOOKMARK events, a watch from a version older than a restarted API server's watch cache
-(an ERROR event with 410 Expired), a forbidden watch, and a node agent's Node before and
-after the node lifecycle controller marked it Unknown (the agent stopped for a while). It
+(an ERROR event with 410 Expired), a forbidden watch, and a node agent's Node as the node
+lifecycle controller marked it Unknown (the agent stopped for a while). It
 writes ``tests/unit/data/kube_streams.json``, which ``tests/unit/kube_replay.py`` serves
 back to the client under test. The scratch objects are deleted again; Pods bound to a
 node name that does not exist never run anywhere.
@@ -194,11 +194,10 @@ async def record(kube: Kube, layout: StateLayout) -> dict[str, Any]:
         headers={"Impersonate-User": "system:anonymous"},
     )
 
-    # A node agent's own Node: as it reports it, then as the node lifecycle controller
-    # marks it once the agent has stopped renewing its Lease for longer than the grace.
+    # A node agent's own Node as the node lifecycle controller marks it once the agent
+    # has stopped renewing its Lease for longer than the grace period.
     node = manager.load_settings(layout).node_names()[-1]
     nodes, own = api_path("v1", "nodes"), {"fieldSelector": f"metadata.name={node}"}
-    await rec.get("node_ready_list", nodes, own)
     await asyncio.to_thread(manager.control, layout, "stop", name=node, signal="KILL")
     try:
         grace = manager.load_settings(layout).node_monitor_grace_seconds

@@ -126,8 +126,6 @@ class TaskSupervisor:
         kube: Kube,
         path: str,
         handle: Callable[[WatchEvent], Coroutine[Any, Any, None]],
-        *,
-        essential: bool = True,
         **params: Any,
     ) -> TaskState:
         """A supervised list-and-watch of ``path`` whose events go to ``handle``. It
@@ -146,9 +144,7 @@ class TaskSupervisor:
             ):
                 await handle(event)
 
-        return self.start(
-            name, watch, essential=essential, needs_progress=True, stale_after_s=WATCH_STALE_S
-        )
+        return self.start(name, watch, needs_progress=True, stale_after_s=WATCH_STALE_S)
 
     async def stop(self, *names: str) -> None:
         """Stop these tasks (all when none are named) and forget them."""

@@ -336,38 +336,6 @@ class NodeAgent:
             fieldSelector=f"spec.nodeName={self.name}",
         )
 
-    # --- our Node as others write it --------------------------------------------------
-
-    def start_node_watch(self) -> TaskState:
-        """Watch this agent's own Node, as a kubelet does, for what others write to it.
-        Not essential: without it the status still goes out every status_report_s."""
-        return self.tasks.start_watch(
-            "Node watch",
-            self.kube,
-            api_path("v1", "nodes"),
-            self._node_changed,
-            essential=False,
-            fieldSelector=f"metadata.name={self.name}",
-        )
-
-    async def _node_changed(self, event: WatchEvent) -> None:
-        """The node lifecycle controller marks the Node Unknown when the Lease went
-        unrenewed (an API server outage longer than its grace period, say). Post the
-        agent's own Ready condition at once rather than at the next periodic report: while
-        the Node is not Ready its Pods count as not ready, and are evicted soon after."""
-        if event.type not in ("ADDED", "MODIFIED") or self._ready is None:
-            return
-        conditions = (event.object.get("status") or {}).get("conditions") or []
-        ready = next((c for c in conditions if c.get("type") == "Ready"), None)
-        if ready is None or (ready.get("status") == "True") == self._ready[0]:
-            return
-        log.info(
-            "node %s: Ready is %s (%s) in the API; reporting the agent's own again",
-            self.name, ready.get("status"), ready.get("reason"),
-        )  # fmt: skip
-        self._ready = None
-        self._health_changed.set()
-
     def find_worker(self, namespace: str, name: str) -> PodWorker | None:
         return next(
             (w for w in self.workers.values() if w.namespace == namespace and w.name == name), None
@@ -413,7 +381,6 @@ class NodeAgent:
             await self.register()
             await self.renew_lease()
             self.tasks.start("heartbeat", self._heartbeat)
-            self.start_node_watch()
             log.info("node %s ready (pod range %s)", self.name, self.network.pod_cidr)
             await self._stop.wait()
             exit_after_grace()  # Pods get up to 30 s each, in parallel; this is the backstop
