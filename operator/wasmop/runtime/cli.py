@@ -11,15 +11,35 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import ipaddress
 import json
+import logging
+import os
 import re
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
-from wasmop.console import CommandError
+from wasmop.console import CommandError, exit_after_grace
+from wasmop.runtime import (
+    EngineFeatures,
+    FunctionConfig,
+    Limits,
+    ModuleError,
+    Request,
+    Runtime,
+    RuntimeConfig,
+    RuntimeConfigError,
+    check_module,
+)
+from wasmop.runtime.podenv import from_env
+from wasmop.runtime.server import start_server
 
 DEFAULT_PORT = 8080
+log = logging.getLogger("wasmop.runtime.cli")
 
 
 def register(subparsers: Any) -> None:
@@ -97,9 +117,7 @@ def _limit_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-mib", type=float, default=None, help="stdout cap")
 
 
-def _runtime_config(args: argparse.Namespace) -> Any:
-    from wasmop.runtime import EngineFeatures, RuntimeConfig, RuntimeConfigError
-
+def _runtime_config(args: argparse.Namespace) -> RuntimeConfig:
     features: dict[str, bool] = {}
     for item in args.feature:
         name, _, value = item.partition("=")
@@ -114,9 +132,7 @@ def _runtime_config(args: argparse.Namespace) -> Any:
         raise CommandError(str(exc)) from exc
 
 
-def _limits(args: argparse.Namespace) -> Any:
-    from wasmop.runtime import Limits, RuntimeConfigError
-
+def _limits(args: argparse.Namespace) -> Limits:
     values: dict[str, float] = {}
     if args.timeout_s is not None:
         values["timeout_s"] = args.timeout_s
@@ -140,8 +156,6 @@ def default_name(source: str) -> str:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import asyncio
-
     try:  # uvloop roughly halves the event loop's share of an HTTP request
         import uvloop
 
@@ -152,13 +166,8 @@ def _serve(args: argparse.Namespace) -> int:
         return runner.run(_serve_async(args))
 
 
-def _plan_from_env() -> tuple[list[tuple[str, Any]], Any]:
+def _plan_from_env() -> tuple[list[tuple[str, FunctionConfig]], RuntimeConfig]:
     """One function, configured by the WASMOP_* variables of the Pod it runs in."""
-    import os
-
-    from wasmop.runtime import RuntimeConfig, RuntimeConfigError
-    from wasmop.runtime.podenv import from_env
-
     try:
         pod = from_env(os.environ, os.environ.get("WASMOP_FUNCTION", "function"))
     except RuntimeConfigError as exc:
@@ -170,17 +179,6 @@ def _plan_from_env() -> tuple[list[tuple[str, Any]], Any]:
 
 
 async def _serve_async(args: argparse.Namespace) -> int:
-    import asyncio
-    import contextlib
-    import ipaddress
-    import logging
-    import signal
-
-    from wasmop.console import exit_after_grace
-    from wasmop.runtime import FunctionConfig, ModuleError, Runtime, RuntimeConfigError
-    from wasmop.runtime.server import start_server
-
-    log = logging.getLogger("wasmop.runtime.cli")
     env: dict[str, str] = {}
     for item in args.env:
         name, sep, value = item.partition("=")
@@ -253,8 +251,6 @@ async def _serve_async(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from wasmop.runtime import ModuleError, check_module
-
     try:
         info = check_module(
             args.module,
@@ -284,8 +280,6 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _invoke(args: argparse.Namespace) -> int:
-    from wasmop.runtime import FunctionConfig, ModuleError, Request, Runtime
-
     body = b""
     if args.data is not None:
         body = args.data.encode()
