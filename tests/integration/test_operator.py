@@ -131,7 +131,15 @@ def test_function_becomes_ready_and_serves(fns: Functions, api: client.ApiClient
     assert conditions["Validated"]["status"] == "True"
     assert conditions["Available"]["status"] == "True"
     assert all(c["observedGeneration"] == 1 for c in status["conditions"])
-    assert gateway(f"/{fns.namespace}/hello/") == (200, b"Hello, world!\n")
+    # Ready counts ready Pods (the operator's Pod watch); the gateway routes by the
+    # EndpointSlices the controller manager writes after them, which can trail by more
+    # than the gateway's 5 s wait while that controller's watches recover from an API
+    # server restart (the node tests before this one restart it).
+    wait_for(
+        lambda: gateway(f"/{fns.namespace}/hello/") == (200, b"Hello, world!\n"),
+        timeout=30,
+        what="hello routable through the gateway",
+    )
     # The embedded cluster runs the operator with --service-mode headless (no kube-proxy).
     service = client.CoreV1Api(api).read_namespaced_service("hello", fns.namespace)
     assert service.spec.cluster_ip == "None"
