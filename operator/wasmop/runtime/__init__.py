@@ -20,6 +20,7 @@ CGI response out) and the fault -> HTTP status table are in docs/abi.md and `abi
 """
 
 from wasmop.runtime.abi import FAULT_STATUS, REASON_HEADER, Fault, Request
+from wasmop.runtime.compiler import check_module
 from wasmop.runtime.config import EngineFeatures, FunctionConfig, Limits, RuntimeConfig
 from wasmop.runtime.engine import Runtime, default_runtime
 from wasmop.runtime.errors import (
@@ -35,7 +36,7 @@ from wasmop.runtime.errors import (
     UnsupportedFeature,
 )
 from wasmop.runtime.function import Function, InvokeStats, Response
-from wasmop.runtime.loader import CompiledModule, ModuleInfo, check_module
+from wasmop.runtime.loader import CompiledModule, ModuleInfo
 from wasmop.runtime.server import ServerHandle, start_server
 
 __all__ = [

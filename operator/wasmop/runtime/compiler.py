@@ -14,6 +14,10 @@ see `loader.with_accounting_exports`) and links against WASI, then returns the m
 Python processes (not forks: the parent runs threads and an event loop), die with their
 parent (PR_SET_PDEATHSIG), are replaced after `JOBS_PER_WORKER` jobs so memory a compile left
 behind is returned, and exit after `WORKER_IDLE_EXIT_S` without work.
+
+`check_module()` is the operator's in-process question "could a runtime with these
+features serve this module?": the loader's inspection, and with `compile=True` a compile
+in this pool as well.
 """
 
 from __future__ import annotations
@@ -32,9 +36,23 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
+import wasmtime
+
 from wasmop.runtime import errors
-from wasmop.runtime.config import Limits, RuntimeConfig
+from wasmop.runtime.config import EngineFeatures, Limits, RuntimeConfig
 from wasmop.runtime.errors import CompileError, CompileTimeout, ModuleError
+from wasmop.runtime.loader import (
+    ModuleInfo,
+    ModuleSource,
+    build_engine,
+    check_limits,
+    classify_compile_error,
+    decode_module_bytes,
+    inspect,
+    read_source,
+    with_accounting_exports,
+)
+from wasmop.runtime.wasi import link, wasi_linker
 
 log = logging.getLogger("wasmop.runtime.compiler")
 
@@ -49,28 +67,18 @@ DEFAULT_WORKERS = max(2, min(4, os.cpu_count() or 2))
 class Compiled:
     """What a worker sends back: the module's facts and its compiled code."""
 
-    info: Any  # loader.ModuleInfo
+    info: ModuleInfo
     artefact: bytes  # Module.serialize(); empty for a check
 
 
 # --- the worker side ---------------------------------------------------------------------
 
-_ENGINES: dict[RuntimeConfig, Any] = {}
+_ENGINES: dict[RuntimeConfig, wasmtime.Engine] = {}
 
 
 def _compile(
     wasm: bytes, config: RuntimeConfig, compressed_size: int | None, keep: bool
 ) -> Compiled:
-    import wasmtime
-
-    from wasmop.runtime.loader import (
-        build_engine,
-        classify_compile_error,
-        inspect,
-        with_accounting_exports,
-    )
-    from wasmop.runtime.wasi import link, wasi_linker
-
     engine = _ENGINES.get(config)
     if engine is None:
         engine = _ENGINES[config] = build_engine(config)
@@ -200,10 +208,8 @@ class CompilePool:
             error_type = CompileError
         raise error_type(message, **detail)
 
-    def check(self, wasm: bytes, config: RuntimeConfig, limits: Limits | None = None) -> Any:
+    def check(self, wasm: bytes, config: RuntimeConfig, limits: Limits | None = None) -> ModuleInfo:
         """The operator's question: would a node compile this? `ModuleInfo`, or raises."""
-        from wasmop.runtime.loader import check_limits
-
         info = self.compile(wasm, config, keep=False).info
         if limits is not None:
             check_limits(info.memory_min_pages, info.table_min_elements, limits)
@@ -256,3 +262,48 @@ def compile_pool() -> CompilePool:
         if _POOL is None or _POOL._closed:
             _POOL = CompilePool()
         return _POOL
+
+
+# --- checking a module without serving it -------------------------------------------------
+
+_CHECK_ENGINES: dict[RuntimeConfig, wasmtime.Engine] = {}
+_CHECK_ENGINES_LOCK = threading.Lock()
+
+
+def _check_engine(config: RuntimeConfig) -> wasmtime.Engine:
+    """Validation-only engines, one per config, kept for repeated checks."""
+    with _CHECK_ENGINES_LOCK:
+        engine = _CHECK_ENGINES.get(config)
+        if engine is None:
+            engine = _CHECK_ENGINES[config] = build_engine(config)
+        return engine
+
+
+def check_module(
+    source: ModuleSource,
+    *,
+    config: RuntimeConfig | None = None,
+    features: EngineFeatures | None = None,
+    limits: Limits | None = None,
+    compile: bool = False,
+) -> ModuleInfo:
+    """Check that a runtime with `config` (or just `features`) could serve this module.
+
+    Raises a `ModuleError` subclass: NotWasm, ModuleTooLarge, FetchError, CompileError,
+    UnsupportedFeature, ForbiddenImport, MissingEntrypoint or MemoryLimit. With
+    `compile=True` the module is also compiled and linked against WASI (slower: about a
+    second for SQLite) which additionally catches imports with the wrong signature.
+    """
+    if config is None:
+        config = RuntimeConfig(features=features or EngineFeatures())
+    elif features is not None:
+        raise ValueError("pass either config or features, not both")
+    raw = read_source(source, config.max_module_bytes)
+    wasm, compressed_size = decode_module_bytes(
+        raw, config.max_module_bytes, config.max_compression_ratio
+    )
+    info, _ = inspect(wasm, _check_engine(config), config, limits, compressed_size)
+    if compile:
+        # Code generation runs in a compile worker, under the compile deadline.
+        compile_pool().compile(wasm, config, compressed_size, keep=False)
+    return info

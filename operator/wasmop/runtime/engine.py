@@ -164,7 +164,7 @@ class Runtime:
         return await asyncio.to_thread(self.load, source, limits)
 
     def check(self, source: ModuleSource, limits: Limits | None = None) -> ModuleInfo:
-        """Like `loader.check_module(..., compile=True)`, but the compiled result is kept."""
+        """Like `compiler.check_module(..., compile=True)`, but the compiled result is kept."""
         return self.load(source, limits).info
 
     def _raise_if_failed_recently(self, digest: str) -> None:

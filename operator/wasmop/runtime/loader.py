@@ -1,11 +1,11 @@
-"""Reading a module (bytes, gzip bytes, file, URL) and checking it without serving it.
+"""Reading a module (bytes, gzip bytes, file, URL) and inspecting it without serving it.
 
-`check_module()` is what the operator calls in-process to validate a module against a
-runtime's features before deploying it: it reads the module, validates it with a wasmtime
-engine configured like the runtime (fast: no code generation unless `compile=True`),
-and applies the runtime's policy (only WASI preview 1 imports, a `_start` entry point and
-an exported memory, an initial memory within the per-request cap). It returns a
-`ModuleInfo` or raises a `ModuleError` whose `reason` is machine-readable.
+`inspect()` validates a module with a wasmtime engine configured like the runtime (no
+code generation), reads its interface and applies the runtime's policy (only WASI
+preview 1 imports, a `_start` entry point and an exported memory, an initial memory
+within the per-request cap); it returns a `ModuleInfo` or raises a `ModuleError` whose
+`reason` is machine-readable. `compiler.check_module()` builds the operator's in-process
+check on it, and the compile workers build on it too.
 
 A module is identified by the sha256 of its uncompressed wasm bytes (hex), whatever form
 it arrived in, so gzip-compressed and plain copies of one module share a digest.
@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import threading
 import urllib.error
 import urllib.request
 import zlib
@@ -30,7 +29,6 @@ import wasmtime
 from wasmop.runtime.config import (
     RATIO_FLOOR_BYTES,
     WASM_PAGE,
-    EngineFeatures,
     Limits,
     RuntimeConfig,
 )
@@ -643,19 +641,6 @@ def build_engine(config: RuntimeConfig) -> wasmtime.Engine:
     return wasmtime.Engine(wasm_config)
 
 
-_ENGINES: dict[RuntimeConfig, wasmtime.Engine] = {}
-_ENGINES_LOCK = threading.Lock()
-
-
-def _shared_engine(config: RuntimeConfig) -> wasmtime.Engine:
-    """Validation-only engines, one per config, kept for repeated checks."""
-    with _ENGINES_LOCK:
-        engine = _ENGINES.get(config)
-        if engine is None:
-            engine = _ENGINES[config] = build_engine(config)
-        return engine
-
-
 def inspect(
     wasm: bytes,
     engine: wasmtime.Engine,
@@ -692,39 +677,6 @@ def inspect(
     return info, parsed
 
 
-def check_module(
-    source: ModuleSource,
-    *,
-    config: RuntimeConfig | None = None,
-    features: EngineFeatures | None = None,
-    limits: Limits | None = None,
-    compile: bool = False,
-) -> ModuleInfo:
-    """Check that a runtime with `config` (or just `features`) could serve this module.
-
-    Raises a `ModuleError` subclass: NotWasm, ModuleTooLarge, FetchError, CompileError,
-    UnsupportedFeature, ForbiddenImport, MissingEntrypoint or MemoryLimit. With
-    `compile=True` the module is also compiled and linked against WASI (slower: about a
-    second for SQLite) which additionally catches imports with the wrong signature.
-    """
-    if config is None:
-        config = RuntimeConfig(features=features or EngineFeatures())
-    elif features is not None:
-        raise ValueError("pass either config or features, not both")
-    raw = read_source(source, config.max_module_bytes)
-    wasm, compressed_size = decode_module_bytes(
-        raw, config.max_module_bytes, config.max_compression_ratio
-    )
-    engine = _shared_engine(config)
-    info, _ = inspect(wasm, engine, config, limits, compressed_size)
-    if compile:
-        # Code generation runs in a compile worker, under the compile deadline.
-        from wasmop.runtime.compiler import compile_pool
-
-        compile_pool().compile(wasm, config, compressed_size, keep=False)
-    return info
-
-
 __all__ = [
     "CompiledModule",
     "ExportInfo",
@@ -732,7 +684,6 @@ __all__ = [
     "ModuleError",
     "ModuleInfo",
     "ModuleSource",
-    "check_module",
     "decode_module_bytes",
     "read_source",
 ]
