@@ -43,3 +43,8 @@ REASON_HEADER = "X-Wasmop-Reason"
 # two cannot disagree about what a function may be sent.
 MAX_REQUEST_BODY_BYTES = 16 * 2**20
 BODY_TOO_LARGE_REASON = "body-too-large"
+# Refusals a function server makes before it runs anything (docs/abi.md): the function
+# did not run, so the gateway may hand the request to another Pod whatever its method.
+REFUSED_UNRUN_REASONS = frozenset(
+    {"draining", "queue-full", "queue-timeout", "overloaded", "connection-limit"}
+)

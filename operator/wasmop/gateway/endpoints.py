@@ -2,15 +2,30 @@
 
 Pure bookkeeping plus the balancing choice, so the routing rules can be tested without
 a cluster: least requests in flight wins, ties go round-robin.
+
+Which endpoints a request may go to, best first (as kube-proxy does with terminating
+endpoints):
+
+1. ready ones (``ready`` and not ``terminating``) that have not just failed;
+2. when there are none, ``serving`` endpoints that are ``terminating``: a Pod being
+   deleted keeps answering through its drain, which beats refusing the request;
+3. as a last resort, endpoints that failed a moment ago (see :meth:`Endpoint.eject`):
+   the failure may have been brief.
+
+A connection that failed ejects its endpoint for a few seconds: the readiness probes of a
+node whose link is cut take tens of seconds to notice, and meanwhile every request would
+wait for a connect timeout there first.
 """
 
 from __future__ import annotations
 
 import itertools
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+EJECT_S = 5.0  # how long an endpoint whose connection failed is passed over
 
 
 @dataclass
@@ -18,12 +33,22 @@ class Endpoint:
     address: str
     port: int
     pod: str
-    ready: bool
+    ready: bool  # ready and not terminating
+    serving: bool = True  # answers requests (terminating or not)
+    terminating: bool = False
     in_flight: int = 0
+    ejected_until: float = 0.0  # time.monotonic()
 
     @property
     def url(self) -> str:
         return f"http://{self.address}:{self.port}"
+
+    def eject(self, now: float | None = None, seconds: float = EJECT_S) -> None:
+        """Pass this endpoint over for a while: a connection to it just failed."""
+        self.ejected_until = (time.monotonic() if now is None else now) + seconds
+
+    def ejected(self, now: float) -> bool:
+        return now < self.ejected_until
 
 
 @dataclass
@@ -33,12 +58,33 @@ class ServiceEndpoints:
     slices: dict[str, list[Endpoint]] = field(default_factory=dict)
     _turn: itertools.count = field(default_factory=itertools.count)
 
-    def ready(self) -> list[Endpoint]:
-        return [e for endpoints in self.slices.values() for e in endpoints if e.ready]
+    def all(self) -> list[Endpoint]:
+        return [e for endpoints in self.slices.values() for e in endpoints]
 
-    def choose(self, exclude: set[str] = frozenset()) -> Endpoint | None:  # type: ignore[assignment]
-        """The ready endpoint with the fewest requests in flight (round-robin on ties)."""
-        candidates = [e for e in self.ready() if e.address not in exclude]
+    def ready(self) -> list[Endpoint]:
+        return [e for e in self.all() if e.ready]
+
+    def available(self) -> bool:
+        """Whether any endpoint may take a request (ready, or serving while terminating)."""
+        return any(e.ready or e.serving for e in self.all())
+
+    def candidates(
+        self, exclude: set[str] = frozenset(), now: float | None = None
+    ) -> list[Endpoint]:  # type: ignore[assignment]
+        """The endpoints a request should go to, by the preference in the module doc."""
+        now = time.monotonic() if now is None else now
+        usable = [e for e in self.all() if e.address not in exclude]
+        ready = [e for e in usable if e.ready]
+        draining = [e for e in usable if not e.ready and e.serving and e.terminating]
+        for group in (ready, draining):
+            healthy = [e for e in group if not e.ejected(now)]
+            if healthy:
+                return healthy
+        return ready or draining
+
+    def choose(self, exclude: set[str] = frozenset(), now: float | None = None) -> Endpoint | None:  # type: ignore[assignment]
+        """The preferred endpoint with the fewest requests in flight (round-robin on ties)."""
+        candidates = self.candidates(exclude, now)
         if not candidates:
             return None
         least = min(e.in_flight for e in candidates)
@@ -50,7 +96,9 @@ def parse_slice(obj: dict[str, Any], previous: list[Endpoint] | None = None) -> 
     """Endpoints of one EndpointSlice.
 
     An address already known keeps its ``Endpoint`` object, so a request in flight across
-    the update decrements the same counter it incremented.
+    the update decrements the same counter it incremented (and an ejection holds). Unset
+    conditions read as the API documents them: ``ready`` and ``serving`` true,
+    ``terminating`` false.
     """
     ports = obj.get("ports") or []
     port = next((p.get("port") for p in ports if p.get("port")), None)
@@ -59,17 +107,17 @@ def parse_slice(obj: dict[str, Any], previous: list[Endpoint] | None = None) -> 
     known = {(e.address, e.port): e for e in previous or []}
     endpoints = []
     for item in obj.get("endpoints") or []:
-        conditions = item.get("conditions", {})
-        ready = conditions.get("ready", True) is not False and not conditions.get(
-            "terminating", False
-        )
+        conditions = item.get("conditions") or {}
+        terminating = conditions.get("terminating") is True
+        ready = conditions.get("ready") is not False and not terminating
+        serving = conditions.get("serving", conditions.get("ready")) is not False
         pod = (item.get("targetRef") or {}).get("name", "")
         for address in item.get("addresses", []):
             endpoint = known.get((address, int(port)))
-            if endpoint is None:
+            if endpoint is None or endpoint.pod != pod:
+                # A new Pod on an address an old one had: its own counters, no ejection.
                 endpoint = Endpoint(address, int(port), pod, ready)
-            else:
-                endpoint.pod, endpoint.ready = pod, ready
+            endpoint.ready, endpoint.serving, endpoint.terminating = ready, serving, terminating
             endpoints.append(endpoint)
     return endpoints
 

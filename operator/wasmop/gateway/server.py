@@ -1,5 +1,12 @@
-"""The gateway server: routes requests to ready Pods, retries connection failures on
-another Pod, and measures every request.
+"""The gateway server: routes requests to ready Pods, retries failures on another Pod,
+and measures every request.
+
+What is retried on another Pod (up to ``attempts`` distinct Pods): a connection that could
+not be made or timed out (nothing was sent, so any request), a refusal the Pod made before
+running anything (503 draining, overloaded, queue full: any request), and a request whose
+connection closed before an answer came (a Pod going away) when its method is
+idempotent. A Pod that refused a connection is passed over for a few seconds (see
+``endpoints``). When every try was refused, the last refusal is the answer.
 
 Each response carries ``Server-Timing`` (time in the gateway and upstream) and
 ``X-Wasmop-Pod`` (the Pod that served it); a response that had to wait for a first
@@ -30,7 +37,12 @@ from wasmop.gateway.endpoints import EndpointTable
 from wasmop.kube import Kube, WatchEvent
 from wasmop.kube.client import api_path
 from wasmop.supervision import TaskSupervisor, register_metrics
-from wasmop.wellknown import BODY_TOO_LARGE_REASON, MAX_REQUEST_BODY_BYTES, REASON_HEADER
+from wasmop.wellknown import (
+    BODY_TOO_LARGE_REASON,
+    MAX_REQUEST_BODY_BYTES,
+    REASON_HEADER,
+    REFUSED_UNRUN_REASONS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +50,8 @@ BODY_CHUNK = 64 * 1024
 POD_HEADER = "X-Wasmop-Pod"
 COLD_START_HEADER = "X-Wasmop-Cold-Start"
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+# Methods that may safely run twice (RFC 9110, 9.2.2): retried when a Pod went away mid-request.
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 HOP_BY_HOP = {
     "connection",
     "keep-alive",
@@ -59,6 +73,9 @@ class GatewaySettings:
     attempts: int = 3  # tries on distinct endpoints when a connection fails
     cold_start_wait_s: float = 5.0  # wait this long for a first ready endpoint
     upstream_timeout_s: float = 60.0
+    # Pods sit behind a veth on this machine: a connection takes well under a millisecond,
+    # and one that takes a second goes to a Pod whose node lost its link.
+    connect_timeout_s: float = 1.0
     connections_per_endpoint: int = 64
 
 
@@ -82,7 +99,7 @@ class Metrics:
             buckets=LATENCY_BUCKETS_S,
         )  # fmt: skip
         self.retries = Counter(
-            "wasmop_gateway_upstream_retries", "Connection failures retried on another Pod",
+            "wasmop_gateway_upstream_retries", "Failed upstream attempts retried on another Pod",
             labels, registry=self.registry,
         )  # fmt: skip
         self.cold_starts = Counter(
@@ -185,12 +202,12 @@ class Gateway:
         async with self._changed:
             while time.monotonic() < deadline:
                 entry = self.table.lookup(namespace, service)
-                if entry is not None and entry.ready():
+                if entry is not None and entry.available():
                     return True
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), deadline - time.monotonic())
         entry = self.table.lookup(namespace, service)
-        return entry is not None and bool(entry.ready())
+        return entry is not None and entry.available()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
@@ -223,7 +240,7 @@ class Gateway:
     ) -> web.StreamResponse:
         cold = False
         entry = self.table.lookup(namespace, service)
-        if entry is None or not entry.ready():
+        if entry is None or not entry.available():
             deadline = time.monotonic() + self.settings.cold_start_wait_s
             if not await self._wait_for_endpoint(namespace, service, deadline):
                 return _error(
@@ -248,6 +265,10 @@ class Gateway:
         query = f"?{request.query_string}" if request.query_string else ""
         tried: set[str] = set()
         last_error = ""
+        refused: web.Response | None = None
+        timeout = aiohttp.ClientTimeout(
+            total=self.settings.upstream_timeout_s, sock_connect=self.settings.connect_timeout_s
+        )
         for attempt in range(self.settings.attempts):
             endpoint = entry.choose(exclude=tried)
             if endpoint is None:
@@ -262,31 +283,51 @@ class Gateway:
                     data=body,
                     headers=headers,
                     allow_redirects=False,
-                    timeout=aiohttp.ClientTimeout(total=self.settings.upstream_timeout_s),
+                    timeout=timeout,
                 ) as upstream:
                     payload = await upstream.read()
                     upstream_s = time.perf_counter() - upstream_started
                     out_headers = {
                         k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP
                     }
-            except (aiohttp.ClientConnectionError, aiohttp.ServerDisconnectedError) as exc:
-                # Nothing was answered: safe to try another Pod.
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+                # No connection, so nothing was sent: any request may go to another Pod,
+                # and this one is passed over for a while.
+                endpoint.eject()
                 last_error = f"{endpoint.pod or endpoint.address}: {exc.__class__.__name__}"
-                if attempt + 1 < self.settings.attempts:
-                    series.retries.inc()
-                continue
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+                # Sent, but the connection closed unanswered: the Pod is going away. Only a
+                # request that may run twice is tried again elsewhere.
+                last_error = f"{endpoint.pod or endpoint.address}: {exc.__class__.__name__}"
+                if request.method not in IDEMPOTENT_METHODS:
+                    break
             except TimeoutError:
                 return _error(504, "UpstreamTimeout", f"{endpoint.pod} did not answer in time")
+            else:
+                if (
+                    upstream.status == 503
+                    and out_headers.get(REASON_HEADER) in REFUSED_UNRUN_REASONS
+                ):
+                    # Refused before it ran (the Pod is going away, or full): elsewhere.
+                    refused = web.Response(status=503, body=payload, headers=out_headers)
+                    last_error = f"{endpoint.pod}: {out_headers[REASON_HEADER]}"
+                    if attempt + 1 < self.settings.attempts:
+                        series.retries.inc()
+                    continue
+                total_ms = (time.perf_counter() - started) * 1000
+                upstream_ms = upstream_s * 1000
+                timing = f"gateway;dur={total_ms - upstream_ms:.3f}, upstream;dur={upstream_ms:.3f}"
+                out_headers["Server-Timing"] = timing
+                out_headers[POD_HEADER] = endpoint.pod
+                if cold:
+                    out_headers[COLD_START_HEADER] = "true"
+                return web.Response(status=upstream.status, body=payload, headers=out_headers)
             finally:
                 endpoint.in_flight -= 1
-            total_ms = (time.perf_counter() - started) * 1000
-            upstream_ms = upstream_s * 1000
-            timing = f"gateway;dur={total_ms - upstream_ms:.3f}, upstream;dur={upstream_ms:.3f}"
-            out_headers["Server-Timing"] = timing
-            out_headers[POD_HEADER] = endpoint.pod
-            if cold:
-                out_headers[COLD_START_HEADER] = "true"
-            return web.Response(status=upstream.status, body=payload, headers=out_headers)
+            if attempt + 1 < self.settings.attempts:
+                series.retries.inc()
+        if refused is not None:
+            return refused
         return _error(
             502, "UpstreamUnavailable", f"no Pod of {namespace}/{service} answered: {last_error}"
         )
