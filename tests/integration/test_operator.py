@@ -19,6 +19,7 @@ from support import module_configmap, wait_for
 from wasmop.cluster import manager
 from wasmop.cluster.layout import repo_root
 from wasmop.cluster.settings import ClusterSettings
+from wasmop.operator.owned_objects import ANNOTATION_VERSION
 from wasmop.wellknown import API_VERSION, FUNCTION_KIND, FUNCTION_LABEL, GROUP, VERSION
 from wasmop.wellknown import FUNCTION_PLURAL as PLURAL
 
@@ -210,6 +211,85 @@ def test_version_change_rolls_out_without_failures_and_rolls_back(
         return {cm.metadata.name for cm in items}
 
     wait_for(lambda: module_configmaps() == kept, what=f"only {kept} left")
+
+
+def test_no_request_fails_through_rollouts_scale_ins_and_a_refused_rollout(
+    fns: Functions, api: client.ApiClient
+) -> None:
+    """Steady concurrent load on two functions (issue 12): a rollout, a scale-out and a
+    scale-in, and a rollout to a module the operator refuses. Pods that go away drain
+    (endpoint terminating, preStop sleep, in-flight requests finish), the gateway retries
+    what a Pod going away cut off, and a freed address is not reused at once: no request
+    fails and none is answered by the wrong function."""
+    core = client.CoreV1Api(api)
+    fns.create(wasm_function("hello", "wasm-hello", replicas=2, version="1.0.0"))
+    fns.create(wasm_function("other", "wasm-echo", replicas=2))
+    fns.wait_phase("hello", "Ready", readyReplicas=2)
+    fns.wait_phase("other", "Ready", readyReplicas=2)
+    wait_for(lambda: gateway(f"/{fns.namespace}/other/")[0] == 200, what="other routable")
+    hello_body = b"Hello, world!\n"
+    failures: list[tuple[str, int, bytes]] = []
+    sent = [0]
+    stop = threading.Event()
+
+    def steady_load(function: str) -> None:
+        deadline = time.monotonic() + 300
+        while not stop.is_set() and time.monotonic() < deadline and sent[0] < 40_000:
+            status, body = gateway(f"/{fns.namespace}/{function}/")
+            sent[0] += 1
+            misrouted = (body == hello_body) != (function == "hello")
+            if status != 200 or misrouted:
+                failures.append((function, status, body[:200]))
+            time.sleep(0.01)
+
+    def settled(name: str, replicas: int, **expect: Any) -> None:
+        fns.wait_phase(
+            name, "Ready", timeout=90, readyReplicas=replicas, updatedReplicas=replicas,
+            replicas=replicas, **expect,
+        )  # fmt: skip
+        wait_for(
+            lambda: (
+                not [
+                    p
+                    for p in core.list_namespaced_pod(fns.namespace).items
+                    if p.metadata.deletion_timestamp
+                ]
+            ),
+            timeout=60,
+            what="every Pod that went away gone (drained)",
+        )
+
+    loaders = [
+        threading.Thread(target=steady_load, args=(f,)) for f in ("hello",) * 3 + ("other",) * 2
+    ]
+    for loader in loaders:
+        loader.start()
+    try:
+        wait_for(lambda: sent[0] >= 50, what="steady load before the changes")
+        fns.patch("hello", {"version": "2.0.0"})
+        settled("hello", 2, currentRevision=2)
+        fns.patch("other", {"replicas": 3})
+        fns.patch("hello", {"replicas": 3})
+        settled("other", 3)
+        settled("hello", 3)
+        fns.patch("hello", {"replicas": 2})
+        settled("hello", 2)
+        fns.patch(
+            "hello", {"module": {"configMapRef": {"name": "wasm-badimport"}}, "version": "3.0.0"}
+        )
+        refused = fns.wait_phase("hello", "Invalid")
+        assert refused["currentRevision"] == 2, "stays on the revision it had"
+        deployment = client.AppsV1Api(api).read_namespaced_deployment("hello", fns.namespace)
+        assert deployment.spec.template.metadata.annotations[ANNOTATION_VERSION] == "2.0.0"
+        fns.patch("hello", {"module": {"configMapRef": {"name": "wasm-hello"}}, "version": "2.0.0"})
+        settled("hello", 2, currentRevision=2)
+        done_at = sent[0]
+        wait_for(lambda: sent[0] >= done_at + 50, what="steady load after the changes")
+    finally:
+        stop.set()
+        for loader in loaders:
+            loader.join()
+    assert failures == [], f"{len(failures)} of {sent[0]} requests failed: {failures[:3]}"
 
 
 def test_kubectl_scale_changes_replicas(fns: Functions, api: client.ApiClient) -> None:

@@ -180,6 +180,18 @@ def test_pod_addresses_are_stable_per_pod_and_reused() -> None:
     ipam.release("unknown")  # releasing twice or never allocated is harmless
 
 
+def test_a_released_address_is_the_last_to_be_handed_out_again() -> None:
+    """The gateway may still route to a deleted Pod's address for a moment: a new Pod
+    there, perhaps of another function, must not answer in its place."""
+    addresses = [f"10.244.3.{i}" for i in range(10, 14)]
+    ipam = PodAddressAllocator(addresses)
+    assert [ipam.allocate(uid) for uid in "ab"] == addresses[:2]
+    ipam.release("a")
+    assert [ipam.allocate(uid) for uid in "cd"] == addresses[2:]
+    ipam.release("c")
+    assert ipam.allocate("e") == addresses[0]  # the oldest free one, not c's
+
+
 def test_a_node_network_is_derived_from_its_pod_range() -> None:
     network = NodeNetwork.for_node("wasm-3", "10.244.3.0/24")
     assert network.index == 3

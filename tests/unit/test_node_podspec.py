@@ -50,6 +50,13 @@ def test_the_operators_pod_template_is_a_plan_the_node_can_run() -> None:
     assert plan.env["WASMOP_MODULE_PATH"] == f"/module/{bundle.key}"
 
 
+def test_the_operators_pods_drain_before_they_stop() -> None:
+    assert plan_container(operator_pod()).pre_stop_sleep_s == 2.0
+    pod = operator_pod()
+    del pod["spec"]["containers"][0]["lifecycle"]
+    assert plan_container(pod).pre_stop_sleep_s == 0.0
+
+
 def test_without_a_module_path_the_mounted_configmap_is_used() -> None:
     pod = operator_pod()
     container = pod["spec"]["containers"][0]
@@ -81,8 +88,20 @@ def test_without_a_module_path_the_mounted_configmap_is_used() -> None:
             ),
             "InvalidProbe",
         ),
+        (
+            lambda s: s["containers"][0].update(lifecycle={"preStop": {"exec": {"command": []}}}),
+            "UnsupportedLifecycleHook",
+        ),
     ],
-    ids=["two containers", "init container", "no volume", "path outside", "exec", "port name"],
+    ids=[
+        "two containers",
+        "init container",
+        "no volume",
+        "path outside",
+        "exec",
+        "port name",
+        "preStop exec",
+    ],
 )
 def test_pods_a_wasm_node_cannot_run_say_why(change: Any, reason: str) -> None:
     pod = operator_pod()

@@ -125,6 +125,13 @@ def test_deployment_shape() -> None:
     pod = template["spec"]
     assert pod["automountServiceAccountToken"] is False
     assert pod["nodeSelector"] == {RUNTIME_LABEL: "wasmtime"}
+    # One node's failure should not take every replica: spread, but never refuse to place.
+    [spread] = pod["topologySpreadConstraints"]
+    assert (spread["topologyKey"], spread["whenUnsatisfiable"]) == (
+        "kubernetes.io/hostname",
+        "ScheduleAnyway",
+    )
+    assert spread["labelSelector"] == spec["selector"]
 
 
 def test_tolerations() -> None:
@@ -186,6 +193,8 @@ def test_container() -> None:
     assert container["volumeMounts"] == [
         {"name": "module", "mountPath": "/module", "readOnly": True}
     ]
+    # A Pod being deleted keeps serving until the gateway has stopped sending it requests.
+    assert container["lifecycle"] == {"preStop": {"sleep": {"seconds": 2}}}
     [volume] = dep["spec"]["template"]["spec"]["volumes"]
     assert volume["configMap"]["name"] == f"fib-{digest[:12]}"
     assert volume["configMap"]["items"] == [{"key": "module.wasm.gz", "path": "module.wasm.gz"}]

@@ -164,8 +164,9 @@ async def delete_namespace(kube: Kube, name: str, wait_s: float = 0.0) -> None:
 
 async def clear_namespace(kube: Kube, name: str, timeout_s: float = 60.0) -> bool:
     """Delete the namespace's WasmFunctions and Deployments and wait (at most
-    ``timeout_s``) until its Pods are gone, so the next experiment starts on idle nodes;
-    then delete the namespace itself without waiting for the namespace controller."""
+    ``timeout_s``) until its Pods are gone (deleting them at once, without their drain),
+    so the next experiment starts on idle nodes; then delete the namespace itself
+    without waiting for the namespace controller."""
     for version, plural in ((API_VERSION, FUNCTION_PLURAL), ("apps/v1", "deployments")):
         path = api_path(version, plural, name)
         try:
@@ -176,11 +177,17 @@ async def clear_namespace(kube: Kube, name: str, timeout_s: float = 60.0) -> boo
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     gone = False
+    skipped_drain = 0.0
     while loop.time() < deadline:
         pods = await retrying(lambda: kube.list(api_path("v1", "pods", name)))
         if not pods.get("items"):
             gone = True
             break
+        if loop.time() - skipped_drain > 2.0:
+            # Nothing is routed here any more: the Pods need not drain (preStop) first.
+            skipped_drain = loop.time()
+            path = api_path("v1", "pods", name)
+            await retrying(lambda p=path: kube.delete(p, gracePeriodSeconds=0))
         await asyncio.sleep(0.25)
     await delete_namespace(kube, name)
     return gone

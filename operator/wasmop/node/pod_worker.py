@@ -412,12 +412,21 @@ class PodWorker:
                 await function.aclose(grace)
 
     async def _finish_deletion(self) -> None:
-        """Stop within the grace period, then remove the Pod object (as a kubelet does)."""
+        """Stop within the grace period, then remove the Pod object (as a kubelet does).
+
+        A preStop sleep keeps the server answering first: the EndpointSlice controller
+        has marked the Pod terminating, and the gateway needs a moment to stop sending
+        it requests. Then the server stops accepting and the requests in flight finish
+        within what is left of the grace period."""
         grace = min(self.grace_seconds, 30.0)
+        started = time.monotonic()
         if self.server is not None:
-            self.container.ready = False
             await self.event("Killing", f"Stopping container {self.container.name}")
-        await self._stop_server(grace)
+            drain = min(self.plan.pre_stop_sleep_s if self.plan else 0.0, grace)
+            if drain > 0:
+                await asyncio.sleep(drain)
+            self.container.ready = False
+        await self._stop_server(max(0.0, grace - (time.monotonic() - started)))
         path = api_path("v1", "pods", self.namespace, self.name)
         body = {
             "apiVersion": "v1",

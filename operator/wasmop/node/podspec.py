@@ -93,6 +93,23 @@ class ContainerPlan:
     env: dict[str, str] = field(default_factory=dict)
     readiness: Probe | None = None
     liveness: Probe | None = None
+    pre_stop_sleep_s: float = 0.0  # lifecycle.preStop.sleep: keep serving this long
+
+
+def _pre_stop_sleep(container: dict[str, Any]) -> float:
+    """Seconds of a ``lifecycle.preStop.sleep`` hook (0 without one). A wasm node runs no
+    commands, so an exec or httpGet hook cannot be honoured and is refused."""
+    hook = (container.get("lifecycle") or {}).get("preStop")
+    if not hook:
+        return 0.0
+    if set(hook) != {"sleep"}:
+        raise PodSpecError(
+            "UnsupportedLifecycleHook", "wasm nodes run preStop sleep hooks only (no exec, httpGet)"
+        )
+    seconds = hook["sleep"].get("seconds", 0)
+    if not isinstance(seconds, int) or seconds < 0:
+        raise PodSpecError("InvalidLifecycleHook", f"preStop sleep of {seconds!r} seconds")
+    return float(seconds)
 
 
 def _env(container: dict[str, Any]) -> dict[str, str]:
@@ -149,6 +166,7 @@ def plan_container(pod: dict[str, Any]) -> ContainerPlan:
         env=env,
         readiness=Probe.parse(container.get("readinessProbe"), ports, port),
         liveness=Probe.parse(container.get("livenessProbe"), ports, port),
+        pre_stop_sleep_s=_pre_stop_sleep(container),
     )
 
 

@@ -95,6 +95,10 @@ MODULE_KEY = "module.wasm"
 MODULE_KEY_GZ = "module.wasm.gz"
 READINESS_PATH = "/readyz"
 LIVENESS_PATH = "/healthz"
+# A Pod being deleted keeps serving this long (a preStop sleep) before it stops
+# accepting: the EndpointSlice controller marks it terminating at once, and the gateway
+# needs a moment to learn that and send its requests elsewhere.
+DRAIN_SECONDS = 2
 # The API server refuses a ConfigMap whose data plus binaryData exceed 1 MiB.
 MAX_CONFIGMAP_BYTES = 1024 * 1024
 # Compress only when gzip saves at least this fraction: small modules stay plain bytes.
@@ -370,6 +374,7 @@ def build_deployment(
         },
         "readinessProbe": _probe(resolved, READINESS_PATH),
         "livenessProbe": _probe(resolved, LIVENESS_PATH),
+        "lifecycle": {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}},
         "volumeMounts": [{"name": MODULE_VOLUME, "mountPath": MODULE_MOUNT_PATH, "readOnly": True}],
     }
     return {
@@ -407,6 +412,17 @@ def build_deployment(
                     ],
                     "nodeSelector": _node_selector(resolved),
                     "tolerations": _tolerations(resolved),
+                    # Replicas on different nodes where there are several, so one node's
+                    # failure leaves the function served (preferred, never blocking).
+                    "topologySpreadConstraints": [
+                        {
+                            "maxSkew": 1,
+                            "topologyKey": "kubernetes.io/hostname",
+                            "whenUnsatisfiable": "ScheduleAnyway",
+                            "labelSelector": {"matchLabels": selector(fn.name)},
+                            "matchLabelKeys": ["pod-template-hash"],
+                        }
+                    ],
                     # Wasm guests never talk to the API server and need no service env vars.
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
