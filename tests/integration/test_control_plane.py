@@ -13,6 +13,8 @@ from kubernetes.client.rest import ApiException
 from support import wait_for
 from wasmop.cluster import manager
 from wasmop.cluster.layout import CLUSTER_MARKER_ENV
+from wasmop.cluster.settings import ClusterSettings
+from wasmop.node.netns import NodeNetwork
 
 pytestmark = pytest.mark.integration
 
@@ -208,17 +210,42 @@ def test_kubernetes_service_has_no_loopback_endpoints(api: client.ApiClient) -> 
     assert not any(a.startswith("127.") for a in addresses)
 
 
+def host_networks(settings: ClusterSettings) -> dict[str, list[str]]:
+    """This cluster's node namespaces, veths and pod-range routes present on the host."""
+    networks = [
+        NodeNetwork.for_node(name, settings.node_pod_cidr(i))
+        for i, name in enumerate(settings.node_names(), start=1)
+    ]
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
+    routes = subprocess.run(["ip", "route"], capture_output=True, text=True).stdout
+    return {
+        "namespaces": [n.namespace for n in networks if n.namespace in namespaces.split()],
+        "veths": [n.host_veth for n in networks if n.host_veth in links],
+        "routes": [str(n.pod_cidr) for n in networks if str(n.pod_cidr) in routes],
+    }
+
+
 def test_objects_survive_restart_and_down_stops_everything(api: client.ApiClient, cluster) -> None:  # type: ignore[no-untyped-def]
+    """`cluster down` in the middle of faults (an agent frozen, a link cut, a crashed
+    operator restarting) leaves no process, network namespace, veth or route behind."""
     core = client.CoreV1Api(api)
     name = f"survivor-{uuid.uuid4().hex[:8]}"
     core.create_namespaced_config_map(
         "default", client.V1ConfigMap(metadata=client.V1ObjectMeta(name=name), data={"a": "1"})
     )
+    settings = manager.load_settings(cluster.layout)
+    first, second = settings.node_names()[:2]
     try:
+        assert all(host_networks(settings).values()), "the nodes' networks exist while up"
+        manager.control(cluster.layout, "freeze", name=first, seconds=120)
+        manager.partition_node(cluster.layout, second, cut=True)
+        manager.control(cluster.layout, "kill", name="operator")
         assert manager.down(cluster.layout)
         assert manager._processes_of(cluster.layout) == [], (
             f"processes left with {CLUSTER_MARKER_ENV}"
         )
+        assert host_networks(settings) == {"namespaces": [], "veths": [], "routes": []}
         result = manager.up(cluster.layout, timeout=180)
         assert not result.already_running
         assert core.read_namespaced_config_map(name, "default").data == {"a": "1"}

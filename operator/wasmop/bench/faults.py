@@ -4,6 +4,10 @@
 * a Pod is deleted: the Kubernetes API;
 * a node agent is killed / restarted, the operator is killed / restarted, the API server
   is restarted: the cluster supervisor (``manager.control``);
+* a component crashes (SIGKILL, and its supervisor starts it again: etcd, the operator
+  in the middle of a burst of creations) or freezes (SIGSTOP for some seconds, then
+  SIGCONT): the cluster supervisor too;
+* a node's link is cut while its agent lives on (a network partition): ``manager``;
 * a node's link gets delay or loss: the node agent's link emulation (``/faults/netem``).
 
 Each call returns a :class:`FaultEvent` stamped with the client time of the injection,
@@ -28,6 +32,7 @@ log = logging.getLogger(__name__)
 
 OPERATOR_COMPONENT = "operator"
 API_SERVER_COMPONENT = "kube-apiserver"
+ETCD_COMPONENT = "etcd"
 
 
 class FaultError(RuntimeError):
@@ -105,6 +110,25 @@ def restart_component(name: str, layout: StateLayout | None = None) -> FaultEven
     return FaultEvent("restart", name, t)
 
 
+def crash_component(name: str, layout: StateLayout | None = None) -> FaultEvent:
+    """SIGKILL a component as if it crashed; its supervisor starts it again after its
+    restart back-off, as a kubelet or systemd would."""
+    t = now_ms()
+    _control(layout, "kill", name=name)
+    return FaultEvent("crash", name, t)
+
+
+def freeze_component(name: str, seconds: float, layout: StateLayout | None = None) -> FaultEvent:
+    """SIGSTOP a component now and SIGCONT it ``seconds`` later. The supervisor sends the
+    SIGCONT, so the component thaws even if the caller goes away; ``detail["thaw_ms"]``
+    is when it will."""
+    if seconds <= 0:
+        raise ValueError("a freeze lasts a positive number of seconds")
+    t = now_ms()
+    _control(layout, "freeze", name=name, seconds=seconds)
+    return FaultEvent("freeze", name, t, {"seconds": seconds, "thaw_ms": t + seconds * 1000})
+
+
 def kill_node(node: str, layout: StateLayout | None = None) -> FaultEvent:
     """Kill a wasm node agent: its Pods stop answering and the node goes NotReady."""
     event = kill_component(node, layout)
@@ -126,12 +150,51 @@ def start_operator(layout: StateLayout | None = None) -> FaultEvent:
     return FaultEvent("operator-start", OPERATOR_COMPONENT, event.t_ms)
 
 
+def crash_operator(layout: StateLayout | None = None) -> FaultEvent:
+    """kill -9 of the operator; it is started again, as its Deployment's Pod would be."""
+    event = crash_component(OPERATOR_COMPONENT, layout)
+    return FaultEvent("operator-kill", OPERATOR_COMPONENT, event.t_ms)
+
+
 def restart_apiserver(layout: StateLayout | None = None) -> FaultEvent:
     event = restart_component(API_SERVER_COMPONENT, layout)
     return FaultEvent("apiserver-restart", API_SERVER_COMPONENT, event.t_ms)
 
 
+def kill_etcd(layout: StateLayout | None = None) -> FaultEvent:
+    """kill -9 of etcd; the supervisor starts it again from its data directory."""
+    event = crash_component(ETCD_COMPONENT, layout)
+    return FaultEvent("etcd-kill", ETCD_COMPONENT, event.t_ms)
+
+
+def freeze_node(node: str, seconds: float, layout: StateLayout | None = None) -> FaultEvent:
+    """The node agent stops (SIGSTOP) for ``seconds``: its Pods, heartbeat and probes with
+    it, as a hung kubelet and runtime would."""
+    event = freeze_component(node, seconds, layout)
+    return FaultEvent("node-freeze", node, event.t_ms, event.detail)
+
+
 # --------------------------------------------------------------------------- network
+
+
+def partition_node(node: str, layout: StateLayout | None = None) -> FaultEvent:
+    """Cut the node's link: nothing reaches its Pods or its daemon, while the agent keeps
+    running and talking to the API server (it does so from the host's namespace)."""
+    t = now_ms()
+    try:
+        manager.partition_node(_layout(layout), node, cut=True)
+    except manager.ClusterError as exc:
+        raise FaultError(str(exc)) from exc
+    return FaultEvent("node-partition", node, t)
+
+
+def heal_node(node: str, layout: StateLayout | None = None) -> FaultEvent:
+    t = now_ms()
+    try:
+        manager.partition_node(_layout(layout), node, cut=False)
+    except manager.ClusterError as exc:
+        raise FaultError(str(exc)) from exc
+    return FaultEvent("node-heal", node, t)
 
 
 def set_link(

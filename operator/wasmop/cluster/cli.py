@@ -113,6 +113,23 @@ def cmd_component(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fault(args: argparse.Namespace) -> int:
+    """kill, freeze, partition, heal: faults for experiments and by hand."""
+    from wasmop.cluster import manager
+
+    layout = layout_from(args)
+    if args.action in ("partition", "heal"):
+        manager.partition_node(layout, args.component, cut=args.action == "partition")
+        print(f"{args.component}: link {'cut' if args.action == 'partition' else 'restored'}")
+        return 0
+    fields: dict[str, object] = {"name": args.component}
+    if args.action == "freeze":
+        fields["seconds"] = args.seconds
+    comp = manager.control(layout, args.action, **fields)["component"]
+    print(f"{args.component}: {comp['state']} (pid {comp['pid'] or '-'})")
+    return 0
+
+
 def cmd_node_credentials(args: argparse.Namespace) -> int:
     from wasmop.cluster import manager
 
@@ -199,6 +216,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         if action == "stop":
             p.add_argument("--kill", action="store_true", help="SIGKILL instead of SIGTERM")
         p.set_defaults(handler=_wrap(cmd_component), action=action)
+
+    faults = {
+        "kill": "SIGKILL a component as a crash; the supervisor starts it again",
+        "freeze": "SIGSTOP a component, and SIGCONT it after --seconds",
+        "thaw": "end a freeze now",
+        "partition": "cut a wasm node's link (its agent keeps running)",
+        "heal": "restore a wasm node's link cut with 'partition'",
+    }
+    for action, text in faults.items():
+        p = sub.add_parser(action, parents=[state], help=text)
+        what = "a wasm node, e.g. wasm-node-1" if action in ("partition", "heal") else "a component"
+        p.add_argument("component", help=what + " (see 'wasmop cluster status')")
+        if action == "freeze":
+            p.add_argument("--seconds", type=float, default=5.0, help="how long (default 5)")
+        p.set_defaults(handler=_wrap(cmd_fault), action=action)
 
     creds = sub.add_parser(
         "node-credentials",

@@ -302,6 +302,11 @@ def control_plane(layout: StateLayout, settings: ClusterSettings) -> list[Compon
             apiserver,
             Probe(f"{s.api_url}/readyz", client_cert=admin, ca=ca),
             after=("etcd",),
+            # On SIGTERM it stops listening at once, flushes its audit batch within a
+            # second, and then lingers for many seconds before it exits (upstream
+            # kubernetes#131052); while it lingers a restart cannot begin, and the API
+            # stays away. Its state is in etcd: it may be killed soon after.
+            stop_timeout_seconds=3.0,
         ),
         ComponentSpec(
             "kube-controller-manager",

@@ -299,8 +299,30 @@ def _remove_node_networks(layout: StateLayout) -> None:
         run_file.unlink(missing_ok=True)
 
 
+def partition_node(layout: StateLayout, node: str, *, cut: bool) -> None:
+    """Cut (or restore) a wasm node's link while its agent keeps running: a network
+    partition between the node and everything else (gateway, probes, API server)."""
+    from wasmop.node.netns import NetworkError, NodeNetwork
+
+    settings = load_settings(layout)
+    names = settings.node_names()
+    if node not in names:
+        raise ClusterError(f"no wasm node {node!r}; this cluster has {', '.join(names)}")
+    network = NodeNetwork.for_node(node, settings.node_pod_cidr(names.index(node) + 1))
+    if not network.exists():
+        raise ClusterError(f"{node} has no network namespace: is its agent running?")
+    try:
+        if cut:
+            network.cut_link()
+        else:
+            network.restore_link()
+    except NetworkError as exc:
+        raise ClusterError(str(exc)) from exc
+
+
 def control(layout: StateLayout, op: str, **fields: Any) -> dict[str, Any]:
-    """Send one command to the supervisor (stop/start/restart a component, status)."""
+    """Send one command to the supervisor: status, or stop/start/restart/kill a component,
+    or freeze it for ``seconds`` (thaw ends a freeze early)."""
     if supervisor_pid(layout) is None:
         raise ClusterError("the embedded cluster is not running; run 'wasmop cluster up'")
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:

@@ -2,8 +2,9 @@
 
 ``wasmop cluster up`` starts it detached; it starts the components in dependency order,
 waits for each probe, restarts a component that dies (with back-off), takes commands on
-a Unix socket (stop/start/restart one component: fault injection for experiments), and
-stops everything in reverse order on SIGTERM. Components are told to die with it
+a Unix socket (stop/start/restart one component, kill it as a crash, freeze it for a
+while: fault injection for experiments), and stops everything in reverse order on
+SIGTERM. Components are told to die with it
 (``PR_SET_PDEATHSIG``, SIGKILL: an orphaned API server would otherwise spend a minute
 retrying etcd), and each carries a marker variable so ``down`` can find strays.
 """
@@ -111,6 +112,7 @@ class Supervisor:
         self.ready_seconds: float | None = None
         self._shutdown = asyncio.Event()
         self._watchers: dict[str, asyncio.Task[None]] = {}
+        self._thaws: dict[str, asyncio.Task[None]] = {}
 
     # --- status ---------------------------------------------------------------------
 
@@ -234,6 +236,7 @@ class Supervisor:
         proc = c.process
         if proc is None or proc.returncode is not None:
             return
+        self._thaw(c)  # a stopped process would not act on SIGTERM
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(sig)
         try:
@@ -243,6 +246,48 @@ class Supervisor:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
+
+    def _running(self, name: str) -> asyncio.subprocess.Process:
+        proc = self.components[name].process
+        if proc is None or proc.returncode is not None:
+            raise ValueError(f"{name} is not running")
+        return proc
+
+    def kill_component(self, name: str) -> None:
+        """SIGKILL, as a crash: unless held, the watcher starts it again after its
+        back-off, as a kubelet or systemd would."""
+        self._running(name).kill()
+
+    def freeze_component(self, name: str, seconds: float) -> None:
+        """SIGSTOP now and SIGCONT after ``seconds``, sent from here so that a client that
+        goes away cannot leave the component frozen."""
+        if not 0 < seconds <= 600:
+            raise ValueError("a freeze lasts between 0 and 600 seconds")
+        c = self.components[name]
+        self._running(name).send_signal(signal.SIGSTOP)
+        c.state = "frozen"
+        self.write_status()
+
+        async def thaw_later() -> None:
+            await asyncio.sleep(seconds)
+            self._thaw(c)
+
+        previous = self._thaws.pop(name, None)
+        if previous is not None:
+            previous.cancel()
+        self._thaws[name] = asyncio.create_task(thaw_later())
+
+    def _thaw(self, c: Component) -> None:
+        task = self._thaws.pop(c.spec.name, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+        if c.state != "frozen":
+            return
+        if c.process is not None and c.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                c.process.send_signal(signal.SIGCONT)
+        c.state = "running"
+        self.write_status()
 
     async def stop_component(self, name: str, sig: int = signal.SIGTERM) -> None:
         c = self.components[name]
@@ -305,6 +350,12 @@ class Supervisor:
         elif op == "restart":
             await self.stop_component(name)
             await self.start_component(name)
+        elif op == "kill":
+            self.kill_component(name)
+        elif op == "freeze":
+            self.freeze_component(name, float(request["seconds"]))
+        elif op == "thaw":
+            self._thaw(self.components[name])
         else:
             raise ValueError(f"unknown operation {op!r}")
         return {"ok": True, "component": self.components[name].summary()}

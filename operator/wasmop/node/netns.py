@@ -198,6 +198,42 @@ class NodeNetwork:
         sock.setblocking(False)
         return sock
 
+    # --- partition -------------------------------------------------------------------
+
+    def _ignores_linkdown_routes(self) -> bool:
+        conf = Path("/proc/sys/net/ipv4/conf")
+        values = []
+        for device in ("all", self.host_veth):
+            with contextlib.suppress(OSError, ValueError):
+                values.append(int((conf / device / "ignore_routes_with_linkdown").read_text()))
+        return any(values)
+
+    def cut_link(self) -> None:
+        """A network partition: the node's end of the link goes down inside its namespace.
+
+        The host end loses its carrier but keeps its route to the pod range, so whatever
+        is sent there is dropped at the link and nothing falls through to another route
+        (checked before and after: the pod range must stay routed to this link)."""
+        if self._ignores_linkdown_routes():
+            raise NetworkError(
+                "this host ignores routes whose link is down (ignore_routes_with_linkdown):"
+                " a cut link would let pod traffic take another route; refusing"
+            )
+        _ip("link", "set", self.node_veth, "down", namespace=self.namespace)
+        probe = str(next(iter(self.pod_cidr.hosts())))
+        route = _ip("route", "get", probe, check=False).stdout
+        if f"dev {self.host_veth}" not in route:
+            self.restore_link()
+            raise NetworkError(f"with the link cut, {probe} routes elsewhere ({route.strip()})")
+        log.info("link cut", extra={"namespace": self.namespace})
+
+    def restore_link(self) -> None:
+        """Undo :meth:`cut_link`: the link comes up and the namespace's default route,
+        which went with it, is put back."""
+        _ip("link", "set", self.node_veth, "up", namespace=self.namespace)
+        _ip("route", "replace", "default", "via", self.host_address, namespace=self.namespace)
+        log.info("link restored", extra={"namespace": self.namespace})
+
     # --- edge-network emulation -----------------------------------------------------
 
     def set_netem(self, delay_ms: float = 0.0, loss_percent: float = 0.0) -> None:
