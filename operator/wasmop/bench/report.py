@@ -16,7 +16,8 @@ from typing import Any
 import pandas as pd
 
 from wasmop.bench.run import default_results_dir, ratios_from_counts
-from wasmop.bench.stats import describe, proportion
+from wasmop.bench.stats import describe, describe_groups, proportion
+from wasmop.bench.targets import grouped_contexts
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,7 @@ def pooled_metrics(run_table: pd.DataFrame) -> dict[str, dict[str, float]]:
     if not observations.empty and "metric" in observations:
         for metric, group in observations.groupby("metric"):
             stats[str(metric)] = describe(group["value"], ci=True)
+        stats.update(describe_groups(observations, grouped_contexts()))
     summaries = load_summaries(run_table)
     totals: dict[str, float] = {}
     for summary in summaries:

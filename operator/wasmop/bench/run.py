@@ -37,8 +37,8 @@ from wasmop.bench import plots
 from wasmop.bench.analysis import Analysis
 from wasmop.bench.clock import now_ms
 from wasmop.bench.environment import collect_environment
-from wasmop.bench.stats import INTERVALS, describe, jsonable, proportion
-from wasmop.bench.targets import evaluate, results_frame
+from wasmop.bench.stats import INTERVALS, describe, describe_groups, jsonable, proportion
+from wasmop.bench.targets import evaluate, grouped_contexts, results_frame
 from wasmop.cluster.layout import repo_root
 
 log = logging.getLogger(__name__)
@@ -242,6 +242,7 @@ class ExperimentRun:
             by_metric.setdefault(row["metric"], []).append(row["value"])
         for metric, values in by_metric.items():
             stats[metric] = describe(values, ci=True)
+        stats.update(describe_groups(pd.DataFrame(self._observations), grouped_contexts()))
         stats.update(ratios_from_counts(self._counts))
         return stats
 
@@ -277,14 +278,29 @@ class ExperimentRun:
 
 
 def ratios_from_counts(counts: Mapping[str, float]) -> dict[str, dict[str, float]]:
-    """success/error ratios of requests, and the ready ratio of concurrent deployments,
-    each with n and its Wilson interval."""
+    """success/error ratios of requests (under steady load and under chaos), the failed
+    requests of rollouts and scale-ins, the share of the chaos soak's invariants that
+    held, and the ready ratio of concurrent deployments; each ratio with n and its
+    Wilson interval."""
     stats: dict[str, dict[str, float]] = {}
     total = counts.get("requests_total", 0)
     if total:
         failed = counts.get("requests_failed", 0)
         stats["success_ratio"] = proportion(total - failed, total)
         stats["error_ratio"] = proportion(failed, total)
+    total = counts.get("chaos_requests_total", 0)
+    if total:
+        failed = counts.get("chaos_requests_failed", 0)
+        stats["chaos_success_ratio"] = proportion(total - failed, total)
+    total = counts.get("drain_requests_total", 0)
+    if total:
+        stats["drain_failed_requests"] = {
+            "value": counts.get("drain_requests_failed", 0),
+            "n": total,
+        }
+    total = counts.get("chaos_invariants_total", 0)
+    if total:
+        stats["chaos_invariants_ratio"] = proportion(counts.get("chaos_invariants_held", 0), total)
     concurrent = counts.get("concurrent_deploy_total", 0)
     if concurrent:
         ready = counts.get("concurrent_deploy_ready", 0)

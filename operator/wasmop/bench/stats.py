@@ -134,6 +134,26 @@ def proportion(successes: float, trials: float) -> dict[str, float]:
     }
 
 
+def grouped_key(metric: str, context: str, value: object) -> str:
+    """The statistics key of one group of a metric's observations:
+    ``recovery_ms[fault=pod-crash]``."""
+    return f"{metric}[{context}={value}]"
+
+
+def describe_groups(observations: Any, contexts: Iterable[str]) -> dict[str, dict[str, float]]:
+    """:func:`describe` of each metric's observations per value of each context column
+    (an observations table: ``metric``, ``value`` and context columns), by
+    :func:`grouped_key`."""
+    stats: dict[str, dict[str, float]] = {}
+    for context in sorted(contexts):
+        if context not in observations or "metric" not in observations:
+            continue
+        rows = observations[observations[context].notna()]
+        for (metric, value), group in rows.groupby(["metric", context], sort=True):
+            stats[grouped_key(str(metric), context, value)] = describe(group["value"], ci=True)
+    return stats
+
+
 def ratio(part: float, whole: float) -> float:
     """part / whole, NaN when nothing was counted."""
     return float(part) / float(whole) if whole else float("nan")

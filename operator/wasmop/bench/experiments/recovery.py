@@ -126,12 +126,15 @@ def recovery_row(client: ClientRecovery, cluster: ClusterRecovery, **context: ob
     return row
 
 
-def recovery_ms(client: ClientRecovery, cluster: ClusterRecovery) -> float | None:
+def recovery_ms(
+    client: ClientRecovery, cluster: ClusterRecovery, api_back_ms: float | None = None
+) -> float | None:
     """The recovery time judged against the report's target: until the client is served
-    again and the desired replicas are back, whichever is later (None if neither came)."""
+    again, the desired replicas are back and (for a restarted API server) the API serves
+    again, whichever is latest (None if the fault never ended)."""
     candidates = [
         v
-        for v in (client.fault_to_recovered_ms, cluster.fault_to_ready_ms)
+        for v in (client.fault_to_recovered_ms, cluster.fault_to_ready_ms, api_back_ms)
         if v is not None and math.isfinite(v)
     ]
     if client.failed_requests and client.recovered_ms is None:
@@ -289,11 +292,11 @@ def analyse_recovery(raw: RawData) -> Analysis:
     probes = raw.table(PROBES)
     client = client_recovery(probes, fault_ms)
     cluster = cluster_recovery(raw.events(), fault_ms, VICTIM, fault["desired_replicas"], kind)
-    total = recovery_ms(client, cluster)
+    api_back = None if api_ready is None else api_ready - fault_ms
+    total = recovery_ms(client, cluster, api_back)
     row = recovery_row(
         client, cluster, fault=params["fault"], mode=mode, replicas=params["replicas"],
-        recovery_ms=total, toleration_s=params["toleration_s"],
-        api_back_ms=None if api_ready is None else api_ready - fault_ms,
+        recovery_ms=total, toleration_s=params["toleration_s"], api_back_ms=api_back,
     )  # fmt: skip
     table = pd.DataFrame([row])
 

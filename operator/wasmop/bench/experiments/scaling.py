@@ -8,7 +8,9 @@ Table: ``scale_steps``.
 
 ``load_scaling``: an autoscaled function driven by a Locust load shape; each change of
 its desired replicas is a decision, timed from the start of the load step it answered
-to and until its replicas were ready. Raw data: ``watch_events.csv`` (with a
+to and until its replicas were ready. Scale-out is reported both ways: from the replica
+change (``autoscale_ready_ms``, as the manual steps' ``scale_latency_ms``) and end to end
+from the load arriving (``autoscale_end_to_end_ms``). Raw data: ``watch_events.csv`` (with a
 ``load-start`` marker) and Locust's output in ``locust/`` (the raw request log and the
 per-second history). Tables: ``decisions``, ``requests``, ``load_history``.
 """
@@ -275,6 +277,8 @@ def analyse_load_scaling(raw: RawData) -> Analysis:
         step_start = first_request + (offsets // step_s).clip(lower=0) * step_s * 1000
         decisions["load_step_ms"] = step_start
         decisions["reaction_ms"] = decisions["decided_ms"] - step_start
+        # End to end, as a user sees it: from the load arriving to the new replicas ready.
+        decisions["end_to_end_ms"] = decisions["ready_ms"] - step_start
     history = read_history(locust) if raw.exists(LOCUST, HISTORY_CSV) else pd.DataFrame()
 
     result = Analysis()
@@ -285,6 +289,7 @@ def analyse_load_scaling(raw: RawData) -> Analysis:
     if not ups.empty:
         result.observe("autoscale_reaction_ms", ups["reaction_ms"])
         result.observe("autoscale_ready_ms", ups["decision_to_ready_ms"].dropna())
+        result.observe("autoscale_end_to_end_ms", ups["end_to_end_ms"].dropna())
     if not requests.empty:
         ok = requests.loc[requests["ok"], "latency_ms"]
         result.observe("request_latency_ms", ok, source="autoscaling")
