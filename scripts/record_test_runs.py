@@ -46,6 +46,15 @@ PARAMETERS: dict[str, dict[str, Any]] = {
     "recovery": {"fault": "pod-delete", "settle_s": 1, "observe_s": 20, "probe_rate_hz": 10},
     "operator_overhead": {"functions_count": 2, "idle_s": 1, "hold_s": 1, "interval_s": 0.5},
     "edge_network": {"delays_ms": [0, 40], "seconds_per_condition": 2, "rate_hz": 5},
+    "chaos": {
+        "functions": 2,
+        "kinds": ["pod-delete", "rollout", "scale-out", "scale-in", "bad-rollout", "node-freeze"],
+        "users": 2,
+        "user_rps": 3,
+        "hold_s": [2.0, 2.5],
+        "gap_s": [0.5, 1.0],
+        "warmup_s": 1.0,
+    },
 }
 
 

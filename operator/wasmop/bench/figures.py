@@ -345,3 +345,84 @@ def targets_table_figure(frame: pd.DataFrame) -> Figure:
         if row == 0:
             cell.set_text_props(fontweight="bold")
     return fig
+
+
+def _kind_label(kind: str) -> str:
+    """``node-partition`` -> ``node\\npartition``: many kinds side by side stay legible."""
+    return str(kind).replace("-", "\n", 1)
+
+
+def chaos_timeline(requests: pd.DataFrame, windows: pd.DataFrame, health: pd.DataFrame) -> Figure:
+    """The soak over time: success rate of each second's requests (top) and the share of
+    functions settled (bottom), each event marked where it started."""
+    fig, (top, bottom) = plots.new_figure(nrows=2, height=4.8, sharex=True)
+    if requests.empty or windows.empty:
+        return _empty(fig, top, "no requests")
+    t0 = float(windows["start_ms"].min())
+    second = ((requests["timestamp_ms"] - t0) // 1000).astype(int)
+    per_second = requests.groupby(second)["ok"].agg(["mean", "size"])
+    plots.lines(
+        top, per_second.index.tolist(), {"requests answered": (per_second["mean"] * 100).tolist()},
+        "", "success (%)", markevery=0.05, step=True,
+    )  # fmt: skip
+    top.set_ylim(min(90.0, float(per_second["mean"].min() * 100) - 1), 100.5)
+    events = windows[windows["kind"] != "steady"]
+    plots.mark_times(
+        top, ((events["start_ms"] - t0) / 1000).tolist(), events["kind"].astype(str).tolist()
+    )
+    top.set_title("Chaos soak: requests through the gateway and functions settled")
+    if not health.empty:
+        settled = health["functions_settled"] / health["functions_total"].where(
+            health["functions_total"] > 0
+        )
+        plots.lines(
+            bottom, ((health["t_ms"] - t0) / 1000).tolist(),
+            {"functions settled": (settled * 100).tolist(),
+             "API answering": (health["api_ok"].astype(float) * 100).tolist()},
+            "time since the soak started (s)", "share (%)", markevery=0.05, step=True,
+        )  # fmt: skip
+        bottom.set_ylim(-5, 105)
+    return fig
+
+
+def chaos_recovery(by_kind: pd.DataFrame) -> Figure:
+    """Recovery per event kind in the soak: median (bar) and maximum (whisker), with the
+    10 s bound; a kind that did not recover within its window is marked."""
+    fig, ax = plots.new_figure(width=7.5)
+    if by_kind.empty:
+        return _empty(fig, ax, "no events")
+    medians = (by_kind["recovery_ms_p50"].fillna(0) / 1000).tolist()
+    maxima = (by_kind["recovery_ms_max"] / 1000).tolist()
+    spread = [0.0 if np.isnan(m) else m - p for m, p in zip(maxima, medians, strict=True)]
+    plots.bars(
+        ax, [_kind_label(k) for k in by_kind["kind"]], medians, "recovery (s)", errors=spread
+    )
+    for x, (median, maximum) in enumerate(zip(medians, maxima, strict=True)):
+        text = "not\nrecovered" if np.isnan(maximum) else f"{maximum:.1f}"
+        ax.annotate(text, (x, median + spread[x]), ha="center", va="bottom", fontsize=7,
+                    xytext=(0, 2), textcoords="offset points")  # fmt: skip
+    ax.axhline(_seconds("recovery"), color="#444444", linestyle="--", linewidth=1)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.set_title("Recovery per event in the soak (bar: median; whisker and label: max)")
+    return fig
+
+
+def chaos_requests_lost(windows: pd.DataFrame) -> Figure:
+    """Failed requests in each event kind's windows, with their success rate."""
+    fig, ax = plots.new_figure(width=7.5)
+    events = windows[windows["kind"] != "steady"] if not windows.empty else windows
+    if events.empty:
+        return _empty(fig, ax, "no events")
+    grouped = events.groupby("kind", sort=True)[["requests", "failed_requests"]].sum()
+    plots.bars(
+        ax, [_kind_label(k) for k in grouped.index], grouped["failed_requests"].tolist(),
+        "failed requests",
+    )  # fmt: skip
+    for x, (requests, failed) in enumerate(grouped.itertuples(index=False)):
+        share = 100 * (requests - failed) / requests if requests else float("nan")
+        ax.annotate(f"{failed}\n{share:.2f} %", (x, failed), ha="center", va="bottom",
+                    fontsize=7, xytext=(0, 2), textcoords="offset points")  # fmt: skip
+    ax.tick_params(axis="x", labelsize=7)
+    ax.set_ylim(0, max(1.0, float(grouped["failed_requests"].max()) * 1.4))
+    ax.set_title("Requests lost per event kind (label: failed, success rate)")
+    return fig

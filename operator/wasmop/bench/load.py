@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -184,6 +185,61 @@ class LocustResult:
         return "\n".join(text.splitlines()[-lines:])
 
 
+class LocustProcess:
+    """A headless Locust run in progress (see :func:`start_locust`)."""
+
+    def __init__(self, config: LocustConfig, out_dir: Path) -> None:
+        self.config = config
+        self.out_dir = out_dir
+        self.command = locust_command(config, out_dir)
+        (out_dir / "command.txt").write_text(" ".join(self.command) + "\n")
+        env = {**os.environ, **config.env}
+        # The scenarios import `_common` from their own directory.
+        env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(loadtests_dir()), env.get("PYTHONPATH", "")])
+        )
+        self.started = time.monotonic()
+        log.info("locust: %s", " ".join(self.command))
+        with (out_dir / "locust.out").open("w") as output:
+            self.process = subprocess.Popen(
+                self.command,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
+
+    def wait(self, timeout_s: float) -> LocustResult:
+        """Until Locust exits (killed once ``timeout_s`` has passed); its exit recorded."""
+        try:
+            returncode = self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            returncode = -9
+        result = LocustResult(
+            returncode, self.out_dir, tuple(self.command), time.monotonic() - self.started
+        )
+        exit_record = {"returncode": returncode, "duration_s": round(result.duration_s, 3)}
+        (self.out_dir / EXIT_FILE).write_text(json.dumps(exit_record) + "\n")
+        return result
+
+    def stop(self, grace_s: float = 30.0) -> LocustResult:
+        """End the run now, as its run time would: SIGTERM lets Locust stop its users and
+        write its statistics and raw log."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.wait(self.config.stop_timeout_s + grace_s)
+
+
+def start_locust(config: LocustConfig, out_dir: Path | str) -> LocustProcess:
+    """Start Locust and return at once; end it with ``stop()`` or ``wait()``. For load
+    that runs beside something else (faults, say) for as long as that takes."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return LocustProcess(config, out)
+
+
 def run_locust(
     config: LocustConfig,
     out_dir: Path | str,
@@ -192,34 +248,12 @@ def run_locust(
     grace_s: float = 60.0,
 ) -> LocustResult:
     """Run Locust to completion (at most run time + stop timeout + ``grace_s``)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    command = locust_command(config, out)
-    (out / "command.txt").write_text(" ".join(command) + "\n")
-    env = {**os.environ, **config.env}
-    # The scenarios import `_common` from their own directory.
-    env["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(loadtests_dir()), env.get("PYTHONPATH", "")])
-    )
-    limit = config.run_time_s + config.stop_timeout_s + grace_s
-    started = time.monotonic()
-    log.info("locust: %s", " ".join(command))
-    with (out / "locust.out").open("w") as output:
-        process = subprocess.Popen(
-            command, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
-        )
-        try:
-            returncode = process.wait(timeout=limit)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            returncode = -9
-    result = LocustResult(returncode, out, tuple(command), time.monotonic() - started)
-    exit_record = {"returncode": returncode, "duration_s": round(result.duration_s, 3)}
-    (out / EXIT_FILE).write_text(json.dumps(exit_record) + "\n")
+    result = start_locust(config, out_dir).wait(config.run_time_s + config.stop_timeout_s + grace_s)
     if check and not result.ok:
-        reason = "timed out and was killed" if returncode == -9 else f"exited {returncode}"
-        raise LocustFailed(f"locust {reason}; see {out}:\n{result.log_tail()}", result)
+        reason = (
+            "timed out and was killed" if result.returncode == -9 else f"exited {result.returncode}"
+        )
+        raise LocustFailed(f"locust {reason}; see {result.out_dir}:\n{result.log_tail()}", result)
     return result
 
 
