@@ -52,6 +52,9 @@ class ComponentSpec:
     stop_timeout_seconds: float = 10.0
     start_timeout_seconds: float = 60.0
     oneshot: bool = False  # runs to completion (exit 0) instead of staying up
+    # On a restart, start the new process as soon as the old one has stopped listening:
+    # the old one finishes its shutdown beside it (killed after stop_timeout_seconds).
+    restart_once_unbound: bool = False
 
     @property
     def address(self) -> str:
@@ -304,9 +307,10 @@ def control_plane(layout: StateLayout, settings: ClusterSettings) -> list[Compon
             after=("etcd",),
             # On SIGTERM it stops listening at once, flushes its audit batch within a
             # second, and then lingers for many seconds before it exits (upstream
-            # kubernetes#131052); while it lingers a restart cannot begin, and the API
-            # stays away. Its state is in etcd: it may be killed soon after.
+            # kubernetes#131052). Its state is in etcd: it may be killed soon after,
+            # and a restart need not wait for it at all (the API was away 12.8 s).
             stop_timeout_seconds=3.0,
+            restart_once_unbound=True,
         ),
         ComponentSpec(
             "kube-controller-manager",

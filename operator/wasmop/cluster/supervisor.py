@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import ssl
 import sys
 import time
@@ -27,6 +28,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from wasmop.cluster.components import ComponentSpec, Probe
 from wasmop.cluster.layout import CLUSTER_MARKER_ENV, StateLayout
@@ -62,6 +64,16 @@ def probe_once(probe: Probe, timeout: float = 2.0) -> bool:
         with urllib.request.urlopen(probe.url, timeout=timeout, context=context) as response:
             return response.status == 200
     except (urllib.error.URLError, OSError, ssl.SSLError):
+        return False
+
+
+def listening(url: str, timeout: float = 0.2) -> bool:
+    """Whether something accepts connections at the host and port of ``url``."""
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname, parts.port), timeout=timeout):
+            return True
+    except OSError:
         return False
 
 
@@ -113,6 +125,8 @@ class Supervisor:
         self._shutdown = asyncio.Event()
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._thaws: dict[str, asyncio.Task[None]] = {}
+        # Processes finishing their shutdown after a restart, and their reapers.
+        self._retired: dict[asyncio.subprocess.Process, asyncio.Task[None]] = {}
 
     # --- status ---------------------------------------------------------------------
 
@@ -300,6 +314,46 @@ class Supervisor:
         c.ready.clear()
         self.write_status()
 
+    async def retire_component(self, name: str) -> None:
+        """Stop a component for a restart, but wait only until it has stopped listening:
+        the rest of its shutdown runs beside its successor's start, and it is killed
+        after its stop timeout."""
+        c = self.components[name]
+        if c.spec.probe is None:
+            await self.stop_component(name)
+            return
+        c.held = True
+        watcher = self._watchers.pop(name, None)
+        if watcher:
+            watcher.cancel()
+        proc = c.process
+        if proc is not None and proc.returncode is None:
+            self._thaw(c)
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + c.spec.stop_timeout_seconds
+            while proc.returncode is None and time.monotonic() < deadline:
+                if not await asyncio.to_thread(listening, c.spec.probe.url):
+                    break
+                await asyncio.sleep(0.05)
+            if proc.returncode is None:
+                reaper = asyncio.create_task(self._reap(proc, c.spec.stop_timeout_seconds))
+                self._retired[proc] = reaper
+        c.process = None
+        c.state = "stopped"
+        c.ready.clear()
+        self.write_status()
+
+    async def _reap(self, proc: asyncio.subprocess.Process, grace: float) -> None:
+        try:
+            await asyncio.wait_for(proc.wait(), grace)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+        finally:
+            self._retired.pop(proc, None)
+
     async def start_component(self, name: str) -> None:
         c = self.components[name]
         if c.process is not None and c.process.returncode is None:
@@ -315,6 +369,9 @@ class Supervisor:
         self.write_status()
         for watcher in self._watchers.values():
             watcher.cancel()
+        for proc in list(self._retired):
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
         for c in reversed(list(self.components.values())):
             await self._terminate(c)
             c.state = "stopped"
@@ -348,7 +405,10 @@ class Supervisor:
         elif op == "start":
             await self.start_component(name)
         elif op == "restart":
-            await self.stop_component(name)
+            if self.components[name].spec.restart_once_unbound:
+                await self.retire_component(name)
+            else:
+                await self.stop_component(name)
             await self.start_component(name)
         elif op == "kill":
             self.kill_component(name)

@@ -290,7 +290,7 @@ class Soak:
     replicas: int
     burst: int
     recovery_timeout_s: float
-    node_grace_s: float = 8.0  # the node lifecycle controller's grace period
+    node_grace_s: float = 5.0  # the node lifecycle controller's grace period
     stable_s: float = 1.0
     min_observe_s: float = 2.0
     versions: itertools.count = field(default_factory=lambda: itertools.count(1))
