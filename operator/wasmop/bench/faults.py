@@ -177,24 +177,23 @@ def freeze_node(node: str, seconds: float, layout: StateLayout | None = None) ->
 # --------------------------------------------------------------------------- network
 
 
+def _link(node: str, cut: bool, kind: str, layout: StateLayout | None) -> FaultEvent:
+    t = now_ms()
+    try:
+        manager.partition_node(_layout(layout), node, cut=cut)
+    except manager.ClusterError as exc:
+        raise FaultError(str(exc)) from exc
+    return FaultEvent(kind, node, t)
+
+
 def partition_node(node: str, layout: StateLayout | None = None) -> FaultEvent:
     """Cut the node's link: nothing reaches its Pods or its daemon, while the agent keeps
     running and talking to the API server (it does so from the host's namespace)."""
-    t = now_ms()
-    try:
-        manager.partition_node(_layout(layout), node, cut=True)
-    except manager.ClusterError as exc:
-        raise FaultError(str(exc)) from exc
-    return FaultEvent("node-partition", node, t)
+    return _link(node, True, "node-partition", layout)
 
 
 def heal_node(node: str, layout: StateLayout | None = None) -> FaultEvent:
-    t = now_ms()
-    try:
-        manager.partition_node(_layout(layout), node, cut=False)
-    except manager.ClusterError as exc:
-        raise FaultError(str(exc)) from exc
-    return FaultEvent("node-heal", node, t)
+    return _link(node, False, "node-heal", layout)
 
 
 def set_link(
