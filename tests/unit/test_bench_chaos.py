@@ -154,3 +154,15 @@ def test_the_recorded_soak() -> None:
     assert stats["chaos_success_ratio"]["n"] == counts["chaos_requests_total"]
     assert stats["drain_failed_requests"]["value"] == counts["drain_requests_failed"]
     assert set(result.figures) == {"chaos_timeline", "chaos_recovery", "chaos_requests_lost"}
+
+
+def test_the_summary_pools_the_soaks_windows() -> None:
+    from wasmop.bench import report, summary
+
+    runs = report.runs(RECORDED.folder.parent.parent)
+    pooled = summary.summarise(runs)
+    by_kind = pooled.analysis.tables["chaos_by_kind"]
+    assert set(by_kind["kind"]) == set(RECORDED.parameters["kinds"])
+    assert {"chaos_recovery", "chaos_requests_lost"} <= set(pooled.analysis.figures)
+    labels = set(pooled.analysis.tables["targets"]["target"])
+    assert {"Success rate under chaos", "Recovery time: pod-delete"} <= labels

@@ -13,6 +13,7 @@ import pandas as pd
 
 from wasmop.bench import figures, report
 from wasmop.bench.analysis import Analysis
+from wasmop.bench.experiments.chaos import recovery_by_kind
 from wasmop.bench.stats import ratio_of
 from wasmop.bench.targets import evaluate, results_frame, results_markdown
 
@@ -84,6 +85,12 @@ def summarise(runs: pd.DataFrame) -> Summary:
         figures.resource_timeline(_last_run(tables("operator_overhead", "samples"))),
     )
     result.figure("edge_latency", figures.edge_latency(tables("edge_network", "conditions")))
+    # The chaos soaks: every event window of every run, recovery and losses per kind.
+    chaos = tables("chaos", "windows")
+    by_kind = recovery_by_kind(chaos) if not chaos.empty else pd.DataFrame()
+    result.table("chaos_by_kind", by_kind)
+    result.figure("chaos_recovery", figures.chaos_recovery(by_kind))
+    result.figure("chaos_requests_lost", figures.chaos_requests_lost(chaos))
     if not both.empty and "mode" not in both:
         both = both.assign(mode="operator")
     result.table(
