@@ -2,8 +2,11 @@
 
 Two ways to run a workload:
 
-* through the operator: a ``WasmFunction`` (the operator creates the module ConfigMap,
-  Deployment and Service and reports status); Ready is the function's own status;
+* through the operator: a ``WasmFunction`` (the operator resolves the module's image, or
+  copies it into a module ConfigMap, creates the Deployment and Service and reports
+  status); Ready is the function's own status. The module comes from the registry by
+  default (``source="image"``: pushed as ``<registry>/wasm/<workload>:sha-<digest>``), or
+  from a ConfigMap (``source="configmap"``);
 * without it (``plain``): a ConfigMap, a hand-written Deployment and a Service, as the
   node tests do; Ready is the Deployment's status. Useful to test the harness before
   the operator exists, and as a baseline that shows what the operator adds.
@@ -44,6 +47,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 GATEWAY_ENV = "WASMOP_GATEWAY_URL"
+REGISTRY_ENV = "WASMOP_REGISTRY"
+MODULE_SOURCES = ("image", "configmap")
+# The creation time written into every artifact the harness pushes: pushing the same
+# module again gives the same digest.
+PUSH_CREATED = "1970-01-01T00:00:00Z"
 EXPERIMENT_LABEL = f"{DOMAIN}/experiment"  # on each experiment's namespace
 WORKLOAD_LABEL = f"{DOMAIN}/workload"  # on module ConfigMaps and WasmFunctions
 TOLERATION = {
@@ -64,6 +72,18 @@ def gateway_base() -> str:
 
     port = manager.load_settings(StateLayout.default()).gateway_port
     return f"http://127.0.0.1:{port}"
+
+
+def registry_address() -> str:
+    """``$WASMOP_REGISTRY`` (host[:port] of any registry a real cluster pulls from; push
+    credentials from the usual Docker config) or the embedded cluster's registry."""
+    env = os.environ.get(REGISTRY_ENV)
+    if env:
+        return env.rstrip("/")
+    from wasmop.cluster import manager
+    from wasmop.cluster.layout import StateLayout
+
+    return manager.load_settings(StateLayout.default()).registry_address
 
 
 def gateway_url(namespace: str, name: str, path: str = "/", base: str | None = None) -> str:
@@ -201,13 +221,20 @@ def module_configmap_name(workload: str) -> str:
     return f"wasm-{workload}"
 
 
-async def ensure_module(kube: Kube, namespace: str, workload: str) -> str:
-    """Create ``wasm-<workload>`` with the built module (as the samples expect)."""
+async def ensure_module(
+    kube: Kube, namespace: str, workload: str, data: bytes | None = None
+) -> str:
+    """Create ``wasm-<workload>`` with the built module (or ``wasm-<workload>-<digest>``
+    with ``data``, a variant of it); returns the ConfigMap's name."""
+    import hashlib
+
     from wasmop.runtime.workloads import ensure_built, load_manifest
 
-    manifest = ensure_built(load_manifest())
-    data = manifest[workload].wasm_path.read_bytes()
     name = module_configmap_name(workload)
+    if data is None:
+        data = ensure_built(load_manifest())[workload].wasm_path.read_bytes()
+    else:
+        name = f"{name}-{hashlib.sha256(data).hexdigest()[:12]}"
     body = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -222,6 +249,57 @@ async def ensure_module(kube: Kube, namespace: str, workload: str) -> str:
     return name
 
 
+def module_variant(module: bytes, label: str) -> bytes:
+    """``module`` with a custom section naming ``label``: it behaves the same but has a
+    digest of its own, so no node has it cached and no registry or ConfigMap holds it yet
+    (the first start of a new module, measured as often as needed)."""
+    from wasmop.runtime.loader import uleb128
+
+    name = b"wasmop-variant"
+    body = uleb128(len(name)) + name + label.encode()
+    return module + b"\x00" + uleb128(len(body)) + body
+
+
+async def push_module(image: str, data: bytes) -> str:
+    """Push ``data`` as a wasm artifact under ``image`` (a tag); returns it pinned by digest."""
+    from wasmop.oci import DockerConfig, ImageReference, RegistryClient
+    from wasmop.oci.cli import default_auth_file
+
+    ref = ImageReference.parse(image)
+    auth = default_auth_file()
+    credentials = DockerConfig.parse(auth.read_bytes()) if auth else None
+    async with RegistryClient(credentials=credentials, user_agent="wasmop-bench") as client:
+        digest = await client.push_module(ref, data, created=PUSH_CREATED)
+    return str(ref.pinned(digest))
+
+
+async def ensure_image(workload: str, data: bytes | None = None, tag: str | None = None) -> str:
+    """Push a built workload (or ``data``) to ``<registry>/wasm/<workload>:<tag>`` (by
+    default ``sha-`` and 12 hex digits of the module); returns that tagged reference."""
+    import hashlib
+
+    from wasmop.runtime.workloads import ensure_built, load_manifest
+
+    if data is None:
+        data = ensure_built(load_manifest())[workload].wasm_path.read_bytes()
+    tag = tag or f"sha-{hashlib.sha256(data).hexdigest()[:12]}"
+    image = f"{registry_address()}/wasm/{workload}:{tag}"
+    await retrying(lambda: push_module(image, data))
+    return image
+
+
+async def module_source(
+    kube: Kube, namespace: str, workload: str, source: str = "image", data: bytes | None = None
+) -> dict[str, Any]:
+    """``spec.module`` for ``workload`` from ``source`` (image or configmap), with the
+    module put where that source says."""
+    if source == "image":
+        return {"image": await ensure_image(workload, data)}
+    if source == "configmap":
+        return {"configMapRef": {"name": await ensure_module(kube, namespace, workload, data)}}
+    raise ValueError(f"source must be one of {', '.join(MODULE_SOURCES)}, not {source!r}")
+
+
 # --------------------------------------------------------------------------- WasmFunctions
 
 
@@ -233,8 +311,10 @@ def function_manifest(
     version: str = "1.0.0",
     labels: Mapping[str, str] | None = None,
     spec: Mapping[str, Any] | None = None,
+    module: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A WasmFunction for a built workload whose module is in ``wasm-<workload>``."""
+    """A WasmFunction for a built workload; its ``module`` from :func:`module_source`
+    (default: the ConfigMap ``wasm-<workload>``)."""
     body: dict[str, Any] = {
         "apiVersion": API_VERSION,
         "kind": FUNCTION_KIND,
@@ -243,7 +323,7 @@ def function_manifest(
             "labels": {WORKLOAD_LABEL: workload, **(labels or {})},
         },
         "spec": {
-            "module": {"configMapRef": {"name": module_configmap_name(workload)}},
+            "module": dict(module or {"configMapRef": {"name": module_configmap_name(workload)}}),
             "version": version,
             "replicas": replicas,
         },

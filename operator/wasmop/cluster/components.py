@@ -360,6 +360,8 @@ def workloads(layout: StateLayout, settings: ClusterSettings) -> list[ComponentS
                     cidr,
                     "--zone",
                     settings.node_zone(index),
+                    "--registry-allow",
+                    settings.registry_address,
                 ],
                 Probe(f"http://{network.node_address}:{DAEMON_PORT}/healthz"),
                 after=("bootstrap",),
@@ -387,6 +389,9 @@ def workloads(layout: StateLayout, settings: ClusterSettings) -> list[ComponentS
                 # serialises every Service creation in the API server.
                 "--service-mode",
                 "headless",
+                # The cluster's own registry is on loopback, which no tenant's may be.
+                "--registry-allow",
+                settings.registry_address,
             ],
             Probe(f"http://127.0.0.1:{settings.operator_health_port}/readyz"),
             after=("bootstrap",),

@@ -32,12 +32,15 @@ from wasmop.kube.events import EventRecorder
 from wasmop.node import fault_client
 from wasmop.node.daemon import start_daemon
 from wasmop.node.function_loader import FunctionLoader
+from wasmop.node.images import NodeImages
 from wasmop.node.ipam import PodAddressAllocator
 from wasmop.node.linkemu import LinkEmulator, kernel_has_netem
 from wasmop.node.netns import NodeNetwork
 from wasmop.node.pod_worker import PodHost, PodWorker, pod_key
 from wasmop.node.podspec import micro_time, now_rfc3339
 from wasmop.node.prober import HttpProber
+from wasmop.oci.cache import ContentStore
+from wasmop.oci.policy import RegistryPolicy
 from wasmop.private_file import write_private
 from wasmop.runtime.engine import wasmtime_version
 from wasmop.supervision import TaskState, TaskSupervisor
@@ -67,6 +70,9 @@ class NodeSettings:
     status_report_s: float = 30.0
     run_dir: Path | None = None  # where the fault-API token and pid file go
     cache_dir: Path | None = None  # precompiled modules
+    content_dir: Path | None = None  # pulled module images by digest (None: no images)
+    # Registries reached whatever their address (host[:port]); others must be public.
+    registry_allow: tuple[str, ...] = ()
 
 
 class NodeAgent:
@@ -82,7 +88,14 @@ class NodeAgent:
         self.started = time.time()
         self.fault_token = secrets.token_urlsafe(24)
         self.events = EventRecorder(self.kube, "wasmop-node", self.name)
-        self.functions = FunctionLoader(self.kube, settings.cache_dir)
+        self.images = (
+            NodeImages(
+                ContentStore(settings.content_dir), RegistryPolicy.of(settings.registry_allow)
+            )
+            if settings.content_dir is not None
+            else None
+        )
+        self.functions = FunctionLoader(self.kube, settings.cache_dir, self.images)
         self.prober = HttpProber()
         # Watches, heartbeat and probe loops: restarted when they fail; the node is Ready
         # only while its essential ones work.
@@ -399,6 +412,8 @@ class NodeAgent:
             await self.events.drain()
             await self.kube.close()
             self.functions.close()
+            if self.images is not None:
+                await self.images.close()
             await asyncio.to_thread(self.network.teardown)
             if self.settings.run_dir is not None:
                 fault_client.run_file(self.settings.run_dir, self.name).unlink(missing_ok=True)

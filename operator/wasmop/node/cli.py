@@ -44,6 +44,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         labels=labels,
         run_dir=layout.run,
         cache_dir=cache_dir,
+        # Per node, as on a real cluster: each node pulls a module once for its Pods.
+        content_dir=layout.root / "content" / args.name,
+        registry_allow=tuple(args.registry_allow),
     )
     try:
         agent = NodeAgent(settings)
@@ -110,6 +113,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--kubeconfig",
         help="node credentials (default: a system:node:<name> certificate issued by the"
         " embedded cluster)",
+    )
+    run.add_argument(
+        "--registry-allow",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="a registry this node pulls from whatever its address (repeatable); others"
+        " must have public addresses",
     )
     run.set_defaults(handler=cmd_run)
 

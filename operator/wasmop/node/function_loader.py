@@ -1,9 +1,11 @@
 """From a Pod's container plan to a servable function: module bytes, settings, engine.
 
 A node runs many Pods in one process, so what they can share is shared here: the
-ConfigMaps their modules come in (immutable ones are cached), and one wasmtime engine per
-distinct feature set (with its compiled-module cache, so Pods of one module compile it
-once). Everything a Pod got wrong becomes a :class:`PodSpecError` with a reason for its
+ConfigMaps their modules come in (immutable ones are cached), the modules pulled from
+registries (:mod:`wasmop.node.images`: once per node, kept by digest), and one wasmtime
+engine per distinct feature set (with its compiled-module cache, so Pods of one module
+compile it once; a Pod that pins a module the engine holds starts without reading it).
+Everything a Pod got wrong becomes a :class:`PodSpecError` with a reason for its
 status, never an exception that reaches the agent.
 """
 
@@ -11,14 +13,28 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from wasmop.kube import ApiError, Kube
 from wasmop.kube.client import api_path
-from wasmop.node.podspec import DEFAULT_MODULE_KEYS, ContainerPlan, ModuleSource, PodSpecError
+from wasmop.node.images import NodeImages
+from wasmop.node.podspec import (
+    DEFAULT_MODULE_KEYS,
+    ContainerPlan,
+    ImageSource,
+    ModuleSource,
+    PodSpecError,
+)
+from wasmop.oci import AuthConfigError, DockerConfig, ImageReference, ReferenceError, RegistryError
+from wasmop.oci.auth import docker_config_from_secret
 from wasmop.runtime import Function, ModuleError, Runtime, RuntimeConfig, RuntimeConfigError
+from wasmop.runtime.loader import CompiledModule, decode_module_bytes, digest_of
 from wasmop.runtime.podenv import PodEnvironment, from_env
+
+# (reason, message) of an Event about the Pod, such as Pulled.
+Notify = Callable[[str, str], None]
 
 MAX_CONFIGMAP_CACHE = 64
 GRAPH_RETRIES = 60  # about 20 s of "no relationship found" before a Pod reports it
@@ -27,24 +43,96 @@ GRAPH_RETRIES = 60  # about 20 s of "no relationship found" before a Pod reports
 class FunctionLoader:
     """Loads the function of each Pod on one node; ``close`` stops every engine."""
 
-    def __init__(self, kube: Kube, cache_dir: Path | None = None) -> None:
+    def __init__(
+        self, kube: Kube, cache_dir: Path | None = None, images: NodeImages | None = None
+    ) -> None:
         self.kube = kube
         self.cache_dir = cache_dir  # precompiled modules, shared by every engine
+        self.images = images  # None: this node runs no image-sourced Pods
         self._runtimes: dict[Any, Runtime] = {}
         self._configmaps: dict[tuple[str, str], dict[str, Any]] = {}
 
-    async def load(self, namespace: str, pod_name: str, plan: ContainerPlan) -> Function:
+    async def load(
+        self, namespace: str, pod_name: str, plan: ContainerPlan, notify: Notify | None = None
+    ) -> Function:
         """The Pod's function, compiled (or taken from the cache) and ready to serve."""
-        data = await self.fetch_module(namespace, plan.module)
         environment = pod_environment(pod_name, plan)
         try:
             runtime = self.runtime_for(environment)
-            module = await runtime.load_async(data)
+            if isinstance(plan.module, ImageSource):
+                module = await self._image_module(
+                    namespace, plan.module, environment, runtime, notify
+                )
+            else:
+                data = await self.fetch_module(namespace, plan.module)
+                module = await runtime.load_async(data)
             return runtime.function(module, environment.function)
         except ModuleError as exc:
             raise PodSpecError(exc.reason, str(exc)) from exc
         except RuntimeConfigError as exc:
             raise PodSpecError("InvalidSettings", str(exc)) from exc
+
+    async def _image_module(
+        self,
+        namespace: str,
+        source: ImageSource,
+        environment: PodEnvironment,
+        runtime: Runtime,
+        notify: Notify | None,
+    ) -> CompiledModule:
+        """The module of an image: compiled already, or pulled (or read from the content
+        store), checked against the digest the Pod pins, and compiled."""
+        pinned = environment.module_digest
+        if pinned:
+            cached = runtime.load_cached(pinned)
+            if cached is not None:
+                return cached
+        if self.images is None:
+            raise PodSpecError("ImagesNotSupported", "this node does not pull images")
+        try:
+            ref = ImageReference.parse(source.image)
+        except ReferenceError as exc:
+            raise PodSpecError("InvalidImageName", str(exc)) from exc
+        credentials = await self._pull_credentials(namespace, source.pull_secrets)
+        try:
+            pulled = await self.images.pull(ref, environment.max_module_bytes, credentials)
+        except RegistryError as exc:
+            raise PodSpecError(
+                "ErrImagePull" if exc.transient else exc.reason, f"{exc.reason}: {exc.message}"
+            ) from exc
+        if notify is not None:
+            notify(
+                "Pulled",
+                f'Module image "{ref}" already present on node'
+                if pulled.from_store
+                else f'Successfully pulled module image "{ref}" in {pulled.seconds * 1000:.0f} ms'
+                f" ({len(pulled.data)} bytes)",
+            )
+        if pinned:
+            wasm, _ = decode_module_bytes(
+                pulled.data, runtime.config.max_module_bytes, runtime.config.max_compression_ratio
+            )
+            if digest_of(wasm) != pinned:
+                raise PodSpecError(
+                    "ModuleDigestMismatch",
+                    f"image {ref} holds a module other than the one the Pod pins "
+                    f"(sha256:{pinned[:12]})",
+                )
+        return await runtime.load_async(pulled.data)
+
+    async def _pull_credentials(
+        self, namespace: str, secrets: tuple[str, ...]
+    ) -> DockerConfig | None:
+        if not secrets:
+            return None
+        configs = []
+        for name in secrets:
+            secret = await self._get_referenced(namespace, "secrets", name, "PullSecretNotFound")
+            try:
+                configs.append(docker_config_from_secret(secret, f"{namespace}/{name}"))
+            except AuthConfigError as exc:
+                raise PodSpecError("InvalidPullSecret", str(exc)) from exc
+        return DockerConfig.merged(configs)
 
     def runtime_for(self, environment: PodEnvironment) -> Runtime:
         """The engine for the Pod's feature set (one wasmtime Engine per distinct set)."""
@@ -54,6 +142,7 @@ class FunctionLoader:
                 features=environment.features,
                 consume_fuel=environment.consume_fuel,
                 cache_dir=self.cache_dir,
+                max_module_bytes=environment.max_module_bytes,
             )
             self._runtimes[key] = Runtime(config)
         return self._runtimes[key]
@@ -70,21 +159,25 @@ class FunctionLoader:
         return module_bytes(configmap, namespace, source)
 
     async def _get_configmap(self, namespace: str, name: str) -> dict[str, Any]:
-        """GET a ConfigMap a Pod of ours mounts.
+        return await self._get_referenced(namespace, "configmaps", name, "ModuleNotFound")
+
+    async def _get_referenced(
+        self, namespace: str, plural: str, name: str, missing: str
+    ) -> dict[str, Any]:
+        """GET a ConfigMap or Secret a Pod of ours mounts.
 
         The Node authorizer learns that this node may read it only once its graph has seen
         the Pod bound here, which can trail the Pod's arrival at this agent by a moment:
         "no relationship found" is retried briefly, as a kubelet would.
         """
-        path = api_path("v1", "configmaps", namespace, name)
+        kind = {"configmaps": "ConfigMap", "secrets": "Secret"}[plural]
+        path = api_path("v1", plural, namespace, name)
         for attempt in range(GRAPH_RETRIES):
             try:
                 return await self.kube.get(path)
             except ApiError as exc:
                 if exc.not_found:
-                    raise PodSpecError(
-                        "ModuleNotFound", f"ConfigMap {namespace}/{name} not found"
-                    ) from exc
+                    raise PodSpecError(missing, f"{kind} {namespace}/{name} not found") from exc
                 if (
                     exc.status == 403
                     and "no relationship" in exc.message
@@ -92,7 +185,7 @@ class FunctionLoader:
                 ):
                     await asyncio.sleep(min(0.05 * (attempt + 1), 0.5))
                     continue
-                raise PodSpecError("ModuleNotFound", f"cannot read ConfigMap: {exc}") from exc
+                raise PodSpecError(missing, f"cannot read {kind}: {exc}") from exc
         raise AssertionError("unreachable")
 
     def close(self) -> None:

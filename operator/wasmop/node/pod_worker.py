@@ -198,6 +198,9 @@ class PodWorker:
             field_path="spec.containers{function}",
         )  # fmt: skip
 
+    def _notify(self, reason: str, message: str) -> None:
+        self.host.spawn(self.event(reason, message))
+
     # --- lifecycle ------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -288,7 +291,9 @@ class PodWorker:
     async def _start(self, plan: ContainerPlan) -> None:
         """Load the module, create the function and its server on podIP:port."""
         started = time.perf_counter()
-        self.function = await self.host.functions.load(self.namespace, self.name, plan)
+        self.function = await self.host.functions.load(
+            self.namespace, self.name, plan, notify=self._notify
+        )
         module = self.function.module
         loaded = time.perf_counter()
         assert self.pod_ip is not None

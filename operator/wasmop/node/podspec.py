@@ -10,7 +10,8 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-MODULE_PATH_ENV = "WASMOP_MODULE_PATH"
+from wasmop.runtime.podenv import MODULE_IMAGE_ENV, MODULE_PATH_ENV, REGISTRY_AUTH_ENV
+
 DEFAULT_MODULE_KEYS = ("module.wasm", "module.wasm.gz")
 DEFAULT_PORT = 8080
 
@@ -83,13 +84,23 @@ class ModuleSource:
 
 
 @dataclass(frozen=True)
+class ImageSource:
+    """The module is an OCI image the node pulls; ``pull_secrets`` are the Secrets whose
+    volumes hold the files ``WASMOP_REGISTRY_AUTH`` names (the Node authorizer lets this
+    node read them because this Pod mounts them)."""
+
+    image: str
+    pull_secrets: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ContainerPlan:
     """Everything needed to run the Pod's one container as a wasm function."""
 
     name: str
     image: str
     port: int
-    module: ModuleSource
+    module: ModuleSource | ImageSource
     env: dict[str, str] = field(default_factory=dict)
     readiness: Probe | None = None
     liveness: Probe | None = None
@@ -117,9 +128,42 @@ def _env(container: dict[str, Any]) -> dict[str, str]:
     return {e["name"]: str(e.get("value", "")) for e in container.get("env", []) if "name" in e}
 
 
+def _mounted(
+    mounts: list[tuple[str, str]], volumes: dict[str, str], path: str
+) -> tuple[str, str] | None:
+    """(the volume's source name, the path inside it) of a file in a mounted volume."""
+    for mount_path, volume in mounts:
+        if path.startswith(mount_path + "/") and volume in volumes:
+            return volumes[volume], path[len(mount_path) + 1 :]
+    return None
+
+
+def _image_source(
+    pod: dict[str, Any], container: dict[str, Any], env: dict[str, str]
+) -> ImageSource:
+    secrets = {
+        v["name"]: v["secret"]["secretName"]
+        for v in pod["spec"].get("volumes", [])
+        if v.get("secret", {}).get("secretName")
+    }
+    mounts = [(m["mountPath"].rstrip("/"), m["name"]) for m in container.get("volumeMounts", [])]
+    names = []
+    for path in (p for p in env.get(REGISTRY_AUTH_ENV, "").split(",") if p):
+        found = _mounted(mounts, secrets, path)
+        if found is None:
+            raise PodSpecError(
+                "RegistryAuthNotMounted",
+                f"{REGISTRY_AUTH_ENV} names {path}, which is not inside a mounted Secret volume",
+            )
+        names.append(found[0])
+    return ImageSource(env[MODULE_IMAGE_ENV], tuple(dict.fromkeys(names)))
+
+
 def _module_source(
     pod: dict[str, Any], container: dict[str, Any], env: dict[str, str]
-) -> ModuleSource:
+) -> ModuleSource | ImageSource:
+    if env.get(MODULE_IMAGE_ENV):
+        return _image_source(pod, container, env)
     volumes = {
         v["name"]: v["configMap"]["name"]
         for v in pod["spec"].get("volumes", [])
@@ -128,9 +172,9 @@ def _module_source(
     mounts = [(m["mountPath"].rstrip("/"), m["name"]) for m in container.get("volumeMounts", [])]
     path = env.get(MODULE_PATH_ENV)
     if path:
-        for mount_path, volume in mounts:
-            if path.startswith(mount_path + "/") and volume in volumes:
-                return ModuleSource(volumes[volume], path[len(mount_path) + 1 :])
+        found = _mounted(mounts, volumes, path)
+        if found is not None:
+            return ModuleSource(*found)
         raise PodSpecError(
             "ModuleNotMounted", f"{MODULE_PATH_ENV}={path} is not inside a mounted ConfigMap volume"
         )
@@ -140,7 +184,8 @@ def _module_source(
     if volumes:
         return ModuleSource(next(iter(volumes.values())), None)
     raise PodSpecError(
-        "ModuleNotMounted", "the Pod has no ConfigMap volume holding a WebAssembly module"
+        "ModuleNotMounted",
+        f"the Pod has no ConfigMap volume holding a WebAssembly module (nor {MODULE_IMAGE_ENV})",
     )
 
 

@@ -20,10 +20,16 @@ __all__ = [
     "Challenge",
     "Credentials",
     "DockerConfig",
+    "docker_config_from_secret",
     "parse_challenges",
 ]
 
 DOCKER_HUB_KEYS = ("https://index.docker.io/v1/", "index.docker.io", "docker.io")
+# The Secret types that hold a Docker config, and the key each keeps it under.
+SECRET_KEYS = {
+    "kubernetes.io/dockerconfigjson": ".dockerconfigjson",
+    "kubernetes.io/dockercfg": ".dockercfg",
+}
 
 
 class AuthConfigError(ValueError):
@@ -90,6 +96,26 @@ class DockerConfig:
         if key == "docker.io":
             return next((self.auths[k] for k in DOCKER_HUB_KEYS if k in self.auths), None)
         return None
+
+
+def docker_config_from_secret(secret: Mapping[str, object], name: str) -> DockerConfig:
+    """The credentials in a Secret object (as the API returns it: data base64-encoded) of
+    type kubernetes.io/dockerconfigjson, or the older dockercfg."""
+    key = SECRET_KEYS.get(str(secret.get("type") or ""))
+    data = secret.get("data")
+    if key is None or not isinstance(data, Mapping) or not isinstance(data.get(key), str):
+        raise AuthConfigError(
+            f"Secret {name} is not of type kubernetes.io/dockerconfigjson with a "
+            ".dockerconfigjson key; create it with `kubectl create secret docker-registry`"
+        )
+    try:
+        raw = base64.b64decode(str(data[key]), validate=True)
+    except (binascii.Error, ValueError):
+        raise AuthConfigError(f"Secret {name}: {key} is not base64") from None
+    try:
+        return DockerConfig.parse(raw)
+    except AuthConfigError as exc:
+        raise AuthConfigError(f"Secret {name}: {exc}") from None
 
 
 def _entry_credentials(key: str, entry: Mapping[str, object]) -> Credentials:

@@ -108,6 +108,7 @@ class ResolvedImage:
 class PulledModule:
     image: ResolvedImage
     data: bytes
+    from_store: bool = False  # the module came from the content store, not the registry
 
 
 class _CheckedResolver(AbstractResolver):
@@ -235,6 +236,18 @@ class RegistryClient:
     ) -> bytes:
         """The module layer's bytes, verified against its digest and size (from the
         ``store`` if it has them; put there once fetched)."""
+        return (await self._module(image, max_bytes, store))[0]
+
+    async def pull(
+        self, ref: ImageReference, max_bytes: int, store: ContentStore | None = None
+    ) -> PulledModule:
+        image = await self.resolve(ref, store)
+        data, from_store = await self._module(image, max_bytes, store)
+        return PulledModule(image, data, from_store)
+
+    async def _module(
+        self, image: ResolvedImage, max_bytes: int, store: ContentStore | None
+    ) -> tuple[bytes, bool]:
         layer = image.layer
         ref = image.reference
         if layer.size > max_bytes:
@@ -245,7 +258,7 @@ class RegistryClient:
         if store is not None:
             cached = await asyncio.to_thread(store.get, layer.digest)
             if cached is not None and len(cached) == layer.size:
-                return cached
+                return cached, True
         url = f"{ref.api_base}/v2/{ref.repository}/blobs/{layer.digest}"
         data = await self._read(ref, url, scope=f"repository:{ref.repository}:pull",
                                 limit=max_bytes, what="the module")  # fmt: skip
@@ -257,13 +270,7 @@ class RegistryClient:
             )
         if store is not None:
             await asyncio.to_thread(store.put, layer.digest, data)
-        return data
-
-    async def pull(
-        self, ref: ImageReference, max_bytes: int, store: ContentStore | None = None
-    ) -> PulledModule:
-        image = await self.resolve(ref, store)
-        return PulledModule(image, await self.fetch_module(image, max_bytes, store))
+        return data, False
 
     async def _manifest(
         self, ref: ImageReference, reference: str, store: ContentStore | None = None

@@ -21,7 +21,9 @@ import kopf
 from wasmop.kube import ApiError, Kube, KubeConfig
 from wasmop.kube.client import api_path
 from wasmop.kube.events import EventRecorder
+from wasmop.oci.policy import RegistryPolicy
 from wasmop.operator.function_controller import FunctionController, RetryLater
+from wasmop.operator.images import ImageResolver
 from wasmop.operator.modules import ModuleChecker
 from wasmop.operator.node_index import NodeIndex, runtime_status
 from wasmop.operator.owned_objects import LABEL_MANAGED_BY, MANAGED_BY
@@ -68,6 +70,8 @@ class OperatorSettings:
     priority: int | None = None
     namespaces: tuple[str, ...] = ()  # empty: every namespace
     headless_services: bool = False  # no cluster IPs (owned_objects.build_service)
+    # Registries reached whatever their address (host[:port]); others must be public.
+    registry_allow: tuple[str, ...] = ()
 
 
 @dataclass
@@ -97,6 +101,7 @@ class Operator:
             ModuleChecker(),
             settings.gateway_url,
             headless_services=settings.headless_services,
+            images=ImageResolver(kube, RegistryPolicy.of(settings.registry_allow)),
         )
         nodes = NodeIndex()
         collector = MetricsCollector(nodes, settings.gateway_url)
@@ -181,6 +186,8 @@ class Operator:
         if self.functions.http is not None:
             await self.functions.http.close()
         self.functions.checker.close()
+        if self.functions.images is not None:
+            await self.functions.images.close()
         await self.events.drain()
         await self.kube.close()
 

@@ -33,6 +33,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         peering_identity=args.peering_identity or os.environ.get("POD_NAME") or None,
         namespaces=tuple(args.namespace),
         headless_services=args.service_mode == "headless",
+        registry_allow=tuple(args.registry_allow),
     )
 
     run_until_signalled(lambda stop: run(settings, stop))
@@ -114,6 +115,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="the functions' Services: with a cluster IP (default, for kube-proxy), or"
         " headless where nothing routes cluster IPs (the embedded cluster); existing"
         " Services keep theirs",
+    )
+    run.add_argument(
+        "--registry-allow",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="a registry reached whatever its address (repeatable; the embedded cluster names"
+        " its own on loopback); others must have public addresses",
     )
     run.set_defaults(handler=cmd_run)
 

@@ -20,8 +20,11 @@ import aiohttp
 from wasmop.kube import ApiError, Kube
 from wasmop.kube.client import api_path
 from wasmop.kube.events import EventRecorder
+from wasmop.operator.images import ImageResolver, ImageUnavailable, ResolvedModule
 from wasmop.operator.modules import ModuleChecker, ModuleUnavailable, fetch_module
 from wasmop.operator.owned_objects import (
+    ImageModule,
+    ModuleBundle,
     ModuleTooLarge,
     build_configmap,
     build_deployment,
@@ -37,7 +40,12 @@ from wasmop.operator.pod_index import PodIndex
 from wasmop.operator.spec import SpecError, WasmFunction, WasmRuntime, resolve
 from wasmop.operator.state import FunctionState, write_status
 from wasmop.operator.status import now_rfc3339, orphaned_configmaps, record_revision
-from wasmop.operator.validation import problem_from_spec_error, summarize, validate_function
+from wasmop.operator.validation import (
+    check_pinned_sha256,
+    problem_from_spec_error,
+    summarize,
+    validate_function,
+)
 from wasmop.runtime import ModuleTooLarge as RuntimeModuleTooLarge
 from wasmop.runtime import RuntimeConfig
 from wasmop.runtime.loader import check_compression_ratio
@@ -76,6 +84,12 @@ class FunctionController:
     pods: PodIndex = field(default_factory=PodIndex)
     http: aiohttp.ClientSession | None = None
     headless_services: bool = False  # see owned_objects.build_service
+    images: ImageResolver | None = None  # spec.module.image (default: public registries)
+
+    def __post_init__(self) -> None:
+        if self.images is None:
+            self.images = ImageResolver(self.kube)
+
     _writes: set[asyncio.Task[None]] = field(default_factory=set)
     # Reconciles in flight at once: a burst of creations queues here instead of all
     # contending for the API server (and the operator's memory) at the same moment.
@@ -140,41 +154,60 @@ class FunctionController:
             )
             return
 
-        try:
-            module = await fetch_module(self.kube, function, self._session())
-        except ModuleUnavailable as exc:
-            if exc.permanent:
-                await self._invalid(state, exc.reason, exc.message)
+        image: ResolvedModule | None = None
+        module: bytes | None
+        if function.spec.module.image is not None:
+            image = await self._resolve_image(state, function, runtime)
+            if image is None:
                 return
-            await self._wait(state, exc.reason, exc.message)
-            raise RetryLater(exc.message, delay=5.0) from exc
+            module, digest = image.data, image.module.digest
+        else:
+            try:
+                module = await fetch_module(self.kube, function, self._session())
+            except ModuleUnavailable as exc:
+                if exc.permanent:
+                    await self._invalid(state, exc.reason, exc.message)
+                    return
+                await self._wait(state, exc.reason, exc.message)
+                raise RetryLater(exc.message, delay=5.0) from exc
+            digest = module_digest(module)
         problems = validate_function(function, runtime, module=module, check_module=None)
-        digest = module_digest(module)
+        if module is None:  # validate_function compares the bytes when it has them
+            problems += check_pinned_sha256(digest, function.spec.module.sha256)
         if not problems:
-            problems = await self.checker.check(module, runtime.spec, digest)
+            if module is not None:
+                problems = await self.checker.check(module, runtime.spec, digest)
+            else:  # a known image: resolve() fetched nothing because this is known
+                problems = self.checker.verdict(digest, runtime.spec) or []
         if problems:
             reason, message = summarize(problems)
             await self._invalid(state, reason, message)
             return
-        try:
-            # gzip -9 of a large module takes a while: off the event loop.
-            bundle = await asyncio.to_thread(pack_module, module, digest=digest)
-            if bundle.key.endswith(".gz"):  # nodes refuse what expands like a bomb
-                check_compression_ratio(
-                    bundle.size, len(bundle.data), RuntimeConfig().max_compression_ratio
-                )
-        except (ModuleTooLarge, RuntimeModuleTooLarge) as exc:
-            await self._invalid(state, "ModuleTooLarge", str(exc))
-            return
+        bundle: ModuleBundle | ImageModule
+        if image is not None:
+            bundle = image.module
+        else:
+            assert module is not None
+            try:
+                # gzip -9 of a large module takes a while: off the event loop.
+                bundle = await asyncio.to_thread(pack_module, module, digest=digest)
+                if bundle.key.endswith(".gz"):  # nodes refuse what expands like a bomb
+                    check_compression_ratio(
+                        bundle.size, len(bundle.data), RuntimeConfig().max_compression_ratio
+                    )
+            except (ModuleTooLarge, RuntimeModuleTooLarge) as exc:
+                await self._invalid(state, "ModuleTooLarge", str(exc))
+                return
 
         state.valid = True
         state.waiting = None
+        origin = f"image {bundle.image}, " if isinstance(bundle, ImageModule) else ""
         state.validation = (
             "Valid",
-            f"module sha256:{bundle.digest[:12]} fits WasmRuntime {runtime.name}",
+            f"{origin}module sha256:{bundle.digest[:12]} fits WasmRuntime {runtime.name}",
         )
         state.observed_generation = state.generation
-        cm_name = configmap_name(function.name, bundle.digest)
+        cm_name = "" if image is not None else configmap_name(function.name, bundle.digest)
         update = record_revision(
             state.revisions,
             state.revision,
@@ -183,6 +216,8 @@ class FunctionController:
             config_map=cm_name,
             now=now,
             limit=function.spec.revision_history_limit,
+            image=image.module.image if image is not None else "",
+            source=image.source if image is not None else "",
         )
         if update.changed or state.timings.revision is None:
             state.timings = state.timings.for_revision(update.current.revision, now)
@@ -202,7 +237,9 @@ class FunctionController:
             # One round trip for all three: the module ConfigMap is created long before a
             # Pod of the new ReplicaSet reaches a node (and a node retries if it is not).
             _, applied, _ = await asyncio.gather(
-                self._ensure_configmap(build_configmap(function, bundle)),
+                self._ensure_configmap(build_configmap(function, bundle))
+                if isinstance(bundle, ModuleBundle)
+                else asyncio.sleep(0),
                 self._apply_deployment(state, function, deployment),
                 self._apply_service(function),
             )
@@ -226,6 +263,28 @@ class FunctionController:
         if not fresh and not update.changed:
             # A resume or resync: sweep ConfigMaps an interrupted earlier pass left behind.
             await self._collect_configmaps(function, state)
+
+    async def _resolve_image(
+        self, state: FunctionState, function: WasmFunction, runtime: WasmRuntime
+    ) -> ResolvedModule | None:
+        """The image's module for this spec, or None once status says why it cannot be had
+        (an Event for each failed try; RetryLater with back-off if it may work later)."""
+        assert self.images is not None
+        try:
+            image = await self.images.resolve(
+                function, runtime, state.revisions,
+                lambda digest: self.checker.verdict(digest, runtime.spec) is not None,
+            )  # fmt: skip
+        except ImageUnavailable as exc:
+            delay = state.image_retry_delay()
+            self.events.record(state.reference, exc.reason, exc.message, warning=True)
+            if exc.permanent:
+                await self._invalid(state, exc.reason, exc.message)
+            else:
+                await self._wait(state, exc.reason, f"{exc.message} (retrying in {delay:g} s)")
+            raise RetryLater(exc.message, delay=delay) from None
+        state.image_failures = 0
+        return image
 
     async def _apply_deployment(
         self, state: FunctionState, function: WasmFunction, deployment: dict[str, Any]

@@ -144,6 +144,10 @@ class ModuleChecker:
             self._verdicts.move_to_end(key)
         return problems
 
+    def verdict(self, digest: str, runtime: RuntimeSpec) -> list[Problem] | None:
+        """The known verdict on the module with this sha256 (None: not judged yet)."""
+        return self._known((digest, tuple(runtime.features.enabled())))
+
     async def check(
         self, module: bytes, runtime: RuntimeSpec, digest: str | None = None
     ) -> list[Problem]:

@@ -6,6 +6,10 @@ with the node agent, which runs each Pod as a wasmtime function server:
 * the module is in an immutable ConfigMap ``<function>-<digest[:12]>`` under
   ``binaryData["module.wasm"]`` or, gzip-compressed, ``binaryData["module.wasm.gz"]``; the
   Pod mounts it at ``/module`` and names the file in ``WASMOP_MODULE_PATH``;
+* or, for ``spec.module.image``, the Pod names the image by digest in
+  ``WASMOP_MODULE_IMAGE`` and the node pulls it; pull secrets are mounted as secret
+  volumes (so the Node authorizer lets the Pod's node read them, and the runtime image
+  finds them as files) and listed in ``WASMOP_REGISTRY_AUTH``;
 * per-request limits and capabilities are ``WASMOP_*`` environment variables of the
   ``function`` container (see :func:`function_env`);
 * the pod template's annotations carry the revision and digest, so a new module or version
@@ -38,6 +42,7 @@ from wasmop.wellknown import (
 
 __all__ = [
     "ANNOTATION_DIGEST",
+    "ANNOTATION_IMAGE",
     "ANNOTATION_MODULE_KEY",
     "ANNOTATION_REVISION",
     "ANNOTATION_VERSION",
@@ -54,6 +59,7 @@ __all__ = [
     "MODULE_KEY",
     "MODULE_KEY_GZ",
     "MODULE_MOUNT_PATH",
+    "ImageModule",
     "ModuleBundle",
     "ModuleTooLarge",
     "build_configmap",
@@ -83,6 +89,7 @@ ANNOTATION_DIGEST = f"{DOMAIN}/digest"
 ANNOTATION_VERSION = f"{DOMAIN}/version"
 ANNOTATION_MODULE_KEY = f"{DOMAIN}/module-key"
 ANNOTATION_MODULE_SIZE = f"{DOMAIN}/module-size"
+ANNOTATION_IMAGE = f"{DOMAIN}/image"
 MANAGED_BY = "wasmop"
 
 CONTAINER_NAME = "function"
@@ -103,6 +110,10 @@ DRAIN_SECONDS = 2
 MAX_CONFIGMAP_BYTES = 1024 * 1024
 # Compress only when gzip saves at least this fraction: small modules stay plain bytes.
 MIN_GZIP_SAVING = 0.1
+
+
+REGISTRY_AUTH_MOUNT = "/var/run/wasmop/registry-auth"
+DOCKER_CONFIG_KEY = ".dockerconfigjson"
 
 
 class ModuleTooLarge(ValueError):
@@ -193,6 +204,17 @@ class ModuleBundle:
         return self.key == MODULE_KEY_GZ
 
 
+@dataclass(frozen=True)
+class ImageModule:
+    """A module a Pod pulls from a registry: the image by digest, the module's sha256 (of
+    its uncompressed bytes), and the Secrets with credentials for the pull."""
+
+    image: str
+    digest: str
+    pull_secrets: tuple[str, ...] = ()
+    max_bytes: int | None = None
+
+
 def pack_module(
     module: bytes, *, compress: bool | None = None, digest: str | None = None
 ) -> ModuleBundle:
@@ -244,7 +266,7 @@ def build_configmap(function: WasmFunction, bundle: ModuleBundle) -> dict[str, A
 
 
 def function_env(
-    resolved: ResolvedFunction, bundle: ModuleBundle, revision: int
+    resolved: ResolvedFunction, bundle: ModuleBundle | ImageModule, revision: int
 ) -> list[dict[str, str]]:
     """The ``WASMOP_*`` environment the node agent (and the runtime image) reads.
 
@@ -260,8 +282,7 @@ def function_env(
         ("WASMOP_REVISION", str(revision)),
         ("WASMOP_RUNTIME", resolved.runtime.name),
         ("WASMOP_PORT", str(CONTAINER_PORT)),
-        ("WASMOP_MODULE_PATH", f"{MODULE_MOUNT_PATH}/{bundle.key}"),
-        ("WASMOP_MODULE_SHA256", bundle.digest),
+        *_module_env(bundle),
         ("WASMOP_FEATURES", ",".join(resolved.runtime.spec.features.enabled())),
     ]
     if limits.timeout_ms is not None:
@@ -276,6 +297,55 @@ def function_env(
     env.append(("WASMOP_GUEST_ENV", ",".join(var.name for var in guest)))
     env += [(var.name, var.value) for var in guest]
     return [{"name": name, "value": value} for name, value in env]
+
+
+def _module_env(module: ModuleBundle | ImageModule) -> list[tuple[str, str]]:
+    if isinstance(module, ModuleBundle):
+        return [
+            ("WASMOP_MODULE_PATH", f"{MODULE_MOUNT_PATH}/{module.key}"),
+            ("WASMOP_MODULE_SHA256", module.digest),
+        ]
+    env = [("WASMOP_MODULE_IMAGE", module.image), ("WASMOP_MODULE_SHA256", module.digest)]
+    if module.max_bytes is not None:
+        env.append(("WASMOP_MAX_MODULE_BYTES", str(module.max_bytes)))
+    if module.pull_secrets:
+        paths = [_auth_path(i) for i in range(len(module.pull_secrets))]
+        env.append(("WASMOP_REGISTRY_AUTH", ",".join(paths)))
+    return env
+
+
+def _auth_path(index: int) -> str:
+    return f"{REGISTRY_AUTH_MOUNT}/{index}/config.json"
+
+
+def _module_volumes(
+    module: ModuleBundle | ImageModule, configmap: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(volumes, volume mounts) that bring the module, or the pull credentials, to the Pod."""
+    if isinstance(module, ModuleBundle):
+        volume = {
+            "name": MODULE_VOLUME,
+            "configMap": {"name": configmap, "items": [{"key": module.key, "path": module.key}]},
+        }
+        mount = {"name": MODULE_VOLUME, "mountPath": MODULE_MOUNT_PATH, "readOnly": True}
+        return [volume], [mount]
+    volumes, mounts = [], []
+    for index, secret in enumerate(module.pull_secrets):
+        name = f"registry-auth-{index}"
+        volumes.append(
+            {
+                "name": name,
+                "secret": {
+                    "secretName": secret,
+                    "items": [{"key": DOCKER_CONFIG_KEY, "path": "config.json"}],
+                    "defaultMode": 0o400,
+                },
+            }
+        )
+        mounts.append(
+            {"name": name, "mountPath": f"{REGISTRY_AUTH_MOUNT}/{index}", "readOnly": True}
+        )
+    return volumes, mounts
 
 
 def _image(resolved: ResolvedFunction) -> str:
@@ -337,7 +407,7 @@ def _strategy(resolved: ResolvedFunction) -> dict[str, Any]:
 
 def build_deployment(
     resolved: ResolvedFunction,
-    bundle: ModuleBundle,
+    bundle: ModuleBundle | ImageModule,
     *,
     revision: int,
     configmap: str | None = None,
@@ -356,8 +426,12 @@ def build_deployment(
         ANNOTATION_REVISION: str(revision),
         ANNOTATION_DIGEST: f"sha256:{bundle.digest}",
         ANNOTATION_VERSION: spec.version,
-        ANNOTATION_MODULE_KEY: bundle.key,
     }
+    if isinstance(bundle, ModuleBundle):
+        pod_annotations[ANNOTATION_MODULE_KEY] = bundle.key
+    else:
+        pod_annotations[ANNOTATION_IMAGE] = bundle.image
+    volumes, mounts = _module_volumes(bundle, cm)
     container = {
         "name": CONTAINER_NAME,
         "image": _image(resolved),
@@ -375,7 +449,7 @@ def build_deployment(
         "readinessProbe": _probe(resolved, READINESS_PATH),
         "livenessProbe": _probe(resolved, LIVENESS_PATH),
         "lifecycle": {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}},
-        "volumeMounts": [{"name": MODULE_VOLUME, "mountPath": MODULE_MOUNT_PATH, "readOnly": True}],
+        "volumeMounts": mounts,
     }
     return {
         "apiVersion": "apps/v1",
@@ -401,15 +475,7 @@ def build_deployment(
                 },
                 "spec": {
                     "containers": [container],
-                    "volumes": [
-                        {
-                            "name": MODULE_VOLUME,
-                            "configMap": {
-                                "name": cm,
-                                "items": [{"key": bundle.key, "path": bundle.key}],
-                            },
-                        }
-                    ],
+                    "volumes": volumes,
                     "nodeSelector": _node_selector(resolved),
                     "tolerations": _tolerations(resolved),
                     # Replicas on different nodes where there are several, so one node's

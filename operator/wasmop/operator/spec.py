@@ -241,19 +241,27 @@ class ConfigMapModuleRef:
 
 @dataclass(frozen=True)
 class ModuleSource:
-    """Where the module bytes come from; the schema guarantees exactly one source."""
+    """Where the module bytes come from; the schema guarantees exactly one source.
+
+    ``image`` is an OCI reference (``REGISTRY/REPOSITORY:TAG`` or ``…@sha256:…``) as
+    written; ``pull_secrets`` name dockerconfigjson Secrets in the function's namespace.
+    """
 
     config_map: ConfigMapModuleRef | None = None
     url: str | None = None
     inline: bytes | None = None
+    image: str | None = None
+    pull_secrets: tuple[str, ...] = ()
     sha256: str | None = None
 
     @property
-    def kind(self) -> Literal["configMapRef", "url", "inline"]:
+    def kind(self) -> Literal["configMapRef", "url", "inline", "image"]:
         if self.config_map is not None:
             return "configMapRef"
         if self.url is not None:
             return "url"
+        if self.image is not None:
+            return "image"
         return "inline"
 
     @classmethod
@@ -276,13 +284,33 @@ class ModuleSource:
             except (binascii.Error, ValueError) as exc:
                 raise SpecError(f"{path}.inline", "inline must be base64-encoded bytes") from exc
         url = _opt_str(body.get("url"), f"{path}.url")
+        image = _opt_str(body.get("image"), f"{path}.image")
         sha = _opt_str(body.get("sha256"), f"{path}.sha256")
-        sources = [s for s in (config_map, url, inline) if s is not None]
+        sources = [s for s in (config_map, url, inline, image) if s is not None]
         if len(sources) != 1:
-            raise SpecError(path, "exactly one of configMapRef, url or inline must be set")
+            raise SpecError(path, "exactly one of configMapRef, url, inline or image must be set")
         return cls(
-            config_map=config_map, url=url, inline=inline, sha256=sha.lower() if sha else None
+            config_map=config_map,
+            url=url,
+            inline=inline,
+            image=image,
+            pull_secrets=_pull_secrets(body.get("imagePullSecrets"), f"{path}.imagePullSecrets"),
+            sha256=sha.lower() if sha else None,
         )
+
+
+def _pull_secrets(raw: Any, path: str) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise SpecError(path, "expected a list of {name: SECRET}")
+    names = []
+    for i, item in enumerate(raw):
+        name = _str(_map(item, f"{path}[{i}]").get("name"), f"{path}[{i}].name", "")
+        if not name:
+            raise SpecError(f"{path}[{i}].name", "a Secret name is required")
+        names.append(name)
+    return tuple(dict.fromkeys(names))
 
 
 @dataclass(frozen=True)
@@ -646,6 +674,7 @@ BUILTIN_DEFAULT_RESOURCES = Resources(
 BUILTIN_DEFAULT_LIMITS = RequestLimits(timeout_ms=5000, memory="64Mi", output_size="1Mi")
 BUILTIN_MAX_RESOURCES = ResourceList(cpu="2", memory="1Gi")
 BUILTIN_MAX_LIMITS = RequestLimits(timeout_ms=60000, memory="512Mi", output_size="16Mi")
+BUILTIN_MAX_MODULE_SIZE = "64Mi"
 
 
 @dataclass(frozen=True)
@@ -668,11 +697,20 @@ class RuntimeDefaults:
 
 @dataclass(frozen=True)
 class RuntimeMaximums:
-    """Ceilings for any function on this runtime; ``fuel``/``replicas`` None means unbounded."""
+    """Ceilings for any function on this runtime; ``fuel``/``replicas`` None means unbounded.
+
+    ``module_size`` bounds a module's uncompressed bytes: what the operator fetches and
+    validates and what a node pulls and compiles (64Mi, the engine's own default).
+    """
 
     resources: ResourceList = BUILTIN_MAX_RESOURCES
     limits: RequestLimits = BUILTIN_MAX_LIMITS
     replicas: int | None = None
+    module_size: Quantity = BUILTIN_MAX_MODULE_SIZE
+
+    @property
+    def module_bytes(self) -> int:
+        return memory_bytes(self.module_size)
 
     @classmethod
     def parse(cls, raw: Any, path: str) -> RuntimeMaximums:
@@ -685,6 +723,8 @@ class RuntimeMaximums:
                 BUILTIN_MAX_LIMITS
             ),
             replicas=_opt_int(body.get("replicas"), f"{path}.replicas"),
+            module_size=_quantity(body.get("moduleSize"), f"{path}.moduleSize")
+            or BUILTIN_MAX_MODULE_SIZE,
         )
 
 

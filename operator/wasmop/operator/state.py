@@ -34,6 +34,9 @@ from wasmop.wellknown import API_VERSION, FUNCTION_KIND, FUNCTION_PLURAL
 
 log = logging.getLogger(__name__)
 
+IMAGE_RETRY_S = 5.0
+IMAGE_RETRY_MAX_S = 300.0
+
 # Events for phase changes: (reason, warning).
 PHASE_EVENTS: dict[Phase, tuple[str, bool]] = {
     Phase.PENDING: ("Pending", False),
@@ -71,6 +74,7 @@ class FunctionState:
     body: dict[str, Any] | None = None  # the latest object, for retries outside kopf
     write_pending: bool = False
     has_hpa: bool | None = None  # None: unknown (after a restart)
+    image_failures: int = 0  # registry failures in a row: the retry backs off
     # One reconcile at a time; status writes (from Pod and Deployment events too) take the
     # shorter ``lock``, so a slow reconcile never holds back the status of ready Pods.
     reconciling: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
@@ -94,6 +98,12 @@ class FunctionState:
             phase=Phase(phase) if phase in Phase.__members__.values() else None,
             scaling=status.get("scaling"),
         )
+
+    def image_retry_delay(self) -> float:
+        """Seconds until the next try after one more registry failure: 5 s doubling to
+        5 minutes, as a kubelet backs off image pulls."""
+        self.image_failures += 1
+        return min(IMAGE_RETRY_MAX_S, IMAGE_RETRY_S * 2 ** (self.image_failures - 1))
 
     @property
     def reference(self) -> dict[str, Any]:

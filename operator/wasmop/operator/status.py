@@ -319,13 +319,20 @@ class Timings:
 
 @dataclass(frozen=True)
 class Revision:
-    """One module/version pair the function has run, as kept in ``status.revisions``."""
+    """One module/version pair the function has run, as kept in ``status.revisions``.
+
+    A module from an image also keeps the image by digest (``image``, what its Pods pull)
+    and the reference it was resolved from (``source``, spec.module.image as written): the
+    same source and version again mean this revision, whatever the tag points at now.
+    """
 
     revision: int
     digest: str
     version: str
     config_map: str
     created_at: str
+    image: str = ""
+    source: str = ""
 
     @classmethod
     def from_status(cls, raw: Mapping[str, Any]) -> Revision:
@@ -333,21 +340,35 @@ class Revision:
             revision=int(raw["revision"]),
             digest=str(raw["digest"]),
             version=str(raw["version"]),
-            config_map=str(raw["configMap"]),
+            config_map=str(raw.get("configMap") or ""),
             created_at=str(raw.get("createdAt", "")),
+            image=str(raw.get("image") or ""),
+            source=str(raw.get("source") or ""),
         )
 
     def to_status(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "revision": self.revision,
             "digest": self.digest,
             "version": self.version,
             "configMap": self.config_map,
             "createdAt": self.created_at,
         }
+        if self.image:
+            out["image"] = self.image
+            out["source"] = self.source
+        return out
 
-    def same_content(self, digest: str, version: str) -> bool:
-        return self.digest == digest and self.version == version
+    def same_content(self, digest: str, version: str, image: str = "") -> bool:
+        return self.digest == digest and self.version == version and self.image == image
+
+
+def pinned_image(history: Iterable[Revision], source: str, version: str) -> str | None:
+    """The image by digest a revision resolved ``source`` to for ``version`` (the newest
+    such revision), or None: a tag is resolved once per spec, and a rollback to an older
+    spec returns to the digest it had, even though the tag has moved since."""
+    matching = [r for r in history if r.source == source and r.version == version and r.image]
+    return max(matching, key=lambda r: r.revision).image if matching else None
 
 
 @dataclass(frozen=True)
@@ -389,6 +410,8 @@ def record_revision(
     config_map: str,
     now: str,
     limit: int = DEFAULT_REVISION_HISTORY,
+    image: str = "",
+    source: str = "",
 ) -> RevisionUpdate:
     """Bookkeeping when a function is reconciled with ``digest`` and ``version``.
 
@@ -400,18 +423,18 @@ def record_revision(
     limit = max(1, limit)
     entries = list(history)
     current = next((r for r in entries if r.revision == current_revision), None)
-    if current is not None and current.same_content(digest, version):
+    if current is not None and current.same_content(digest, version, image):
         entries.remove(current)
         entries.append(current)
         return RevisionUpdate(current, tuple(entries), (), changed=False, rolled_back=False)
 
-    previous = next((r for r in entries if r.same_content(digest, version)), None)
+    previous = next((r for r in entries if r.same_content(digest, version, image)), None)
     if previous is not None:
         entries.remove(previous)
         chosen, rolled_back = previous, True
     else:
         number = max([r.revision for r in entries] + [current_revision or 0]) + 1
-        chosen = Revision(number, digest, version, config_map, now)
+        chosen = Revision(number, digest, version, config_map, now, image, source)
         rolled_back = False
     if current is not None:
         # The revision being left becomes the most recent history entry before the new one.
@@ -422,7 +445,11 @@ def record_revision(
     dropped = entries[: max(0, len(entries) - limit)]
     kept = entries[len(dropped) :]
     still_used = {r.config_map for r in kept}
-    delete = tuple(dict.fromkeys(r.config_map for r in dropped if r.config_map not in still_used))
+    delete = tuple(
+        dict.fromkeys(
+            r.config_map for r in dropped if r.config_map and r.config_map not in still_used
+        )
+    )
     return RevisionUpdate(chosen, tuple(kept), delete, changed=True, rolled_back=rolled_back)
 
 

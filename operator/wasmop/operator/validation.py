@@ -35,6 +35,7 @@ __all__ = [
     "Problem",
     "Reason",
     "check_digest",
+    "check_pinned_sha256",
     "problem_from_spec_error",
     "summarize",
     "validate_function",
@@ -100,8 +101,12 @@ def check_digest(module: bytes, expected_sha256: str | None) -> list[Problem]:
     """A pinned spec.module.sha256 must match the bytes actually fetched."""
     if not expected_sha256:
         return []
-    actual = hashlib.sha256(module).hexdigest()
-    if actual == expected_sha256.lower():
+    return check_pinned_sha256(hashlib.sha256(module).hexdigest(), expected_sha256)
+
+
+def check_pinned_sha256(actual: str, expected_sha256: str | None) -> list[Problem]:
+    """The same check from the module's digest alone (an image's, known without bytes)."""
+    if not expected_sha256 or actual == expected_sha256.lower():
         return []
     return [
         Problem(

@@ -24,6 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from wasmop.console import CommandError, exit_after_grace
+from wasmop.oci import (
+    AuthConfigError,
+    DockerConfig,
+    ImageReference,
+    ReferenceError,
+    RegistryClient,
+    RegistryError,
+)
 from wasmop.runtime import (
     EngineFeatures,
     FunctionConfig,
@@ -35,7 +43,8 @@ from wasmop.runtime import (
     RuntimeConfigError,
     check_module,
 )
-from wasmop.runtime.podenv import from_env
+from wasmop.runtime.loader import decode_module_bytes, digest_of
+from wasmop.runtime.podenv import PodEnvironment, from_env
 from wasmop.runtime.server import start_server
 
 DEFAULT_PORT = 8080
@@ -166,16 +175,48 @@ def _serve(args: argparse.Namespace) -> int:
         return runner.run(_serve_async(args))
 
 
-def _plan_from_env() -> tuple[list[tuple[str, FunctionConfig]], RuntimeConfig]:
-    """One function, configured by the WASMOP_* variables of the Pod it runs in."""
+async def _plan_from_env() -> tuple[list[tuple[str | bytes, FunctionConfig]], RuntimeConfig]:
+    """One function, configured by the WASMOP_* variables of the Pod it runs in; its
+    module mounted (WASMOP_MODULE_PATH) or pulled by digest (WASMOP_MODULE_IMAGE)."""
     try:
         pod = from_env(os.environ, os.environ.get("WASMOP_FUNCTION", "function"))
     except RuntimeConfigError as exc:
         raise CommandError(str(exc)) from exc
+    config = RuntimeConfig(
+        features=pod.features,
+        consume_fuel=pod.consume_fuel,
+        max_module_bytes=pod.max_module_bytes,
+    )
+    if pod.module_image:
+        return [(await _pull_module(pod, config), pod.function)], config
     if not pod.module_path:
-        raise CommandError("--from-env: WASMOP_MODULE_PATH is not set")
-    config = RuntimeConfig(features=pod.features, consume_fuel=pod.consume_fuel)
+        raise CommandError("--from-env: neither WASMOP_MODULE_PATH nor WASMOP_MODULE_IMAGE is set")
     return [(pod.module_path, pod.function)], config
+
+
+async def _pull_module(pod: PodEnvironment, config: RuntimeConfig) -> bytes:
+    """The Pod's module image, pulled by digest with the mounted credentials and checked
+    against the digest the operator validated."""
+    try:
+        ref = ImageReference.parse(pod.module_image)
+        credentials = await asyncio.to_thread(_read_credentials, pod.registry_auth)
+    except (ReferenceError, AuthConfigError, OSError) as exc:
+        raise CommandError(f"--from-env: {exc}") from exc
+    try:
+        async with RegistryClient(credentials=credentials, user_agent="wasmop-runtime") as client:
+            data = (await client.pull(ref, config.max_module_bytes)).data
+        wasm, _ = decode_module_bytes(data, config.max_module_bytes, config.max_compression_ratio)
+    except RegistryError as exc:
+        raise CommandError(f"pulling {ref}: {exc.reason}: {exc.message}") from exc
+    except ModuleError as exc:
+        raise CommandError(f"{ref}: {exc}") from exc
+    if pod.module_digest and digest_of(wasm) != pod.module_digest:
+        raise CommandError(f"{ref} holds another module than the Pod pins ({pod.module_digest})")
+    return data
+
+
+def _read_credentials(paths: tuple[str, ...]) -> DockerConfig:
+    return DockerConfig.merged(DockerConfig.parse(Path(path).read_bytes()) for path in paths)
 
 
 async def _serve_async(args: argparse.Namespace) -> int:
@@ -186,7 +227,7 @@ async def _serve_async(args: argparse.Namespace) -> int:
             raise CommandError(f"--env {item}: expected NAME=VALUE")
         env[name] = value
     if args.from_env:
-        plan = _plan_from_env()
+        plan = await _plan_from_env()
     else:
         if not args.module:
             raise CommandError("give --module (or --from-env inside a function's Pod)")

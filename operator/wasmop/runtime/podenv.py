@@ -3,6 +3,11 @@ runs the Pod: a wasm node agent (many Pods per process) or the runtime container
 on a real cluster (one Pod, one process). Both read it here, so they cannot drift.
 
     WASMOP_MODULE_PATH      where the module file is mounted (plain or gzip)
+    WASMOP_MODULE_IMAGE     or: the module's OCI image by digest (REGISTRY/REPO@sha256:...),
+                            pulled by the node (or the runtime image) itself
+    WASMOP_MODULE_SHA256    sha256 of the module the operator validated
+    WASMOP_REGISTRY_AUTH    mounted dockerconfigjson files for the pull, comma-separated
+    WASMOP_MAX_MODULE_BYTES the largest module pulled and compiled (the runtime's moduleSize)
     WASMOP_FEATURES         enabled proposals, e.g. simd,bulk-memory,multi-value,fuel
     WASMOP_TIMEOUT_MS       per-request time bound
     WASMOP_MEMORY_BYTES     per-request linear-memory cap
@@ -18,8 +23,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from wasmop.runtime.config import EngineFeatures, FunctionConfig, Limits
+from wasmop.runtime.config import EngineFeatures, FunctionConfig, Limits, RuntimeConfig
 from wasmop.runtime.errors import RuntimeConfigError
+
+MODULE_PATH_ENV = "WASMOP_MODULE_PATH"
+MODULE_IMAGE_ENV = "WASMOP_MODULE_IMAGE"
+MODULE_DIGEST_ENV = "WASMOP_MODULE_SHA256"
+REGISTRY_AUTH_ENV = "WASMOP_REGISTRY_AUTH"
+MAX_MODULE_BYTES_ENV = "WASMOP_MAX_MODULE_BYTES"
+
+# The most a WasmRuntime may allow (spec.maximums.moduleSize is at most 1Gi).
+MAX_MODULE_BYTES = 2**30
 
 # Proposals the operator may switch; reference types stay on (wasmtime needs them).
 SWITCHABLE_FEATURES = (
@@ -49,11 +63,15 @@ class PodEnvironment:
     features: EngineFeatures
     consume_fuel: bool
     function: FunctionConfig
+    module_image: str | None = None
+    module_digest: str | None = None
+    registry_auth: tuple[str, ...] = ()
+    max_module_bytes: int = RuntimeConfig.max_module_bytes
 
     @property
     def engine_key(self) -> tuple[Any, ...]:
         """Pods with equal keys can share one engine."""
-        return (self.features, self.consume_fuel)
+        return (self.features, self.consume_fuel, self.max_module_bytes)
 
 
 def from_env(env: Mapping[str, str], name: str) -> PodEnvironment:
@@ -78,6 +96,13 @@ def from_env(env: Mapping[str, str], name: str) -> PodEnvironment:
         concurrency = int(env.get("WASMOP_MAX_CONCURRENCY", "4"))
     except ValueError as exc:
         raise RuntimeConfigError("WASMOP_MAX_CONCURRENCY is not a number") from exc
+    max_module = env.get(MAX_MODULE_BYTES_ENV)
+    try:
+        max_module_bytes = int(max_module) if max_module else RuntimeConfig.max_module_bytes
+    except ValueError as exc:
+        raise RuntimeConfigError(f"{MAX_MODULE_BYTES_ENV} is not a number") from exc
+    if not 8 < max_module_bytes <= MAX_MODULE_BYTES:
+        raise RuntimeConfigError(f"{MAX_MODULE_BYTES_ENV} must be between 9 and {MAX_MODULE_BYTES}")
     granted = [n for n in env.get("WASMOP_GUEST_ENV", "").split(",") if n]
     function = FunctionConfig(
         name=name,
@@ -86,8 +111,12 @@ def from_env(env: Mapping[str, str], name: str) -> PodEnvironment:
         max_concurrency=concurrency,
     )
     return PodEnvironment(
-        module_path=env.get("WASMOP_MODULE_PATH"),
+        module_path=env.get(MODULE_PATH_ENV),
         features=features,
         consume_fuel="fuel" in names and "WASMOP_FUEL" in env,
         function=function,
+        module_image=env.get(MODULE_IMAGE_ENV) or None,
+        module_digest=(env.get(MODULE_DIGEST_ENV) or "").lower() or None,
+        registry_auth=tuple(p for p in env.get(REGISTRY_AUTH_ENV, "").split(",") if p),
+        max_module_bytes=max_module_bytes,
     )
