@@ -11,7 +11,7 @@ export WASMOP_STATE_DIR ?= $(CURDIR)/.wasmop
 
 .PHONY: help venv controlplane functions build test test-unit lint demo experiments lab \
         cluster-up cluster-down cluster-status bench-cluster bench-runtime bench-nodes \
-        bench-operator clean
+        bench-operator bench-images clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -65,6 +65,10 @@ bench-nodes: build ## Pod create-to-Ready latency, Pods/s per node, memory per i
 bench-operator: build ## function deploy latency and phases, status lag, scale-out, operator CPU/RSS
 	$(WASMOP) cluster up
 	$(PY) -m wasmop.bench.micro.operator_deploy
+
+bench-images: build ## Pod start with the module from the registry (first, cached) vs a ConfigMap
+	$(WASMOP) cluster up
+	$(PY) -m wasmop.bench.micro.image_start
 
 experiments: build ## the main job: cluster up, quick plan, figures and targets table, cluster down
 	$(WASMOP) experiments run --plan quick --manage-cluster

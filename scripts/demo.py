@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """End-to-end demo on the embedded cluster: every sample workload as a WasmFunction.
 
-Deploys each benchmark workload from ``operator/config/samples/``, invokes it through the
+Deploys each benchmark workload from ``operator/config/samples/`` (each module pushed to
+the embedded registry under the image its sample names), invokes it through the
 gateway with the sample request from ``functions/manifest.yaml`` (fault workloads must
 fail the documented way), scales one function up and down, rolls another to a new
 version, and prints one row per function. Times are client-side watch timestamps (ms).
@@ -28,6 +29,7 @@ from wasmop.bench.deploy import (
     delete_namespace,
     deploy_functions,
     gateway_url,
+    push_module,
     scale_function,
 )
 from wasmop.bench.watch import Recorder
@@ -42,13 +44,18 @@ NAMESPACE = "wasmop-demo"
 ROW = "{:<10}{:<8}{:>16}{:>14}{:>6}  {:<9}{}"
 
 
-async def module_configmap(
+async def provide_module(
     kube: Kube, namespace: str, sample: dict[str, Any], workload: Workload
 ) -> None:
-    """The ConfigMap a sample names, holding the built module under the key it expects."""
-    ref = sample["spec"]["module"]["configMapRef"]
-    key = ref.get("key", "module.wasm")
+    """Put the built module where the sample names it: pushed to its image's tag, or in
+    the ConfigMap it references (under the key it expects)."""
+    module = sample["spec"]["module"]
     data = workload.wasm_path.read_bytes()
+    if "image" in module:
+        await push_module(module["image"], data)
+        return
+    ref = module["configMapRef"]
+    key = ref.get("key", "module.wasm")
     if key.endswith(".gz"):
         data = gzip.compress(data, mtime=0)
     body = {
@@ -105,7 +112,7 @@ async def demo(keep: bool) -> int:
         await recorder.start()
         try:
             for w in workloads:
-                await module_configmap(kube, NAMESPACE, samples[w.name], w)
+                await provide_module(kube, NAMESPACE, samples[w.name], w)
             print(
                 f"deploying {len(workloads)} functions into namespace {NAMESPACE} ...",
                 file=sys.stderr,

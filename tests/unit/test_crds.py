@@ -342,10 +342,16 @@ def test_samples_cover_every_workload() -> None:
         and all(g["bytes"] < CONFIGMAP_LIMIT_BYTES for g in w.get("generated", []))
     }
     refs = set()
+    sources = set()
     for _, doc in sample_documents():
-        if doc["kind"] == "WasmFunction" and "configMapRef" in doc["spec"]["module"]:
-            refs.add(doc["spec"]["module"]["configMapRef"]["name"].removeprefix("wasm-"))
-    assert workloads <= refs
+        if doc["kind"] != "WasmFunction":
+            continue
+        module = doc["spec"]["module"]
+        sources |= set(module)
+        if "image" in module:  # 127.0.0.1:5000/wasm/<workload>:<version>
+            refs.add(module["image"].split("/")[-1].split(":")[0])
+    assert workloads <= refs, "every workload has a sample, from the registry"
+    assert {"image", "configMapRef", "url"} <= sources, "and each kind of source has one"
     kinds = {doc["kind"] for _, doc in sample_documents()}
     assert kinds == {"WasmFunction", "WasmRuntime"}
 

@@ -83,9 +83,14 @@ def deploy_workload(
     replicas: int,
     timeout_s: float,
     spec: dict[str, Any] | None = None,
+    source: str = "image",
+    module: bytes | None = None,
 ) -> list[deploy.DeployOutcome]:
     """``workload`` under each name at once, as WasmFunctions (``mode="operator"``) or
-    hand-written Deployments (``"plain"``); waits until each is ready or timed out."""
+    hand-written Deployments (``"plain"``); waits until each is ready or timed out.
+
+    WasmFunctions take their module from ``source`` (the registry by default, or a
+    ConfigMap); ``module`` replaces the built workload's bytes (a variant of it)."""
     kube = session.kube
     if mode == "plain":
         return session.run(
@@ -93,9 +98,10 @@ def deploy_workload(
                 kube, namespace, names, workload, recorder, replicas=replicas, timeout_s=timeout_s
             )
         )
-    session.run(deploy.ensure_module(kube, namespace, workload))
+    origin = session.run(deploy.module_source(kube, namespace, workload, source, module))
     manifests = [
-        deploy.function_manifest(name, workload, replicas=replicas, spec=spec) for name in names
+        deploy.function_manifest(name, workload, replicas=replicas, spec=spec, module=origin)
+        for name in names
     ]
     return session.run(deploy.deploy_functions(kube, namespace, manifests, recorder, timeout_s))
 
