@@ -337,3 +337,148 @@ def test_registries_outside_the_policy_are_refused_without_a_request(
     status = assert_refused(fns, core, name, "Invalid", "RegistryNotAllowed")
     validated = next(c for c in status["conditions"] if c["type"] == "Validated")
     assert "not a public unicast address" in validated["message"]
+
+
+# --------------------------------------------------------------------------- credentials
+
+
+def test_pull_secrets_reach_only_the_operator_a_namespace_grants_and_the_pod_s_node(
+    cluster,
+    api: client.ApiClient,
+    core: client.CoreV1Api,
+    namespace: str,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    """A private registry (htpasswd users), a dockerconfigjson Secret for it, the
+    operator's own identity and a node's: the operator reads the Secret only once the
+    namespace grants it that one Secret; the node reads it for a Pod bound to it that
+    mounts it, and pulls with it. (The cluster's own components trust only the cluster's
+    registry, so the operator and node code run here, with the test registry trusted.)"""
+    from registry_support import running_registry
+    from wasmop.kube import Kube, KubeConfig
+    from wasmop.node.function_loader import FunctionLoader
+    from wasmop.node.images import NodeImages
+    from wasmop.node.podspec import plan_container
+    from wasmop.oci import DockerConfig
+    from wasmop.oci.cache import ContentStore
+    from wasmop.oci.policy import RegistryPolicy
+    from wasmop.operator.images import ImageResolver, ImageUnavailable
+    from wasmop.operator.owned_objects import ImageModule, build_deployment
+    from wasmop.operator.spec import RuntimeSpec, WasmFunction, WasmRuntime, resolve
+
+    hello = (FUNCTIONS / "hello.wasm").read_bytes()
+    with running_registry(tmp_path / "private", users={"alice": "wonderland"}) as private:
+        auths = {private.address: {"username": "alice", "password": "wonderland"}}
+        config = json.dumps({"auths": auths})
+        tagged = ImageReference.parse(f"{private.address}/team/hello:1")
+
+        async def push() -> str:
+            async with RegistryClient(credentials=DockerConfig.parse(config)) as c:
+                return str(tagged.pinned(await c.push_module(tagged, hello, created="t")))
+
+        pinned = asyncio.run(push())
+        for name in ("regcred", "other"):
+            core.create_namespaced_secret(
+                namespace,
+                client.V1Secret(
+                    metadata=client.V1ObjectMeta(name=name),
+                    type="kubernetes.io/dockerconfigjson",
+                    string_data={".dockerconfigjson": config},
+                ),
+            )
+        policy = RegistryPolicy.of([private.address])
+        runtime = WasmRuntime("default", RuntimeSpec.parse({}))
+
+        def function(secret: str) -> WasmFunction:
+            return WasmFunction.from_body(
+                {
+                    "metadata": {"name": "private", "namespace": namespace},
+                    "spec": {
+                        "module": {"image": str(tagged), "imagePullSecrets": [{"name": secret}]}
+                    },
+                }
+            )
+
+        async def as_operator(secret: str) -> bytes | None:
+            kubeconfig = KubeConfig.from_file(cluster.layout.kubeconfig_for("operator"))
+            async with Kube(kubeconfig) as kube:
+                resolver = ImageResolver(kube, policy)
+                try:
+                    resolved = await resolver.resolve(
+                        function(secret), runtime, (), lambda digest: False
+                    )
+                finally:
+                    await resolver.close()
+            assert resolved.module.image == pinned
+            return resolved.data
+
+        with pytest.raises(ImageUnavailable) as caught:
+            asyncio.run(as_operator("regcred"))
+        assert caught.value.reason == "PullSecretNotReadable" and not caught.value.permanent
+        assert "--resource-name=regcred" in caught.value.message
+        rbac = client.RbacAuthorizationV1Api(api)
+        rbac.create_namespaced_role(
+            namespace,
+            {
+                "metadata": {"name": "wasmop-pull-regcred"},
+                "rules": [
+                    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"],
+                     "resourceNames": ["regcred"]}
+                ],
+            },
+        )  # fmt: skip
+        rbac.create_namespaced_role_binding(
+            namespace,
+            {
+                "metadata": {"name": "wasmop-pull-regcred"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                            "name": "wasmop-pull-regcred"},
+                "subjects": [{"kind": "ServiceAccount", "name": "wasmop-operator",
+                              "namespace": "wasm-operators"}],
+            },
+        )  # fmt: skip
+        granted = wait_for(
+            lambda: _try(lambda: asyncio.run(as_operator("regcred"))), timeout=30, what="grant"
+        )
+        assert granted == hello
+        with pytest.raises(ImageUnavailable) as caught:
+            asyncio.run(as_operator("other"))  # the grant is for that one Secret
+        assert caught.value.reason == "PullSecretNotReadable"
+
+        # The node side: a Pod bound to wasm-node-1 that mounts regcred, as the operator
+        # writes it; the node's identity reads the Secret through the Node authorizer.
+        fn = function("regcred")
+        deployment = build_deployment(
+            resolve(fn, runtime), ImageModule(pinned, hashlib.sha256(hello).hexdigest(),
+                                              ("regcred",)), revision=1,
+        )  # fmt: skip
+        pod_spec = deployment["spec"]["template"]["spec"]
+        node = manager.load_settings(cluster.layout).node_names()[0]
+        pod = {"metadata": {"name": "private-pod"}, "spec": {**pod_spec, "nodeName": node}}
+        core.create_namespaced_pod(namespace, pod)
+
+        async def as_node() -> Any:
+            kubeconfig = KubeConfig.from_file(cluster.layout.kubeconfig_for(f"node-{node}"))
+            async with Kube(kubeconfig) as kube:
+                images = NodeImages(ContentStore(tmp_path / "content"), policy)
+                loader = FunctionLoader(kube, images=images)
+                try:
+                    function = await loader.load(namespace, "private-pod", plan_container(pod))
+                    digest = function.digest
+                    await function.aclose()
+                    return digest, images.fetched
+                finally:
+                    loader.close()
+                    await images.close()
+
+        digest, fetched = asyncio.run(as_node())
+        assert digest == hashlib.sha256(hello).hexdigest() and fetched == 1
+
+
+def _try(call: Any) -> Any:
+    from wasmop.operator.images import ImageUnavailable
+
+    try:
+        return call()
+    except ImageUnavailable:
+        return None

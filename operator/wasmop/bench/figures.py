@@ -61,6 +61,26 @@ def deployment_cdf(functions: pd.DataFrame, by: str = "concurrency") -> Figure:
     return fig
 
 
+def pod_start_cdf(pods: pd.DataFrame) -> Figure:
+    """ECDF of each Pod's start (first seen to Ready) by where its module came from: the
+    node pulled it for this Pod (pull + compile), or had it (cached), or a ConfigMap."""
+    fig, ax = plots.new_figure()
+    if pods.empty:
+        return _empty(fig, ax, "no Pod became Ready")
+    labels = {
+        "pulled": "first on its node (pull + compile)",
+        "on node": "module on the node",
+        "": "from a ConfigMap",
+    }
+    series = {
+        labels.get(origin, origin): (group["start_ms"] / 1000).tolist()
+        for origin, group in pods.groupby(pods["module"].fillna(""), sort=True)
+    }
+    plots.ecdf(ax, series, "Pod start, first seen to Ready (s)")
+    ax.set_title("Pod start by module origin")
+    return fig
+
+
 def deployment_vs_concurrency(functions: pd.DataFrame) -> Figure:
     """Median and p95 create-to-Ready against the number of functions created at once,
     one pair of curves per mode; with both modes, a second panel shows the operator's

@@ -161,7 +161,8 @@ def analyse_deployment_latency(raw: RawData) -> Analysis:
     phases = watch.phase_durations(milestones)
     phases["concurrency"] = concurrency
 
-    source = params.get("source", "configmap")  # runs from before the parameter
+    # Hand-written Deployments mount a ConfigMap; runs from before the parameter did too.
+    source = params.get("source", "configmap") if mode == "operator" else "configmap"
     table["source"] = source
     pods = pod_starts(raw)
     pods["source"] = source
@@ -190,6 +191,7 @@ def analyse_deployment_latency(raw: RawData) -> Analysis:
         result.count("concurrent_deploy_ready", int(table["ok"].astype(bool).sum()))
     result.figure("deployment_cdf", figures.deployment_cdf(table))
     result.figure("deployment_phases", figures.phase_breakdown(phases))
+    result.figure("pod_starts", figures.pod_start_cdf(pods))
     return result
 
 
