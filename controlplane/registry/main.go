@@ -1,9 +1,10 @@
 // Command wasmop-registry is the embedded cluster's OCI distribution registry.
 //
 // It is CNCF distribution v3 (github.com/distribution/distribution/v3) with only the
-// filesystem storage driver and the htpasswd access controller linked in (the embedded
-// cluster runs it without authentication; tests run one with users, as registries on
-// real clusters have), started from one configuration file:
+// filesystem storage driver and the htpasswd and token access controllers linked in (the
+// embedded cluster runs it without authentication; tests run ones with users and with a
+// token service, as registries on real clusters have), started from one configuration
+// file:
 //
 //	wasmop-registry <config.yml>
 //
@@ -20,6 +21,7 @@ import (
 	"github.com/distribution/distribution/v3/configuration"
 	"github.com/distribution/distribution/v3/registry"
 	_ "github.com/distribution/distribution/v3/registry/auth/htpasswd"
+	_ "github.com/distribution/distribution/v3/registry/auth/token"
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
 )
 

@@ -1,23 +1,34 @@
 """A registry of a test's own: the same distribution binary the embedded cluster runs,
 on a free loopback port, with its storage in the test's temporary directory and, when
-asked, htpasswd users (Basic authentication)."""
+asked, htpasswd users (Basic authentication) or a token service (Bearer authentication,
+the flow Docker Hub and GHCR use: the registry sends clients to the service, which hands
+out short-lived JWTs it signs and the registry verifies against its key)."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import bcrypt
 import yaml
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from wasmop.cluster.addons import REGISTRY_BINARY
 from wasmop.cluster.layout import go_binary
 
@@ -33,6 +44,95 @@ class Registry:
         return self.root / "docker/registry/v2/blobs/sha256" / hex_[:2] / hex_ / "data"
 
 
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class TokenService:
+    """A token service: GET /token?service=..&scope=repository:NAME:ACTIONS with Basic
+    credentials of a known user answers a JWT (ES256) granting those actions."""
+
+    issuer = "wasmop-test-issuer"
+    service = "wasmop-test-registry"
+    key_id = "test-key"
+
+    def __init__(self, users: dict[str, str]) -> None:
+        self.users = users
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        self.issued = 0
+        self.refused = 0
+        service = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                status, body = service.answer(self.path, self.headers.get("Authorization", ""))
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.realm = f"http://127.0.0.1:{self.server.server_address[1]}/token"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> TokenService:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def jwks(self) -> dict[str, object]:
+        numbers = self.key.public_key().public_numbers()
+        return {
+            "keys": [
+                {
+                    "kty": "EC",
+                    "crv": "P-256",
+                    "x": _b64url(numbers.x.to_bytes(32, "big")),
+                    "y": _b64url(numbers.y.to_bytes(32, "big")),
+                    "kid": self.key_id,
+                    "use": "sig",
+                    "alg": "ES256",
+                }
+            ]
+        }
+
+    def answer(self, path: str, authorization: str) -> tuple[int, bytes]:
+        query = parse_qs(urlsplit(path).query)
+        user = None
+        if authorization.startswith("Basic "):
+            name, _, password = base64.b64decode(authorization[6:]).decode().partition(":")
+            if self.users.get(name) == password:
+                user = name
+        if user is None or query.get("service") != [self.service]:
+            self.refused += 1
+            return 401, b'{"errors": [{"code": "UNAUTHORIZED"}]}'
+        access = []
+        for scope in query.get("scope", []):
+            kind, name, actions = scope.split(":")
+            access.append({"type": kind, "name": name, "actions": actions.split(",")})
+        now = int(time.time())
+        claims = {
+            "iss": self.issuer, "sub": user, "aud": self.service, "exp": now + 300,
+            "nbf": now - 5, "iat": now, "jti": uuid.uuid4().hex, "access": access,
+        }  # fmt: skip
+        header = {"alg": "ES256", "typ": "JWT", "kid": self.key_id}
+        signing_input = (
+            _b64url(json.dumps(header).encode()) + "." + _b64url(json.dumps(claims).encode())
+        )
+        r, s = decode_dss_signature(
+            self.key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))
+        )
+        token = signing_input + "." + _b64url(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+        self.issued += 1
+        return 200, json.dumps({"token": token, "expires_in": 300}).encode()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -40,7 +140,9 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_registry(directory: Path, users: dict[str, str] | None = None) -> Iterator[Registry]:
+def running_registry(
+    directory: Path, users: dict[str, str] | None = None, token: TokenService | None = None
+) -> Iterator[Registry]:
     """Start a registry, yield it once it answers, stop it (by its pid) afterwards."""
     address = f"127.0.0.1:{free_port()}"
     directory.mkdir(parents=True, exist_ok=True)
@@ -60,6 +162,17 @@ def running_registry(directory: Path, users: dict[str, str] | None = None) -> It
             )
         )
         config["auth"] = {"htpasswd": {"realm": "wasmop-test", "path": str(htpasswd)}}
+    if token:
+        jwks = directory / "jwks.json"
+        jwks.write_text(json.dumps(token.jwks()))
+        config["auth"] = {
+            "token": {
+                "realm": token.realm,
+                "service": token.service,
+                "issuer": token.issuer,
+                "jwks": str(jwks),
+            }
+        }
     config_file = directory / "registry.yaml"
     config_file.write_text(yaml.safe_dump(config))
     log = (directory / "registry.log").open("wb")

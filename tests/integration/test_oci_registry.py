@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from registry_support import Registry, free_port, running_registry
+from registry_support import Registry, TokenService, free_port, running_registry
 from wasmop.oci import DockerConfig, ImageReference, RegistryClient, RegistryError
 from wasmop.oci.artifact import OCI_INDEX, OCI_MANIFEST, sha256_digest
 from wasmop.oci.cache import ContentStore
@@ -238,6 +238,27 @@ async def test_credentials_from_a_docker_config(tmp_path: Path, modules: dict[st
                 with pytest.raises(RegistryError) as caught:
                     await client.resolve(tagged)
             assert caught.value.reason == "RegistryUnauthorized" and caught.value.transient
+
+
+async def test_bearer_tokens_from_a_token_service(
+    tmp_path: Path, modules: dict[str, bytes]
+) -> None:
+    """The registry answers 401 with a Bearer challenge; the client gets a token for the
+    repository's scope from the realm with its credentials, and uses it."""
+    users = {"bob": "builder"}
+    with TokenService(users) as tokens, running_registry(tmp_path, token=tokens) as reg:
+        tagged = ref(reg, "team/hello:1")
+        auth = base64.b64encode(b"bob:builder").decode()
+        config = DockerConfig.parse(json.dumps({"auths": {reg.address: {"auth": auth}}}))
+        async with RegistryClient(credentials=config) as client:
+            await client.push_module(tagged, modules["hello"], created=CREATED)
+            assert (await client.pull(tagged, LIMIT)).data == modules["hello"]
+        assert tokens.issued >= 2  # one for push, one for pull (different scopes)
+        async with RegistryClient() as client:
+            with pytest.raises(RegistryError) as caught:
+                await client.resolve(tagged)
+        assert caught.value.reason == "RegistryUnauthorized"
+        assert tokens.refused >= 1
 
 
 async def test_an_address_check_refuses_before_connecting(registry: Registry) -> None:
