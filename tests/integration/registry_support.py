@@ -31,6 +31,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from wasmop.cluster.addons import REGISTRY_BINARY
 from wasmop.cluster.layout import go_binary
+from wasmop.oci import ImageReference, RegistryClient
+from wasmop.oci.artifact import OCI_MANIFEST, sha256_digest
 
 
 @dataclass(frozen=True)
@@ -207,3 +209,28 @@ def running_registry(
             process.kill()
             process.wait()
         log.close()
+
+
+async def push_container_image(client: RegistryClient, ref: ImageReference) -> None:
+    """A (tiny) container image, not a wasm artifact: a config and a tar+gzip layer."""
+    config = b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'
+    layer = b"\x1f\x8b" + b"\0" * 30
+    for blob in (config, layer):
+        await client.push_blob(ref, blob)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": sha256_digest(config),
+            "size": len(config),
+        },
+        "layers": [
+            {
+                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "digest": sha256_digest(layer),
+                "size": len(layer),
+            }
+        ],
+    }
+    await client.push_manifest(ref, json.dumps(manifest).encode(), OCI_MANIFEST)

@@ -15,12 +15,13 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from registry_support import push_container_image
 from support import wait_for
 from test_operator import FUNCTIONS, Functions, events_for, gateway
 from wasmop.bench.deploy import module_variant
 from wasmop.cluster import addons, manager
 from wasmop.oci import ImageReference, RegistryClient
-from wasmop.oci.artifact import OCI_MANIFEST, sha256_digest
+from wasmop.oci.artifact import sha256_digest
 from wasmop.wellknown import API_VERSION, FUNCTION_KIND, FUNCTION_LABEL
 
 pytestmark = pytest.mark.integration
@@ -227,32 +228,12 @@ def test_a_container_image_is_invalid(
     core: client.CoreV1Api,  # type: ignore[no-untyped-def]
 ) -> None:
     ref = ImageReference.parse(f"{registry(cluster)}/library/not-wasm:1")
-    config = b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'
-    layer = b"\x1f\x8b" + b"\0" * 30
 
-    async def push_container_image() -> None:
+    async def push() -> None:
         async with RegistryClient() as registry_client:
-            for blob in (config, layer):
-                await registry_client.push_blob(ref, blob)
-            manifest = {
-                "schemaVersion": 2,
-                "mediaType": OCI_MANIFEST,
-                "config": {
-                    "mediaType": "application/vnd.oci.image.config.v1+json",
-                    "digest": sha256_digest(config),
-                    "size": len(config),
-                },
-                "layers": [
-                    {
-                        "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                        "digest": sha256_digest(layer),
-                        "size": len(layer),
-                    }
-                ],
-            }
-            await registry_client.push_manifest(ref, json.dumps(manifest).encode(), OCI_MANIFEST)
+            await push_container_image(registry_client, ref)
 
-    asyncio.run(push_container_image())
+    asyncio.run(push())
     fns.create(image_function("container", str(ref)))
     status = assert_refused(fns, core, "container", "Invalid", "UnsupportedArtifact")
     validated = next(c for c in status["conditions"] if c["type"] == "Validated")

@@ -12,7 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from registry_support import Registry, TokenService, free_port, running_registry
+from registry_support import (
+    Registry,
+    TokenService,
+    free_port,
+    push_container_image,
+    running_registry,
+)
 from wasmop.oci import DockerConfig, ImageReference, RegistryClient, RegistryError
 from wasmop.oci.artifact import OCI_INDEX, OCI_MANIFEST, sha256_digest
 from wasmop.oci.cache import ContentStore
@@ -171,28 +177,8 @@ async def test_registry_down() -> None:
 
 async def test_a_container_image_is_the_wrong_media_type(registry: Registry) -> None:
     tagged = ref(registry, "library/not-wasm:1")
-    config = b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'
-    layer = b"\x1f\x8b" + b"\0" * 30  # stands for a tar+gzip layer
     async with RegistryClient() as client:
-        await client.push_blob(tagged, config)
-        await client.push_blob(tagged, layer)
-        manifest = {
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": sha256_digest(config),
-                "size": len(config),
-            },
-            "layers": [
-                {
-                    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                    "digest": sha256_digest(layer),
-                    "size": len(layer),
-                }
-            ],
-        }
-        await client.push_manifest(tagged, json.dumps(manifest).encode(), OCI_MANIFEST)
+        await push_container_image(client, tagged)
         with pytest.raises(RegistryError) as caught:
             await client.resolve(tagged)
     assert caught.value.reason == "UnsupportedArtifact" and not caught.value.transient

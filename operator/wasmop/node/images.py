@@ -19,8 +19,9 @@ import logging
 import time
 from dataclasses import dataclass
 
-from wasmop.oci import DockerConfig, ImageReference, RegistryClient
+from wasmop.oci import DockerConfig, ImageReference
 from wasmop.oci.cache import ContentStore
+from wasmop.oci.client import RegistryClients
 from wasmop.oci.policy import RegistryPolicy
 
 __all__ = ["NodeImages", "Pull"]
@@ -44,13 +45,13 @@ class NodeImages:
     def __init__(self, store: ContentStore, policy: RegistryPolicy | None = None) -> None:
         self.store = store
         self.policy = policy or RegistryPolicy()
-        self._anonymous = RegistryClient(check=self.policy.check, user_agent=USER_AGENT)
+        self._clients = RegistryClients(self.policy.check, USER_AGENT)
         self._pulls: dict[str, asyncio.Future[Pull]] = {}
         self.fetched = 0  # modules fetched from a registry
         self.reused = 0  # pulls answered by the content store
 
     async def close(self) -> None:
-        await self._anonymous.close()
+        await self._clients.close()
 
     async def pull(
         self, ref: ImageReference, max_bytes: int, credentials: DockerConfig | None = None
@@ -81,18 +82,8 @@ class NodeImages:
         self, ref: ImageReference, max_bytes: int, credentials: DockerConfig | None
     ) -> Pull:
         started = time.perf_counter()
-        client = (
-            self._anonymous
-            if credentials is None
-            else RegistryClient(
-                credentials=credentials, check=self.policy.check, user_agent=USER_AGENT
-            )
-        )
-        try:
+        async with self._clients.client(credentials) as client:
             pulled = await client.pull(ref, max_bytes, self.store)
-        finally:
-            if client is not self._anonymous:
-                await client.close()
         from_store = pulled.from_store
         if from_store:
             self.reused += 1

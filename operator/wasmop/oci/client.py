@@ -22,12 +22,13 @@ an administrator trusts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import logging
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlencode, urljoin, urlsplit
 
@@ -53,6 +54,7 @@ __all__ = [
     "AddressCheck",
     "PulledModule",
     "RegistryClient",
+    "RegistryClients",
     "RegistryError",
     "ResolvedImage",
 ]
@@ -605,3 +607,27 @@ async def _read_limited(
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         raise _unavailable(f"reading {what} of {ref}", exc) from None
     return b"".join(chunks)
+
+
+class RegistryClients:
+    """A process's registry clients under one address check: a shared anonymous client
+    (its connections and tokens reused), and a short-lived one for each pull that brings
+    credentials (a tenant's Secret, held no longer than the pull)."""
+
+    def __init__(self, check: AddressCheck | None, user_agent: str) -> None:
+        self._check = check
+        self._user_agent = user_agent
+        self._anonymous = RegistryClient(check=check, user_agent=user_agent)
+
+    @contextlib.asynccontextmanager
+    async def client(self, credentials: DockerConfig | None) -> AsyncIterator[RegistryClient]:
+        if credentials is None:
+            yield self._anonymous
+            return
+        async with RegistryClient(
+            credentials=credentials, check=self._check, user_agent=self._user_agent
+        ) as client:
+            yield client
+
+    async def close(self) -> None:
+        await self._anonymous.close()

@@ -27,10 +27,10 @@ from wasmop.oci import (
     DockerConfig,
     ImageReference,
     ReferenceError,
-    RegistryClient,
     RegistryError,
 )
 from wasmop.oci.auth import docker_config_from_secret
+from wasmop.oci.client import RegistryClients
 from wasmop.oci.policy import RegistryPolicy
 from wasmop.operator.owned_objects import ImageModule, module_digest
 from wasmop.operator.spec import WasmFunction, WasmRuntime
@@ -79,11 +79,11 @@ class ImageResolver:
     def __init__(self, kube: Kube, policy: RegistryPolicy | None = None) -> None:
         self.kube = kube
         self.policy = policy or RegistryPolicy()
-        self._anonymous = RegistryClient(check=self.policy.check, user_agent=USER_AGENT)
+        self._clients = RegistryClients(self.policy.check, USER_AGENT)
         self._known: OrderedDict[str, _Known] = OrderedDict()
 
     async def close(self) -> None:
-        await self._anonymous.close()
+        await self._clients.close()
 
     async def resolve(
         self,
@@ -112,29 +112,20 @@ class ImageResolver:
             module = self._module(pinned, known, spec.pull_secrets, limit)
             return ResolvedModule(module, source, None)
         credentials = await self._credentials(function)
-        client = (
-            self._anonymous
-            if credentials is None
-            else RegistryClient(
-                credentials=credentials, check=self.policy.check, user_agent=USER_AGENT
-            )
-        )
         try:
-            image = await client.resolve(pinned or ref)
-            if image.layer.size > limit:
-                raise RegistryError(
-                    "ModuleTooLarge",
-                    f"{ref}: the module is {image.layer.size} bytes, above WasmRuntime "
-                    f"{runtime.name}'s moduleSize ({limit} bytes)",
-                )
-            data = await client.fetch_module(image, limit)
+            async with self._clients.client(credentials) as client:
+                image = await client.resolve(pinned or ref)
+                if image.layer.size > limit:
+                    raise RegistryError(
+                        "ModuleTooLarge",
+                        f"{ref}: the module is {image.layer.size} bytes, above WasmRuntime "
+                        f"{runtime.name}'s moduleSize ({limit} bytes)",
+                    )
+                data = await client.fetch_module(image, limit)
         except RegistryError as exc:
             log.info("image of %s/%s: %s: %s", function.namespace, function.name,
                      exc.reason, exc.message)  # fmt: skip
             raise ImageUnavailable(exc.reason, exc.message, permanent=not exc.transient) from None
-        finally:
-            if client is not self._anonymous:
-                await client.close()
         try:
             wasm, _ = decode_module_bytes(data, limit)
         except ModuleError:
