@@ -264,3 +264,48 @@ async def test_an_address_check_refuses_before_connecting(registry: Registry) ->
 
 def test_sha256_helper_matches_hashlib() -> None:
     assert sha256_digest(b"") == "sha256:" + hashlib.sha256(b"").hexdigest()
+
+
+# --------------------------------------------------------------------------- the operator's side
+
+
+async def test_the_operator_resolves_a_tag_once_per_spec(
+    tmp_path: Path, modules: dict[str, bytes]
+) -> None:
+    """A tag resolves to its digest once; the same image and version again (a resync, a
+    rollback) take the digest from the revision without asking the registry, even after
+    the tag moved and with the registry gone."""
+    from wasmop.oci.policy import RegistryPolicy
+    from wasmop.operator.images import ImageResolver
+    from wasmop.operator.spec import RuntimeSpec, WasmFunction, WasmRuntime
+    from wasmop.operator.status import record_revision
+
+    runtime = WasmRuntime("default", RuntimeSpec.parse({}))
+
+    def function(image: str, version: str) -> WasmFunction:
+        body = {"metadata": {"name": "f", "namespace": "ns"},
+                "spec": {"module": {"image": image}, "version": version}}  # fmt: skip
+        return WasmFunction.from_body(body)
+
+    with running_registry(tmp_path) as reg:
+        tagged = str(ref(reg, "wasm/app:stable"))
+        resolver = ImageResolver(None, RegistryPolicy.of([reg.address]))  # type: ignore[arg-type]
+        async with RegistryClient() as client:
+            first = await client.push_module(ref(reg, "wasm/app:stable"), modules["hello"],
+                                             created=CREATED)  # fmt: skip
+            v1 = await resolver.resolve(function(tagged, "1"), runtime, (), lambda d: False)
+            assert v1.data == modules["hello"] and v1.module.image.endswith(first)
+            history = record_revision(
+                (), None, digest=v1.module.digest, version="1", config_map="", now="t",
+                image=v1.module.image, source=tagged,
+            ).history  # fmt: skip
+            await client.push_module(ref(reg, "wasm/app:stable"), modules["echo"],
+                                     created=CREATED)  # fmt: skip
+            v2 = await resolver.resolve(function(tagged, "2"), runtime, history, lambda d: False)
+            assert v2.data == modules["echo"], "a new version resolves the moved tag"
+    try:
+        # The registry is gone: version 1 again is the digest it had, and known.
+        back = await resolver.resolve(function(tagged, "1"), runtime, history, lambda d: True)
+        assert back.module.image == v1.module.image and back.data is None
+    finally:
+        await resolver.close()
