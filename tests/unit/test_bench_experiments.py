@@ -124,7 +124,15 @@ def test_deployment_latency_splits_create_to_ready_into_ordered_phases() -> None
     assert per_function.round(6).equals(created_to_ready.round(6)), "phases add up"
     assert len(observed(result, "concurrent_deploy_latency_ms")) == 2
     assert result.counts == {"concurrent_deploy_total": 2, "concurrent_deploy_ready": 2}
-    assert set(result.figures) == {"deployment_cdf", "deployment_phases"}
+    assert set(result.figures) == {"deployment_cdf", "deployment_phases", "pod_starts"}
+    # The recorded run took its module from the registry: a new digest, so each node's
+    # first Pod pulled it (and says so in its Pulled Event).
+    pods = result.tables["pods"]
+    assert len(pods) == 2 and (pods["source"] == "image").all()
+    assert set(pods["module"]) <= {"pulled", "on node"} and "pulled" in set(pods["module"])
+    assert (pods["start_ms"] > 0).all() and (pods["ready_ms"] > pods["created_ms"]).all()
+    first = observed(result, "image_first_pod_start_ms")
+    assert len(first) == (pods["module"] == "pulled").sum()
 
 
 def test_manual_scaling_times_each_request_to_ready() -> None:
