@@ -329,18 +329,9 @@ def test_samples_satisfy_the_schema_and_parse(name: str, doc: dict[str, Any]) ->
         WasmRuntime.from_body(defaulted)
 
 
-CONFIGMAP_LIMIT_BYTES = 1024 * 1024
-
-
 def test_samples_cover_every_workload() -> None:
     manifest = yaml.safe_load((FUNCTIONS / "manifest.yaml").read_text())
-    # A ConfigMap holds at most 1 MiB, so a bigger module (bulk) cannot have a ConfigMap sample.
-    workloads = {
-        w["name"]
-        for w in manifest["workloads"]
-        if w["kind"] != "fixture"
-        and all(g["bytes"] < CONFIGMAP_LIMIT_BYTES for g in w.get("generated", []))
-    }
+    workloads = {w["name"] for w in manifest["workloads"] if w["kind"] != "fixture"}
     refs = set()
     sources = set()
     for _, doc in sample_documents():
