@@ -289,7 +289,16 @@ def test_key_defaults() -> None:
     assert metrics[1]["resource"]["target"]["averageValue"] == "500Mi"
     assert spec["scaling"]["properties"]["engine"]["enum"] == ["operator", "hpa"]
     phase = FUNCTION_SCHEMA["properties"]["status"]["properties"]["phase"]
-    assert phase["enum"] == ["Pending", "Deploying", "Ready", "Degraded", "Failed", "Invalid"]
+    assert phase["enum"] == [
+        "Pending", "Deploying", "Ready", "Degraded", "Failed", "Invalid", "Idle",
+    ]  # fmt: skip
+    scaling = spec["scaling"]["properties"]
+    assert (scaling["minReplicas"]["minimum"], scaling["scaleToZeroAfterSeconds"]["default"]) == (
+        0,
+        60,
+    )
+    assert scaling["reaction"]["enum"] == ["Standard", "Fast"]
+    assert scaling["predictive"]["properties"]["model"]["enum"] == ["Holt", "SeasonalNaive"]
 
 
 def test_schema_defaults_agree_with_the_parsers() -> None:

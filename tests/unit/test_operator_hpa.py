@@ -328,3 +328,106 @@ def test_decide_for_a_spec() -> None:
     )
     assert cpu_obs.target == 70
     assert replicas_for_metric(cpu_obs, 1).current == 80
+
+
+# --------------------------------------------------------------------------- beyond upstream
+
+
+def rps(total: float | None, target: float = 10) -> MetricObservation:
+    return MetricObservation("requests_per_second", "AverageValue", target, total=total)
+
+
+def test_panic_window_raises_a_scale_up_at_once() -> None:
+    """The stable reading (over the interval) is still low; the panic window sees the
+    burst: the recommendation follows the panic window."""
+    decision = decide(
+        current_replicas=1, min_replicas=1, max_replicas=10,
+        observations=[rps(12)], panic=[rps(45)], now=100.0,
+    )  # fmt: skip
+    assert decision.desired_replicas == 5
+    assert decision.driver == "panic"
+    assert "panic window" in decision.reason
+
+
+def test_panic_window_never_lowers_the_recommendation() -> None:
+    """A lull over the panic window does not scale down: the stable reading holds, and the
+    scale-down window holds it further."""
+    history = (Recommendation(at=90.0, replicas=4),)
+    decision = decide(
+        current_replicas=4, min_replicas=1, max_replicas=10,
+        observations=[rps(38)], panic=[rps(2)], history=history, now=100.0,
+    )  # fmt: skip
+    assert decision.desired_replicas == 4
+    assert decision.driver == "stable"
+
+
+def test_forecast_scales_ahead_but_never_below_the_reactive_count() -> None:
+    ahead = decide(
+        current_replicas=2, min_replicas=1, max_replicas=10,
+        observations=[rps(20)], forecast=[rps(55)], now=100.0,
+    )  # fmt: skip
+    assert (ahead.desired_replicas, ahead.driver) == (6, "forecast")
+    assert "forecast" in ahead.reason
+    # A forecast below what the load asks for now changes nothing.
+    below = decide(
+        current_replicas=2, min_replicas=1, max_replicas=10,
+        observations=[rps(60)], forecast=[rps(5)], now=100.0,
+    )  # fmt: skip
+    assert (below.desired_replicas, below.driver) == (6, "stable")
+
+
+def test_forecast_stays_within_max_replicas() -> None:
+    decision = decide(
+        current_replicas=2, min_replicas=1, max_replicas=4,
+        observations=[rps(20)], forecast=[rps(500)], now=100.0,
+    )  # fmt: skip
+    assert decision.desired_replicas == 4
+
+
+def test_an_idle_function_scales_to_zero_after_its_window() -> None:
+    common = {
+        "current_replicas": 2, "min_replicas": 0, "max_replicas": 5,
+        "observations": [rps(0)], "now": 100.0, "scale_to_zero_after": 60,
+    }  # fmt: skip
+    assert decide(**common, idle_seconds=59).desired_replicas == 2  # type: ignore[arg-type]
+    gone = decide(**common, idle_seconds=61)  # type: ignore[arg-type]
+    assert (gone.desired_replicas, gone.driver) == (0, "idle")
+    assert gone.reason == "no requests for 61 s: 2 -> 0"
+    # Requests in flight keep it, whatever the clock says; unknown idleness too.
+    assert decide(**common, idle_seconds=600, demand=True).desired_replicas == 2  # type: ignore[arg-type]
+    assert decide(**common, idle_seconds=None).desired_replicas == 2  # type: ignore[arg-type]
+
+
+def test_a_running_function_that_may_scale_to_zero_keeps_one_replica() -> None:
+    decision = decide(
+        current_replicas=3, min_replicas=0, max_replicas=5,
+        observations=[rps(0.5)], now=100.0, idle_seconds=1, scale_down_window=0,
+    )  # fmt: skip
+    assert decision.desired_replicas == 1
+
+
+def test_an_idle_function_stays_at_zero_until_demand() -> None:
+    idle = decide(
+        current_replicas=0, min_replicas=0, max_replicas=5, observations=[rps(0)], now=1.0
+    )
+    assert (idle.desired_replicas, idle.scale) == (0, False)
+    assert idle.reason.startswith("idle")
+    woken = decide(
+        current_replicas=0, min_replicas=0, max_replicas=5,
+        observations=[rps(35)], now=1.0, demand=True,
+    )  # fmt: skip
+    assert (woken.desired_replicas, woken.driver) == (4, "demand")
+    # Held requests but no rate yet: one replica.
+    first = decide(
+        current_replicas=0, min_replicas=0, max_replicas=5,
+        observations=[rps(None)], now=1.0, demand=True,
+    )  # fmt: skip
+    assert first.desired_replicas == 1
+
+
+def test_decide_for_reads_scale_to_zero_from_the_spec() -> None:
+    spec = ScalingSpec.parse(
+        {"minReplicas": 0, "maxReplicas": 3, "scaleToZeroAfterSeconds": 30}, "spec.scaling"
+    )
+    decision = decide_for(spec, current_replicas=1, observations=[rps(0)], now=5.0, idle_seconds=31)
+    assert decision.desired_replicas == 0

@@ -215,3 +215,85 @@ def test_resolve_fills_from_runtime_defaults() -> None:
     # The default 64Mi request would exceed the function's own 32Mi limit: it follows the limit.
     assert resolved.resources.requests.memory == "32Mi"
     assert resolved.resources.requests.cpu == "100m"
+
+
+def test_scale_to_zero_fast_reaction_and_prediction_parse() -> None:
+    scaling = FunctionSpec.parse(
+        {
+            "module": {"configMapRef": {"name": "wasm-x"}},
+            "scaling": {
+                "minReplicas": 0,
+                "maxReplicas": 4,
+                "scaleToZeroAfterSeconds": 30,
+                "reaction": "Fast",
+                "panicWindowSeconds": 3,
+                "predictive": {
+                    "enabled": True,
+                    "horizonSeconds": 15,
+                    "model": "SeasonalNaive",
+                    "seasonSeconds": 60,
+                },
+            },
+        }
+    ).scaling
+    assert scaling is not None
+    assert scaling.scales_to_zero and scaling.fast
+    assert (scaling.scale_to_zero_after_seconds, scaling.panic_window_seconds) == (30, 3)
+    predictive = scaling.predictive
+    assert (predictive.enabled, predictive.horizon_seconds) == (True, 15)
+    assert (predictive.model, predictive.season_seconds) == ("SeasonalNaive", 60)
+    defaults = FunctionSpec.parse(
+        {"module": {"configMapRef": {"name": "wasm-x"}}, "scaling": {"maxReplicas": 2}}
+    ).scaling
+    assert defaults is not None
+    assert (defaults.min_replicas, defaults.reaction, defaults.predictive.enabled) == (
+        1,
+        "Standard",
+        False,
+    )
+
+
+def test_zero_replicas_stay_zero_whatever_the_bounds() -> None:
+    """``kubectl scale --replicas=0`` idles any function: 0 is not clamped up to
+    minReplicas (it was, so the Deployment kept a Pod while the function said paused)."""
+    base = {
+        "module": {"configMapRef": {"name": "m"}},
+        "scaling": {"minReplicas": 2, "maxReplicas": 4},
+    }
+    assert FunctionSpec.parse({**base, "replicas": 0}).desired_replicas == 0
+    zero_ok = {
+        "module": {"configMapRef": {"name": "m"}},
+        "scaling": {"minReplicas": 0, "maxReplicas": 4},
+    }
+    assert FunctionSpec.parse({**zero_ok, "replicas": 0}).desired_replicas == 0
+    assert FunctionSpec.parse({**zero_ok, "replicas": 2}).desired_replicas == 2
+
+
+@pytest.mark.parametrize(
+    ("scaling", "field"),
+    [
+        ({"maxReplicas": 2, "minReplicas": -1}, "spec.scaling.minReplicas"),
+        ({"maxReplicas": 2, "scaleToZeroAfterSeconds": 0}, "spec.scaling.scaleToZeroAfterSeconds"),
+        ({"maxReplicas": 2, "reaction": "Instant"}, "spec.scaling.reaction"),
+        ({"maxReplicas": 2, "panicWindowSeconds": 0}, "spec.scaling.panicWindowSeconds"),
+        ({"maxReplicas": 2, "predictive": {"model": "Arima"}}, "spec.scaling.predictive.model"),
+        (
+            {"maxReplicas": 2, "predictive": {"model": "SeasonalNaive"}},
+            "spec.scaling.predictive.seasonSeconds",
+        ),
+        (
+            {"maxReplicas": 2, "predictive": {"horizonSeconds": 0}},
+            "spec.scaling.predictive.horizonSeconds",
+        ),
+        ({"maxReplicas": 2, "engine": "hpa", "minReplicas": 0}, "spec.scaling.minReplicas"),
+        ({"maxReplicas": 2, "engine": "hpa", "reaction": "Fast"}, "spec.scaling.reaction"),
+        (
+            {"maxReplicas": 2, "engine": "hpa", "predictive": {"enabled": True}},
+            "spec.scaling.predictive",
+        ),
+    ],
+)
+def test_bad_smart_scaling_is_refused_with_its_field(scaling: dict, field: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        FunctionSpec.parse({"module": {"configMapRef": {"name": "m"}}, "scaling": scaling})
+    assert caught.value.field == field

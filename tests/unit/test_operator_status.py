@@ -140,7 +140,9 @@ def test_phases() -> None:
         phase(deployment_body(ready=1, progressing=("False", "ProgressDeadlineExceeded")))
         == Phase.FAILED
     )
-    assert phase(deployment_body(replicas=0, ready=0, updated=0), desired=0) == Phase.READY
+    assert phase(deployment_body(replicas=0, ready=0, updated=0), desired=0) == Phase.IDLE
+    # Scaled to zero while its last Pod is still terminating: Idle already.
+    assert phase(deployment_body(replicas=1, ready=1, updated=1), desired=0) == Phase.IDLE
 
 
 def test_ready_text_and_workload_conditions() -> None:

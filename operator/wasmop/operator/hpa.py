@@ -21,6 +21,18 @@ Deviation from upstream, on purpose: readiness matters for every metric except m
 only CPU), because an unready pod receives no requests and would drag a requests-per-second
 or concurrency average down. The rate-limiting scaling policies of autoscaling/v2 are not
 modelled.
+
+Beyond upstream (:func:`decide`'s keyword arguments, all optional):
+
+* ``panic``: the request metrics measured over a short window (fast reaction). They may
+  only raise the recommendation, so a burst is answered at once while scale-down still
+  follows the stable readings and the scale-down window.
+* ``forecast``: the request metrics as a predictor expects them over its horizon
+  (:mod:`.predictor`). They too may only raise the recommendation.
+* ``min_replicas`` 0 with ``idle_seconds``: a function without requests for
+  ``scale_to_zero_after`` seconds goes to zero (the idle window is its stabilization); at
+  zero it stays there until requests arrive (``demand``), then takes as many replicas as
+  the request metrics ask for, at least one. While running, it keeps at least one.
 """
 
 from __future__ import annotations
@@ -144,6 +156,8 @@ class ScalingDecision:
     reason: str
     history: tuple[Recommendation, ...] = field(default=())
     able_to_scale: bool = True
+    # What raised the recommendation above the stable readings, if anything.
+    driver: Literal["stable", "panic", "forecast", "idle", "demand"] = "stable"
 
     @property
     def scale(self) -> bool:
@@ -346,6 +360,15 @@ def stabilize(
 # --------------------------------------------------------------------------- decision
 
 
+def _proposal(
+    observations: Iterable[MetricObservation], current_replicas: int, tolerance: float
+) -> MetricResult | None:
+    """The metric asking for the most replicas, or None when none could be measured."""
+    results = [replicas_for_metric(m, current_replicas, tolerance) for m in observations]
+    valid = [r for r in results if r.valid]
+    return max(valid, key=lambda r: r.proposed_replicas or 0) if valid else None
+
+
 def decide(
     *,
     current_replicas: int,
@@ -357,9 +380,24 @@ def decide(
     scale_up_window: float = 0,
     scale_down_window: float = 300,
     tolerance: float = DEFAULT_TOLERANCE,
+    panic: Iterable[MetricObservation] = (),
+    forecast: Iterable[MetricObservation] = (),
+    idle_seconds: float | None = None,
+    scale_to_zero_after: float = 60.0,
+    demand: bool = False,
 ) -> ScalingDecision:
-    """One autoscaling pass over a function's metrics."""
+    """One autoscaling pass over a function's metrics (see the module doc for ``panic``,
+    ``forecast`` and scaling to zero)."""
     history = tuple(history)
+    observations = tuple(observations)
+    if min_replicas == 0:
+        zero = _scale_to_zero(
+            current_replicas, max_replicas, observations, history,
+            idle_seconds, scale_to_zero_after, demand, tolerance,
+        )  # fmt: skip
+        if zero is not None:
+            return zero
+        min_replicas = 1  # running: the metrics decide, down to one replica
     if current_replicas == 0 and min_replicas != 0:
         return ScalingDecision(
             current_replicas=0,
@@ -392,6 +430,15 @@ def decide(
     results = tuple(replicas_for_metric(m, current_replicas, tolerance) for m in observations)
     valid = [r for r in results if r.valid]
     invalid = [r for r in results if not r.valid]
+    driver: Literal["stable", "panic", "forecast"] = "stable"
+    raised: MetricResult | None = None
+    for name, extra in (("panic", panic), ("forecast", forecast)):
+        leader = _proposal(extra, current_replicas, tolerance)
+        best = max((r.proposed_replicas or 0 for r in valid), default=-1)
+        if raised is not None:
+            best = max(best, raised.proposed_replicas or 0)
+        if leader is not None and (leader.proposed_replicas or 0) > max(best, current_replicas):
+            raised, driver = leader, name  # type: ignore[assignment]
     if not valid:
         errors = "; ".join(f"{r.name}: {r.error}" for r in invalid) or "no metrics configured"
         return ScalingDecision(
@@ -404,6 +451,8 @@ def decide(
             able_to_scale=False,
         )
     leader = max(valid, key=lambda r: r.proposed_replicas or 0)
+    if raised is not None:
+        leader = raised
     recommended = leader.proposed_replicas or 0
     if invalid and recommended < current_replicas:
         missing = ", ".join(r.name for r in invalid)
@@ -429,6 +478,9 @@ def decide(
     desired = max(min_replicas, min(max_replicas, stabilized))
 
     reason = f"{leader.describe()}: {current_replicas} -> {desired}"
+    if driver != "stable":
+        what = "over the panic window" if driver == "panic" else "forecast"
+        reason = f"{leader.describe()} ({what}): {current_replicas} -> {desired}"
     if stabilized != recommended:
         window, seconds = (
             ("scale-down", scale_down_window)
@@ -450,7 +502,56 @@ def decide(
         metrics=results,
         reason=reason,
         history=new_history,
+        driver=driver,
     )
+
+
+def _scale_to_zero(
+    current_replicas: int,
+    max_replicas: int,
+    observations: tuple[MetricObservation, ...],
+    history: tuple[Recommendation, ...],
+    idle_seconds: float | None,
+    after: float,
+    demand: bool,
+    tolerance: float,
+) -> ScalingDecision | None:
+    """The decision of a function that may scale to zero, when it is about zero: going
+    idle, staying idle, or woken by demand. None: it runs, and the metrics decide."""
+    if current_replicas == 0:
+        if not demand:
+            return ScalingDecision(
+                current_replicas=0,
+                desired_replicas=0,
+                recommended_replicas=0,
+                metrics=(),
+                reason="idle: no requests; the next one activates it",
+                history=(),
+                driver="idle",
+            )
+        leader = _proposal(observations, 0, tolerance)
+        wanted = max(1, min(max_replicas, (leader.proposed_replicas or 0) if leader else 1))
+        why = leader.describe() if leader is not None else "requests waiting"
+        return ScalingDecision(
+            current_replicas=0,
+            desired_replicas=wanted,
+            recommended_replicas=wanted,
+            metrics=(),
+            reason=f"{why}: activated, 0 -> {wanted}",
+            history=(),
+            driver="demand",
+        )
+    if idle_seconds is not None and idle_seconds >= after and not demand:
+        return ScalingDecision(
+            current_replicas=current_replicas,
+            desired_replicas=0,
+            recommended_replicas=0,
+            metrics=(),
+            reason=f"no requests for {idle_seconds:.0f} s: {current_replicas} -> 0",
+            history=(),
+            driver="idle",
+        )
+    return None
 
 
 def decide_for(
@@ -461,6 +562,10 @@ def decide_for(
     history: Sequence[Recommendation] = (),
     now: float,
     tolerance: float = DEFAULT_TOLERANCE,
+    panic: Iterable[MetricObservation] = (),
+    forecast: Iterable[MetricObservation] = (),
+    idle_seconds: float | None = None,
+    demand: bool = False,
 ) -> ScalingDecision:
     """:func:`decide` with bounds and windows taken from a function's ``spec.scaling``."""
     return decide(
@@ -473,6 +578,11 @@ def decide_for(
         scale_up_window=scaling.behavior.scale_up_window_seconds,
         scale_down_window=scaling.behavior.scale_down_window_seconds,
         tolerance=tolerance,
+        panic=panic,
+        forecast=forecast,
+        idle_seconds=idle_seconds,
+        scale_to_zero_after=scaling.scale_to_zero_after_seconds,
+        demand=demand,
     )
 
 

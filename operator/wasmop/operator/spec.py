@@ -29,6 +29,7 @@ __all__ = [
     "MetricSpec",
     "ModuleSource",
     "Placement",
+    "PredictiveSpec",
     "RequestLimits",
     "ResolvedFunction",
     "ResourceList",
@@ -53,6 +54,8 @@ DEFAULT_VERSION = "v1"
 
 Quantity = str | int
 ScalingEngine = Literal["operator", "hpa"]
+Reaction = Literal["Standard", "Fast"]
+PredictorModel = Literal["Holt", "SeasonalNaive"]
 MetricSourceType = Literal["Resource", "Pods"]
 TargetType = Literal["Utilization", "AverageValue"]
 
@@ -501,12 +504,57 @@ class ScalingBehavior:
 
 
 @dataclass(frozen=True)
+class PredictiveSpec:
+    """``scaling.predictive``: scale ahead of a forecast of the request rate.
+
+    ``Holt`` (linear trend) suits load that rises or falls steadily; ``SeasonalNaive``
+    repeats what happened one ``seasonSeconds`` ago, for periodic load. Either only ever
+    adds replicas to what the reactive algorithm asks for (see
+    :mod:`wasmop.operator.predictor`)."""
+
+    enabled: bool = False
+    horizon_seconds: int = 10
+    model: PredictorModel = "Holt"
+    season_seconds: int | None = None
+
+    @classmethod
+    def parse(cls, raw: Any, path: str) -> PredictiveSpec:
+        body = _map(raw, path)
+        model = _str(body.get("model"), f"{path}.model", "Holt")
+        if model not in ("Holt", "SeasonalNaive"):
+            raise SpecError(f"{path}.model", f"model must be Holt or SeasonalNaive, got {model!r}")
+        horizon = _int(body.get("horizonSeconds"), f"{path}.horizonSeconds", 10)
+        if not 1 <= horizon <= 600:
+            raise SpecError(f"{path}.horizonSeconds", "must lie between 1 and 600 seconds")
+        season = _opt_int(body.get("seasonSeconds"), f"{path}.seasonSeconds")
+        if model == "SeasonalNaive" and season is None:
+            raise SpecError(f"{path}.seasonSeconds", "required for the SeasonalNaive model")
+        if season is not None and not 2 <= season <= 3600:
+            raise SpecError(f"{path}.seasonSeconds", "must lie between 2 and 3600 seconds")
+        return cls(
+            enabled=_bool(body.get("enabled"), f"{path}.enabled", False),
+            horizon_seconds=horizon,
+            model=model,  # type: ignore[arg-type]
+            season_seconds=season,
+        )
+
+
+@dataclass(frozen=True)
 class ScalingSpec:
+    """``spec.scaling``. ``min_replicas`` 0 lets an idle function go to zero replicas
+    after ``scale_to_zero_after_seconds`` without requests; ``reaction`` ``Fast`` judges
+    request metrics every few hundred milliseconds with scale-up on the rate of the last
+    ``panic_window_seconds`` (``Standard``: once per scaling interval, like an HPA)."""
+
     max_replicas: int
     min_replicas: int = 1
     engine: ScalingEngine = "operator"
     metrics: tuple[MetricSpec, ...] = DEFAULT_METRICS
     behavior: ScalingBehavior = field(default_factory=ScalingBehavior)
+    scale_to_zero_after_seconds: int = 60
+    reaction: Reaction = "Standard"
+    panic_window_seconds: int = 2
+    predictive: PredictiveSpec = field(default_factory=PredictiveSpec)
 
     @classmethod
     def parse(cls, raw: Any, path: str) -> ScalingSpec:
@@ -515,6 +563,8 @@ class ScalingSpec:
         if engine not in ("operator", "hpa"):
             raise SpecError(f"{path}.engine", f"engine must be operator or hpa, got {engine!r}")
         min_replicas = _int(body.get("minReplicas"), f"{path}.minReplicas", 1)
+        if min_replicas < 0:
+            raise SpecError(f"{path}.minReplicas", "must not be negative")
         if body.get("maxReplicas") is None:
             raise SpecError(f"{path}.maxReplicas", "required when scaling is set")
         max_replicas = _int(body.get("maxReplicas"), f"{path}.maxReplicas", 0)
@@ -529,16 +579,51 @@ class ScalingSpec:
             )
         else:
             raise SpecError(f"{path}.metrics", "expected a list of metrics")
+        idle = _int(body.get("scaleToZeroAfterSeconds"), f"{path}.scaleToZeroAfterSeconds", 60)
+        if idle < 1:
+            raise SpecError(f"{path}.scaleToZeroAfterSeconds", "must be at least 1 second")
+        reaction = _str(body.get("reaction"), f"{path}.reaction", "Standard")
+        if reaction not in ("Standard", "Fast"):
+            raise SpecError(f"{path}.reaction", f"must be Standard or Fast, got {reaction!r}")
+        panic = _int(body.get("panicWindowSeconds"), f"{path}.panicWindowSeconds", 2)
+        if not 1 <= panic <= 60:
+            raise SpecError(f"{path}.panicWindowSeconds", "must lie between 1 and 60 seconds")
+        predictive = PredictiveSpec.parse(body.get("predictive"), f"{path}.predictive")
+        if engine == "hpa":
+            operator_only = (
+                ("minReplicas", min_replicas == 0, "scaling to zero"),
+                ("reaction", reaction != "Standard", "fast reaction"),
+                ("predictive", predictive.enabled, "predictive scaling"),
+            )
+            for name, used, what in operator_only:
+                if used:
+                    raise SpecError(f"{path}.{name}", f"{what} needs engine operator")
         return cls(
             max_replicas=max_replicas,
             min_replicas=min_replicas,
             engine=engine,  # type: ignore[arg-type]
             metrics=metrics,
             behavior=ScalingBehavior.parse(body.get("behavior"), f"{path}.behavior"),
+            scale_to_zero_after_seconds=idle,
+            reaction=reaction,  # type: ignore[arg-type]
+            panic_window_seconds=panic,
+            predictive=predictive,
         )
 
+    @property
+    def scales_to_zero(self) -> bool:
+        return self.min_replicas == 0
+
+    @property
+    def fast(self) -> bool:
+        return self.reaction == "Fast"
+
     def clamp(self, replicas: int) -> int:
-        return max(self.min_replicas, min(self.max_replicas, replicas))
+        """``replicas`` within the bounds; 0 stays 0 (scaled to zero: the function is
+        idle, as ``kubectl scale --replicas=0`` or the idle window left it)."""
+        if replicas == 0:
+            return 0
+        return max(self.min_replicas, 1, min(self.max_replicas, replicas))
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ PHASE_EVENTS: dict[Phase, tuple[str, bool]] = {
     Phase.DEGRADED: ("Degraded", True),
     Phase.FAILED: ("Failed", True),
     Phase.INVALID: ("Invalid", True),
+    Phase.IDLE: ("Idle", False),
 }
 
 
@@ -261,5 +262,7 @@ def _phase_message(state: FunctionState, phase: Phase, status: dict[str, Any]) -
         return state.validation[1]
     if phase == Phase.PENDING and state.waiting is not None:
         return state.waiting[1]
+    if phase == Phase.IDLE:
+        return "scaled to zero replicas; the next request through the gateway activates it"
     revision = f" (revision {state.revision})" if state.revision is not None else ""
     return f"{status['readyText']} replicas ready{revision}"

@@ -49,6 +49,7 @@ class Phase(StrEnum):
     DEGRADED = "Degraded"
     FAILED = "Failed"
     INVALID = "Invalid"
+    IDLE = "Idle"  # scaled to zero replicas: the next request activates it
 
 
 class ConditionType(StrEnum):
@@ -198,12 +199,15 @@ def compute_phase(
     something outside the function (runtime missing or without ready nodes). ``settled``
     means every desired replica has been ready at least once since the last rollout or
     replica-count change: unready pods before that are a rollout in progress (Deploying),
-    after it they are a failure (Degraded).
+    after it they are a failure (Degraded). No replicas desired is Idle, whatever Pods are
+    still on their way out.
     """
     if valid is False:
         return Phase.INVALID
     if valid is None or waiting or deployment is None:
         return Phase.PENDING
+    if desired == 0:
+        return Phase.IDLE
     if deployment.deadline_exceeded:
         return Phase.FAILED
     if not deployment.rolled_out(desired):
