@@ -11,6 +11,7 @@ from wasmop.console import run_until_signalled
 def cmd_run(args: argparse.Namespace) -> int:
     import asyncio
 
+    from wasmop.gateway.activator import ActivationSettings
     from wasmop.gateway.server import GatewaySettings, serve
     from wasmop.kube import Kube, KubeConfig
 
@@ -19,6 +20,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         port=args.port,
         cold_start_wait_s=args.cold_start_wait,
         attempts=args.attempts,
+        activation=ActivationSettings(
+            timeout_s=args.activation_timeout,
+            max_held_per_function=args.max_held_per_function,
+            max_held=args.max_held,
+        ),
     )
 
     async def main(stop: asyncio.Event) -> None:
@@ -35,7 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="HTTP gateway: /<namespace>/<service>[/<path>] to a ready Pod",
         description="Routes requests to ready endpoints of a Service (from its "
         "EndpointSlices), balancing by fewest requests in flight and retrying a failed "
-        "connection on another Pod. Exposes /metrics, /healthz and /-/stats.",
+        "connection on another Pod. Holds requests for an idle WasmFunction (zero "
+        "replicas) while it scales the function from zero. Exposes /metrics, /healthz and "
+        "/-/stats.",
     )
     sub = gateway.add_subparsers(dest="gateway_command", metavar="<action>", required=True)
     run = sub.add_parser("run", help="run the gateway in the foreground")
@@ -46,4 +54,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--cold-start-wait", type=float, default=5.0, help="seconds to wait for a first ready Pod"
     )
     run.add_argument("--attempts", type=int, default=3, help="Pods tried on connection failure")
+    run.add_argument(
+        "--activation-timeout",
+        type=float,
+        default=15.0,
+        help="seconds a request for an idle function is held at most (default 15)",
+    )
+    run.add_argument(
+        "--max-held-per-function",
+        type=int,
+        default=1000,
+        help="requests held per idle function before 503 ActivationQueueFull (default 1000)",
+    )
+    run.add_argument(
+        "--max-held",
+        type=int,
+        default=10000,
+        help="requests held in all before 503 ActivationQueueFull (default 10000)",
+    )
     run.set_defaults(handler=cmd_run)

@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from wasmop.wellknown import FUNCTION_KIND, GROUP
+
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 EJECT_S = 5.0  # how long an endpoint whose connection failed is passed over
 
@@ -122,19 +124,39 @@ def parse_slice(obj: dict[str, Any], previous: list[Endpoint] | None = None) -> 
     return endpoints
 
 
+def owning_function(obj: dict[str, Any]) -> str | None:
+    """The WasmFunction that controls a Service (its owner reference), if any: the one
+    the gateway may activate when the Service has no endpoint."""
+    for owner in obj["metadata"].get("ownerReferences") or []:
+        if (
+            owner.get("kind") == FUNCTION_KIND
+            and str(owner.get("apiVersion", "")).split("/")[0] == GROUP
+            and owner.get("controller")
+        ):
+            return str(owner["name"])
+    return None
+
+
 class EndpointTable:
-    """Services known to exist, and their endpoints, by (namespace, service)."""
+    """Services known to exist, and their endpoints, by (namespace, service); for the
+    Services of WasmFunctions, the function's name."""
 
     def __init__(self) -> None:
         self.services: set[tuple[str, str]] = set()
         self.endpoints: dict[tuple[str, str], ServiceEndpoints] = {}
+        self.functions: dict[tuple[str, str], str] = {}
 
     def apply_service(self, event_type: str, obj: dict[str, Any]) -> None:
         key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+        function = None if event_type == "DELETED" else owning_function(obj)
         if event_type == "DELETED":
             self.services.discard(key)
         else:
             self.services.add(key)
+        if function is None:
+            self.functions.pop(key, None)
+        else:
+            self.functions[key] = function
 
     def apply_slice(self, event_type: str, obj: dict[str, Any]) -> tuple[str, str] | None:
         meta = obj["metadata"]

@@ -1,5 +1,5 @@
 """The gateway server: routes requests to ready Pods, retries failures on another Pod,
-and measures every request.
+holds requests for idle functions while it activates them, and measures every request.
 
 What is retried on another Pod (up to ``attempts`` distinct Pods): a connection that could
 not be made or timed out (nothing was sent, so any request), a refusal the Pod made before
@@ -8,15 +8,21 @@ connection closed before an answer came (a Pod going away) when its method is
 idempotent. A Pod that refused a connection is passed over for a few seconds (see
 ``endpoints``). When every try was refused, the last refusal is the answer.
 
-Each response carries ``Server-Timing`` (time in the gateway and upstream) and
-``X-Wasmop-Pod`` (the Pod that served it); a response that had to wait for a first
-ready endpoint is marked ``X-Wasmop-Cold-Start: true``.
+Each response carries ``Server-Timing`` (time in the gateway and upstream, and the time
+it was held for a cold start) and ``X-Wasmop-Pod`` (the Pod that served it); a response
+that had to wait for a first ready endpoint is marked ``X-Wasmop-Cold-Start: true``.
+
+Per Service the gateway counts what the autoscaler needs (``/-/stats``): requests that
+arrived (cumulative), requests in the gateway now (held ones included) and their time
+integral (cumulative busy seconds: its difference over any window is the mean
+concurrency there), and how long the Service has been without any request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -33,6 +39,13 @@ from prometheus_client import (
     generate_latest,
 )
 
+from wasmop.gateway.activator import (
+    TIMED_OUT,
+    ActivationRefused,
+    ActivationSettings,
+    Activator,
+    scale_from_zero,
+)
 from wasmop.gateway.endpoints import EndpointTable
 from wasmop.kube import Kube, WatchEvent
 from wasmop.kube.client import api_path
@@ -72,6 +85,8 @@ class GatewaySettings:
     port: int = 8000
     attempts: int = 3  # tries on distinct endpoints when a connection fails
     cold_start_wait_s: float = 5.0  # wait this long for a first ready endpoint
+    # An idle function's requests: how many may wait, and how long.
+    activation: ActivationSettings = field(default_factory=ActivationSettings)
     upstream_timeout_s: float = 60.0
     # Pods sit behind a veth on this machine: a connection takes well under a millisecond,
     # and one that takes a second goes to a Pod whose node lost its link.
@@ -106,6 +121,21 @@ class Metrics:
             "wasmop_gateway_cold_starts", "Requests that waited for a first ready Pod",
             labels, registry=self.registry,
         )  # fmt: skip
+        self.activations = Counter(
+            "wasmop_gateway_activations",
+            "Activations of idle functions by outcome (scaled from zero, running already,"
+            " failed, error)",
+            [*labels, "outcome"], registry=self.registry,
+        )  # fmt: skip
+        self.held = Gauge(
+            "wasmop_gateway_held_requests", "Requests held while their function activates",
+            registry=self.registry,
+        )  # fmt: skip
+        self.hold = Histogram(
+            "wasmop_gateway_hold_duration_seconds",
+            "How long a request was held for a cold start (answered or not)",
+            registry=self.registry, buckets=LATENCY_BUCKETS_S,
+        )  # fmt: skip
         self.services: dict[tuple[str, str], ServiceSeries] = {}
 
     def service(self, namespace: str, service: str) -> ServiceSeries:
@@ -128,7 +158,8 @@ class Metrics:
 
 @dataclass
 class ServiceSeries:
-    """One Service's metrics. ``requests`` also feeds the autoscaler's /-/stats."""
+    """One Service's metrics. ``requests``, ``active``, ``busy_seconds`` and the time of
+    the last activity also feed the autoscaler's /-/stats."""
 
     in_flight: Any
     latency: Any
@@ -136,8 +167,39 @@ class ServiceSeries:
     cold_starts: Any
     responses: Counter  # by status code, labelled on first sight of each code
     labels: dict[str, str]
-    requests: int = 0
+    requests: int = 0  # arrived, cumulative
+    active: int = 0  # in the gateway now: held or forwarded
+    _busy: float = 0.0  # the integral of ``active`` over time, up to ``_since``
+    _since: float = field(default_factory=time.monotonic)
+    last_activity: float = field(default_factory=time.monotonic)
     _by_code: dict[int, Any] = field(default_factory=dict)
+
+    def _advance(self, now: float) -> None:
+        self._busy += self.active * (now - self._since)
+        self._since = now
+
+    def arrived(self) -> None:
+        now = time.monotonic()
+        self._advance(now)
+        self.requests += 1
+        self.active += 1
+        self.last_activity = now
+        self.in_flight.inc()
+
+    def left(self) -> None:
+        now = time.monotonic()
+        self._advance(now)
+        self.active -= 1
+        self.last_activity = now
+        self.in_flight.dec()
+
+    def busy_seconds(self, now: float) -> float:
+        """Request-seconds spent in the gateway so far (cumulative)."""
+        return self._busy + self.active * (now - self._since)
+
+    def idle_seconds(self, now: float) -> float:
+        """Seconds since a request last arrived or left; 0 while one is in the gateway."""
+        return 0.0 if self.active else max(0.0, now - self.last_activity)
 
     def answered(self, status: int, seconds: float) -> None:
         counter = self._by_code.get(status)
@@ -157,6 +219,13 @@ class Gateway:
         register_metrics(self.tasks, self.metrics.registry)
         self._changed = asyncio.Condition()
         self._session: aiohttp.ClientSession | None = None
+        self.started = time.monotonic()
+        self.activator = Activator(
+            functools.partial(scale_from_zero, kube),
+            settings.activation,
+            self._notify,
+            lambda ns, svc, outcome: self.metrics.activations.labels(ns, svc, outcome).inc(),
+        )
 
     # --- watches --------------------------------------------------------------------
 
@@ -192,18 +261,25 @@ class Gateway:
         )
 
     async def close(self) -> None:
+        await self.activator.close()
         await self.tasks.stop()
         if self._session is not None:
             await self._session.close()
 
     # --- requests -------------------------------------------------------------------
 
-    async def _wait_for_endpoint(self, namespace: str, service: str, deadline: float) -> bool:
+    async def _wait_for_endpoint(
+        self, namespace: str, service: str, deadline: float, activation: Any = None
+    ) -> bool:
+        """Whether a ready endpoint appeared before ``deadline`` (or the activation
+        failed for good: then False at once)."""
         async with self._changed:
             while time.monotonic() < deadline:
                 entry = self.table.lookup(namespace, service)
                 if entry is not None and entry.available():
                     return True
+                if activation is not None and activation.failure is not None:
+                    return False
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), deadline - time.monotonic())
         entry = self.table.lookup(namespace, service)
@@ -220,14 +296,56 @@ class Gateway:
         if key not in self.table.services:
             return _error(404, "ServiceNotFound", f"no Service {namespace}/{service}")
         series = self.metrics.service(namespace, service)
-        series.requests += 1
-        series.in_flight.inc()
+        series.arrived()
         try:
             response = await self._forward(request, namespace, service, rest, started, series)
         finally:
-            series.in_flight.dec()
+            series.left()
         series.answered(response.status, time.perf_counter() - started)
         return response
+
+    async def _hold(self, namespace: str, service: str) -> web.Response | None:
+        """Wait for a first ready endpoint; None once there is one, else the refusal.
+
+        A WasmFunction's Service is activated meanwhile (:mod:`.activator`) and waited
+        for up to the activation timeout; any other Service up to ``cold_start_wait_s``.
+        """
+        key = (namespace, service)
+        function = self.table.functions.get(key)
+        if function is None:
+            deadline = time.monotonic() + self.settings.cold_start_wait_s
+            if await self._wait_for_endpoint(namespace, service, deadline):
+                return None
+            return _error(
+                503,
+                "NoReadyEndpoints",
+                f"Service {namespace}/{service} has no ready endpoint"
+                f" (waited {self.settings.cold_start_wait_s:g} s)",
+            )
+        timeout = self.settings.activation.timeout_s
+        held_since = time.monotonic()
+        try:
+            with self.activator.holding(key, function) as activation:
+                self.metrics.held.inc()
+                try:
+                    if await self._wait_for_endpoint(
+                        namespace, service, held_since + timeout, activation
+                    ):
+                        return None
+                finally:
+                    self.metrics.held.dec()
+                    self.metrics.hold.observe(time.monotonic() - held_since)
+                if activation.failure is not None:
+                    raise activation.failure
+                raise ActivationRefused(
+                    TIMED_OUT,
+                    f"{namespace}/{function} got no ready replica within {timeout:g} s"
+                    f" (activation: {activation.outcome or 'not answered'})",
+                )
+        except ActivationRefused as refused:
+            response = _error(503, refused.reason, refused.message)
+            response.headers["Retry-After"] = "1"
+            return response
 
     async def _forward(
         self,
@@ -239,17 +357,14 @@ class Gateway:
         series: ServiceSeries,
     ) -> web.StreamResponse:
         cold = False
+        held_ms = 0.0
         entry = self.table.lookup(namespace, service)
         if entry is None or not entry.available():
-            deadline = time.monotonic() + self.settings.cold_start_wait_s
-            if not await self._wait_for_endpoint(namespace, service, deadline):
-                return _error(
-                    503,
-                    "NoReadyEndpoints",
-                    f"Service {namespace}/{service} has no ready endpoint"
-                    f" (waited {self.settings.cold_start_wait_s:g} s)",
-                )
+            refused = await self._hold(namespace, service)
+            if refused is not None:
+                return refused
             cold = True
+            held_ms = (time.perf_counter() - started) * 1000
             series.cold_starts.inc()
             entry = self.table.lookup(namespace, service)
         assert entry is not None and self._session is not None
@@ -317,6 +432,8 @@ class Gateway:
                 total_ms = (time.perf_counter() - started) * 1000
                 upstream_ms = upstream_s * 1000
                 timing = f"gateway;dur={total_ms - upstream_ms:.3f}, upstream;dur={upstream_ms:.3f}"
+                if cold:
+                    timing += f", hold;dur={held_ms:.3f}"
                 out_headers["Server-Timing"] = timing
                 out_headers[POD_HEADER] = endpoint.pod
                 if cold:
@@ -341,16 +458,39 @@ class Gateway:
         )
 
     async def stats_handler(self, _: web.Request) -> web.Response:
-        """Cumulative request counts per service, cheap for the autoscaler to poll."""
+        """Per Service, cheap for the autoscaler to poll several times a second: requests
+        arrived (cumulative), in the gateway now (``inFlight``, held ones included;
+        ``held`` of them waiting for a cold start), cumulative ``busySeconds`` and
+        ``idleSeconds``. Every function's Service is listed, also before its first
+        request (idle since the gateway started)."""
+        now = time.monotonic()
+        uptime = now - self.started
+        keys = sorted(set(self.metrics.services) | set(self.table.functions))
         services = []
-        for (ns, svc), series in sorted(self.metrics.services.items()):
-            entry = self.table.lookup(ns, svc)
-            in_flight = sum(e.in_flight for e in entry.ready()) if entry else 0
-            requests = series.requests
-            services.append(
-                {"namespace": ns, "service": svc, "requests": requests, "inFlight": in_flight}
-            )
-        return web.json_response({"time": time.time(), "services": services})
+        for ns, svc in keys:
+            series = self.metrics.services.get((ns, svc))
+            activation = self.activator.activations.get((ns, svc))
+            entry: dict[str, Any] = {
+                "namespace": ns,
+                "service": svc,
+                "function": self.table.functions.get((ns, svc)),
+                "requests": 0,
+                "inFlight": 0,
+                "held": activation.held if activation else 0,
+                "busySeconds": 0.0,
+                "idleSeconds": round(uptime, 3),
+            }
+            if series is not None:
+                entry.update(
+                    requests=series.requests,
+                    inFlight=series.active,
+                    busySeconds=round(series.busy_seconds(now), 6),
+                    idleSeconds=round(series.idle_seconds(now), 3),
+                )
+            services.append(entry)
+        return web.json_response(
+            {"time": time.time(), "uptimeSeconds": round(uptime, 3), "services": services}
+        )
 
     async def healthz(self, _: web.Request) -> web.Response:
         """Fails while a watch is down, has not listed yet, or has gone stale: the routes

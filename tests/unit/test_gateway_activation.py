@@ -1,0 +1,158 @@
+"""The gateway's side of scale to zero, as pure bookkeeping: which Services belong to a
+WasmFunction, the bounds on held requests, one activation per idle period, and the
+counters the autoscaler reads (arrivals, busy seconds, idleness)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from wasmop.gateway.activator import (
+    FAILED,
+    QUEUE_FULL,
+    ActivationRefused,
+    ActivationSettings,
+    Activator,
+)
+from wasmop.gateway.endpoints import EndpointTable, owning_function
+from wasmop.gateway.server import ServiceSeries
+from wasmop.wellknown import API_VERSION, FUNCTION_KIND
+
+
+def service(name: str = "hello", owner: dict[str, Any] | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": "ns"}
+    if owner is not None:
+        meta["ownerReferences"] = [owner]
+    return {"metadata": meta}
+
+
+FUNCTION_OWNER = {
+    "apiVersion": API_VERSION,
+    "kind": FUNCTION_KIND,
+    "name": "hello",
+    "controller": True,
+}
+
+
+def test_only_a_service_a_wasmfunction_controls_is_activatable() -> None:
+    assert owning_function(service(owner=FUNCTION_OWNER)) == "hello"
+    assert owning_function(service()) is None
+    assert owning_function(service(owner={**FUNCTION_OWNER, "controller": False})) is None
+    assert owning_function(service(owner={**FUNCTION_OWNER, "apiVersion": "other.io/v1"})) is None
+    table = EndpointTable()
+    table.apply_service("ADDED", service(owner=FUNCTION_OWNER))
+    table.apply_service("ADDED", service("plain"))
+    assert table.functions == {("ns", "hello"): "hello"}
+    table.apply_service("DELETED", service(owner=FUNCTION_OWNER))
+    assert table.functions == {}
+
+
+class Scaler:
+    """Records activations; answers with ``outcome`` or raises ``error``."""
+
+    def __init__(self, outcome: str = "scaled", error: Exception | None = None) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.outcome, self.error = outcome, error
+
+    async def __call__(self, namespace: str, function: str) -> str:
+        self.calls.append((namespace, function))
+        if self.error is not None:
+            raise self.error
+        return self.outcome
+
+
+async def nothing() -> None:
+    return None
+
+
+def test_a_burst_of_held_requests_activates_once_and_is_bounded() -> None:
+    async def scenario() -> None:
+        scaler = Scaler()
+        outcomes: list[str] = []
+        activator = Activator(
+            scaler,
+            ActivationSettings(max_held_per_function=3, max_held=4, repatch_after_s=60),
+            nothing,
+            lambda ns, svc, outcome: outcomes.append(outcome),
+        )
+        key = ("ns", "hello")
+        with (
+            activator.holding(key, "hello"),
+            activator.holding(key, "hello"),
+            activator.holding(key, "hello"),
+        ):
+            with pytest.raises(ActivationRefused) as full, activator.holding(key, "hello"):
+                pass
+            assert full.value.reason == QUEUE_FULL
+            with activator.holding(("ns", "other"), "other"):
+                # Four held in all: the gateway-wide bound refuses a fifth.
+                with pytest.raises(ActivationRefused), activator.holding(("ns", "x"), "x"):
+                    pass
+                await asyncio.sleep(0.01)
+        assert scaler.calls == [("ns", "hello"), ("ns", "other")]
+        assert outcomes == ["scaled", "scaled"]
+        assert activator.held == 0 and activator.activations == {}
+
+    asyncio.run(scenario())
+
+
+def test_an_activation_repeats_while_requests_wait_and_stops_with_the_last() -> None:
+    async def scenario() -> None:
+        scaler = Scaler(outcome="running")
+        activator = Activator(scaler, ActivationSettings(repatch_after_s=0.02), nothing)
+        with activator.holding(("ns", "hello"), "hello") as activation:
+            await asyncio.sleep(0.07)
+            assert activation.outcome == "running"
+        calls = len(scaler.calls)
+        assert calls >= 3
+        await asyncio.sleep(0.05)
+        assert len(scaler.calls) == calls  # nobody waits: no more patches
+
+    asyncio.run(scenario())
+
+
+def test_a_function_that_cannot_be_activated_fails_its_held_requests_at_once() -> None:
+    async def scenario() -> None:
+        woken = asyncio.Event()
+
+        async def notify() -> None:
+            woken.set()
+
+        scaler = Scaler(error=ActivationRefused(FAILED, "no WasmFunction ns/hello"))
+        activator = Activator(scaler, ActivationSettings(), notify)
+        with activator.holding(("ns", "hello"), "hello") as activation:
+            await asyncio.wait_for(woken.wait(), 1)
+            assert activation.failure is not None and activation.failure.reason == FAILED
+
+    asyncio.run(scenario())
+
+
+def series() -> ServiceSeries:
+    registry = CollectorRegistry()
+    return ServiceSeries(
+        in_flight=Gauge("f", "f", registry=registry),
+        latency=Histogram("l", "l", registry=registry),
+        retries=Counter("r", "r", registry=registry),
+        cold_starts=Counter("c", "c", registry=registry),
+        responses=Counter("x", "x", ["code"], registry=registry),
+        labels={},
+    )
+
+
+def test_busy_seconds_integrate_requests_in_the_gateway(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [100.0]
+    monkeypatch.setattr("wasmop.gateway.server.time.monotonic", lambda: clock[0])
+    s = series()
+    s.arrived()  # t=100: one in
+    clock[0] = 101.0
+    s.arrived()  # t=101: two in
+    clock[0] = 102.0
+    assert s.busy_seconds(102.0) == pytest.approx(3.0)  # 1 s x 1 + 1 s x 2
+    assert s.idle_seconds(102.0) == 0.0  # requests in flight: not idle
+    s.left()
+    s.left()
+    assert s.requests == 2 and s.active == 0
+    assert s.busy_seconds(110.0) == pytest.approx(3.0)
+    assert s.idle_seconds(110.0) == pytest.approx(8.0)
