@@ -379,6 +379,20 @@ def test_autoscaler_scales_out_under_load_and_back_in(
             "spec.scaling",
         ),
         ({"module": {"configMapRef": {"name": "a"}}, "replicas": -1}, "spec.replicas"),
+        (
+            {
+                "module": {"configMapRef": {"name": "a"}},
+                "scaling": {"engine": "hpa", "minReplicas": 0, "maxReplicas": 2},
+            },
+            "spec.scaling.minReplicas",
+        ),
+        (
+            {
+                "module": {"configMapRef": {"name": "a"}},
+                "scaling": {"maxReplicas": 2, "predictive": {"model": "SeasonalNaive"}},
+            },
+            "spec.scaling.predictive.seasonSeconds",
+        ),
     ],
 )
 def test_schema_and_cel_reject_bad_specs(fns: Functions, spec: dict[str, Any], field: str) -> None:
