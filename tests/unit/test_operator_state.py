@@ -134,3 +134,29 @@ def test_status_carries_the_counts_conditions_and_revision() -> None:
     assert status["selector"] == f"{FUNCTION_LABEL}=fib"
     validated = next(c for c in status["conditions"] if c["type"] == "Validated")
     assert (validated["status"], validated["reason"]) == ("True", "Valid")
+
+
+def test_leaving_and_reaching_zero_replicas_is_recorded_once_each() -> None:
+    state = FunctionState("ns", "hello")
+    assert state.observe_desired(1, "t0") is None  # first sight: nothing to compare
+    assert state.observe_desired(0, "t1") == ("ScaledToZero", "replicas 1 -> 0: idle")
+    assert state.observe_desired(0, "t2") is None
+    assert state.observe_desired(2, "t3") == ("Activated", "replicas 0 -> 2 (activation 1)")
+    assert state.observe_desired(3, "t4") is None
+    assert state.activation == {
+        "lastScaleToZeroTime": "t1", "lastActivationTime": "t3", "activations": 1,
+    }  # fmt: skip
+    status = state.build_status("t5", [])
+    assert status["activation"] == state.activation
+
+
+def test_a_restarted_operator_resumes_the_activation_record() -> None:
+    body = {
+        "metadata": {"name": "hello", "namespace": "ns"},
+        "status": {
+            "desiredReplicas": 0,
+            "activation": {"lastActivationTime": "t0", "activations": 4},
+        },
+    }
+    state = FunctionState.from_body(body)
+    assert state.observe_desired(1, "t1") == ("Activated", "replicas 0 -> 1 (activation 5)")

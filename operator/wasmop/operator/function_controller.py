@@ -138,6 +138,9 @@ class FunctionController:
             await self._invalid(state, problem.reason, str(problem))
             return
         state.desired = function.spec.desired_replicas
+        change = state.observe_desired(state.desired, now)
+        if change is not None:
+            self.events.record(state.reference, *change)
         state.runtime = function.spec.runtime
         state.url = gateway_url(self.gateway, function)
         state.selector = selector_string(function.name)

@@ -69,6 +69,10 @@ class FunctionState:
     url: str = ""
     selector: str = ""
     scaling: dict[str, Any] | None = None
+    # Scale to zero: when the function last went from zero replicas to some (activated)
+    # and from some to zero (idle), and how many activations there were.
+    activation: dict[str, Any] = field(default_factory=dict)
+    desired_seen: int | None = None  # spec's replicas as last reconciled (None: not yet)
     conditions: list[dict[str, Any]] = field(default_factory=list)
     phase: Phase | None = None
     written: dict[str, Any] | None = None
@@ -98,6 +102,8 @@ class FunctionState:
             conditions=list(status.get("conditions") or []),
             phase=Phase(phase) if phase in Phase.__members__.values() else None,
             scaling=status.get("scaling"),
+            activation=dict(status.get("activation") or {}),
+            desired_seen=status.get("desiredReplicas"),
         )
 
     def image_retry_delay(self) -> float:
@@ -217,7 +223,23 @@ class FunctionState:
             status["revisions"] = [r.to_status() for r in self.revisions]
         if self.scaling is not None:
             status["scaling"] = self.scaling
+        if self.activation:
+            status["activation"] = self.activation
         return status
+
+    def observe_desired(self, desired: int, now: str) -> tuple[str, str] | None:
+        """Note the replicas the spec asks for now; an Event's reason and message when
+        that left zero ("Activated") or reached it ("ScaledToZero"), else None. Nothing is
+        judged before the first observation (a restarted operator resumes from status)."""
+        previous, self.desired_seen = self.desired_seen, desired
+        if previous is None or (previous == 0) == (desired == 0):
+            return None
+        if previous == 0:
+            count = int(self.activation.get("activations", 0)) + 1
+            self.activation = {**self.activation, "lastActivationTime": now, "activations": count}
+            return "Activated", f"replicas 0 -> {desired} (activation {count})"
+        self.activation = {**self.activation, "lastScaleToZeroTime": now}
+        return "ScaledToZero", f"replicas {previous} -> 0: idle"
 
 
 def _comparable(status: dict[str, Any]) -> dict[str, Any]:
