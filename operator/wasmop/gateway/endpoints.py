@@ -139,12 +139,14 @@ def owning_function(obj: dict[str, Any]) -> str | None:
 
 class EndpointTable:
     """Services known to exist, and their endpoints, by (namespace, service); for the
-    Services of WasmFunctions, the function's name."""
+    Services of WasmFunctions, the function's name and when the gateway first saw it
+    (monotonic: a function is idle since then until its first request)."""
 
     def __init__(self) -> None:
         self.services: set[tuple[str, str]] = set()
         self.endpoints: dict[tuple[str, str], ServiceEndpoints] = {}
         self.functions: dict[tuple[str, str], str] = {}
+        self.seen: dict[tuple[str, str], float] = {}
 
     def apply_service(self, event_type: str, obj: dict[str, Any]) -> None:
         key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
@@ -155,8 +157,10 @@ class EndpointTable:
             self.services.add(key)
         if function is None:
             self.functions.pop(key, None)
+            self.seen.pop(key, None)
         else:
             self.functions[key] = function
+            self.seen.setdefault(key, time.monotonic())
 
     def apply_slice(self, event_type: str, obj: dict[str, Any]) -> tuple[str, str] | None:
         meta = obj["metadata"]

@@ -462,7 +462,7 @@ class Gateway:
         arrived (cumulative), in the gateway now (``inFlight``, held ones included;
         ``held`` of them waiting for a cold start), cumulative ``busySeconds`` and
         ``idleSeconds``. Every function's Service is listed, also before its first
-        request (idle since the gateway started)."""
+        request (idle since the gateway first saw its Service)."""
         now = time.monotonic()
         uptime = now - self.started
         keys = sorted(set(self.metrics.services) | set(self.table.functions))
@@ -478,7 +478,7 @@ class Gateway:
                 "inFlight": 0,
                 "held": activation.held if activation else 0,
                 "busySeconds": 0.0,
-                "idleSeconds": round(uptime, 3),
+                "idleSeconds": round(now - self.table.seen.get((ns, svc), self.started), 3),
             }
             if series is not None:
                 entry.update(

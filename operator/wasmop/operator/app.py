@@ -284,14 +284,15 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
         async def loop(_: TaskState) -> None:
             while True:
                 with op.metrics.observe("autoscale"):
+                    delay = op.settings.scaling_interval_s
                     try:
                         before = op.autoscaler.decisions
-                        await op.autoscaler.tick(_plain(body))
+                        delay = await op.autoscaler.tick(_plain(body))
                         if op.autoscaler.decisions > before:
                             op.metrics.scaling_decisions.labels("changed").inc()
                     except (ApiError, SpecError, aiohttp.ClientError) as exc:
                         log.warning("autoscaling %s failed: %s", body["metadata"]["name"], exc)
-                await asyncio.sleep(op.settings.scaling_interval_s)
+                await asyncio.sleep(delay)
 
         # Numbered: a successor kopf starts may overlap this daemon's stopping.
         key = f"autoscaler {next(autoscalers)} of {namespace}/{name}"

@@ -4,6 +4,15 @@ scale subresource as the one place a decision is applied.
 
 One scrape per interval serves every autoscaled function (``MetricsCollector`` caches
 it), so the cost of autoscaling grows with the number of nodes, not of functions.
+
+Beyond the HPA algorithm, from the gateway's ``/-/stats``: a function with
+``minReplicas: 0`` goes to zero after ``scaleToZeroAfterSeconds`` without requests (its
+``idleSeconds``) and is woken by requests waiting in the gateway (which also patches the
+scale itself, :mod:`wasmop.gateway.activator`); ``reaction: Fast`` adds the request rate
+of the last ``panicWindowSeconds`` as a reading that may only raise the count;
+``predictive`` adds the forecast rate (:mod:`.predictor`) the same way. These functions
+are evaluated every ``fast_interval`` seconds instead of every ``interval``; their
+status is written when the decision changes and at least once per ``interval``.
 """
 
 from __future__ import annotations
@@ -24,7 +33,8 @@ from wasmop.operator.function_controller import FunctionController
 from wasmop.operator.hpa import PodMetric, Recommendation, decide_for, observation_for
 from wasmop.operator.node_index import NodeIndex
 from wasmop.operator.pod_index import PodIndex
-from wasmop.operator.spec import WasmFunction
+from wasmop.operator.predictor import RateHistory
+from wasmop.operator.spec import ScalingSpec, WasmFunction
 from wasmop.operator.status import now_rfc3339, scaling_status
 from wasmop.wellknown import API_VERSION, FUNCTION_KIND, FUNCTION_PLURAL
 
@@ -61,6 +71,10 @@ class MetricsCollector:
     memory: dict[tuple[str, str], float] = field(default_factory=dict)
     rps: dict[tuple[str, str], float] = field(default_factory=dict)
     in_flight: dict[tuple[str, str], float] = field(default_factory=dict)
+    # Seconds without any request, from the latest scrape only (none when it failed, so
+    # a function never goes to zero on stale readings).
+    idle: dict[tuple[str, str], float] = field(default_factory=dict)
+    rates: dict[tuple[str, str], RateHistory] = field(default_factory=dict)
     _cpu_prev: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
     _count_prev: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
     _last: float = 0.0
@@ -120,12 +134,20 @@ class MetricsCollector:
                 stats = await response.json()
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
             log.debug("gateway stats unavailable: %s", exc)
+            self.idle.clear()
             return
-        now = time.monotonic()
+        self.apply_gateway_stats(stats, time.monotonic())
+
+    def apply_gateway_stats(self, stats: dict[str, Any], now: float) -> None:
+        """Take one reading of the gateway's ``/-/stats`` made at monotonic ``now``."""
+        self.idle.clear()
         for entry in stats.get("services", []):
             key = (entry["namespace"], entry["service"])
             count = float(entry["requests"])
             self.in_flight[key] = float(entry.get("inFlight", 0))
+            if entry.get("idleSeconds") is not None:
+                self.idle[key] = float(entry["idleSeconds"])
+            self.rates.setdefault(key, RateHistory()).add(now, count)
             previous = self._count_prev.get(key)
             self._count_prev[key] = (count, now)
             if previous is not None and now > previous[1]:
@@ -140,8 +162,50 @@ class Autoscaler:
     collector: MetricsCollector
     pods: PodIndex
     interval: float = 5.0
+    fast_interval: float = 1.0
     history: dict[tuple[str, str], tuple[Recommendation, ...]] = field(default_factory=dict)
     decisions: int = 0
+    _recorded: dict[tuple[str, str], tuple[float, int, str]] = field(default_factory=dict)
+
+    def interval_for(self, scaling: ScalingSpec | None) -> float:
+        """How often a function is evaluated: every second when it reacts fast, predicts
+        or may go to zero (its idle window and wake-up need the resolution)."""
+        if scaling is not None and (
+            scaling.fast or scaling.predictive.enabled or scaling.scales_to_zero
+        ):
+            return self.fast_interval
+        return self.interval
+
+    def rate_observations(self, function: WasmFunction, rate: float | None) -> list[Any]:
+        """``rate`` (requests per second) as a reading of the function's request-rate
+        metrics; the panic window's and the forecast's readings."""
+        scaling = function.spec.scaling
+        assert scaling is not None
+        if rate is None:
+            return []
+        return [
+            observation_for(metric, total=rate)
+            for metric in scaling.metrics
+            if metric.name in ("requests_per_second", "requests-per-second")
+        ]
+
+    def panic_rate(self, function: WasmFunction) -> float | None:
+        """The mean request rate over the last ``panicWindowSeconds`` whole seconds."""
+        scaling = function.spec.scaling
+        assert scaling is not None
+        history = self.collector.rates.get((function.namespace, function.name))
+        samples = history.series()[-scaling.panic_window_seconds :] if history else []
+        return sum(samples) / len(samples) if samples else None
+
+    def forecast_rate(self, function: WasmFunction) -> float | None:
+        scaling = function.spec.scaling
+        assert scaling is not None
+        history = self.collector.rates.get((function.namespace, function.name))
+        if history is None:
+            return None
+        ahead = scaling.predictive
+        forecast = history.forecast(ahead.horizon_seconds, ahead.model, ahead.season_seconds)
+        return forecast.rate if forecast else None
 
     def observations(self, function: WasmFunction) -> list[Any]:
         scaling = function.spec.scaling
@@ -166,12 +230,13 @@ class Autoscaler:
                 result.append(observation_for(metric, total=self.collector.in_flight.get(key)))
         return result
 
-    async def tick(self, body: dict[str, Any]) -> None:
+    async def tick(self, body: dict[str, Any]) -> float:
+        """One evaluation of a function; the seconds until its next."""
         function = WasmFunction.from_body(body)
         scaling = function.spec.scaling
         if scaling is None or scaling.engine != "operator":
-            return
-        await self.collector.refresh(max_age=self.interval / 2)
+            return self.interval
+        await self.collector.refresh(max_age=self.interval_for(scaling) / 2)
         key = (function.namespace, function.name)
         decision = decide_for(
             scaling,
@@ -179,6 +244,14 @@ class Autoscaler:
             observations=self.observations(function),
             history=self.history.get(key, ()),
             now=time.time(),
+            panic=self.rate_observations(function, self.panic_rate(function))
+            if scaling.fast
+            else (),
+            forecast=self.rate_observations(function, self.forecast_rate(function))
+            if scaling.predictive.enabled
+            else (),
+            idle_seconds=self.collector.idle.get(key),
+            demand=self.collector.in_flight.get(key, 0) > 0,
         )
         self.history[key] = decision.history
         now = now_rfc3339()
@@ -192,7 +265,7 @@ class Autoscaler:
                 await self.kube.patch(path, {"spec": {"replicas": decision.desired_replicas}})
             except ApiError as exc:
                 log.warning("scaling %s/%s failed: %s", *key, exc)
-                return
+                return self.interval_for(scaling)
             self.decisions += 1
             direction = (
                 "ScaledUp" if decision.desired_replicas > function.spec.replicas else "ScaledDown"
@@ -203,9 +276,22 @@ class Autoscaler:
                 decision.reason,
             )
             log.info("%s/%s: %s", *key, decision.reason)
-        await self.functions.record_scaling(
-            *key, scaling_status(decision, now=now, previous=previous)
-        )
+        # Evaluated every second, a function's status is written when the decision
+        # changes and once per interval otherwise, not at every evaluation.
+        last = self._recorded.get(key)
+        mark = (time.monotonic(), decision.desired_replicas, decision.reason)
+        if (
+            decision.scale
+            or last is None
+            or last[1:] != mark[1:]
+            or (mark[0] - last[0] >= self.interval)
+        ):
+            self._recorded[key] = mark
+            await self.functions.record_scaling(
+                *key, scaling_status(decision, now=now, previous=previous)
+            )
+        return self.interval_for(scaling)
 
     def forget(self, namespace: str, name: str) -> None:
         self.history.pop((namespace, name), None)
+        self._recorded.pop((namespace, name), None)

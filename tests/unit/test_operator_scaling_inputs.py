@@ -1,0 +1,88 @@
+"""The autoscaler's inputs from the gateway's /-/stats: idleness, the panic window's
+rate and the forecast, read from recorded readings (no cluster, no gateway)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from wasmop.operator.scaling import Autoscaler, MetricsCollector
+from wasmop.operator.spec import WasmFunction
+from wasmop.wellknown import API_VERSION
+
+
+def function(**scaling: Any) -> WasmFunction:
+    rps = {
+        "type": "Pods",
+        "pods": {
+            "metric": {"name": "requests_per_second"},
+            "target": {"type": "AverageValue", "averageValue": "10"},
+        },
+    }
+    body = {
+        "apiVersion": API_VERSION,
+        "kind": "WasmFunction",
+        "metadata": {"name": "hello", "namespace": "ns"},
+        "spec": {
+            "module": {"configMapRef": {"name": "m"}},
+            "scaling": {"maxReplicas": 10, "metrics": [rps], **scaling},
+        },
+    }
+    return WasmFunction.from_body(body)
+
+
+def stats(requests: int, idle: float | None = 0.0, in_flight: int = 0) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "namespace": "ns", "service": "hello", "requests": requests, "inFlight": in_flight,
+    }  # fmt: skip
+    if idle is not None:
+        entry["idleSeconds"] = idle
+    return {"services": [entry]}
+
+
+def autoscaler() -> Autoscaler:
+    collector = MetricsCollector(nodes=None, gateway="http://127.0.0.1:1")  # type: ignore[arg-type]
+    return Autoscaler(None, None, None, collector, None)  # type: ignore[arg-type]
+
+
+def test_functions_that_react_fast_predict_or_go_to_zero_are_judged_every_second() -> None:
+    scaler = autoscaler()
+    assert scaler.interval_for(function().spec.scaling) == 5.0
+    assert scaler.interval_for(None) == 5.0
+    for scaling in (
+        {"reaction": "Fast"},
+        {"minReplicas": 0},
+        {"predictive": {"enabled": True}},
+    ):
+        assert scaler.interval_for(function(**scaling).spec.scaling) == 1.0
+
+
+def test_idleness_is_taken_from_the_latest_reading_only() -> None:
+    scaler = autoscaler()
+    scaler.collector.apply_gateway_stats(stats(5, idle=42.0), now=100.0)
+    assert scaler.collector.idle == {("ns", "hello"): 42.0}
+    scaler.collector.apply_gateway_stats(stats(5, idle=None), now=101.0)
+    assert scaler.collector.idle == {}  # a reading without it: not idle for all we know
+
+
+def test_the_panic_window_sees_a_burst_the_stable_rate_dilutes() -> None:
+    fn = function(reaction="Fast", panicWindowSeconds=2)
+    scaler = autoscaler()
+    count = 0
+    for second in range(11):  # 10 s: 1 request/s, then 100 in the last two seconds
+        count += 1 if second < 9 else 50
+        scaler.collector.apply_gateway_stats(stats(count), now=float(second))
+    assert scaler.panic_rate(fn) == 50.0
+    readings = scaler.rate_observations(fn, scaler.panic_rate(fn))
+    assert len(readings) == 1 and readings[0].total == 50.0
+
+
+def test_the_forecast_follows_a_ramp_ahead_of_it() -> None:
+    fn = function(predictive={"enabled": True, "horizonSeconds": 5})
+    scaler = autoscaler()
+    assert scaler.forecast_rate(fn) is None  # no readings yet
+    count = 0
+    for second in range(31):  # the rate grows by 1/s every second
+        count += second
+        scaler.collector.apply_gateway_stats(stats(count), now=float(second))
+    forecast = scaler.forecast_rate(fn)
+    assert forecast is not None and forecast > 30.0  # beyond the latest second's 30/s
