@@ -364,6 +364,123 @@ def test_autoscaler_scales_out_under_load_and_back_in(
     wait_for(lambda: {"ScaledUp", "ScaledDown"} <= reasons(), timeout=10, what="both events")
 
 
+def gateway_response(path: str, timeout: float = 30.0) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body of one request through the gateway."""
+    port = ClusterSettings().gateway_port
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def function_pods(core: client.CoreV1Api, namespace: str, name: str) -> list[str]:
+    pods = core.list_namespaced_pod(namespace, label_selector=f"{FUNCTION_LABEL}={name}").items
+    return [p.metadata.name for p in pods]
+
+
+def wait_idle(fns: Functions, core: client.CoreV1Api, name: str, timeout: float = 60.0) -> None:
+    """Idle: phase Idle, no replica desired, and no Pod left (terminating ones gone)."""
+    fns.wait_phase(name, "Idle", timeout=timeout, desiredReplicas=0)
+    wait_for(lambda: not function_pods(core, fns.namespace, name), timeout=30, what="no Pods")
+    assert core.read_namespaced_service(name, fns.namespace).metadata.name == name
+
+
+def concurrent_requests(path: str, n: int) -> list[tuple[int, dict[str, str], bytes]]:
+    results: list[tuple[int, dict[str, str], bytes]] = [(0, {}, b"")] * n
+
+    def one(i: int) -> None:
+        results[i] = gateway_response(path)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def test_an_idle_function_goes_to_zero_and_every_held_request_is_answered(
+    fns: Functions, api: client.ApiClient
+) -> None:
+    """minReplicas 0: idle for scaleToZeroAfterSeconds, the function goes to zero Pods
+    (phase Idle, the Service stays); a burst of requests is held by the gateway while
+    it activates the function, and every one is answered."""
+    core = client.CoreV1Api(api)
+    scaling = {
+        "minReplicas": 0,
+        "maxReplicas": 2,
+        "scaleToZeroAfterSeconds": 2,
+        "metrics": [
+            {
+                "type": "Pods",
+                "pods": {
+                    "metric": {"name": "requests_per_second"},
+                    "target": {"type": "AverageValue", "averageValue": "1000"},
+                },
+            }
+        ],
+    }
+    fns.create(wasm_function("hello", "wasm-hello", replicas=1, scaling=scaling))
+    fns.wait_phase("hello", "Ready")
+    wait_idle(fns, core, "hello")
+    assert fns.get("hello")["spec"]["replicas"] == 0
+
+    results = concurrent_requests(f"/{fns.namespace}/hello/", 10)
+    assert [(status, body) for status, _, body in results] == [(200, b"Hello, world!\n")] * 10
+    assert any(headers.get("X-Wasmop-Cold-Start") == "true" for _, headers, _ in results)
+    activation = fns.status("hello")["activation"]
+    assert activation["activations"] >= 1
+    assert MILLIS.match(activation["lastActivationTime"])
+    assert MILLIS.match(activation["lastScaleToZeroTime"])
+
+    def reasons() -> set[str]:
+        return {e.reason for e in events_for(core, fns.namespace, "hello")}
+
+    wait_for(lambda: {"Activated", "ScaledToZero"} <= reasons(), timeout=10, what="events")
+    wait_idle(fns, core, "hello")  # and idle again
+
+
+def test_kubectl_scale_to_zero_then_a_request_activates_the_function(
+    fns: Functions, api: client.ApiClient
+) -> None:
+    core = client.CoreV1Api(api)
+    fns.create(wasm_function("hello", "wasm-hello", replicas=1))
+    fns.wait_phase("hello", "Ready")
+    fns.custom.patch_namespaced_custom_object_scale(
+        GROUP, VERSION, fns.namespace, PLURAL, "hello", {"spec": {"replicas": 0}}
+    )
+    wait_idle(fns, core, "hello")
+    status, headers, body = gateway_response(f"/{fns.namespace}/hello/")
+    assert (status, body) == (200, b"Hello, world!\n")
+    assert headers.get("X-Wasmop-Cold-Start") == "true"
+    assert "hold;dur=" in headers["Server-Timing"]
+    assert fns.get("hello")["spec"]["replicas"] == 1  # the gateway's patch, kept
+
+
+def test_a_request_held_past_the_bound_gets_503_with_its_reason(
+    fns: Functions, api: client.ApiClient
+) -> None:
+    """A function whose Pod can never run (no node matches its placement): the held
+    request is answered after the gateway's activation timeout (15 s), not lost."""
+    core = client.CoreV1Api(api)
+    fns.create(
+        wasm_function(
+            "hello", "wasm-hello", replicas=0,
+            placement={"nodeSelector": {"wasmop.test/nowhere": "true"}},
+        )
+    )  # fmt: skip
+    wait_idle(fns, core, "hello")
+    started = time.monotonic()
+    status, headers, body = gateway_response(f"/{fns.namespace}/hello/", timeout=60)
+    waited = time.monotonic() - started
+    assert status == 503, body
+    assert headers["X-Wasmop-Reason"] == "ActivationTimeout"
+    assert b"no ready replica within 15 s" in body
+    assert 14 < waited < 30
+    assert fns.get("hello")["spec"]["replicas"] == 1  # it was activated; the Pod is Pending
+
+
 @pytest.mark.parametrize(
     ("spec", "field"),
     [
