@@ -10,26 +10,16 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from support import module_configmap, wait_for
+from support import gateway_get, module_configmap, wait_for
 from wasmop.bench.deploy import plain_deployment, plain_service
 from wasmop.cluster import manager
 from wasmop.cluster.layout import repo_root
-from wasmop.cluster.settings import ClusterSettings
 from wasmop.node import fault_client
 from wasmop.wellknown import RUNTIME_LABEL
 
 pytestmark = pytest.mark.integration
 
 FUNCTIONS = repo_root() / "functions" / "build"
-
-
-def gateway_get(path: str, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
-    port = ClusterSettings().gateway_port
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read()
 
 
 def ready_pods(core: client.CoreV1Api, namespace: str, app: str) -> list[client.V1Pod]:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-from support import module_configmap, wait_for
+from support import gateway_get, module_configmap, wait_for
 from wasmop.cluster import manager
 from wasmop.cluster.layout import repo_root
 from wasmop.cluster.settings import ClusterSettings
@@ -364,16 +364,6 @@ def test_autoscaler_scales_out_under_load_and_back_in(
     wait_for(lambda: {"ScaledUp", "ScaledDown"} <= reasons(), timeout=10, what="both events")
 
 
-def gateway_response(path: str, timeout: float = 30.0) -> tuple[int, dict[str, str], bytes]:
-    """Status, headers and body of one request through the gateway."""
-    port = ClusterSettings().gateway_port
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read()
-
-
 def function_pods(core: client.CoreV1Api, namespace: str, name: str) -> list[str]:
     pods = core.list_namespaced_pod(namespace, label_selector=f"{FUNCTION_LABEL}={name}").items
     return [p.metadata.name for p in pods]
@@ -390,7 +380,7 @@ def concurrent_requests(path: str, n: int) -> list[tuple[int, dict[str, str], by
     results: list[tuple[int, dict[str, str], bytes]] = [(0, {}, b"")] * n
 
     def one(i: int) -> None:
-        results[i] = gateway_response(path)
+        results[i] = gateway_get(path, timeout=30)
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
     for thread in threads:
@@ -451,7 +441,7 @@ def test_kubectl_scale_to_zero_then_a_request_activates_the_function(
         GROUP, VERSION, fns.namespace, PLURAL, "hello", {"spec": {"replicas": 0}}
     )
     wait_idle(fns, core, "hello")
-    status, headers, body = gateway_response(f"/{fns.namespace}/hello/")
+    status, headers, body = gateway_get(f"/{fns.namespace}/hello/")
     assert (status, body) == (200, b"Hello, world!\n")
     assert headers.get("X-Wasmop-Cold-Start") == "true"
     assert "hold;dur=" in headers["Server-Timing"]
@@ -472,7 +462,7 @@ def test_a_request_held_past_the_bound_gets_503_with_its_reason(
     )  # fmt: skip
     wait_idle(fns, core, "hello")
     started = time.monotonic()
-    status, headers, body = gateway_response(f"/{fns.namespace}/hello/", timeout=60)
+    status, headers, body = gateway_get(f"/{fns.namespace}/hello/", timeout=60)
     waited = time.monotonic() - started
     assert status == 503, body
     assert headers["X-Wasmop-Reason"] == "ActivationTimeout"
