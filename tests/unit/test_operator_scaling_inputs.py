@@ -86,3 +86,20 @@ def test_the_forecast_follows_a_ramp_ahead_of_it() -> None:
         scaler.collector.apply_gateway_stats(stats(count), now=float(second))
     forecast = scaler.forecast_rate(fn)
     assert forecast is not None and forecast > 30.0  # beyond the latest second's 30/s
+
+
+def test_one_autoscaler_loop_wakes_each_function_when_its_own_delay_says() -> None:
+    from wasmop.operator.scaling import TickSchedule
+
+    schedule = TickSchedule(interval=15.0)
+    fast, slow = ("ns", "fast"), ("ns", "slow")
+    assert schedule.due([fast, slow], 100.0) == [fast, slow]  # new: at once
+    schedule.done(fast, 100.0, 1.0)  # reaction Fast: judged every second
+    schedule.done(slow, 100.0, 15.0)
+    assert schedule.sleep_for(100.0) == 1.0
+    assert schedule.due([fast, slow], 101.0) == [fast]
+    schedule.done(fast, 101.0, 1.0)
+    assert schedule.due([fast, slow], 115.0) == [fast, slow]
+    # A function no longer autoscaled is forgotten; with none the loop waits an interval.
+    assert schedule.due([], 116.0) == []
+    assert schedule.sleep_for(116.0) == 15.0

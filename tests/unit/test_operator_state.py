@@ -160,3 +160,122 @@ def test_a_restarted_operator_resumes_the_activation_record() -> None:
     }
     state = FunctionState.from_body(body)
     assert state.observe_desired(1, "t1") == ("Activated", "replicas 0 -> 1 (activation 5)")
+
+
+# --- what is written at once, what waits ---------------------------------------------
+
+
+def _status(**changes: Any) -> dict[str, Any]:
+    status: dict[str, Any] = {
+        "phase": "Deploying",
+        "observedGeneration": 1,
+        "replicas": 0,
+        "readyReplicas": 0,
+        "updatedReplicas": 0,
+        "availableReplicas": 0,
+        "desiredReplicas": 2,
+        "readyText": "0/2",
+        "timings": {"revision": 1, "acceptedAt": "t0"},
+        "conditions": [
+            {
+                "type": "Available",
+                "status": "False",
+                "reason": "MinimumReplicasUnavailable",
+                "message": "0/2 replicas ready",
+                "lastTransitionTime": "t0",
+            },
+        ],
+        "scaling": {"desiredReplicas": 2, "currentMetrics": [], "lastEvaluationTime": "t0"},
+    }
+    for key, value in changes.items():
+        status[key] = value
+    return status
+
+
+def test_counts_alone_are_minor_and_phase_or_conditions_are_significant() -> None:
+    from wasmop.operator.state import _comparable, significant
+
+    base = significant(_comparable(_status()))
+    counts = _status(replicas=2, updatedReplicas=2, readyReplicas=1, readyText="1/2")
+    counts["conditions"] = [{**counts["conditions"][0], "message": "1/2 replicas ready"}]
+    counts["timings"] = {**counts["timings"], "firstReplicaReadyAt": "t1"}
+    counts["scaling"] = {**counts["scaling"], "currentMetrics": [{"name": "cpu"}]}
+    assert significant(_comparable(counts)) == base
+    assert significant(_comparable(_status(phase="Ready"))) != base
+    flipped = _status()
+    flipped["conditions"] = [{**flipped["conditions"][0], "status": "True"}]
+    assert significant(_comparable(flipped)) != base
+    assert significant(_comparable(_status(desiredReplicas=3))) != base
+    rescaled = _status()
+    rescaled["scaling"] = {**rescaled["scaling"], "desiredReplicas": 3}
+    assert significant(_comparable(rescaled)) != base
+
+
+def test_a_new_evaluation_time_alone_is_no_change_at_all() -> None:
+    from wasmop.operator.state import _comparable
+
+    later = _status()
+    later["scaling"] = {**later["scaling"], "lastEvaluationTime": "t9"}
+    later["conditions"] = [{**later["conditions"][0], "lastTransitionTime": "t9"}]
+    assert _comparable(later) == _comparable(_status())
+
+
+# --- which watch events need a reconcile, and what the resync repairs ----------------
+
+
+def _controller() -> Any:
+    from wasmop.operator.function_controller import FunctionController
+
+    return FunctionController(kube=None, events=None, checker=None, gateway="")  # type: ignore[arg-type]
+
+
+def _function(generation: int = 1, uid: str = "u1", **status: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "metadata": {"name": "fn", "namespace": "ns", "uid": uid, "generation": generation},
+        "spec": {"replicas": 1},
+    }
+    if status:
+        body["status"] = status
+    return body
+
+
+def test_only_a_new_function_or_a_new_generation_needs_a_reconcile() -> None:
+    controller = _controller()
+    assert controller.observe_function(_function()) is True
+    # The operator's own status writes come back as events of the same generation.
+    assert controller.observe_function(_function(phase="Deploying")) is False
+    assert controller.observe_function(_function(phase="Ready")) is False
+    assert controller.observe_function(_function(generation=2)) is True
+    assert controller.states[("ns", "fn")].body["metadata"]["generation"] == 2
+    # Deleted and created again under the same name: a new function.
+    assert controller.observe_function(_function(generation=2, uid="u2")) is True
+    deleting = _function(generation=3)
+    deleting["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    assert controller.observe_function(deleting) is False
+
+
+def test_the_resync_repairs_missing_or_changed_objects_and_adopts_unknown_versions() -> None:
+    from wasmop.operator.status import Revision
+
+    controller = _controller()
+    body = _function()
+    controller.observe_function(body)
+    state = controller.states[("ns", "fn")]
+    assert controller.drift(state, body, None, None, set()) == "spec not reconciled"
+    state.reconciled_generation = 1
+    state.valid = True
+    state.revision = 1
+    state.revisions = (Revision(1, "d" * 64, "1.0.0", "fn-dddddddddddd", "t0"),)
+    deployment, service = {"generation": 4}, {"resourceVersion": "100"}
+    module = {"fn-dddddddddddd"}
+    assert controller.drift(state, body, None, service, module) == "Deployment missing"
+    assert controller.drift(state, body, deployment, None, module) == "Service missing"
+    assert controller.drift(state, body, deployment, service, set()) == "module ConfigMap missing"
+    # After a restart the versions are unknown: taken as they are, then watched.
+    assert controller.drift(state, body, deployment, service, module) is None
+    assert (state.applied_generation, state.service_version) == (4, "100")
+    assert controller.drift(state, body, {"generation": 5}, service, module) == "Deployment changed"
+    changed = {"resourceVersion": "101"}
+    assert controller.drift(state, body, deployment, changed, module) == "Service changed"
+    state.valid = False
+    assert controller.drift(state, body, None, None, set()) is None  # nothing to repair

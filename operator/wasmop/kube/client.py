@@ -23,6 +23,7 @@ import yaml
 log = logging.getLogger(__name__)
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 MERGE_PATCH = "application/merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
 
@@ -264,8 +265,10 @@ class Kube:
         if self._session is not None:
             await self._session.close()
 
-    def _headers(self, content_type: str | None = None) -> dict[str, str]:
-        headers = {"Accept": "application/json"}
+    def _headers(
+        self, content_type: str | None = None, accept: str = "application/json"
+    ) -> dict[str, str]:
+        headers = {"Accept": accept}
         token = self.config.bearer_token()
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -285,6 +288,7 @@ class Kube:
         body: Any = None,
         params: Mapping[str, Any] | None = None,
         content_type: str = "application/json",
+        accept: str = "application/json",
         timeout: float = 30.0,  # noqa: ASYNC109 - a per-request HTTP timeout, not a wait
     ) -> Any:
         data = None if body is None else json.dumps(body)
@@ -292,7 +296,7 @@ class Kube:
             method,
             self._url(path, params),
             data=data,
-            headers=self._headers(content_type if body is not None else None),
+            headers=self._headers(content_type if body is not None else None, accept),
             timeout=aiohttp.ClientTimeout(total=timeout),
         ) as response:
             text = await response.text()
@@ -333,6 +337,11 @@ class Kube:
 
     async def list(self, path: str, **params: Any) -> dict[str, Any]:
         return await self.get(path, **params)
+
+    async def list_metadata(self, path: str, **params: Any) -> dict[str, Any]:
+        """A list of the objects' metadata only (``PartialObjectMetadataList``): what a
+        check for existence or a changed generation needs, without the objects' bytes."""
+        return await self.request("GET", path, params=params, accept=METADATA_LIST)  # type: ignore[no-any-return]
 
     async def watch(
         self,

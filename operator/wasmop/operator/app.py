@@ -3,15 +3,23 @@
 Handlers are small: each parses what kopf hands it and calls a controller
 (:mod:`.function_controller`, :mod:`.scaling`, runtimes below). They are registered on a
 registry of our own with closures over one ``Operator``, so nothing lives in module globals.
+
+Every handler is a watch-event handler: kopf writes nothing to a WasmFunction (no
+progress or diff-base annotations, no finalizer). A function that needs a reconcile (new,
+or a new generation) goes into one work queue (:mod:`.workqueue`) that retries it after
+a delay when it must wait; the generation it reconciled lives in memory and its outcome
+in status. The autoscaler and the resync are one loop each per WasmRuntime, run in a kopf
+daemon of the runtime so that they stop while another replica leads (peering), never a
+timer or daemon per function.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import itertools
 import logging
 import random
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,16 +30,17 @@ from wasmop.kube import ApiError, Kube, KubeConfig
 from wasmop.kube.client import api_path
 from wasmop.kube.events import EventRecorder
 from wasmop.oci.policy import RegistryPolicy
-from wasmop.operator.function_controller import FunctionController, RetryLater
+from wasmop.operator.function_controller import RECONCILE_SLOTS, FunctionController
 from wasmop.operator.images import ImageResolver
 from wasmop.operator.modules import ModuleChecker
 from wasmop.operator.node_index import NodeIndex, runtime_status
 from wasmop.operator.owned_objects import LABEL_MANAGED_BY, MANAGED_BY
-from wasmop.operator.scaling import Autoscaler, MetricsCollector
+from wasmop.operator.scaling import Autoscaler, MetricsCollector, TickSchedule
 from wasmop.operator.spec import SpecError, WasmRuntime
 from wasmop.operator.status import now_rfc3339, set_condition
 from wasmop.operator.telemetry import OperatorMetrics, serve_telemetry
 from wasmop.operator.validation import summarize, validate_runtime
+from wasmop.operator.workqueue import WorkQueue
 from wasmop.supervision import TaskState, TaskSupervisor, register_metrics
 from wasmop.wellknown import (
     API_VERSION,
@@ -47,7 +56,7 @@ log = logging.getLogger(__name__)
 FUNCTIONS = (GROUP, VERSION, FUNCTION_PLURAL)
 RUNTIMES = (GROUP, VERSION, RUNTIME_PLURAL)
 ANNOTATION_PREFIX = DOMAIN
-RESYNC_CONCURRENCY = 8
+FIRST_RESYNC_S = 5.0  # after a start or a take-over: repair what changed meanwhile
 
 
 @dataclass(frozen=True)
@@ -88,7 +97,16 @@ class Operator:
     # The operator's own loops (kopf runs its watches and exits if one of them fails).
     tasks: TaskSupervisor = field(default_factory=lambda: TaskSupervisor("operator"))
     _runtime_sync: asyncio.Task[None] | None = None
-    _retries: set[asyncio.Task[None]] = field(default_factory=set)
+    queue: WorkQueue = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.queue = WorkQueue(
+            self._reconcile_key,  # type: ignore[arg-type]
+            workers=RECONCILE_SLOTS,
+            timeout_s=self.settings.handler_timeout_s,
+            backoff_s=3.0,  # kopf's would be 60 s
+            name="reconcile",
+        )
 
     @classmethod
     def create(cls, settings: OperatorSettings) -> Operator:
@@ -158,18 +176,107 @@ class Operator:
             except ApiError as exc:
                 log.warning("status of WasmRuntime %s not written: %s", name, exc)
         for name in became_ready:
-            for namespace, fn in self.functions.waiting_on(name):
-                state = self.functions.states.get((namespace, fn))
-                if state is not None and state.body is not None:
-                    task = asyncio.create_task(self._retry(state.body))
-                    self._retries.add(task)
-                    task.add_done_callback(self._retries.discard)
+            for key in self.functions.waiting_on(name):
+                self.queue.add(key)
 
-    async def _retry(self, body: dict[str, Any]) -> None:
-        try:
-            await self.functions.reconcile(body)
-        except Exception as exc:
-            log.info("early retry of %s failed: %s", body["metadata"]["name"], exc)
+    # --- functions -------------------------------------------------------------------
+
+    def observe_function(self, event_type: str | None, body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        if event_type == "DELETED":
+            # Functions carry no finalizer: the watch's DELETED event is where the
+            # operator lets go of one. Owner references let the garbage collector remove
+            # what it owned.
+            self.functions.forget(*key)
+            self.autoscaler.forget(*key)
+            self.queue.forget(key)
+        elif self.functions.observe_function(body):
+            self.queue.add(key)
+
+    async def _reconcile_key(self, key: tuple[str, str]) -> None:
+        state = self.functions.states.get(key)
+        if state is None or state.body is None:
+            return  # deleted meanwhile
+        body = state.body
+        with self.metrics.observe("reconcile"):
+            try:
+                # Never reconciled by any operator: nothing an earlier spec left to clean.
+                await self.functions.reconcile(body, fresh=not body.get("status"))
+            except ApiError as exc:
+                if exc.status == 403 and "being terminated" in exc.message:
+                    return  # its namespace is going away, and the function with it
+                raise
+
+    async def resync(self, runtime: str) -> int:
+        """Reconcile the functions of ``runtime`` whose objects drifted or whose events
+        were missed, judged from one listing each of functions, Deployments, Services and
+        module ConfigMaps (metadata only): no request per function. Returns how many were
+        queued."""
+        scopes = self.settings.namespaces or (None,)  # None: every namespace
+        managed = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+        functions: list[dict[str, Any]] = []
+        deployments: dict[tuple[str, str], dict[str, Any]] = {}
+        services: dict[tuple[str, str], dict[str, Any]] = {}
+        configmaps: dict[str, set[str]] = {}
+        for namespace in scopes:
+            listing = await self.kube.list(api_path(API_VERSION, FUNCTION_PLURAL, namespace))
+            functions += listing.get("items", [])
+            for path, into in (
+                (api_path("apps/v1", "deployments", namespace), deployments),
+                (api_path("v1", "services", namespace), services),
+            ):
+                for item in (await self.kube.list_metadata(path, labelSelector=managed))["items"]:
+                    meta = item["metadata"]
+                    into[(meta["namespace"], meta["name"])] = meta
+            path = api_path("v1", "configmaps", namespace)
+            for item in (await self.kube.list_metadata(path, labelSelector=managed))["items"]:
+                meta = item["metadata"]
+                configmaps.setdefault(meta["namespace"], set()).add(meta["name"])
+        seen = set()
+        queued = 0
+        for body in functions:
+            meta = body["metadata"]
+            key = (meta["namespace"], meta["name"])
+            seen.add(key)
+            if meta.get("deletionTimestamp"):
+                continue
+            state = self.functions.states.get(key)
+            if state is None or state.uid != meta.get("uid"):
+                self.observe_function("ADDED", body)  # an ADDED event missed
+                queued += 1
+                continue
+            if state.runtime != runtime:
+                continue
+            why = self.functions.drift(
+                state, body, deployments.get(key), services.get(key),
+                configmaps.get(key[0], set()),
+            )  # fmt: skip
+            if why is not None:
+                log.info("resync: %s/%s: %s", *key, why)
+                self.observe_function("ADDED", body)
+                self.queue.add(key)
+                queued += 1
+        for key, state in list(self.functions.states.items()):
+            if key not in seen and state.runtime == runtime:
+                self.observe_function(
+                    "DELETED", {"metadata": {"namespace": key[0], "name": key[1]}}
+                )
+        return queued
+
+    # --- autoscaling -----------------------------------------------------------------
+
+    def autoscaled(self, runtime: str) -> list[dict[str, Any]]:
+        """The latest body of every function of ``runtime`` the operator autoscales."""
+        found = []
+        for state in self.functions.states.values():
+            body = state.body
+            if body is None or state.runtime != runtime:
+                continue
+            scaling = (body.get("spec") or {}).get("scaling") or {}
+            if scaling and scaling.get("engine", "operator") == "operator":
+                found.append(body)
+        return found
 
     async def prime(self) -> None:
         """Know the runtimes and nodes before the first function is handled."""
@@ -194,9 +301,6 @@ class Operator:
 
 def build_registry(op: Operator) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
-    settings = op.settings
-    timeout = settings.handler_timeout_s
-    backoff = 3.0  # seconds before a failed handler runs again (kopf: 60)
 
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -213,6 +317,7 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
         settings.watching.server_timeout = 600
         settings.peering.priority = op.settings.priority or random.randint(1, 10**6)
         await asyncio.gather(op.prime(), op.functions.checker.warm_up())
+        op.queue.start()
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
@@ -230,77 +335,10 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
             default_namespace=c.namespace,
         )
 
-    async def reconcile(body: kopf.Body, handler: str, fresh: bool = False) -> None:
-        if body.metadata.get("deletionTimestamp"):
-            return  # being deleted: the garbage collector removes what it owned
-        with op.metrics.observe(handler):
-            plain = _plain(body)
-            state = op.functions.state_for(plain)
-            state.body = plain
-            try:
-                await op.functions.reconcile(plain, fresh=fresh)
-            except RetryLater as exc:
-                raise kopf.TemporaryError(str(exc), delay=exc.delay) from exc
-            except ApiError as exc:
-                if exc.status == 403 and "being terminated" in exc.message:
-                    return  # its namespace is going away, and the function with it
-                raise
-
-    @kopf.on.create(*FUNCTIONS, registry=registry, timeout=timeout, backoff=backoff)
-    async def function_created(body: kopf.Body, **_: Any) -> None:
-        await reconcile(body, "function_created", fresh=True)
-
-    @kopf.on.update(*FUNCTIONS, registry=registry, timeout=timeout, backoff=backoff, field="spec")
-    async def function_updated(body: kopf.Body, **_: Any) -> None:
-        await reconcile(body, "function_updated")
-
-    @kopf.on.resume(*FUNCTIONS, registry=registry, timeout=timeout, backoff=backoff)
-    async def function_resumed(body: kopf.Body, **_: Any) -> None:
-        await reconcile(body, "function_resumed")
-
     @kopf.on.event(*FUNCTIONS, registry=registry)
-    async def function_event(type: str | None, namespace: str, name: str, **_: Any) -> None:
-        """Functions carry no finalizer, so kopf's deletion handlers never run for them: the
-        watch's DELETED event is where the operator lets go of a function. Owner references
-        let the garbage collector remove what it owned."""
-        if type == "DELETED":
-            op.functions.forget(namespace, name)
-            op.autoscaler.forget(namespace, name)
-
-    def autoscaled(spec: kopf.Spec, **_: Any) -> bool:
-        scaling = spec.get("scaling") or {}
-        return bool(scaling) and scaling.get("engine", "operator") == "operator"
-
-    autoscalers = itertools.count(1)
-
-    @kopf.daemon(*FUNCTIONS, registry=registry, when=autoscaled, cancellation_timeout=2.0)
-    async def autoscale(
-        stopped: kopf.DaemonStopped, body: kopf.Body, namespace: str, name: str, **_: Any
-    ) -> None:
-        """One supervised loop per autoscaled function: a pass that fails unexpectedly is
-        logged and the loop restarts within seconds (kopf would wait its handler back-off,
-        a minute, before running a failed daemon again)."""
-
-        async def loop(_: TaskState) -> None:
-            while True:
-                with op.metrics.observe("autoscale"):
-                    delay = op.settings.scaling_interval_s
-                    try:
-                        before = op.autoscaler.decisions
-                        delay = await op.autoscaler.tick(_plain(body))
-                        if op.autoscaler.decisions > before:
-                            op.metrics.scaling_decisions.labels("changed").inc()
-                    except (ApiError, SpecError, aiohttp.ClientError) as exc:
-                        log.warning("autoscaling %s failed: %s", body["metadata"]["name"], exc)
-                await asyncio.sleep(delay)
-
-        # Numbered: a successor kopf starts may overlap this daemon's stopping.
-        key = f"autoscaler {next(autoscalers)} of {namespace}/{name}"
-        op.tasks.start(key, loop, kind="autoscale", essential=False)
-        try:
-            await stopped.wait()
-        finally:
-            await op.tasks.stop(key)
+    async def function_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+        with op.metrics.observe("function_event"):
+            op.observe_function(type, _view(body))
 
     managed = {LABEL_MANAGED_BY: MANAGED_BY}
 
@@ -318,42 +356,58 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
         if op.nodes.apply(type or "ADDED", _view(body)):
             op.schedule_runtime_sync()
 
-    @kopf.timer(*RUNTIMES, registry=registry, interval=settings.resync_interval_s)
-    async def resync_functions(name: str, **_: Any) -> None:
-        """Periodic resync of the functions on this runtime: repairs drift (a deleted
-        Service, say) that no event announces. It runs on the WasmRuntime, not on each
-        function, so functions need no finalizer and are created without waiting for one."""
-        with op.metrics.observe("resync"):
-            scopes = op.settings.namespaces or (None,)  # None: every namespace
-            items = [
-                body
-                for namespace in scopes
-                for body in (
-                    await op.kube.list(api_path(API_VERSION, FUNCTION_PLURAL, namespace))
-                ).get("items", [])
-            ]
-            limit = asyncio.Semaphore(RESYNC_CONCURRENCY)
+    generations = itertools.count(1)
 
-            async def one(body: dict[str, Any]) -> None:
-                async with limit:
+    @kopf.daemon(*RUNTIMES, registry=registry, cancellation_timeout=2.0)
+    async def runtime_loops(stopped: kopf.DaemonStopped, name: str, **_: Any) -> None:
+        """The resync and the autoscaler of this runtime's functions, one supervised loop
+        each: a pass that fails is logged and the loop goes on. kopf stops them while
+        another replica leads, and on the runtime's deletion."""
+
+        async def resync(task: TaskState) -> None:
+            await asyncio.sleep(FIRST_RESYNC_S)
+            while True:
+                with op.metrics.observe("resync"):
                     try:
-                        await op.functions.reconcile(body)
-                    except Exception as exc:  # one function must not stop the rest
-                        log.warning("resync of %s failed: %s", body["metadata"]["name"], exc)
+                        await op.resync(name)
+                        task.progress()
+                    except (ApiError, aiohttp.ClientError, TimeoutError) as exc:
+                        log.warning("resync of runtime %s failed: %s", name, exc)
+                await asyncio.sleep(op.settings.resync_interval_s)
 
-            def on_this_runtime(body: dict[str, Any]) -> bool:
-                """Functions the operator handles already, as parsed (runtime defaulted)."""
-                meta = body["metadata"]
-                state = op.functions.states.get((meta["namespace"], meta["name"]))
-                return state is not None and state.runtime == name
+        async def autoscale(task: TaskState) -> None:
+            schedule = TickSchedule(op.settings.scaling_interval_s)
+            while True:
+                functions = {
+                    (b["metadata"]["namespace"], b["metadata"]["name"]): b
+                    for b in op.autoscaled(name)
+                }
+                due = schedule.due(list(functions), time.monotonic())
+                if due:
+                    with op.metrics.observe("autoscale"):
+                        await op.autoscaler.refresh()
+                        for key in due:
+                            delay = op.settings.scaling_interval_s
+                            try:
+                                before = op.autoscaler.decisions
+                                delay = await op.autoscaler.tick(functions[key])
+                                if op.autoscaler.decisions > before:
+                                    op.metrics.scaling_decisions.labels("changed").inc()
+                            except (ApiError, SpecError, aiohttp.ClientError) as exc:
+                                log.warning("autoscaling %s/%s failed: %s", *key, exc)
+                            schedule.done(key, time.monotonic(), delay)
+                task.progress()
+                await asyncio.sleep(schedule.sleep_for(time.monotonic()))
 
-            await asyncio.gather(
-                *(
-                    one(body)
-                    for body in items
-                    if on_this_runtime(body) and not body["metadata"].get("deletionTimestamp")
-                )
-            )
+        # Numbered: a successor kopf starts may overlap this daemon's stopping.
+        n = next(generations)
+        names = (f"resync {n} of runtime {name}", f"autoscaler {n} of runtime {name}")
+        op.tasks.start(names[0], resync, kind="resync", essential=False)
+        op.tasks.start(names[1], autoscale, kind="autoscale", essential=False)
+        try:
+            await stopped.wait()
+        finally:
+            await op.tasks.stop(*names)
 
     @kopf.on.event(*RUNTIMES, registry=registry)
     async def runtime_event(type: str | None, body: kopf.Body, **_: Any) -> None:
@@ -365,11 +419,6 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
 def _view(body: kopf.Body) -> dict[str, Any]:
     """kopf's body as a dict without copying: for observers that read it before awaiting."""
     return dict(body)
-
-
-def _plain(body: kopf.Body) -> dict[str, Any]:
-    """A snapshot of kopf's live body: it must not change under an awaiting handler."""
-    return copy.deepcopy(dict(body))
 
 
 async def run(settings: OperatorSettings, stop: asyncio.Event) -> None:
@@ -405,6 +454,7 @@ async def run(settings: OperatorSettings, stop: asyncio.Event) -> None:
             stop_flag=stop,
         )
     finally:
+        await op.queue.stop()
         await op.tasks.stop()
         for runner in runners:
             await runner.cleanup()

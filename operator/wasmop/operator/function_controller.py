@@ -9,9 +9,11 @@ and duplicates nothing.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import time
-from collections.abc import Iterable
+from collections import OrderedDict
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +40,7 @@ from wasmop.operator.owned_objects import (
 )
 from wasmop.operator.pod_index import PodIndex
 from wasmop.operator.spec import SpecError, WasmFunction, WasmRuntime, resolve
-from wasmop.operator.state import FunctionState, write_status
+from wasmop.operator.state import FunctionState, WriteResult, write_status
 from wasmop.operator.status import now_rfc3339, orphaned_configmaps, record_revision
 from wasmop.operator.validation import (
     check_pinned_sha256,
@@ -46,6 +48,7 @@ from wasmop.operator.validation import (
     summarize,
     validate_function,
 )
+from wasmop.operator.workqueue import Retry
 from wasmop.runtime import ModuleTooLarge as RuntimeModuleTooLarge
 from wasmop.runtime import RuntimeConfig
 from wasmop.runtime.loader import check_compression_ratio
@@ -57,19 +60,23 @@ FIELD_MANAGER = "wasmop-operator"
 # Status writes triggered by Pod and Deployment events wait this long, so that one write
 # covers a burst (the replicas of a rollout turning Ready together).
 WRITE_COALESCE_S = 0.02
+# A change of counts alone (ready replicas mid-rollout, metric values) is written this
+# long after it was seen, unless a significant change carries it along first.
+MINOR_WRITE_DELAY_S = 5.0
 RECONCILE_SLOTS = 48
+# Packed modules kept by digest: a burst of functions of one module gzips it once.
+BUNDLE_CACHE_SIZE = 32
 
 
 class NotOurs(Exception):
     """An object with the name we need exists and belongs to someone else."""
 
 
-class RetryLater(Exception):
-    """Transient: kopf retries the handler after ``delay`` seconds."""
+class RetryLater(Retry):
+    """Transient: the work queue reconciles the function again after ``delay`` seconds."""
 
     def __init__(self, message: str, delay: float = 2.0) -> None:
-        super().__init__(message)
-        self.delay = delay
+        super().__init__(message, delay)
 
 
 @dataclass
@@ -94,6 +101,7 @@ class FunctionController:
     # Reconciles in flight at once: a burst of creations queues here instead of all
     # contending for the API server (and the operator's memory) at the same moment.
     _slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(RECONCILE_SLOTS))
+    _bundles: OrderedDict[str, ModuleBundle] = field(default_factory=OrderedDict)
 
     def state_for(self, body: dict[str, Any]) -> FunctionState:
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
@@ -105,6 +113,25 @@ class FunctionController:
 
     def forget(self, namespace: str, name: str) -> None:
         self.states.pop((namespace, name), None)
+
+    def observe_function(self, body: dict[str, Any]) -> bool:
+        """A WasmFunction as its watch delivered it; True when it needs a reconcile.
+
+        Only a function new to this process and a changed spec (a new
+        ``metadata.generation``) do: the events of status writes, the operator's own
+        among them, need nothing. The body is copied only then.
+        """
+        meta = body["metadata"]
+        if meta.get("deletionTimestamp"):
+            return False
+        state = self.state_for(body)
+        generation = int(meta.get("generation") or 0)
+        if state.body is not None and int(state.body["metadata"].get("generation") or 0) == (
+            generation
+        ):
+            return False  # a status change; a retry pending has its own timer
+        state.body = copy.deepcopy(body)
+        return True
 
     # --- reconcile ------------------------------------------------------------------
 
@@ -119,6 +146,7 @@ class FunctionController:
         async with self._slots, state.reconciling:
             started = time.monotonic()
             await self._reconcile(state, body, fresh)
+            state.reconciled_generation = int(body["metadata"].get("generation") or 0)
         log.debug(
             "reconciled %s/%s: queued %.0f ms, ran %.0f ms",
             state.namespace,
@@ -192,12 +220,7 @@ class FunctionController:
         else:
             assert module is not None
             try:
-                # gzip -9 of a large module takes a while: off the event loop.
-                bundle = await asyncio.to_thread(pack_module, module, digest=digest)
-                if bundle.key.endswith(".gz"):  # nodes refuse what expands like a bomb
-                    check_compression_ratio(
-                        bundle.size, len(bundle.data), RuntimeConfig().max_compression_ratio
-                    )
+                bundle = await self._pack(module, digest)
             except (ModuleTooLarge, RuntimeModuleTooLarge) as exc:
                 await self._invalid(state, "ModuleTooLarge", str(exc))
                 return
@@ -244,7 +267,7 @@ class FunctionController:
                 if isinstance(bundle, ModuleBundle)
                 else asyncio.sleep(0),
                 self._apply_deployment(state, function, deployment),
-                self._apply_service(function),
+                self._apply_service(state, function),
             )
         except NotOurs as exc:
             await self._wait(state, "ResourceConflict", str(exc))
@@ -289,24 +312,43 @@ class FunctionController:
         state.image_failures = 0
         return image
 
+    async def _pack(self, module: bytes, digest: str) -> ModuleBundle:
+        """The module as its ConfigMap stores it, packed once per digest."""
+        bundle = self._bundles.get(digest)
+        if bundle is not None:
+            self._bundles.move_to_end(digest)
+            return bundle
+        # gzip -9 of a large module takes a while: off the event loop.
+        bundle = await asyncio.to_thread(pack_module, module, digest=digest)
+        if bundle.key.endswith(".gz"):  # nodes refuse what expands like a bomb
+            check_compression_ratio(
+                bundle.size, len(bundle.data), RuntimeConfig().max_compression_ratio
+            )
+        self._bundles[digest] = bundle
+        while len(self._bundles) > BUNDLE_CACHE_SIZE:
+            self._bundles.popitem(last=False)
+        return bundle
+
     async def _apply_deployment(
         self, state: FunctionState, function: WasmFunction, deployment: dict[str, Any]
     ) -> dict[str, Any]:
         path = api_path("apps/v1", "deployments", function.namespace, function.name)
         applied = await self._apply_owned(path, deployment, function)
         state.timings = state.timings.mark("deployment_created_at", now_rfc3339())
+        state.applied_generation = int(applied["metadata"].get("generation") or 0)
         return applied
 
-    async def _apply_service(self, function: WasmFunction) -> None:
+    async def _apply_service(self, state: FunctionState, function: WasmFunction) -> None:
         path = api_path("v1", "services", function.namespace, function.name)
         service = build_service(function, headless=self.headless_services)
         try:
-            await self._apply_owned(path, service, function)
+            applied = await self._apply_owned(path, service, function)
         except ApiError as exc:
             if not (self.headless_services and exc.status == 422):
                 raise
             # A Service created with a cluster IP keeps it (the field is immutable).
-            await self._apply_owned(path, build_service(function), function)
+            applied = await self._apply_owned(path, build_service(function), function)
+        state.service_version = applied["metadata"].get("resourceVersion")
 
     async def _apply_owned(
         self, path: str, body: dict[str, Any], function: WasmFunction
@@ -331,14 +373,19 @@ class FunctionController:
             )
         return await self.kube.apply(path, body, FIELD_MANAGER, force=True)
 
-    async def _write(self, state: FunctionState) -> None:
+    async def _write(self, state: FunctionState, *, defer_minor: bool = False) -> WriteResult:
         async with state.lock:
-            await write_status(
-                self.kube, self.events, state, self.pods.pods(state.namespace, state.name)
+            return await write_status(
+                self.kube,
+                self.events,
+                state,
+                self.pods.pods(state.namespace, state.name),
+                defer_minor=defer_minor,
             )
 
     def schedule_write(self, state: FunctionState) -> None:
-        """Write status soon, once for a burst of events (Pods of one rollout, say)."""
+        """Write status soon, once for a burst of events (Pods of one rollout, say); a
+        change of counts alone later (:data:`MINOR_WRITE_DELAY_S`)."""
         if state.write_pending:
             return
         state.write_pending = True
@@ -346,12 +393,26 @@ class FunctionController:
         async def write() -> None:
             await asyncio.sleep(WRITE_COALESCE_S)
             state.write_pending = False
-            try:
-                await self._write(state)
-            except ApiError as exc:
-                log.warning("status of %s/%s not written: %s", state.namespace, state.name, exc)
+            result = await self._write(state, defer_minor=True)
+            if result is WriteResult.DEFERRED and not state.minor_pending:
+                state.minor_pending = True
+                self._spawn(write_minor())
 
-        task = asyncio.create_task(write())
+        async def write_minor() -> None:
+            await asyncio.sleep(MINOR_WRITE_DELAY_S)
+            state.minor_pending = False
+            await self._write(state)
+
+        self._spawn(write())
+
+    def _spawn(self, write: Coroutine[Any, Any, None]) -> None:
+        async def guarded() -> None:
+            try:
+                await write
+            except ApiError as exc:
+                log.warning("status of a function not written: %s", exc)
+
+        task = asyncio.create_task(guarded())
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
 
@@ -446,7 +507,44 @@ class FunctionController:
         if state is None:
             return
         state.scaling = scaling
-        await self._write(state)
+        self.schedule_write(state)
+
+    def drift(
+        self,
+        state: FunctionState,
+        body: dict[str, Any],
+        deployment: dict[str, Any] | None,
+        service: dict[str, Any] | None,
+        configmaps: set[str],
+    ) -> str | None:
+        """Why a function needs a reconcile that no event asked for, from a resync's
+        listings (the objects' metadata): a spec not reconciled yet, an owned object
+        missing, or changed by someone else since the operator applied it. None when all
+        is as it was left. Versions the operator has not seen in this process (after a
+        restart) are taken as they are."""
+        generation = int(body["metadata"].get("generation") or 0)
+        if state.reconciled_generation != generation:
+            return "spec not reconciled"
+        if not state.valid:
+            return None  # invalid or waiting: its events and retries take care of it
+        if deployment is None:
+            return "Deployment missing"
+        if service is None:
+            return "Service missing"
+        current = next((r for r in state.revisions if r.revision == state.revision), None)
+        if current is not None and current.config_map not in configmaps:
+            return "module ConfigMap missing"
+        observed = int(deployment.get("generation") or 0)
+        if state.applied_generation is None:
+            state.applied_generation = observed
+        elif observed != state.applied_generation:
+            return "Deployment changed"
+        version = service.get("resourceVersion")
+        if state.service_version is None:
+            state.service_version = version
+        elif version != state.service_version:
+            return "Service changed"
+        return None
 
     def waiting_on(self, runtime: str) -> list[tuple[str, str]]:
         return [

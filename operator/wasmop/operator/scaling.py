@@ -155,6 +155,30 @@ class MetricsCollector:
 
 
 @dataclass
+class TickSchedule:
+    """When each function of one runtime's autoscaler loop is next due: each evaluation
+    says how long until its next (a Fast function every second, others every interval),
+    and the one loop wakes for the earliest, not a timer per function."""
+
+    interval: float
+    next_at: dict[tuple[str, str], float] = field(default_factory=dict)
+
+    def due(self, keys: list[tuple[str, str]], now: float) -> list[tuple[str, str]]:
+        """The keys due at ``now`` (a new one at once); forgets keys no longer given."""
+        for gone in set(self.next_at) - set(keys):
+            del self.next_at[gone]
+        return [k for k in keys if self.next_at.get(k, now) <= now]
+
+    def done(self, key: tuple[str, str], now: float, delay: float) -> None:
+        self.next_at[key] = now + delay
+
+    def sleep_for(self, now: float) -> float:
+        """Seconds until the earliest due key, at most one interval."""
+        earliest = min(self.next_at.values(), default=now + self.interval)
+        return max(0.0, min(earliest, now + self.interval) - now)
+
+
+@dataclass
 class Autoscaler:
     kube: Kube
     events: EventRecorder
@@ -229,6 +253,10 @@ class Autoscaler:
             elif metric.name == "concurrency":
                 result.append(observation_for(metric, total=self.collector.in_flight.get(key)))
         return result
+
+    async def refresh(self) -> None:
+        """One scrape of the nodes and the gateway for a pass over all functions."""
+        await self.collector.refresh(max_age=self.interval / 2)
 
     async def tick(self, body: dict[str, Any]) -> float:
         """One evaluation of a function; the seconds until its next."""

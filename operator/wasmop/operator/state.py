@@ -4,6 +4,14 @@ Handlers change this state (validation verdicts, the Deployment's progress, scal
 decisions) and then call ``write``: the whole status is computed from the state under
 one lock per function and sent as a merge patch only when it changed. Timings and
 revisions live in the object's status, so a restarted operator picks them up again.
+
+Each write is a write to etcd and an event to every watcher, so a status is written at
+once only when something a user or controller acts on changes (:func:`significant`:
+phase, a condition's status or reason, the generation observed, the revision, desired
+replicas, a scaling decision); a change of counts alone (ready replicas while a rollout
+goes on, metric values) waits to be written with the next significant change or after
+a few seconds (``defer_minor``). A function created and Ready in one go is written twice:
+Deploying, then Ready.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from typing import Any
 
 from wasmop.kube import ApiError, Kube
@@ -78,8 +87,17 @@ class FunctionState:
     written: dict[str, Any] | None = None
     body: dict[str, Any] | None = None  # the latest object, for retries outside kopf
     write_pending: bool = False
+    minor_pending: bool = False  # a write of counts alone is due later
     has_hpa: bool | None = None  # None: unknown (after a restart)
     image_failures: int = 0  # registry failures in a row: the retry backs off
+    # The generation last reconciled to the end (None: not in this process yet): watch
+    # events of the same generation (its own status writes among them) need no reconcile.
+    reconciled_generation: int | None = None
+    # What the last apply left: the Deployment's generation and the Service's version, so
+    # the resync sees a change by someone else without reading the objects.
+    applied_generation: int | None = None
+    service_version: str | None = None
+    module_version: str | None = None  # resourceVersion of the module's source ConfigMap
     # One reconcile at a time; status writes (from Pod and Deployment events too) take the
     # shorter ``lock``, so a slow reconcile never holds back the status of ready Pods.
     reconciling: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
@@ -242,31 +260,77 @@ class FunctionState:
         return "ScaledToZero", f"replicas {previous} -> 0: idle"
 
 
+# Fields that only count or time what is going on: written with the next significant
+# change, or after a delay (``defer_minor``), never each on its own at once.
+MINOR_FIELDS = ("replicas", "readyReplicas", "updatedReplicas", "availableReplicas", "readyText")
+MINOR_TIMINGS = ("firstReplicaReadyAt",)
+
+
 def _comparable(status: dict[str, Any]) -> dict[str, Any]:
+    """The status without what changes on every pass: transition times of conditions and
+    the time of the latest scaling evaluation."""
     conditions = [
         {k: v for k, v in c.items() if k != "lastTransitionTime"} for c in status["conditions"]
     ]
-    return {**status, "conditions": conditions}
+    comparable = {**status, "conditions": conditions}
+    if isinstance(status.get("scaling"), dict):
+        comparable["scaling"] = {
+            k: v for k, v in status["scaling"].items() if k != "lastEvaluationTime"
+        }
+    return comparable
+
+
+def significant(comparable: dict[str, Any]) -> dict[str, Any]:
+    """What must reach the API server at once: the status less counts, condition
+    messages (they carry the counts), the first-ready time and metric values."""
+    kept = {k: v for k, v in comparable.items() if k not in MINOR_FIELDS}
+    kept["conditions"] = [
+        {k: v for k, v in c.items() if k != "message"} for c in comparable["conditions"]
+    ]
+    kept["timings"] = {
+        k: v for k, v in (comparable.get("timings") or {}).items() if k not in MINOR_TIMINGS
+    }
+    if isinstance(comparable.get("scaling"), dict):
+        kept["scaling"] = {k: v for k, v in comparable["scaling"].items() if k != "currentMetrics"}
+    return kept
+
+
+class WriteResult(StrEnum):
+    WRITTEN = "written"
+    UNCHANGED = "unchanged"
+    DEFERRED = "deferred"  # only minor fields changed: write them later
 
 
 async def write_status(
-    kube: Kube, events: EventRecorder, state: FunctionState, pods: list[PodInfo]
-) -> Phase | None:
+    kube: Kube,
+    events: EventRecorder,
+    state: FunctionState,
+    pods: list[PodInfo],
+    *,
+    defer_minor: bool = False,
+) -> WriteResult:
     """Patch the function's status if it changed; post an Event on a phase change.
 
-    Callers hold ``state.lock``. Returns the phase written (None if nothing was written).
+    With ``defer_minor``, a change of minor fields alone is not written (DEFERRED): the
+    caller writes it later. Callers hold ``state.lock``.
     """
     now = now_rfc3339()
     status = state.build_status(now, pods)
     comparable = _comparable(status)
     if comparable == state.written:
-        return None
+        return WriteResult.UNCHANGED
+    if (
+        defer_minor
+        and state.written is not None
+        and significant(comparable) == significant(state.written)
+    ):
+        return WriteResult.DEFERRED
     path = api_path(API_VERSION, FUNCTION_PLURAL, state.namespace, state.name, "status")
     try:
         await kube.patch(path, {"status": status})
     except ApiError as exc:
         if exc.not_found:
-            return None
+            return WriteResult.UNCHANGED
         raise
     state.written = comparable
     phase = Phase(status["phase"])
@@ -276,7 +340,7 @@ async def write_status(
         events.record(state.reference, reason, message, warning=warning)
         log.info("%s/%s is %s: %s", state.namespace, state.name, phase.value, message)
         state.phase = phase
-    return phase
+    return WriteResult.WRITTEN
 
 
 def _phase_message(state: FunctionState, phase: Phase, status: dict[str, Any]) -> str:
