@@ -55,6 +55,14 @@ PARAMETERS: dict[str, dict[str, Any]] = {
         "gap_s": [0.5, 1.0],
         "warmup_s": 1.0,
     },
+    "scale": {
+        "sizes": [2, 4, 6],
+        "rest_s": 3,
+        "probes": 2,
+        "gateway_requests": 10,
+        "wave_concurrency": 3,
+        "interval_s": 0.25,
+    },
 }
 
 

@@ -208,6 +208,22 @@ def test_edge_network(results: Path) -> None:
     figures_written(folder, "edge_latency")
 
 
+@pytest.mark.usefixtures("operator_running")
+def test_scale(results: Path) -> None:
+    folder = execute(
+        results, "scale.ipynb",
+        {"sizes": [2, 4, 6], "rest_s": 2, "probes": 1, "gateway_requests": 5,
+         "wave_concurrency": 3, "interval_s": 0.25},
+    )  # fmt: skip
+    by_size = table(folder, "by_size")
+    assert list(by_size["functions"]) == [2, 4, 6]
+    assert (by_size["operator_rss_mib"] > 10).all() and (by_size["resync_ms"] > 0).all()
+    assert (by_size["probe_n"] == 1).all() and (by_size["gateway_n"] == 5).all()
+    growth = table(folder, "growth")
+    assert set(growth["kind"]) <= {"constant", "linear", "worse than linear", "unknown"}
+    figures_written(folder, "scale_growth")
+
+
 def test_summary_pools_every_run(results: Path) -> None:
     folder = execute(results, "summary.ipynb", {"all_plans": True})
     targets = table(folder, "targets")

@@ -561,6 +561,36 @@ def test_operator_marks_invalid_and_keeps_serving_others(
     )
 
 
+def test_functions_carry_no_bookkeeping_of_kopf(fns: Functions) -> None:
+    """The handlers are watch-event handlers: kopf writes no progress or diff-base
+    annotations and no finalizer on a WasmFunction, autoscaled ones included (each would
+    be another write per function). A spec change is still seen and rolled out."""
+    scaling = {
+        "minReplicas": 1,
+        "maxReplicas": 2,
+        "metrics": [
+            {
+                "type": "Resource",
+                "resource": {"name": "cpu", "target": {"type": "Utilization",
+                                                        "averageUtilization": 80}},
+            }
+        ],
+    }  # fmt: skip
+    fns.create(wasm_function("hello", "wasm-hello"))
+    fns.create(wasm_function("fib", "wasm-fib", scaling=scaling,
+                             resources={"requests": {"cpu": "100m"}}))  # fmt: skip
+    fns.wait_phase("hello", "Ready")
+    fns.wait_phase("fib", "Ready")
+    fns.patch("hello", {"version": "2.0.0"})
+    fns.wait_phase("hello", "Ready", currentRevision=2)
+    time.sleep(6)  # an autoscaler pass or more
+    for name in ("hello", "fib"):
+        meta = fns.get(name)["metadata"]
+        assert not meta.get("finalizers"), meta.get("finalizers")
+        kopf_keys = [k for k in meta.get("annotations") or {} if "kopf" in k or "last-handled" in k]
+        assert kopf_keys == [], kopf_keys
+
+
 def test_resync_repairs_a_deleted_service(fns: Functions, api: client.ApiClient) -> None:
     """No event tells the operator its Service is gone (it watches no Services): the
     periodic resync (every 60 s) puts it back."""

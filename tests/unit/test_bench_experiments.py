@@ -27,6 +27,7 @@ from wasmop.bench.experiments.edge_network import analyse_edge_network
 from wasmop.bench.experiments.load_latency import analyse_load_latency
 from wasmop.bench.experiments.operator_overhead import analyse_operator_overhead
 from wasmop.bench.experiments.recovery import analyse_recovery
+from wasmop.bench.experiments.scale import PROJECT_TO, analyse_scale, classify_growth
 from wasmop.bench.experiments.scaling import analyse_load_scaling, analyse_manual_scaling
 from wasmop.cli import main
 
@@ -45,7 +46,7 @@ def observed(analysis, metric: str) -> list[float]:  # type: ignore[no-untyped-d
 def test_every_experiment_is_registered_and_recorded() -> None:
     assert set(registry.experiments()) == {
         "deployment_latency", "manual_scaling", "load_scaling", "load_latency", "recovery",
-        "operator_overhead", "edge_network", "chaos",
+        "operator_overhead", "edge_network", "chaos", "scale",
     }  # fmt: skip
     assert sorted(registry.experiments()) == EXPERIMENTS
     size = sum(p.stat().st_size for p in RECORDED.rglob("*") if p.is_file())
@@ -210,3 +211,34 @@ def test_edge_network_latency_grows_with_the_link_delay() -> None:
     assert conditions["failures"].sum() == 0
     assert conditions.loc[40, "latency_ms_p50"] > conditions.loc[0, "latency_ms_p50"] + 30
     assert (result.tables["probes"]["node"] == "wasm-node-2").all()
+
+
+def test_scale_sets_each_cost_against_the_functions_held() -> None:
+    raw = recorded("scale")
+    sizes = raw.parameters["sizes"]
+    result = analyse_scale(raw)
+    table = result.tables["by_size"]
+    assert list(table["functions"]) == sizes
+    assert (table["operator_rss_mib"] > 10).all()
+    assert (table["operator_idle_cpu_millicores"] >= 0).all()
+    assert (table["resync_ms"] > 0).all() and (table["resync_queued"] == 0).all()
+    assert (table["probe_n"] == raw.parameters["probes"]).all()
+    assert (table["gateway_n"] == raw.parameters["gateway_requests"]).all()
+    assert (table["operator_requests_per_minute"] >= 0).all()
+    growth = result.tables["growth"]
+    assert set(growth["kind"]) <= {"constant", "linear", "worse than linear", "unknown"}
+    assert (growth["project_to"] == PROJECT_TO).all()
+    assert observed(result, "operator_rss_mib")
+    assert "scale_growth" in result.figures
+
+
+def test_growth_is_named_constant_linear_or_worse() -> None:
+    n = [10, 100, 250, 500, 1000]
+    flat = classify_growth(n, [100.0, 101.0, 99.5, 100.5, 102.0])
+    assert flat.kind == "constant" and flat.projected == pytest.approx(100.6)
+    line = classify_growth(n, [60.0 + 0.05 * x for x in n])
+    assert line.kind == "linear"
+    assert line.slope == pytest.approx(0.05) and line.projected == pytest.approx(560.0)
+    worse = classify_growth(n, [1.0 + 1e-4 * x * x for x in n])
+    assert worse.kind == "worse than linear" and worse.projected == pytest.approx(10_001.0)
+    assert classify_growth([10, 20], [1.0, 2.0]).kind == "unknown"

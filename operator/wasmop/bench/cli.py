@@ -4,7 +4,9 @@ again, register the kernel."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -26,7 +28,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"{state:5} {job.experiment}/{job.run_id}  {dict(job.parameters)}")
         return 0
     runner.ensure_kernel(args.kernel)
-    started_cluster = _cluster_up() if args.manage_cluster else False
+    started_cluster = _cluster_up(plan.cluster) if args.manage_cluster else False
     try:
         print(f"plan {plan.name}: {len(jobs)} runs into {results_dir}")
         results = runner.run_plan(
@@ -64,8 +66,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _cluster_up() -> bool:
-    """Start the embedded cluster unless one is running; True if this call started it."""
+def _cluster_up(settings: Mapping[str, Any] | None = None) -> bool:
+    """Start the embedded cluster unless one is running (with the plan's ``cluster``
+    settings); True if this call started it."""
     from wasmop.cluster import manager
     from wasmop.cluster.layout import StateLayout
     from wasmop.console import CommandError
@@ -75,7 +78,9 @@ def _cluster_up() -> bool:
         return False
     print("starting the embedded cluster (nodes, operator, gateway) ...")
     try:
-        manager.up(layout, timeout=300, progress=lambda line: print(f"  {line}"))
+        manager.up(
+            layout, timeout=300, progress=lambda line: print(f"  {line}"), **dict(settings or {})
+        )
     except manager.ClusterError as exc:
         raise CommandError(str(exc)) from exc
     return True

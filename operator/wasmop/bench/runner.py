@@ -6,6 +6,7 @@ parameter grid (every combination runs), fixed parameters and a repetition count
     name: quick
     defaults: {smoke: false}        # parameters for every notebook
     timeout_s: 600                  # per notebook (cell execution timeout)
+    cluster: {nodes: 10}            # cluster settings when the runner starts the cluster
     experiments:
       - notebook: deployment_latency.ipynb
         experiment: deployment      # results/<experiment>/...; default: notebook stem
@@ -26,6 +27,7 @@ where it stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -43,6 +45,7 @@ import yaml
 
 from wasmop.bench.run import default_results_dir, safe_name
 from wasmop.cluster.layout import repo_root
+from wasmop.cluster.settings import ClusterSettings
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +86,9 @@ class Plan:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     timeout_s: float | None = 900.0
     source: Path | None = None
+    # Settings for the embedded cluster when the runner starts it (--manage-cluster), e.g.
+    # {nodes: 10}: the Pod slots a plan's largest experiment needs.
+    cluster: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -153,7 +159,9 @@ def parse_plan(data: Mapping[str, Any], source: Path | None = None, name: str = 
     """Validate a plan's YAML data; every problem is a :class:`PlanError`."""
     if not isinstance(data, Mapping):
         raise PlanError("a plan is a mapping with 'experiments'")
-    unknown = set(data) - {"name", "defaults", "timeout_s", "experiments", "description"}
+    unknown = set(data) - {
+        "name", "defaults", "timeout_s", "experiments", "description", "cluster",
+    }  # fmt: skip
     if unknown:
         raise PlanError(f"unknown plan keys: {', '.join(sorted(unknown))}")
     entries = data.get("experiments")
@@ -198,8 +206,16 @@ def parse_plan(data: Mapping[str, Any], source: Path | None = None, name: str = 
                 label=_slug(str(entry["label"])) if entry.get("label") else "",
             )
         )
+    cluster = data.get("cluster") or {}
+    if not isinstance(cluster, Mapping):
+        raise PlanError("'cluster' must be a mapping of cluster settings")
+    known = {f.name for f in dataclasses.fields(ClusterSettings)}
+    if set(cluster) - known:
+        raise PlanError(f"unknown cluster settings: {', '.join(sorted(set(cluster) - known))}")
     plan_name = str(data.get("name") or name or (source.stem if source else "plan"))
-    return Plan(safe_name(plan_name), tuple(specs), dict(defaults), plan_timeout, source)
+    return Plan(
+        safe_name(plan_name), tuple(specs), dict(defaults), plan_timeout, source, dict(cluster)
+    )
 
 
 def load_plan(plan: str | Path) -> Plan:

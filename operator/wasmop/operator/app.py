@@ -208,6 +208,15 @@ class Operator:
                     return  # its namespace is going away, and the function with it
                 raise
 
+    async def resync_all(self) -> dict[str, Any]:
+        """A resync pass of every known runtime now (``POST /-/resync``)."""
+        passes = {name: await self.resync(name) for name in list(self.functions.runtimes)}
+        return {
+            "functions": len(self.functions.states),
+            "queued": sum(passes.values()),
+            "runtimes": passes,
+        }
+
     async def resync(self, runtime: str) -> int:
         """Reconcile the functions of ``runtime`` whose objects drifted or whose events
         were missed, judged from one listing each of functions, Deployments, Services and
@@ -439,6 +448,7 @@ async def run(settings: OperatorSettings, stop: asyncio.Event) -> None:
         host=settings.listen_address,
         metrics_port=settings.metrics_port,
         health_port=settings.health_port,
+        resync=op.resync_all,
     )
     namespaces = list(settings.namespaces)
     try:

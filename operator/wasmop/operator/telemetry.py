@@ -1,11 +1,17 @@
-"""The operator's own observability: Prometheus metrics on one port, health on another."""
+"""The operator's own observability: Prometheus metrics on one port, health on another.
+
+The metrics port also takes ``POST /-/resync``: one resync pass of every runtime now,
+answered with how long it took and how many functions it listed and queued, so the
+scale benchmark times a full resync without waiting for the next one.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import (
@@ -65,6 +71,7 @@ async def serve_telemetry(
     host: str,
     metrics_port: int,
     health_port: int,
+    resync: Callable[[], Awaitable[dict[str, Any]]] | None = None,
 ) -> list[web.AppRunner]:
     async def metrics_handler(_: web.Request) -> web.Response:
         counts = phases()
@@ -85,9 +92,19 @@ async def serve_telemetry(
             return web.Response(status=503, text="watching not started yet")
         return web.Response(text="ok")
 
+    async def resync_handler(_: web.Request) -> web.Response:
+        if resync is None:
+            return web.json_response({"error": "no resync here"}, status=404)
+        started = time.perf_counter()
+        result = await resync()
+        return web.json_response({"seconds": time.perf_counter() - started, **result})
+
     runners = []
     for port, routes in (
-        (metrics_port, [web.get("/metrics", metrics_handler)]),
+        (
+            metrics_port,
+            [web.get("/metrics", metrics_handler), web.post("/-/resync", resync_handler)],
+        ),
         (health_port, [web.get("/healthz", healthz), web.get("/readyz", readyz)]),
     ):
         app = web.Application()
