@@ -102,6 +102,7 @@ class FunctionController:
     # contending for the API server (and the operator's memory) at the same moment.
     _slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(RECONCILE_SLOTS))
     _bundles: OrderedDict[str, ModuleBundle] = field(default_factory=OrderedDict)
+    _fetching: dict[tuple[str, str, str], asyncio.Future[bytes]] = field(default_factory=dict)
 
     def state_for(self, body: dict[str, Any]) -> FunctionState:
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
@@ -194,7 +195,7 @@ class FunctionController:
             module, digest = image.data, image.module.digest
         else:
             try:
-                module = await fetch_module(self.kube, function, self._session())
+                module = await self._fetch(function)
             except ModuleUnavailable as exc:
                 if exc.permanent:
                     await self._invalid(state, exc.reason, exc.message)
@@ -311,6 +312,29 @@ class FunctionController:
             raise RetryLater(exc.message, delay=delay) from None
         state.image_failures = 0
         return image
+
+    async def _fetch(self, function: WasmFunction) -> bytes:
+        """The function's module; functions that read one ConfigMap at the same moment (a
+        burst of them) share one GET of it."""
+        ref = function.spec.module.config_map
+        if ref is None:
+            return await fetch_module(self.kube, function, self._session())
+        key = (function.namespace, ref.name, ref.key)
+        running = self._fetching.get(key)
+        if running is not None:
+            return await asyncio.shield(running)
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._fetching[key] = future
+        try:
+            module = await fetch_module(self.kube, function, self._session())
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: the waiters see it, nobody else must
+            raise
+        finally:
+            self._fetching.pop(key, None)
+        future.set_result(module)
+        return module
 
     async def _pack(self, module: bytes, digest: str) -> ModuleBundle:
         """The module as its ConfigMap stores it, packed once per digest."""
