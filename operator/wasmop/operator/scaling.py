@@ -141,8 +141,10 @@ class MetricsCollector:
     def apply_gateway_stats(self, stats: dict[str, Any], now: float) -> None:
         """Take one reading of the gateway's ``/-/stats`` made at monotonic ``now``."""
         self.idle.clear()
+        seen: set[tuple[str, str]] = set()
         for entry in stats.get("services", []):
             key = (entry["namespace"], entry["service"])
+            seen.add(key)
             count = float(entry["requests"])
             self.in_flight[key] = float(entry.get("inFlight", 0))
             if entry.get("idleSeconds") is not None:
@@ -152,6 +154,9 @@ class MetricsCollector:
             self._count_prev[key] = (count, now)
             if previous is not None and now > previous[1]:
                 self.rps[key] = max(0.0, (count - previous[0]) / (now - previous[1]))
+        for gone in set(self._count_prev) - seen:  # Services deleted: forget them
+            for table in (self._count_prev, self.rps, self.in_flight, self.rates):
+                table.pop(gone, None)
 
 
 @dataclass
