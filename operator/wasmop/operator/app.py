@@ -97,6 +97,8 @@ class Operator:
     # The operator's own loops (kopf runs its watches and exits if one of them fails).
     tasks: TaskSupervisor = field(default_factory=lambda: TaskSupervisor("operator"))
     _runtime_sync: asyncio.Task[None] | None = None
+    # Each runtime's status as last written: unchanged, it is not written again.
+    _runtime_written: dict[str, dict[str, Any]] = field(default_factory=dict)
     queue: WorkQueue = field(init=False)
 
     def __post_init__(self) -> None:
@@ -134,6 +136,7 @@ class Operator:
         name = body["metadata"]["name"]
         if event_type == "DELETED":
             self.functions.runtimes.pop(name, None)
+            self._runtime_written.pop(name, None)
         else:
             try:
                 self.functions.runtimes[name] = WasmRuntime.from_body(body)
@@ -158,8 +161,9 @@ class Operator:
             reason, message = (
                 summarize(problems) if problems else ("Valid", "defaults within maximums")
             )
+            previous = self._runtime_written.get(name) or {}
             status["conditions"] = set_condition(
-                [], "Validated", not problems, reason, message,
+                previous.get("conditions"), "Validated", not problems, reason, message,
                 observed_generation=runtime.generation, now=now_rfc3339(),
             )  # fmt: skip
             ready = status["readyNodes"] > 0 and not problems
@@ -168,11 +172,14 @@ class Operator:
             (self.functions.ready_runtimes.add if ready else self.functions.ready_runtimes.discard)(
                 name
             )
+            if status == previous:
+                continue  # its own write comes back as an event: nothing to write again
             try:
                 await self.kube.patch(
                     api_path(API_VERSION, RUNTIME_PLURAL, name=name, subresource="status"),
                     {"status": status},
                 )
+                self._runtime_written[name] = status
             except ApiError as exc:
                 log.warning("status of WasmRuntime %s not written: %s", name, exc)
         for name in became_ready:
