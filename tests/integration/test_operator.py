@@ -591,6 +591,22 @@ def test_functions_carry_no_bookkeeping_of_kopf(fns: Functions) -> None:
         assert kopf_keys == [], kopf_keys
 
 
+def test_the_default_runtimes_status_is_not_rewritten_at_rest(fns: Functions) -> None:
+    """The operator writes a WasmRuntime's status when it changes, not again on the event
+    of its own write (each write is one more event for every watcher)."""
+    fns.create(wasm_function("hello", "wasm-hello"))
+    fns.wait_phase("hello", "Ready")
+    time.sleep(2)
+
+    def version() -> str:
+        runtime = fns.custom.get_cluster_custom_object(GROUP, VERSION, "wasmruntimes", "default")
+        return str(runtime["metadata"]["resourceVersion"])
+
+    before = version()
+    time.sleep(5)
+    assert version() == before
+
+
 def test_resync_repairs_a_deleted_service(fns: Functions, api: client.ApiClient) -> None:
     """No event tells the operator its Service is gone (it watches no Services): the
     periodic resync (every 60 s) puts it back."""
