@@ -482,11 +482,15 @@ def plain_deployment(
 
 
 def plain_service(name: str) -> dict[str, Any]:
+    """The baseline's Service: headless, as the embedded cluster's operator creates them
+    (it has no kube-proxy), so that a burst of either mode asks the API server for the same
+    work (a cluster IP is allocated under one lock, one round trip per Service)."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": name, "labels": {FUNCTION_LABEL: name}},
         "spec": {
+            "clusterIP": "None",
             "selector": {FUNCTION_LABEL: name},
             "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
         },
