@@ -591,6 +591,27 @@ def test_functions_carry_no_bookkeeping_of_kopf(fns: Functions) -> None:
         assert kopf_keys == [], kopf_keys
 
 
+def test_a_finalizer_left_by_an_earlier_operator_is_released(fns: Functions) -> None:
+    """Earlier operators ran a kopf daemon per autoscaled function, which added kopf's
+    finalizer; this one has no handler that would remove it, so it drops it at once and
+    the function can still be deleted."""
+    body = wasm_function("hello", "wasm-hello")
+    body["metadata"]["finalizers"] = ["wasm.bits-dissertation.io/operator"]
+    fns.create(body)
+    wait_for(lambda: not fns.get("hello")["metadata"].get("finalizers"), what="finalizer gone")
+    fns.wait_phase("hello", "Ready")
+    fns.delete("hello")
+
+    def deleted() -> bool:
+        try:
+            fns.get("hello")
+        except ApiException as exc:
+            return exc.status == 404
+        return False
+
+    wait_for(deleted, what="the function deleted")
+
+
 def test_the_default_runtimes_status_is_not_rewritten_at_rest(fns: Functions) -> None:
     """The operator writes a WasmRuntime's status when it changes, not again on the event
     of its own write (each write is one more event for every watcher)."""

@@ -20,6 +20,7 @@ import itertools
 import logging
 import random
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +57,7 @@ log = logging.getLogger(__name__)
 FUNCTIONS = (GROUP, VERSION, FUNCTION_PLURAL)
 RUNTIMES = (GROUP, VERSION, RUNTIME_PLURAL)
 ANNOTATION_PREFIX = DOMAIN
+FINALIZER = f"{ANNOTATION_PREFIX}/operator"  # kopf's, for WasmRuntimes (their daemon)
 FIRST_RESYNC_S = 5.0  # after a start or a take-over: repair what changed meanwhile
 
 
@@ -97,6 +99,7 @@ class Operator:
     # The operator's own loops (kopf runs its watches and exits if one of them fails).
     tasks: TaskSupervisor = field(default_factory=lambda: TaskSupervisor("operator"))
     _runtime_sync: asyncio.Task[None] | None = None
+    _background: set[asyncio.Task[None]] = field(default_factory=set)
     # Each runtime's status as last written: unchanged, it is not written again.
     _runtime_written: dict[str, dict[str, Any]] = field(default_factory=dict)
     queue: WorkQueue = field(init=False)
@@ -198,8 +201,29 @@ class Operator:
             self.functions.forget(*key)
             self.autoscaler.forget(*key)
             self.queue.forget(key)
-        elif self.functions.observe_function(body):
-            self.queue.add(key)
+        else:
+            if FINALIZER in (meta.get("finalizers") or []):
+                self._spawn(self._release(body))
+            if self.functions.observe_function(body):
+                self.queue.add(key)
+
+    async def _release(self, body: dict[str, Any]) -> None:
+        """Remove the finalizer an earlier operator's kopf daemon put on a function: no
+        handler of this one would ever remove it, and the function could not be deleted."""
+        meta = body["metadata"]
+        path = api_path(API_VERSION, FUNCTION_PLURAL, meta["namespace"], meta["name"])
+        kept = [f for f in meta.get("finalizers") or [] if f != FINALIZER]
+        patch = {"metadata": {"finalizers": kept, "resourceVersion": meta["resourceVersion"]}}
+        try:
+            await self.kube.patch(path, patch)
+        except ApiError as exc:
+            if not (exc.not_found or exc.conflict):  # gone, or changed: its next event retries
+                log.warning("finalizer of %s not removed: %s", path, exc)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _reconcile_key(self, key: tuple[str, str]) -> None:
         state = self.functions.states.get(key)
@@ -326,7 +350,7 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
             prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
         )
-        settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/operator"
+        settings.persistence.finalizer = FINALIZER
         settings.posting.enabled = False  # we post our own, meaningful Events
         settings.batching.batch_window = 0.01  # react within milliseconds, not 100 ms
         settings.execution.max_workers = 8
