@@ -255,13 +255,13 @@ class Operator:
         queued."""
         scopes = self.settings.namespaces or (None,)  # None: every namespace
         managed = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
-        functions: list[dict[str, Any]] = []
+        functions: list[dict[str, Any]] = []  # metadata only
         deployments: dict[tuple[str, str], dict[str, Any]] = {}
         services: dict[tuple[str, str], dict[str, Any]] = {}
         configmaps: dict[str, set[str]] = {}
         for namespace in scopes:
-            listing = await self.kube.list(api_path(API_VERSION, FUNCTION_PLURAL, namespace))
-            functions += listing.get("items", [])
+            path = api_path(API_VERSION, FUNCTION_PLURAL, namespace)
+            functions += (await self.kube.list_metadata(path))["items"]
             for path, into in (
                 (api_path("apps/v1", "deployments", namespace), deployments),
                 (api_path("v1", "services", namespace), services),
@@ -275,26 +275,35 @@ class Operator:
                 configmaps.setdefault(meta["namespace"], set()).add(meta["name"])
         seen = set()
         queued = 0
-        for body in functions:
-            meta = body["metadata"]
+        for item in functions:
+            meta = item["metadata"]
             key = (meta["namespace"], meta["name"])
             seen.add(key)
             if meta.get("deletionTimestamp"):
                 continue
             state = self.functions.states.get(key)
-            if state is None or state.uid != meta.get("uid"):
-                self.observe_function("ADDED", body)  # an ADDED event missed
+            known = state.body["metadata"] if state is not None and state.body else {}
+            if known.get("uid") != meta.get("uid") or known.get("generation") != meta.get(
+                "generation"
+            ):
+                # An ADDED or MODIFIED event was missed: read the function itself.
+                path = api_path(API_VERSION, FUNCTION_PLURAL, key[0], key[1])
+                try:
+                    self.observe_function("ADDED", await self.kube.get(path))
+                except ApiError as exc:
+                    if not exc.not_found:
+                        raise
+                self.queue.add(key)
                 queued += 1
                 continue
-            if state.runtime != runtime:
+            if state is None or state.runtime != runtime:
                 continue
             why = self.functions.drift(
-                state, body, deployments.get(key), services.get(key),
+                state, item, deployments.get(key), services.get(key),
                 configmaps.get(key[0], set()),
             )  # fmt: skip
             if why is not None:
                 log.info("resync: %s/%s: %s", *key, why)
-                self.observe_function("ADDED", body)
                 self.queue.add(key)
                 queued += 1
         for key, state in list(self.functions.states.items()):
