@@ -58,10 +58,8 @@ def actor(user: str, agent: str) -> str:
     """Who made a request: ``operator`` (its own client), ``operator (kopf)`` (kopf's
     patches for it), a controller by name (``deployment-controller``), ``scheduler``,
     ``node agent``, ``client`` (the benchmark or a person), ``apiserver``, else the user."""
-    if agent.startswith(KOPF_AGENT) and user.endswith(OPERATOR_IDENTITY):
-        return "operator (kopf)"
-    if user.endswith(f":{OPERATOR_IDENTITY}") or agent.startswith(OPERATOR_IDENTITY):
-        return "operator"
+    if user.endswith(f":{OPERATOR_IDENTITY}") or user == OPERATOR_IDENTITY:
+        return "operator (kopf)" if agent.startswith(KOPF_AGENT) else "operator"
     if user.startswith(CONTROLLER_PREFIX):
         name = user.removeprefix(CONTROLLER_PREFIX)
         return "garbage-collector" if name == "generic-garbage-collector" else name
