@@ -328,7 +328,9 @@ class FunctionController:
         try:
             module = await fetch_module(self.kube, function, self._session())
         except BaseException as exc:
-            future.set_exception(exc)
+            # A fetch cancelled (its reconcile timed out) is a retry for those waiting.
+            shared = RetryLater(f"module fetch interrupted: {exc!r}", 1.0)
+            future.set_exception(shared if isinstance(exc, asyncio.CancelledError) else exc)
             future.exception()  # retrieved: the waiters see it, nobody else must
             raise
         finally:
