@@ -113,3 +113,23 @@ async def test_a_run_past_its_timeout_is_retried_not_stuck() -> None:
     await asyncio.sleep(0.2)
     assert runs == 2
     await queue.stop()
+
+
+async def test_a_handler_cancelled_from_inside_is_a_failure_and_the_worker_lives_on() -> None:
+    runs = 0
+
+    async def handler(key: Hashable) -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 1:
+            raise asyncio.CancelledError  # e.g. a shared future another task cancelled
+
+    queue = WorkQueue(handler, workers=1, backoff_s=0.01)
+    queue.start()
+    queue.add("a")
+    await asyncio.sleep(0.1)
+    assert runs == 2  # retried by the same, still living worker
+    queue.add("b")
+    await queue.join()
+    assert runs == 3
+    await queue.stop()

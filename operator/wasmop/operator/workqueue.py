@@ -130,11 +130,20 @@ class WorkQueue:
             self._failures.pop(key, None)
             self.add(key, exc.delay)
             return
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the queue is stopping
+            self._fail(key, exc)  # cancelled from inside the handler: a failure like any
+            return
         except Exception as exc:  # one key's failure must never stop the queue
-            failures = self._failures.get(key, 0) + 1
-            self._failures[key] = failures
-            delay = min(self.max_backoff_s, self.backoff_s * 2 ** (failures - 1))
-            log.warning("%s of %s failed (retry in %.0f s): %s", self.name, key, delay, exc)
-            self.add(key, delay)
+            self._fail(key, exc)
             return
         self._failures.pop(key, None)
+
+    def _fail(self, key: Hashable, exc: BaseException) -> None:
+        failures = self._failures.get(key, 0) + 1
+        self._failures[key] = failures
+        delay = min(self.max_backoff_s, self.backoff_s * 2 ** (failures - 1))
+        log.warning("%s of %s failed (retry in %.0f s): %r", self.name, key, delay, exc)
+        self.add(key, delay)
