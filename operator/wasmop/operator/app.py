@@ -261,16 +261,19 @@ class Operator:
         configmaps: dict[str, set[str]] = {}
         for namespace in scopes:
             path = api_path(API_VERSION, FUNCTION_PLURAL, namespace)
-            functions += (await self.kube.list_metadata(path))["items"]
+            # An empty metadata list has "items": null.
+            functions += (await self.kube.list_metadata(path)).get("items") or []
             for path, into in (
                 (api_path("apps/v1", "deployments", namespace), deployments),
                 (api_path("v1", "services", namespace), services),
             ):
-                for item in (await self.kube.list_metadata(path, labelSelector=managed))["items"]:
+                listing = await self.kube.list_metadata(path, labelSelector=managed)
+                for item in listing.get("items") or []:
                     meta = item["metadata"]
                     into[(meta["namespace"], meta["name"])] = meta
             path = api_path("v1", "configmaps", namespace)
-            for item in (await self.kube.list_metadata(path, labelSelector=managed))["items"]:
+            listing = await self.kube.list_metadata(path, labelSelector=managed)
+            for item in listing.get("items") or []:
                 meta = item["metadata"]
                 configmaps.setdefault(meta["namespace"], set()).add(meta["name"])
         seen = set()
