@@ -58,8 +58,9 @@ log = logging.getLogger(__name__)
 
 FIELD_MANAGER = "wasmop-operator"
 # Status writes triggered by Pod and Deployment events wait this long, so that one write
-# covers a burst (the replicas of a rollout turning Ready together).
-WRITE_COALESCE_S = 0.02
+# covers the events of one moment (replicas turning Ready together). Short: changes of
+# counts alone are deferred anyway (MINOR_WRITE_DELAY_S), and this wait is status lag.
+WRITE_COALESCE_S = 0.005
 # A change of counts alone (ready replicas mid-rollout, metric values) is written this
 # long after it was seen, unless a significant change carries it along first.
 MINOR_WRITE_DELAY_S = 5.0
