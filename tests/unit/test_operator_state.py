@@ -279,3 +279,13 @@ def test_the_resync_repairs_missing_or_changed_objects_and_adopts_unknown_versio
     assert controller.drift(state, body, deployment, changed, module) == "Service changed"
     state.valid = False
     assert controller.drift(state, body, None, None, set()) is None  # nothing to repair
+
+
+def test_every_phase_change_is_an_event_but_a_new_functions_first_deploying() -> None:
+    from wasmop.operator.state import announced
+    from wasmop.operator.status import Phase
+
+    assert not announced(None, Phase.DEPLOYING)
+    assert announced(None, Phase.PENDING) and announced(None, Phase.INVALID)
+    assert announced(Phase.READY, Phase.DEPLOYING)  # a rollout
+    assert announced(Phase.DEPLOYING, Phase.READY)

@@ -337,10 +337,17 @@ async def write_status(
     if phase != state.phase:
         reason, warning = PHASE_EVENTS[phase]
         message = _phase_message(state, phase, status)
-        events.record(state.reference, reason, message, warning=warning)
+        if announced(state.phase, phase):
+            events.record(state.reference, reason, message, warning=warning)
         log.info("%s/%s is %s: %s", state.namespace, state.name, phase.value, message)
         state.phase = phase
     return WriteResult.WRITTEN
+
+
+def announced(before: Phase | None, after: Phase) -> bool:
+    """Whether a phase change gets an Event: every one but a new function's first step to
+    Deploying, which its creation already says (one write less per function)."""
+    return not (before is None and after == Phase.DEPLOYING)
 
 
 def _phase_message(state: FunctionState, phase: Phase, status: dict[str, Any]) -> str:
