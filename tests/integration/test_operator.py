@@ -3,6 +3,7 @@ clean up and survive an operator restart, all on the real embedded cluster."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -626,6 +627,46 @@ def test_the_default_runtimes_status_is_not_rewritten_at_rest(fns: Functions) ->
     before = version()
     time.sleep(5)
     assert version() == before
+
+
+def test_functions_of_one_module_share_its_configmap_until_the_last_is_gone(
+    fns: Functions, api: client.ApiClient
+) -> None:
+    """One module ConfigMap per module and namespace, not one per function; the resync
+    deletes it once no function's revision names it (after a grace of 30 s)."""
+    core = client.CoreV1Api(api)
+    for name in ("one", "two"):
+        fns.create(wasm_function(name, "wasm-hello"))
+    for name in ("one", "two"):
+        fns.wait_phase(name, "Ready")
+    shared = {fns.status(n)["revisions"][0]["configMap"] for n in ("one", "two")}
+    assert len(shared) == 1
+    [name] = shared
+    assert name.startswith("wasm-module-")
+    core.read_namespaced_config_map(name, fns.namespace)
+    fns.delete("one")
+    time.sleep(31)  # past the grace
+    resync()
+    core.read_namespaced_config_map(name, fns.namespace)  # "two" still runs it
+    fns.delete("two")  # no finalizer: gone at once, and the resync lists it no more
+    resync()
+
+    def gone() -> bool:
+        try:
+            core.read_namespaced_config_map(name, fns.namespace)
+        except ApiException as exc:
+            return exc.status == 404
+        return False
+
+    wait_for(gone, timeout=10, what="the shared module ConfigMap deleted")
+
+
+def resync() -> dict[str, Any]:
+    """One resync pass of the operator now (its metrics port's ``POST /-/resync``)."""
+    port = ClusterSettings().operator_metrics_port
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/-/resync", method="POST", data=b"")
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return dict(json.loads(response.read()))
 
 
 def test_resync_repairs_a_deleted_service(fns: Functions, api: client.ApiClient) -> None:

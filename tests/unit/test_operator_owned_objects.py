@@ -298,3 +298,26 @@ def test_hpa() -> None:
     assert hpa["spec"]["behavior"]["scaleDown"] == {"stabilizationWindowSeconds": 300}
     with pytest.raises(ValueError, match=r"no spec\.scaling"):
         build_hpa(make_function())
+
+
+def test_module_configmap_is_shared_by_digest_and_owned_by_no_function() -> None:
+    from wasmop.operator.owned_objects import (
+        build_module_configmap,
+        is_module_configmap,
+        module_configmap_name,
+    )
+
+    bundle = pack_module(MODULE)
+    cm = build_module_configmap("bench", bundle)
+    meta = cm["metadata"]
+    assert (
+        meta["name"] == module_configmap_name(bundle.digest) == f"wasm-module-{bundle.digest[:20]}"
+    )
+    assert is_module_configmap(meta["name"]) and not is_module_configmap(
+        f"fib-{bundle.digest[:12]}"
+    )
+    assert meta["namespace"] == "bench" and cm["immutable"] is True
+    assert "ownerReferences" not in meta and FUNCTION_LABEL not in meta["labels"]
+    assert meta["labels"]["app.kubernetes.io/component"] == "module"
+    assert meta["annotations"][ANNOTATION_DIGEST] == f"sha256:{bundle.digest}"
+    assert gzip.decompress(base64.b64decode(cm["binaryData"][MODULE_KEY_GZ])) == MODULE

@@ -289,3 +289,27 @@ def test_every_phase_change_is_an_event_but_a_new_functions_first_deploying() ->
     assert announced(None, Phase.PENDING) and announced(None, Phase.INVALID)
     assert announced(Phase.READY, Phase.DEPLOYING)  # a rollout
     assert announced(Phase.DEPLOYING, Phase.READY)
+
+
+def test_a_shared_module_configmap_goes_when_no_functions_history_names_it() -> None:
+    from wasmop.operator.function_controller import unused_module_configmaps
+    from wasmop.operator.owned_objects import module_configmap_name
+    from wasmop.operator.state import FunctionState
+    from wasmop.operator.status import Revision
+
+    used, old, young = (module_configmap_name(c * 64) for c in "abc")
+    state = FunctionState("ns", "fn", revisions=(Revision(1, "a" * 64, "1", used, "t"),))
+    created = {"creationTimestamp": "2026-01-01T00:00:00Z"}
+    listed = {
+        "ns": {
+            used: {**created, "uid": "u1"},
+            old: {**created, "uid": "u2"},
+            young: {"creationTimestamp": "2026-01-01T00:00:50Z", "uid": "u3"},
+            "fn-aaaaaaaaaaaa": {**created, "uid": "u4"},  # an earlier operator's, per function
+            "wasm-module-owned": {**created, "uid": "u5", "ownerReferences": [{"uid": "x"}]},
+        },
+        "other": {used: {**created, "uid": "u6"}},  # same module, no function there
+    }
+    now = 1767225660.0  # 2026-01-01T00:01:00Z
+    chosen = unused_module_configmaps(listed, [state], now, grace_s=30)
+    assert sorted(chosen) == [("ns", old, "u2"), ("other", used, "u6")]

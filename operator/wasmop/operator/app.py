@@ -58,7 +58,10 @@ FUNCTIONS = (GROUP, VERSION, FUNCTION_PLURAL)
 RUNTIMES = (GROUP, VERSION, RUNTIME_PLURAL)
 ANNOTATION_PREFIX = DOMAIN
 FINALIZER = f"{ANNOTATION_PREFIX}/operator"  # kopf's, for WasmRuntimes (their daemon)
-FIRST_RESYNC_S = 5.0  # after a start or a take-over: repair what changed meanwhile
+FIRST_RESYNC_S = 5.0
+# A shared module ConfigMap no function names is deleted once it is this old: one just
+# created for a function whose reconcile is under way is left alone.
+MODULE_CONFIGMAP_GRACE_S = 30.0  # after a start or a take-over: repair what changed meanwhile
 
 
 @dataclass(frozen=True)
@@ -258,7 +261,7 @@ class Operator:
         functions: list[dict[str, Any]] = []  # metadata only
         deployments: dict[tuple[str, str], dict[str, Any]] = {}
         services: dict[tuple[str, str], dict[str, Any]] = {}
-        configmaps: dict[str, set[str]] = {}
+        configmaps: dict[str, dict[str, dict[str, Any]]] = {}  # namespace -> name -> metadata
         for namespace in scopes:
             path = api_path(API_VERSION, FUNCTION_PLURAL, namespace)
             # An empty metadata list has "items": null.
@@ -275,7 +278,7 @@ class Operator:
             listing = await self.kube.list_metadata(path, labelSelector=managed)
             for item in listing.get("items") or []:
                 meta = item["metadata"]
-                configmaps.setdefault(meta["namespace"], set()).add(meta["name"])
+                configmaps.setdefault(meta["namespace"], {})[meta["name"]] = meta
         seen = set()
         queued = 0
         for item in functions:
@@ -303,7 +306,7 @@ class Operator:
                 continue
             why = self.functions.drift(
                 state, item, deployments.get(key), services.get(key),
-                configmaps.get(key[0], set()),
+                set(configmaps.get(key[0], {})),
             )  # fmt: skip
             if why is not None:
                 log.info("resync: %s/%s: %s", *key, why)
@@ -314,6 +317,9 @@ class Operator:
                 self.observe_function(
                     "DELETED", {"metadata": {"namespace": key[0], "name": key[1]}}
                 )
+        # Every listed function is known now: a shared module ConfigMap none of them
+        # names is garbage.
+        await self.functions.sweep_module_configmaps(configmaps, MODULE_CONFIGMAP_GRACE_S)
         return queued
 
     # --- autoscaling -----------------------------------------------------------------

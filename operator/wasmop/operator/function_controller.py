@@ -28,12 +28,13 @@ from wasmop.operator.owned_objects import (
     ImageModule,
     ModuleBundle,
     ModuleTooLarge,
-    build_configmap,
     build_deployment,
     build_hpa,
+    build_module_configmap,
     build_service,
-    configmap_name,
     gateway_url,
+    is_module_configmap,
+    module_configmap_name,
     module_digest,
     pack_module,
     selector_string,
@@ -41,7 +42,12 @@ from wasmop.operator.owned_objects import (
 from wasmop.operator.pod_index import PodIndex
 from wasmop.operator.spec import SpecError, WasmFunction, WasmRuntime, resolve
 from wasmop.operator.state import FunctionState, WriteResult, write_status
-from wasmop.operator.status import now_rfc3339, orphaned_configmaps, record_revision
+from wasmop.operator.status import (
+    now_rfc3339,
+    orphaned_configmaps,
+    parse_time,
+    record_revision,
+)
 from wasmop.operator.validation import (
     check_pinned_sha256,
     problem_from_spec_error,
@@ -104,6 +110,8 @@ class FunctionController:
     _slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(RECONCILE_SLOTS))
     _bundles: OrderedDict[str, ModuleBundle] = field(default_factory=OrderedDict)
     _fetching: dict[tuple[str, str, str], asyncio.Future[bytes]] = field(default_factory=dict)
+    # Shared module ConfigMaps known to hold the right bytes: (namespace, name) -> uid.
+    module_configmaps: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def state_for(self, body: dict[str, Any]) -> FunctionState:
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
@@ -235,7 +243,7 @@ class FunctionController:
             f"{origin}module sha256:{bundle.digest[:12]} fits WasmRuntime {runtime.name}",
         )
         state.observed_generation = state.generation
-        cm_name = "" if image is not None else configmap_name(function.name, bundle.digest)
+        cm_name = "" if image is not None else module_configmap_name(bundle.digest)
         update = record_revision(
             state.revisions,
             state.revision,
@@ -265,7 +273,7 @@ class FunctionController:
             # One round trip for all three: the module ConfigMap is created long before a
             # Pod of the new ReplicaSet reaches a node (and a node retries if it is not).
             _, applied, _ = await asyncio.gather(
-                self._ensure_configmap(build_configmap(function, bundle))
+                self._ensure_module_configmap(function.namespace, bundle)
                 if isinstance(bundle, ModuleBundle)
                 else asyncio.sleep(0),
                 self._apply_deployment(state, function, deployment),
@@ -286,8 +294,9 @@ class FunctionController:
                 state.reference, "RollingOut",
                 f"revision {update.current.revision} (version {function.spec.version})",
             )  # fmt: skip
-        if update.config_maps_to_delete:
-            await self._delete_configmaps(function.namespace, update.config_maps_to_delete)
+        own = [n for n in update.config_maps_to_delete if not is_module_configmap(n)]
+        if own:  # a shared one goes when no function names it (the resync's sweep)
+            await self._delete_configmaps(function.namespace, own)
         if not fresh and not update.changed:
             # A resume or resync: sweep ConfigMaps an interrupted earlier pass left behind.
             await self._collect_configmaps(function, state)
@@ -461,14 +470,55 @@ class FunctionController:
         state.observed_generation = state.generation
         await self._write(state)
 
-    async def _ensure_configmap(self, configmap: dict[str, Any]) -> None:
-        """Create the immutable module ConfigMap unless it exists (same name, same bytes)."""
-        meta = configmap["metadata"]
+    async def _ensure_module_configmap(self, namespace: str, bundle: ModuleBundle) -> None:
+        """Create the module's shared ConfigMap in ``namespace`` unless it is there.
+
+        One that exists is used only if it is immutable and holds exactly these bytes
+        (its name is predictable: anyone could have put other bytes there), checked once
+        per object; the Pods pin the digest besides, and a node checks it.
+        """
+        configmap = build_module_configmap(namespace, bundle)
+        name = configmap["metadata"]["name"]
+        if (namespace, name) in self.module_configmaps:
+            return
         try:
-            await self.kube.create(api_path("v1", "configmaps", meta["namespace"]), configmap)
+            created = await self.kube.create(api_path("v1", "configmaps", namespace), configmap)
+            self.module_configmaps[(namespace, name)] = created["metadata"]["uid"]
+            return
         except ApiError as exc:
             if not exc.conflict:
                 raise
+        existing = await self.kube.get(api_path("v1", "configmaps", namespace, name))
+        if not (
+            existing.get("immutable") is True
+            and existing.get("binaryData") == configmap["binaryData"]
+            and not existing.get("data")
+        ):
+            raise NotOurs(
+                f"ConfigMap {namespace}/{name} exists with other contents or is mutable;"
+                " delete it so the operator can store the module there"
+            )
+        self.module_configmaps[(namespace, name)] = existing["metadata"]["uid"]
+
+    async def sweep_module_configmaps(
+        self, listed: dict[str, dict[str, dict[str, Any]]], grace_s: float
+    ) -> int:
+        """Delete the shared module ConfigMaps no known function's revision history names
+        (:func:`unused_module_configmaps`), each preconditioned on the uid listed. Returns
+        how many were deleted."""
+        deleted = 0
+        for namespace, name, uid in unused_module_configmaps(
+            listed, self.states.values(), time.time(), grace_s
+        ):
+            body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}}
+            try:
+                await self.kube.delete(api_path("v1", "configmaps", namespace, name), body)
+                deleted += 1
+            except ApiError as exc:
+                if not (exc.not_found or exc.conflict):
+                    raise
+            self.module_configmaps.pop((namespace, name), None)
+        return deleted
 
     async def _collect_configmaps(self, function: WasmFunction, state: FunctionState) -> None:
         """Delete module ConfigMaps no revision in the history refers to any more."""
@@ -559,7 +609,9 @@ class FunctionController:
         if service is None:
             return "Service missing"
         current = next((r for r in state.revisions if r.revision == state.revision), None)
-        if current is not None and current.config_map not in configmaps:
+        # An image revision has no module ConfigMap (its config_map is empty).
+        if current is not None and current.config_map and current.config_map not in configmaps:
+            self.module_configmaps.pop((state.namespace, current.config_map), None)
             return "module ConfigMap missing"
         observed = int(deployment.get("generation") or 0)
         if state.applied_generation is None:
@@ -586,3 +638,27 @@ class FunctionController:
             if state.phase is not None:
                 counts[state.phase.value] = counts.get(state.phase.value, 0) + 1
         return counts
+
+
+def unused_module_configmaps(
+    listed: dict[str, dict[str, dict[str, Any]]],
+    states: Iterable[FunctionState],
+    now: float,
+    grace_s: float,
+) -> list[tuple[str, str, str]]:
+    """(namespace, name, uid) of each shared module ConfigMap in a resync's listing
+    (namespace -> name -> metadata) that no function's revision history names, older than
+    ``grace_s``. The listing must come from a pass in which every listed function is
+    known; ConfigMaps of functions (owner references) and others are never chosen."""
+    used = {(state.namespace, r.config_map) for state in states for r in state.revisions}
+    unused = []
+    for namespace, configmaps in listed.items():
+        for name, meta in configmaps.items():
+            if not is_module_configmap(name) or (namespace, name) in used:
+                continue
+            if meta.get("ownerReferences"):
+                continue
+            if now - parse_time(meta["creationTimestamp"]).timestamp() < grace_s:
+                continue
+            unused.append((namespace, name, meta["uid"]))
+    return unused

@@ -3,9 +3,11 @@
 Handlers create or patch exactly what these return, so the manifests are also the contract
 with the node agent, which runs each Pod as a wasmtime function server:
 
-* the module is in an immutable ConfigMap ``<function>-<digest[:12]>`` under
-  ``binaryData["module.wasm"]`` or, gzip-compressed, ``binaryData["module.wasm.gz"]``; the
-  Pod mounts it at ``/module`` and names the file in ``WASMOP_MODULE_PATH``;
+* the module is in an immutable ConfigMap ``wasm-module-<digest[:20]>``, one per module
+  and namespace, shared by the functions that run it (functions made by earlier operators
+  keep their own ``<function>-<digest[:12]>``), under ``binaryData["module.wasm"]`` or,
+  gzip-compressed, ``binaryData["module.wasm.gz"]``; the Pod mounts it at ``/module`` and
+  names the file in ``WASMOP_MODULE_PATH``;
 * or, for ``spec.module.image``, the Pod names the image by digest in
   ``WASMOP_MODULE_IMAGE`` and the node pulls it; pull secrets are mounted as secret
   volumes (so the Node authorizer lets the Pod's node read them, and the runtime image
@@ -65,11 +67,14 @@ __all__ = [
     "build_configmap",
     "build_deployment",
     "build_hpa",
+    "build_module_configmap",
     "build_service",
     "configmap_name",
     "function_env",
     "function_labels",
     "gateway_url",
+    "is_module_configmap",
+    "module_configmap_name",
     "module_digest",
     "owner_reference",
     "pack_module",
@@ -130,6 +135,20 @@ def module_digest(module: bytes) -> str:
 
 def configmap_name(function_name: str, digest: str) -> str:
     return f"{function_name}-{digest[:12]}"
+
+
+MODULE_CONFIGMAP_PREFIX = "wasm-module-"
+
+
+def module_configmap_name(digest: str) -> str:
+    """The ConfigMap of one module in a namespace, shared by every function that runs it:
+    ``wasm-module-<first 20 hex digits of its sha256>``."""
+    return f"{MODULE_CONFIGMAP_PREFIX}{digest[:20]}"
+
+
+def is_module_configmap(name: str) -> bool:
+    """Whether a ConfigMap name is a shared module ConfigMap's (not one of a function)."""
+    return name.startswith(MODULE_CONFIGMAP_PREFIX)
 
 
 def selector(function_name: str) -> dict[str, str]:
@@ -257,6 +276,32 @@ def build_configmap(function: WasmFunction, bundle: ModuleBundle) -> dict[str, A
                 ANNOTATION_MODULE_SIZE: str(bundle.size),
             },
         ),
+        "immutable": True,
+        "binaryData": {bundle.key: base64.b64encode(bundle.data).decode("ascii")},
+    }
+
+
+def build_module_configmap(namespace: str, bundle: ModuleBundle) -> dict[str, Any]:
+    """The immutable ConfigMap of one module in ``namespace``, shared by the functions that
+    run it. It has no owner: the operator deletes it when no function's revision history
+    names it any more (the resync's sweep), and the namespace's deletion takes it along."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": module_configmap_name(bundle.digest),
+            "namespace": namespace,
+            "labels": {
+                LABEL_MANAGED_BY: MANAGED_BY,
+                LABEL_COMPONENT: "module",
+                LABEL_DIGEST: bundle.digest[:12],
+            },
+            "annotations": {
+                ANNOTATION_DIGEST: f"sha256:{bundle.digest}",
+                ANNOTATION_MODULE_KEY: bundle.key,
+                ANNOTATION_MODULE_SIZE: str(bundle.size),
+            },
+        },
         "immutable": True,
         "binaryData": {bundle.key: base64.b64encode(bundle.data).decode("ascii")},
     }
