@@ -242,3 +242,9 @@ def test_growth_is_named_constant_linear_or_worse() -> None:
     worse = classify_growth(n, [1.0 + 1e-4 * x * x for x in n])
     assert worse.kind == "worse than linear" and worse.projected == pytest.approx(10_001.0)
     assert classify_growth([10, 20], [1.0, 2.0]).kind == "unknown"
+    # Falling is no growth; a change within the measurement's resolution is none either.
+    assert classify_growth(n, [156.0, 118.0, 117.0, 123.0, 110.0]).kind == "constant"
+    cpu = classify_growth(n, [2.0, 2.0, 2.0, 5.0, 4.0], flat_within=5.0)
+    assert cpu.kind == "constant"
+    # Four points are too few to call a bend worse than linear.
+    assert classify_growth(n[:4], [1.0, 2.0, 9.0, 30.0]).kind == "linear"

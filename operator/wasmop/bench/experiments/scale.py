@@ -61,19 +61,34 @@ GATEWAY = "gateway_requests"
 AGENTS = "agents"
 REQUESTS = "operator_requests"
 PROJECT_TO = 10_000
-# Growth over the measured range below this share of the mean counts as constant.
+# Growth over the measured range below this share of the mean, or below the metric's
+# resolution (FLAT_WITHIN), counts as constant.
 FLAT_SHARE = 0.10
+MIN_SIZES_FOR_WORSE = 5  # a parabola through fewer points fits noise
 METRICS: dict[str, str] = {
     # column of the by_size table: axis label
     "operator_rss_mib": "operator RSS (MiB)",
     "operator_idle_cpu_millicores": "operator CPU at rest (millicores)",
     "operator_requests_per_minute": "operator API requests at rest (per minute)",
     "resync_ms": "full resync (ms)",
-    "resync_cpu_millicores": "operator CPU during a resync (millicores)",
+    "resync_cpu_ms": "operator CPU time per resync (ms)",
     "probe_create_to_ready_ms": "probe create to Ready, median (ms)",
     "gateway_p50_ms": "gateway request latency, median (ms)",
     "gateway_rss_mib": "gateway RSS (MiB)",
     "agent_mib_per_pod": "node agent memory per Pod (MiB)",
+}
+# What each figure's measurement cannot tell apart on this machine (CPU sampled in 10 ms
+# ticks, latencies on a shared machine): a change within it over the whole range is none.
+FLAT_WITHIN: dict[str, float] = {
+    "operator_rss_mib": 4.0,
+    "operator_idle_cpu_millicores": 5.0,
+    "operator_requests_per_minute": 2.0,
+    "resync_ms": 10.0,
+    "resync_cpu_ms": 10.0,
+    "probe_create_to_ready_ms": 50.0,
+    "gateway_p50_ms": 1.0,
+    "gateway_rss_mib": 4.0,
+    "agent_mib_per_pod": 0.05,
 }
 
 
@@ -208,6 +223,37 @@ async def pods_per_node(kube: Kube) -> dict[str, int]:
     return counts
 
 
+def restart_operator(timeout_s: float = 60.0) -> bool:
+    """Restart the embedded cluster's operator and wait until it is ready, so that its
+    memory starts from what it holds, not from what an earlier experiment made it grow
+    to. False where the supervisor does not run it (it is left as it is)."""
+    from wasmop.bench import faults
+
+    try:
+        faults.restart_component("operator")
+    except faults.FaultError:
+        return False
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(health_url("/readyz"), timeout=2) as response:
+                if response.status == 200:
+                    time.sleep(3.0)  # its watches list what exists, the first resync runs
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"the operator was not ready {timeout_s:g} s after its restart")
+
+
+def health_url(path: str) -> str:
+    from wasmop.cluster import manager
+    from wasmop.cluster.layout import StateLayout
+
+    port = manager.load_settings(StateLayout.default()).operator_health_port
+    return f"http://127.0.0.1:{port}{path}"
+
+
 def run_scale(
     session: BenchSession,
     run: ExperimentRun,
@@ -222,8 +268,10 @@ def run_scale(
     interval_s: float = 0.5,
     wave_timeout_s: float = 600.0,
     timeout_s: float = 120.0,
+    fresh_operator: bool = True,
 ) -> None:
-    """Add functions in waves up to each of ``sizes`` and measure at each (module doc)."""
+    """Measure with no functions, then add functions in waves up to each of ``sizes`` and
+    measure at each (module doc). ``fresh_operator`` restarts the operator first."""
     sizes = sorted(int(s) for s in sizes)
     if not sizes or sizes[0] < 1:
         raise ValueError("sizes must be positive numbers of functions")
@@ -240,6 +288,7 @@ def run_scale(
         )
     from wasmop.cluster.layout import StateLayout
 
+    restarted = restart_operator() if fresh_operator else False
     audit_log = StateLayout.default().audit_log
     size_rows: list[dict[str, Any]] = []
     probe_rows: list[dict[str, Any]] = []
@@ -251,12 +300,51 @@ def run_scale(
     with workspace as ws, recording(session, run, ws.namespace) as rec:
         kube, namespace = session.kube, ws.namespace
         session.run(deploy.ensure_module(kube, namespace, workload))
-        agent_rows += agents_memory(0)
-        baseline_pods = session.run(pods_per_node(kube))
-        for node in agent_rows:
-            node["pods"] = baseline_pods.get(node["node"], 0)
+
+        def measure(size: int, names: Sequence[str], row: dict[str, Any]) -> None:
+            """Everything measured at one size (its functions all Ready)."""
+            time.sleep(3.0)  # trailing status writes of the wave
+            rest = final_rest_s if size == sizes[-1] and final_rest_s else rest_s
+            tail = audit.AuditTail(audit_log) if audit_log.exists() else None
+            rec.mark("rest", detail=str(size))
+            row["rest_start_ms"] = now_ms()
+            time.sleep(rest)
+            row["rest_end_ms"] = now_ms()
+            if tail is not None:
+                time.sleep(2.0)  # the audit log is written in batches of a second
+                requests = audit.frame(tail.read(reads=True))
+                own = requests[requests["actor"].str.startswith("operator")]
+                request_frames.append(own.assign(functions=size))
+            rec.mark("resync", detail=str(size))
+            row.update(trigger_resync())
+            for i in range(probes):
+                name = f"probe-{size}-{i}"
+                manifest = deploy.function_manifest(name, workload)
+                [outcome] = session.run(
+                    deploy.deploy_functions(kube, namespace, [manifest], rec, timeout_s)
+                )
+                probe_rows.append({"functions": size, "probe": i, "ok": outcome.ok,
+                                   "create_to_ready_ms": outcome.latency_ms})  # fmt: skip
+                session.run(deploy.delete_functions(kube, namespace, [name]))
+            if names:
+                url = deploy.gateway_url(namespace, names[0])
+                for r in session.run(gateway_latencies(url, gateway_requests)):
+                    gateway_rows.append({"functions": size, **r})
+            gateway_pid = component_pid("gateway")
+            row["gateway_rss_mib"] = (
+                psutil.Process(gateway_pid).memory_info().rss / 2**20
+                if gateway_pid
+                else float("nan")
+            )
+            pods = session.run(pods_per_node(kube))
+            for agent in agents_memory(size):
+                agent_rows.append({**agent, "pods": pods.get(agent["node"], 0)})
+            size_rows.append(row)
+
         sampler.start()
         try:
+            measure(0, [], {"functions": 0, "wave_ms": 0.0, "wave_functions": 0,
+                            "operator_restarted": restarted})  # fmt: skip
             current = 0
             for size in sizes:
                 names = [f"s-{i:05d}" for i in range(current, size)]
@@ -264,53 +352,11 @@ def run_scale(
                 wave_started = now_ms()
                 session.run(create_wave(kube, namespace, names, workload, wave_concurrency))
                 session.run(wait_all_ready(rec, size, wave_timeout_s))
-                wave_ms = now_ms() - wave_started
+                row: dict[str, Any] = {"functions": size, "wave_ms": now_ms() - wave_started,
+                                       "wave_functions": len(names),
+                                       "operator_restarted": restarted}  # fmt: skip
                 current = size
-                row: dict[str, Any] = {"functions": size, "wave_ms": wave_ms,
-                                       "wave_functions": len(names)}  # fmt: skip
-
-                # At rest: the operator's CPU, RSS and API requests.
-                time.sleep(3.0)  # trailing status writes of the wave
-                rest = final_rest_s if size == sizes[-1] and final_rest_s else rest_s
-                tail = audit.AuditTail(audit_log) if audit_log.exists() else None
-                rec.mark("rest", detail=str(size))
-                row["rest_start_ms"] = now_ms()
-                time.sleep(rest)
-                row["rest_end_ms"] = now_ms()
-                if tail is not None:
-                    time.sleep(2.0)  # the audit log is written in batches of a second
-                    requests = audit.frame(tail.read(reads=True))
-                    own = requests[requests["actor"].str.startswith("operator")]
-                    request_frames.append(own.assign(functions=size))
-
-                rec.mark("resync", detail=str(size))
-                row.update(trigger_resync())
-
-                # Probe functions, one at a time.
-                for i in range(probes):
-                    name = f"probe-{size}-{i}"
-                    manifest = deploy.function_manifest(name, workload)
-                    [outcome] = session.run(
-                        deploy.deploy_functions(kube, namespace, [manifest], rec, timeout_s)
-                    )
-                    probe_rows.append({"functions": size, "probe": i, "ok": outcome.ok,
-                                       "create_to_ready_ms": outcome.latency_ms})  # fmt: skip
-                    session.run(deploy.delete_functions(kube, namespace, [name]))
-
-                # The gateway and the node agents.
-                url = deploy.gateway_url(namespace, names[0] if names else "s-00000")
-                for r in session.run(gateway_latencies(url, gateway_requests)):
-                    gateway_rows.append({"functions": size, **r})
-                gateway_pid = component_pid("gateway")
-                row["gateway_rss_mib"] = (
-                    psutil.Process(gateway_pid).memory_info().rss / 2**20
-                    if gateway_pid
-                    else float("nan")
-                )
-                pods = session.run(pods_per_node(kube))
-                for agent in agents_memory(size):
-                    agent_rows.append({**agent, "pods": pods.get(agent["node"], 0)})
-                size_rows.append(row)
+                measure(size, ["s-00000"], row)
         finally:
             run.write_raw(SAMPLES, sampler.stop())
             run.write_raw(SIZES, pd.DataFrame(size_rows))
@@ -342,13 +388,17 @@ class Growth:
     projected: float  # at PROJECT_TO functions, from the model named by kind
 
 
-def classify_growth(n: Sequence[float], y: Sequence[float], metric: str = "") -> Growth:
+def classify_growth(
+    n: Sequence[float], y: Sequence[float], metric: str = "", flat_within: float = 0.0
+) -> Growth:
     """Fit ``a + b·n`` and ``a + b·n + c·n²`` to (n, y) and name the growth.
 
-    *constant*: the linear fit changes less than :data:`FLAT_SHARE` of the mean over the
-    measured range; *worse than linear*: the quadratic term is positive and explains at
-    least half of what the line leaves unexplained; else *linear*. The projection uses
-    the named model (the mean for constant).
+    *constant*: the line falls, or rises over the measured range by less than
+    :data:`FLAT_SHARE` of the mean or ``flat_within`` (the measurement's resolution);
+    *worse than linear*: with at least :data:`MIN_SIZES_FOR_WORSE` sizes, the quadratic
+    term is positive, removes at least half of what the line leaves unexplained and adds
+    at least a quarter to the line's value at the largest size; else *linear*. The
+    projection to :data:`PROJECT_TO` uses the named model (for constant: the mean).
     """
     x = np.asarray(n, dtype=float)
     v = np.asarray(y, dtype=float)
@@ -356,7 +406,7 @@ def classify_growth(n: Sequence[float], y: Sequence[float], metric: str = "") ->
     x, v = x[keep], v[keep]
     nan = float("nan")
     if x.size < 3 or np.ptp(x) == 0:
-        last = float(v[-1]) if v.size else nan
+        last = float(v[np.argmax(x)]) if v.size else nan
         return Growth(metric, "unknown", nan, nan, nan, nan, last, nan)
     slope, intercept = np.polyfit(x, v, 1)
     residual_linear = float(np.sum((v - (intercept + slope * x)) ** 2))
@@ -364,10 +414,17 @@ def classify_growth(n: Sequence[float], y: Sequence[float], metric: str = "") ->
     r2 = 1 - residual_linear / total if total > 0 else 1.0
     quad, q_slope, q_intercept = np.polyfit(x, v, 2)
     residual_quad = float(np.sum((v - (q_intercept + q_slope * x + quad * x * x)) ** 2))
-    mean = abs(float(v.mean())) or 1.0
-    if abs(slope) * float(np.ptp(x)) < FLAT_SHARE * mean:
+    rise = slope * float(np.ptp(x))
+    largest = float(x.max())
+    line_at_largest = intercept + slope * largest
+    if rise <= max(FLAT_SHARE * abs(float(v.mean())), flat_within):
         kind, projected = "constant", float(v.mean())
-    elif quad > 0 and residual_quad < 0.5 * residual_linear and x.size >= 4:
+    elif (
+        x.size >= MIN_SIZES_FOR_WORSE
+        and quad > 0
+        and residual_quad < 0.5 * residual_linear
+        and quad * largest**2 > 0.25 * abs(line_at_largest)
+    ):
         kind = "worse than linear"
         projected = float(q_intercept + q_slope * PROJECT_TO + quad * PROJECT_TO**2)
     else:
@@ -423,6 +480,7 @@ def by_size(raw: RawData) -> pd.DataFrame:
                     len(window) / minutes / n if minutes else np.nan
                 ),
                 "resync_ms": size.resync_ms,
+                "resync_cpu_ms": size.resync_cpu_s * 1000,
                 "resync_cpu_millicores": size.resync_cpu_s / (size.resync_wall_ms / 1000) * 1000,
                 "resync_queued": size.resync_queued,
                 "probe_n": len(ok_probes),
@@ -441,7 +499,7 @@ def by_size(raw: RawData) -> pd.DataFrame:
 def growth_table(table: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for metric in METRICS:
-        g = classify_growth(table["functions"], table[metric], metric)
+        g = classify_growth(table["functions"], table[metric], metric, FLAT_WITHIN[metric])
         rows.append({**g.__dict__, "project_to": PROJECT_TO})
     return pd.DataFrame(rows)
 
