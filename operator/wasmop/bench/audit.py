@@ -207,19 +207,22 @@ def select(writes: pd.DataFrame, namespace: str, start_ms: float, end_ms: float)
 
 def writes_table(writes: pd.DataFrame, functions: int) -> pd.DataFrame:
     """Writes per created function by actor, resource and part, most first, with a
-    ``total`` row: the table the benchmarks print."""
-    columns = ["actor", "resource", "part", "writes", "writes_per_function"]
+    ``total`` row: the table the benchmarks print. ``rejected`` counts the writes the API
+    server refused (409 Conflict: a controller wrote from a stale cache), which cost it a
+    request but no change."""
+    columns = ["actor", "resource", "part", "writes", "rejected", "writes_per_function"]
     if writes.empty or functions <= 0:
         return pd.DataFrame(columns=columns)
     table = (
-        writes.groupby(["actor", "resource", "part"], as_index=False)
-        .size()
-        .rename(columns={"size": "writes"})
+        writes.assign(rejected=writes["code"] >= 400)
+        .groupby(["actor", "resource", "part"], as_index=False)
+        .agg(writes=("code", "size"), rejected=("rejected", "sum"))
         .sort_values(["writes", "actor", "resource"], ascending=[False, True, True])
     )
     total = pd.DataFrame(
-        [{"actor": "total", "resource": "", "part": "", "writes": int(table["writes"].sum())}]
-    )
+        [{"actor": "total", "resource": "", "part": "", "writes": int(table["writes"].sum()),
+          "rejected": int(table["rejected"].sum())}]
+    )  # fmt: skip
     table = pd.concat([table, total], ignore_index=True)
     table["writes_per_function"] = table["writes"] / functions
     return table[columns]
@@ -236,10 +239,11 @@ def by_actor(writes: pd.DataFrame, functions: int) -> pd.DataFrame:
 
 def format_table(table: pd.DataFrame) -> str:
     """The writes table as aligned text for a terminal."""
-    lines = [f"  {'actor':<28}{'resource':<30}{'part':<13}{'writes':>8}{'per function':>14}"]
+    header = f"{'actor':<28}{'resource':<30}{'part':<13}{'writes':>8}{'refused':>9}"
+    lines = [f"  {header}{'per function':>14}"]
     for row in table.itertuples(index=False):
         lines.append(
-            f"  {row.actor:<28}{row.resource:<30}{row.part:<13}{row.writes:>8}"
+            f"  {row.actor:<28}{row.resource:<30}{row.part:<13}{row.writes:>8}{row.rejected:>9}"
             f"{row.writes_per_function:>14.2f}"
         )
     return "\n".join(lines)
