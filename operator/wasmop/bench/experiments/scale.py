@@ -32,7 +32,8 @@ import json
 import time
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -254,6 +255,103 @@ def health_url(path: str) -> str:
     return f"http://127.0.0.1:{port}{path}"
 
 
+@dataclass
+class ScaleRecord:
+    """What a scale run has measured so far, one list per raw table."""
+
+    sizes: list[dict[str, Any]] = field(default_factory=list)
+    probes: list[dict[str, Any]] = field(default_factory=list)
+    gateway: list[dict[str, Any]] = field(default_factory=list)
+    agents: list[dict[str, Any]] = field(default_factory=list)
+    requests: list[pd.DataFrame] = field(default_factory=list)
+
+    def write(self, run: ExperimentRun) -> None:
+        run.write_raw(SIZES, pd.DataFrame(self.sizes))
+        run.write_raw(PROBES, pd.DataFrame(self.probes))
+        run.write_raw(GATEWAY, pd.DataFrame(self.gateway))
+        run.write_raw(AGENTS, pd.DataFrame(self.agents))
+        requests = (
+            pd.concat(self.requests, ignore_index=True)
+            if self.requests
+            else pd.DataFrame(columns=[*audit.WRITE_COLUMNS, "functions"])
+        )
+        run.write_raw(REQUESTS, requests)
+
+
+@dataclass(frozen=True)
+class SizeMeasurement:
+    """How to measure at one size: the settings of :func:`measure_size`."""
+
+    workload: str
+    rest_s: float
+    probes: int
+    gateway_requests: int
+    timeout_s: float
+    audit_log: Path
+
+
+def measure_size(
+    session: BenchSession,
+    namespace: str,
+    rec: watch.Recorder,
+    how: SizeMeasurement,
+    record: ScaleRecord,
+    row: dict[str, Any],
+    served: str | None,
+) -> None:
+    """Everything measured at one size, its functions all Ready: the operator at rest and
+    its audited requests, a full resync, the probes, the gateway (on ``served``, a
+    function of the run) and the node agents. ``row`` becomes the size's row."""
+    kube, size = session.kube, row["functions"]
+    time.sleep(3.0)  # trailing status writes of the wave
+    tail = audit.AuditTail(how.audit_log) if how.audit_log.exists() else None
+    rec.mark("rest", detail=str(size))
+    row["rest_start_ms"] = now_ms()
+    time.sleep(how.rest_s)
+    row["rest_end_ms"] = now_ms()
+    if tail is not None:
+        time.sleep(2.0)  # the audit log is written in batches of a second
+        requests = audit.frame(tail.read(reads=True))
+        own = requests[requests["actor"].str.startswith("operator")]
+        record.requests.append(own.assign(functions=size))
+    rec.mark("resync", detail=str(size))
+    row.update(trigger_resync())
+    for i in range(how.probes):
+        name = f"probe-{size}-{i}"
+        manifest = deploy.function_manifest(name, how.workload)
+        [outcome] = session.run(
+            deploy.deploy_functions(kube, namespace, [manifest], rec, how.timeout_s)
+        )
+        record.probes.append({"functions": size, "probe": i, "ok": outcome.ok,
+                              "create_to_ready_ms": outcome.latency_ms})  # fmt: skip
+        session.run(deploy.delete_functions(kube, namespace, [name]))
+    if served:
+        url = deploy.gateway_url(namespace, served)
+        for r in session.run(gateway_latencies(url, how.gateway_requests)):
+            record.gateway.append({"functions": size, **r})
+    gateway_pid = component_pid("gateway")
+    row["gateway_rss_mib"] = (
+        psutil.Process(gateway_pid).memory_info().rss / 2**20 if gateway_pid else float("nan")
+    )
+    pods = session.run(pods_per_node(kube))
+    for agent in agents_memory(size):
+        record.agents.append({**agent, "pods": pods.get(agent["node"], 0)})
+    record.sizes.append(row)
+
+
+def check_capacity(session: BenchSession, largest: int) -> None:
+    """Fail before anything is created when the wasm nodes cannot hold the largest size."""
+    capacity = session.run(wasm_capacity(session.kube))
+    needed = largest + 1  # and one probe function at a time
+    if capacity.free < needed:
+        raise RuntimeError(
+            f"{needed} functions need {needed} Pod slots on wasm nodes; the {capacity.nodes}"
+            f" Ready nodes allow {capacity.pods_allowed} and run {capacity.pods_running}."
+            " Start the cluster with more nodes ('wasmop cluster up --nodes N'; a node"
+            " advertises 110 Pods) or give the plan a cluster: {nodes: N} section."
+        )
+
+
 def run_scale(
     session: BenchSession,
     run: ExperimentRun,
@@ -277,74 +375,24 @@ def run_scale(
         raise ValueError("sizes must be positive numbers of functions")
     if operator_pid() is None:
         raise RuntimeError("no operator process found (is it running? 'wasmop cluster status')")
-    capacity = session.run(wasm_capacity(session.kube))
-    needed = sizes[-1] + 1  # and one probe function at a time
-    if capacity.free < needed:
-        raise RuntimeError(
-            f"{needed} functions need {needed} Pod slots on wasm nodes; the {capacity.nodes}"
-            f" Ready nodes allow {capacity.pods_allowed} and run {capacity.pods_running}."
-            " Start the cluster with more nodes ('wasmop cluster up --nodes N'; a node"
-            " advertises 110 Pods) or give the plan a cluster: {nodes: N} section."
-        )
+    check_capacity(session, sizes[-1])
     from wasmop.cluster.layout import StateLayout
 
     restarted = restart_operator() if fresh_operator else False
-    audit_log = StateLayout.default().audit_log
-    size_rows: list[dict[str, Any]] = []
-    probe_rows: list[dict[str, Any]] = []
-    gateway_rows: list[dict[str, Any]] = []
-    agent_rows: list[dict[str, Any]] = []
-    request_frames: list[pd.DataFrame] = []
+    how = SizeMeasurement(workload, rest_s, probes, gateway_requests, timeout_s,
+                          StateLayout.default().audit_log)  # fmt: skip
+    last = replace(how, rest_s=final_rest_s or rest_s)
+    record = ScaleRecord()
     sampler = ProcessSampler(operator_pid, interval_s, label="operator")
     workspace = Workspace(session, run.experiment, delete_wait_s=max(60.0, sizes[-1] * 0.5))
     with workspace as ws, recording(session, run, ws.namespace) as rec:
         kube, namespace = session.kube, ws.namespace
         session.run(deploy.ensure_module(kube, namespace, workload))
-
-        def measure(size: int, names: Sequence[str], row: dict[str, Any]) -> None:
-            """Everything measured at one size (its functions all Ready)."""
-            time.sleep(3.0)  # trailing status writes of the wave
-            rest = final_rest_s if size == sizes[-1] and final_rest_s else rest_s
-            tail = audit.AuditTail(audit_log) if audit_log.exists() else None
-            rec.mark("rest", detail=str(size))
-            row["rest_start_ms"] = now_ms()
-            time.sleep(rest)
-            row["rest_end_ms"] = now_ms()
-            if tail is not None:
-                time.sleep(2.0)  # the audit log is written in batches of a second
-                requests = audit.frame(tail.read(reads=True))
-                own = requests[requests["actor"].str.startswith("operator")]
-                request_frames.append(own.assign(functions=size))
-            rec.mark("resync", detail=str(size))
-            row.update(trigger_resync())
-            for i in range(probes):
-                name = f"probe-{size}-{i}"
-                manifest = deploy.function_manifest(name, workload)
-                [outcome] = session.run(
-                    deploy.deploy_functions(kube, namespace, [manifest], rec, timeout_s)
-                )
-                probe_rows.append({"functions": size, "probe": i, "ok": outcome.ok,
-                                   "create_to_ready_ms": outcome.latency_ms})  # fmt: skip
-                session.run(deploy.delete_functions(kube, namespace, [name]))
-            if names:
-                url = deploy.gateway_url(namespace, names[0])
-                for r in session.run(gateway_latencies(url, gateway_requests)):
-                    gateway_rows.append({"functions": size, **r})
-            gateway_pid = component_pid("gateway")
-            row["gateway_rss_mib"] = (
-                psutil.Process(gateway_pid).memory_info().rss / 2**20
-                if gateway_pid
-                else float("nan")
-            )
-            pods = session.run(pods_per_node(kube))
-            for agent in agents_memory(size):
-                agent_rows.append({**agent, "pods": pods.get(agent["node"], 0)})
-            size_rows.append(row)
-
         sampler.start()
         try:
-            measure(0, [], {"functions": 0, "wave_ms": 0.0, "wave_functions": 0,
-                            "operator_restarted": restarted})  # fmt: skip
+            measure_size(session, namespace, rec, how, record,
+                         {"functions": 0, "wave_ms": 0.0, "wave_functions": 0,
+                          "operator_restarted": restarted}, served=None)  # fmt: skip
             current = 0
             for size in sizes:
                 names = [f"s-{i:05d}" for i in range(current, size)]
@@ -356,19 +404,11 @@ def run_scale(
                                        "wave_functions": len(names),
                                        "operator_restarted": restarted}  # fmt: skip
                 current = size
-                measure(size, ["s-00000"], row)
+                measure_size(session, namespace, rec, last if size == sizes[-1] else how,
+                             record, row, served="s-00000")  # fmt: skip
         finally:
             run.write_raw(SAMPLES, sampler.stop())
-            run.write_raw(SIZES, pd.DataFrame(size_rows))
-            run.write_raw(PROBES, pd.DataFrame(probe_rows))
-            run.write_raw(GATEWAY, pd.DataFrame(gateway_rows))
-            run.write_raw(AGENTS, pd.DataFrame(agent_rows))
-            requests = (
-                pd.concat(request_frames, ignore_index=True)
-                if request_frames
-                else pd.DataFrame(columns=[*audit.WRITE_COLUMNS, "functions"])
-            )
-            run.write_raw(REQUESTS, requests)
+            record.write(run)
 
 
 # --------------------------------------------------------------------------- analysis
