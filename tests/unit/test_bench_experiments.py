@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -218,12 +219,15 @@ def test_scale_sets_each_cost_against_the_functions_held() -> None:
     sizes = raw.parameters["sizes"]
     result = analyse_scale(raw)
     table = result.tables["by_size"]
-    assert list(table["functions"]) == sizes
+    assert list(table["functions"]) == [0, *sizes]  # first with none
+    assert np.isnan(table["operator_requests_per_minute_per_function"].iloc[0])
+    assert (table["agent_mib_per_pod"].iloc[1:] > 0).all()
     assert (table["operator_rss_mib"] > 10).all()
     assert (table["operator_idle_cpu_millicores"] >= 0).all()
     assert (table["resync_ms"] > 0).all() and (table["resync_queued"] == 0).all()
     assert (table["probe_n"] == raw.parameters["probes"]).all()
-    assert (table["gateway_n"] == raw.parameters["gateway_requests"]).all()
+    # With no function there is none to ask through the gateway.
+    assert list(table["gateway_n"]) == [0] + [raw.parameters["gateway_requests"]] * len(sizes)
     assert (table["operator_requests_per_minute"] >= 0).all()
     growth = result.tables["growth"]
     assert set(growth["kind"]) <= {"constant", "linear", "worse than linear", "unknown"}

@@ -517,7 +517,7 @@ def by_size(raw: RawData) -> pd.DataFrame:
                 "operator_requests": len(window),
                 "operator_requests_per_minute": len(window) / minutes if minutes else np.nan,
                 "operator_requests_per_minute_per_function": (
-                    len(window) / minutes / n if minutes else np.nan
+                    len(window) / minutes / n if minutes and n else np.nan
                 ),
                 "resync_ms": size.resync_ms,
                 "resync_cpu_ms": size.resync_cpu_s * 1000,
