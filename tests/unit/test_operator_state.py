@@ -281,6 +281,21 @@ def test_the_resync_repairs_missing_or_changed_objects_and_adopts_unknown_versio
     assert controller.drift(state, body, None, None, set()) is None  # nothing to repair
 
 
+def test_an_image_revision_needs_no_module_configmap_at_resync() -> None:
+    """A module from a registry has no ConfigMap (its revision names none): the resync
+    must not queue such a function again on every pass."""
+    from wasmop.operator.status import Revision
+
+    controller = _controller()
+    body = _function()
+    controller.observe_function(body)
+    state = controller.states[("ns", "fn")]
+    state.reconciled_generation, state.valid, state.revision = 1, True, 1
+    state.revisions = (Revision(1, "d" * 64, "1.0.0", "", "t0"),)
+    deployment, service = {"generation": 4}, {"resourceVersion": "100"}
+    assert controller.drift(state, body, deployment, service, set()) is None
+
+
 def test_every_phase_change_is_an_event_but_a_new_functions_first_deploying() -> None:
     from wasmop.operator.state import announced
     from wasmop.operator.status import Phase
