@@ -97,7 +97,6 @@ class FunctionState:
     # the resync sees a change by someone else without reading the objects.
     applied_generation: int | None = None
     service_version: str | None = None
-    module_version: str | None = None  # resourceVersion of the module's source ConfigMap
     # One reconcile at a time; status writes (from Pod and Deployment events too) take the
     # shorter ``lock``, so a slow reconcile never holds back the status of ready Pods.
     reconciling: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
