@@ -20,12 +20,14 @@ from wasmop.bench.experiments.chaos import (
     analyse_chaos,
     event_windows,
     health_timeline,
+    orphaned_modules,
     plan_schedule,
     recovery_by_kind,
     settled_timeline,
     window_recovery,
 )
 from wasmop.bench.run import ratios_from_counts
+from wasmop.wellknown import FUNCTION_LABEL
 
 RECORDED = RawData(Path(__file__).parent / "recorded_runs" / "chaos" / "recorded")
 FUNCTIONS = ["fn-000", "fn-001", "fn-002"]
@@ -166,3 +168,22 @@ def test_the_summary_pools_the_soaks_windows() -> None:
     assert {"chaos_recovery", "chaos_requests_lost"} <= set(pooled.analysis.figures)
     labels = set(pooled.analysis.tables["targets"]["target"])
     assert {"Success rate under chaos", "Recovery time: pod-delete"} <= labels
+
+
+def test_a_shared_module_configmap_is_orphaned_only_when_no_function_names_it() -> None:
+    def configmap(name: str, function: str | None = None) -> dict:  # type: ignore[type-arg]
+        labels = {FUNCTION_LABEL: function} if function else {}
+        return {"metadata": {"name": name, "labels": labels}}
+
+    def function(name: str, *configmaps: str) -> dict:  # type: ignore[type-arg]
+        revisions = [{"configMap": c} for c in configmaps]
+        return {"metadata": {"name": name}, "status": {"revisions": revisions}}
+
+    functions = [function("a", "wasm-module-1"), function("b", "wasm-module-1", "b-old")]
+    modules = [
+        configmap("wasm-module-1"),  # shared by a and b
+        configmap("wasm-module-2"),  # shared, named by none
+        configmap("b-old", "b"),  # b's own
+        configmap("a-old", "a"),  # a's own, which a no longer names
+    ]
+    assert orphaned_modules(modules, functions) == ["wasm-module-2", "a-old"]

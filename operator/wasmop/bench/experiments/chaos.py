@@ -554,6 +554,29 @@ async def converge(kube: Kube, namespace: str, timeout_s: float) -> float:
     return time.monotonic() - started
 
 
+def orphaned_modules(
+    modules: Sequence[dict[str, Any]], functions: Sequence[dict[str, Any]]
+) -> list[str]:
+    """Module ConfigMaps no function's revisions name: a function's own (labelled with it)
+    must be named by that function; a shared one (``wasm-module-<digest>``, no function
+    label) by any. (The soak's rollouts change the version, never the module, so no shared
+    one falls out of use during it; the operator's resync would delete such a one.)"""
+    named = [
+        (f["metadata"]["name"], r.get("configMap"))
+        for f in functions
+        for r in (f.get("status") or {}).get("revisions") or []
+    ]
+    own, shared = set(named), {cm for _, cm in named}
+    orphaned = []
+    for c in modules:
+        name = c["metadata"]["name"]
+        function = (c["metadata"].get("labels") or {}).get(FUNCTION_LABEL)
+        named_by = (function, name) in own if function else name in shared
+        if not named_by:
+            orphaned.append(name)
+    return orphaned
+
+
 async def check_invariants(
     kube: Kube, namespace: str, operator_metrics_url: str, gauge_wait_s: float = 15.0
 ) -> list[dict[str, Any]]:
@@ -593,20 +616,7 @@ async def check_invariants(
     record("exactly one Deployment and one Service per function", problems)
 
     modules = await items("v1", "configmaps", labelSelector=f"{LABEL_COMPONENT}=module")
-    used = {
-        (f["metadata"]["name"], r.get("configMap"))
-        for f in functions
-        for r in (f.get("status") or {}).get("revisions") or []
-    }
-    record(
-        "no orphaned module ConfigMaps",
-        [
-            c["metadata"]["name"]
-            for c in modules
-            if ((c["metadata"].get("labels") or {}).get(FUNCTION_LABEL), c["metadata"]["name"])
-            not in used
-        ],
-    )
+    record("no orphaned module ConfigMaps", orphaned_modules(modules, functions))
     replicasets = await items("apps/v1", "replicasets")
     problems = []
     for name, deployment in sorted(by_name.items()):
