@@ -20,6 +20,7 @@ from wasmop.bench.experiments.chaos import (
     analyse_chaos,
     event_windows,
     health_timeline,
+    module_replacing,
     orphaned_modules,
     plan_schedule,
     recovery_by_kind,
@@ -187,3 +188,12 @@ def test_a_shared_module_configmap_is_orphaned_only_when_no_function_names_it() 
         configmap("a-old", "a"),  # a's own, which a no longer names
     ]
     assert orphaned_modules(modules, functions) == ["wasm-module-2", "a-old"]
+
+
+def test_a_bad_rollout_replaces_the_modules_source_whichever_it_was() -> None:
+    bad = module_replacing({"configMapRef": {"name": "wasm-badimport"}})
+    assert bad == {"image": None, "configMapRef": {"name": "wasm-badimport"}, "url": None,
+                   "inline": None}  # fmt: skip
+    good = module_replacing({"image": "127.0.0.1:5000/hello:1", "sha256": "ab"})
+    assert good["image"] == "127.0.0.1:5000/hello:1" and good["configMapRef"] is None
+    assert good["sha256"] == "ab"

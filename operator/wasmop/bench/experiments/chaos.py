@@ -444,6 +444,15 @@ def _freeze(soak: Soak, event: PlannedEvent) -> Injected:
     )
 
 
+MODULE_SOURCES = ("image", "configMapRef", "url", "inline")  # exactly one is set
+
+
+def module_replacing(module: Mapping[str, Any]) -> dict[str, Any]:
+    """``spec.module`` for a merge patch that replaces the module's source: the sources it
+    does not set are removed (null), or the server would hold two and refuse it."""
+    return {**{source: None for source in MODULE_SOURCES}, **module}
+
+
 def _bad_rollout(soak: Soak, event: PlannedEvent) -> Injected:
     """Roll a function to a module the operator must refuse; it has to stay on its
     revision and keep serving. Once refused, the spec goes back."""
@@ -451,12 +460,14 @@ def _bad_rollout(soak: Soak, event: PlannedEvent) -> Injected:
     before = soak.recorder.get("WasmFunction", name) or {}
     spec = before.get("spec") or {}
     revision = (before.get("status") or {}).get("currentRevision")
-    good = {"module": spec.get("module"), "version": spec.get("version")}
+    good = {"module": module_replacing(spec.get("module") or {}), "version": spec.get("version")}
     bad_version = f"{spec.get('version')}-bad"
     start = soak.patch_function(
         name,
         {
-            "module": {"configMapRef": {"name": deploy.module_configmap_name(BAD_WORKLOAD)}},
+            "module": module_replacing(
+                {"configMapRef": {"name": deploy.module_configmap_name(BAD_WORKLOAD)}}
+            ),
             "version": bad_version,
         },
     )
