@@ -9,7 +9,7 @@ WASMOP := $(VENV)/bin/wasmop
 CONTROLPLANE := controlplane/bin/wasmop-controlplane
 export WASMOP_STATE_DIR ?= $(CURDIR)/.wasmop
 
-.PHONY: help venv controlplane functions build test test-unit lint demo experiments lab \
+.PHONY: help venv controlplane functions build browser test test-unit lint demo experiments lab \
         cluster-up cluster-down cluster-status bench-cluster bench-runtime bench-nodes \
         bench-operator bench-images clean
 
@@ -33,7 +33,18 @@ functions: venv ## build the benchmark WebAssembly workloads into functions/buil
 
 build: venv controlplane functions ## everything the tests and experiments need
 
-test: build lint ## lint, then unit and integration tests (starts the embedded cluster if none is up)
+# Debian's chromium and its chromedriver, from the OS packages (a test never downloads a
+# browser); installed once, when missing.
+browser: ## headless Chromium and chromedriver for the browser test (apt-get, as root)
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" != 0 ]; then \
+	    echo "error: the browser test needs Debian's chromium and chromium-driver:" \
+	         "sudo apt-get install chromium chromium-driver"; exit 1; \
+	  fi; \
+	  apt-get update && apt-get install -y chromium chromium-driver; \
+	fi
+
+test: build lint browser ## lint, then unit, integration and browser tests (starts the embedded cluster if none is up)
 	$(PY) -m pytest tests -p no:cacheprovider
 
 test-unit: venv ## only the unit tests (no cluster)
@@ -70,7 +81,7 @@ bench-images: build ## Pod start with the module from the registry (first, cache
 	$(WASMOP) cluster up
 	$(PY) -m wasmop.bench.micro.image_start
 
-experiments: build ## the main job: cluster up, quick plan, figures and targets table, cluster down
+experiments: build ## the main job: cluster up, quick plan, figures, targets, report.html, cluster down
 	$(WASMOP) experiments run --plan quick --manage-cluster
 
 lab: build ## JupyterLab with the wasmop kernel and the cluster's environment

@@ -142,3 +142,37 @@ def test_threshold_lines_follow_the_targets(monkeypatch: pytest.MonkeyPatch) -> 
     cpu_ax, mem_ax = figures.resource_timeline(samples).axes
     assert {1000.0, 200.0} <= threshold_lines(cpu_ax)
     assert threshold_lines(mem_ax) == {512.0, 256.0}
+
+
+def interval_bars(ax) -> list[tuple[float, float]]:  # type: ignore[no-untyped-def]
+    """The (bottom, top) of every vertical error bar drawn on ``ax``."""
+    from matplotlib.collections import LineCollection
+
+    spans = []
+    for collection in ax.collections:
+        if isinstance(collection, LineCollection):
+            for segment in collection.get_segments():
+                (x0, y0), (x1, y1) = segment[0], segment[-1]
+                if x0 == x1:
+                    spans.append((min(y0, y1), max(y0, y1)))
+    return spans
+
+
+def test_medians_carry_their_bootstrap_interval() -> None:
+    from wasmop.bench.stats import bootstrap_intervals
+
+    values = [1000.0 + 37 * i % 400 for i in range(30)]
+    frame = pd.DataFrame({"ok": True, "create_to_ready_ms": values, "concurrency": 10})
+    [ax] = figures.deployment_vs_concurrency(frame).axes
+    low, high = bootstrap_intervals(values)["p50"]
+    assert (pytest.approx(low / 1000), pytest.approx(high / 1000)) in interval_bars(ax)
+
+    steps = pd.DataFrame({"direction": "out", "to_replicas": 4, "latency_ms": values})
+    [ax] = figures.scaling_latency(steps).axes
+    assert (pytest.approx(low / 1000), pytest.approx(high / 1000)) in interval_bars(ax)
+
+
+def test_too_few_values_draw_no_interval_bar() -> None:
+    steps = pd.DataFrame({"direction": ["out"] * 3, "to_replicas": 4, "latency_ms": [1.0, 2, 3]})
+    [ax] = figures.scaling_latency(steps).axes
+    assert all(bottom == top for bottom, top in interval_bars(ax))

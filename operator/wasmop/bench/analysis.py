@@ -33,6 +33,7 @@ class Analysis:
     observations: list[Observation] = field(default_factory=list)
     counts: dict[str, float] = field(default_factory=dict)
     figures: dict[str, Figure] = field(default_factory=dict)
+    captions: dict[str, str] = field(default_factory=dict)
 
     def table(self, name: str, frame: pd.DataFrame) -> pd.DataFrame:
         """A tidy table, written as ``<name>.csv`` (and ``.parquet``)."""
@@ -49,7 +50,10 @@ class Analysis:
         """Additive counters (requests_total, requests_failed, ...), pooled across runs."""
         self.counts[name] = self.counts.get(name, 0) + increment
 
-    def figure(self, name: str, figure: Figure) -> Figure:
-        """A figure, saved as ``figures/<name>.png`` and ``.pdf``."""
+    def figure(self, name: str, figure: Figure, caption: str = "") -> Figure:
+        """A figure, saved as ``figures/<name>.png`` and ``.pdf``; its caption (what it
+        shows and how to read it) goes to ``figures/captions.json`` for the report."""
         self.figures[name] = figure
+        if caption:
+            self.captions[name] = caption
         return figure

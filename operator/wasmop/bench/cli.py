@@ -10,7 +10,7 @@ from typing import Any
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from wasmop.bench import runner
+    from wasmop.bench import html_report, runner
     from wasmop.bench.run import default_results_dir
     from wasmop.console import CommandError
 
@@ -50,12 +50,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"plan {plan.name}: {counts['completed']} completed, {counts['skipped']} skipped,"
         f" {counts['failed']} failed; results in {results_dir}"
     )
-    for result in results:
-        targets = result.folder / "targets.md"
-        if result.job.experiment == "summary" and result.status != "failed" and targets.exists():
-            print(f"\ntargets ({result.folder}):\n")
-            print(targets.read_text())
-            print(f"figures: {result.folder / 'figures'}")
     failed = [r for r in results if r.status == "failed"]
     for result in failed:
         print(f"  failed: {result.job.experiment}/{result.job.run_id}: {result.error}")
@@ -63,6 +57,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"          see {result.notebook}")
         else:
             print(f"          see {result.folder / 'run.json'} (it failed before running)")
+    pages = []
+    for result in results:
+        targets = result.folder / "targets.md"
+        if result.job.experiment == "summary" and result.status != "failed" and targets.exists():
+            print(f"\ntargets ({result.folder}):\n")
+            print(targets.read_text())
+            print(f"figures: {result.folder / 'figures'}")
+            pages.append(result.folder / html_report.REPORT)
+    for page in pages:
+        print(f"report: {page}")
     return 1 if failed else 0
 
 
@@ -117,23 +121,34 @@ def cmd_analyse(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write a summary run's report.html again from the files under its results tree."""
+    from wasmop.bench import html_report
+    from wasmop.console import CommandError
+
+    for folder in args.runs:
+        if not (folder / "summary.json").exists():
+            raise CommandError(f"{folder} is not a finished summary run (no summary.json)")
+        print(f"report: {html_report.write_report(folder)}")
+    return 0
+
+
 def cmd_lab(args: argparse.Namespace) -> int:
-    """JupyterLab on loopback, in notebooks/, with the wasmop kernel registered."""
+    """JupyterLab on loopback, in notebooks/, with the wasmop kernel registered; prints
+    the address (with its token) to open, then becomes the lab."""
     import os
     import sys
 
-    from wasmop.bench import runner
+    from wasmop.bench import lab, runner
 
     runner.ensure_kernel()
-    command = [
-        sys.executable, "-m", "jupyter", "lab",
-        f"--notebook-dir={runner.notebooks_dir()}",
-        "--ServerApp.ip=127.0.0.1",
-        f"--ServerApp.port={args.port}",
-        "--no-browser",
-    ]  # fmt: skip
-    print(" ".join(command))
-    os.execv(sys.executable, command)
+    chosen = lab.settings(
+        sys.executable, (args.notebook_dir or runner.notebooks_dir()).resolve(), args.port,
+        args.token,
+    )  # fmt: skip
+    print(f"JupyterLab on {lab.HOST}:{chosen.port}, notebooks in {chosen.notebook_dir}")
+    print(f"open {chosen.url()}", flush=True)
+    os.execv(sys.executable, chosen.command())
     return 0  # not reached
 
 
@@ -206,8 +221,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     analyse.set_defaults(handler=cmd_analyse)
 
+    page = sub.add_parser(
+        "report",
+        help="write a summary run's report.html again (no cluster needed)",
+        description="One self-contained page per plan run: targets with their 95 % CIs, "
+        "every metric, the figures with captions, the plan and its runs (linked), the "
+        "environment.",
+    )
+    page.add_argument(
+        "runs", nargs="+", type=Path, metavar="SUMMARY_RUN_DIR",
+        help="a summary run folder, results/summary/<run-id>",
+    )  # fmt: skip
+    page.set_defaults(handler=cmd_report)
+
     lab = sub.add_parser("lab", help="start JupyterLab (on 127.0.0.1) with the wasmop kernel")
     lab.add_argument("--port", type=int, default=8888, help="port on 127.0.0.1 (default 8888)")
+    lab.add_argument(
+        "--token", help="the token to require (default: $JUPYTER_TOKEN or a fresh one)"
+    )
+    lab.add_argument(
+        "--notebook-dir", type=Path, help="folder the lab serves (default: notebooks/)"
+    )
     lab.set_defaults(handler=cmd_lab)
 
     kernel = sub.add_parser("kernel", help="(re)register the wasmop Jupyter kernel for this venv")

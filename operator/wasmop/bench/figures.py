@@ -13,7 +13,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from wasmop.bench import plots
-from wasmop.bench.stats import ratio_of
+from wasmop.bench.stats import bootstrap_intervals, ratio_of
 from wasmop.bench.targets import format_interval, format_value, target
 from wasmop.bench.watch import PHASES
 
@@ -33,6 +33,20 @@ def _seconds(key: str) -> float:
     if bound.unit != "ms":
         raise ValueError(f"target {key} is in {bound.unit}, not ms")
     return bound.threshold / 1000
+
+
+def _intervals(groups: pd.core.groupby.SeriesGroupBy, statistic: str) -> plots.Interval:
+    """Each group's 95 % interval of ``statistic`` (NaN where it has too few values)."""
+    lows, highs = [], []
+    for _, values in groups:
+        low, high = bootstrap_intervals(values).get(statistic, (np.nan, np.nan))
+        lows.append(low)
+        highs.append(high)
+    return lows, highs
+
+
+def _scaled(interval: plots.Interval, factor: float) -> plots.Interval:
+    return [v * factor for v in interval[0]], [v * factor for v in interval[1]]
 
 
 def _empty(fig: Figure, ax: object, text: str) -> Figure:
@@ -83,9 +97,9 @@ def pod_start_cdf(pods: pd.DataFrame) -> Figure:
 
 def deployment_vs_concurrency(functions: pd.DataFrame) -> Figure:
     """Median and p95 create-to-Ready against the number of functions created at once,
-    one pair of curves per mode; with both modes, a second panel shows the operator's
-    median and p95 over the baseline's (plain Deployments of the same run or plan), with
-    95 % bootstrap intervals."""
+    one pair of curves per mode, each point with its 95 % interval; with both modes, a
+    second panel shows the operator's median and p95 over the baseline's (plain
+    Deployments of the same run or plan), with 95 % bootstrap intervals."""
     ok = functions[functions["ok"].astype(bool)] if not functions.empty else functions
     modes = sorted(ok["mode"].dropna().unique()) if "mode" in ok else []
     compare = {"operator", "plain"} <= set(modes)
@@ -108,10 +122,15 @@ def deployment_vs_concurrency(functions: pd.DataFrame) -> Figure:
             style = plots.series_style(2 * i + j)
             ax.plot(x, (values / 1000).tolist(), label=f"{prefix}{label}", color=style["color"],
                     marker=style["marker"], linestyle=style["linestyle"])  # fmt: skip
+            low, high = _scaled(_intervals(grouped, {"median": "p50"}.get(label, label)), 1e-3)
+            extents = plots.error_extents((values / 1000).tolist(), (low, high))
+            if extents is not None:
+                ax.errorbar(x, (values / 1000).tolist(), yerr=np.vstack(extents), fmt="none",
+                            ecolor=style["color"], capsize=3, linewidth=1.0)  # fmt: skip
     ax.set_ylabel("create to Ready (s)")
     ax.axhline(_seconds("deployment"), color="#444444", linestyle=":", linewidth=1)
     ax.legend(loc="upper left")
-    ax.set_title("Deployment latency against concurrency")
+    ax.set_title("Deployment latency against concurrency (bars: 95 % CI)")
     xs = sorted(x_all)
     if compare:
         ratio_ax = axes[1]
@@ -160,20 +179,24 @@ def phase_breakdown(phases: pd.DataFrame, by: str = "concurrency") -> Figure:
 
 
 def scaling_latency(steps: pd.DataFrame) -> Figure:
-    """Scale-out and scale-in latency (request to ready), each repetition a marker."""
+    """Scale-out and scale-in latency (request to ready): the median with its 95 %
+    interval, each repetition a marker."""
     fig, ax = plots.new_figure()
     if steps.empty:
         return _empty(fig, ax, "no scaling steps")
     labels = []
     for i, (key, group) in enumerate(steps.groupby(["direction", "to_replicas"], sort=False)):
         direction, to = key
-        label = f"scale {direction} to {to}"
+        label = f"scale {direction} to {to}\n(n={len(group)})"
         labels.append(label)
         style = plots.series_style(i)
         values = group["latency_ms"] / 1000
+        median = values.median()
+        low, high = bootstrap_intervals(values).get("p50", (median, median))
         ax.bar(
-            i, values.median(), color="white", edgecolor=style["color"],
+            i, median, color="white", edgecolor=style["color"],
             hatch=style["hatch"] or None, linewidth=1.0,
+            yerr=[[median - low], [high - median]], capsize=4,
         )  # fmt: skip
         jitter = np.linspace(-0.15, 0.15, len(values)) if len(values) > 1 else [0.0]
         ax.plot(i + np.asarray(jitter), values, linestyle="none", marker=style["marker"],
@@ -181,7 +204,7 @@ def scaling_latency(steps: pd.DataFrame) -> Figure:
     ax.set_xticks(range(len(labels)), labels)
     ax.axhline(_seconds("scaling"), color="#444444", linestyle="--", linewidth=1)
     ax.set_ylabel("request to ready (s)")
-    ax.set_title("Manual scaling latency (bar: median; markers: runs)")
+    ax.set_title("Manual scaling latency (bar: median, 95 % CI; markers: runs)")
     ax.grid(axis="x", visible=False)
     return fig
 
@@ -248,25 +271,28 @@ def throughput_timeline(requests: pd.DataFrame) -> Figure:
 
 
 def recovery_bars(recovery: pd.DataFrame) -> Figure:
-    """Recovery time per fault (median over runs), with the 10 s target."""
+    """Recovery time per fault (median over runs, with its 95 % interval where there are
+    enough runs), every run a marker, with the 10 s target."""
     fig, ax = plots.new_figure()
     data = recovery.dropna(subset=["recovery_ms"]) if not recovery.empty else recovery
     if data.empty:
         return _empty(fig, ax, "no recovery measured")
     grouped = data.groupby("fault")["recovery_ms"]
     medians = grouped.median() / 1000
-    spread = grouped.max() / 1000 - medians
     # "node-kill" -> "node\nkill": five fault names side by side stay legible.
-    labels = [str(f).replace("-", "\n", 1) for f in medians.index]
+    labels = [f"{str(f).replace('-', chr(10), 1)}\n(n={n})" for f, n in grouped.size().items()]
     plots.bars(
         ax, labels, medians.tolist(), "fault to recovered (s)",
-        errors=spread.tolist(),
+        interval=_scaled(_intervals(grouped, "p50"), 1 / 1000),
     )  # fmt: skip
+    for x, (_, values) in enumerate(grouped):
+        ax.plot(np.full(len(values), float(x)), values / 1000, linestyle="none", marker="x",
+                color="black", markersize=4)  # fmt: skip
     for x, value in enumerate(medians.tolist()):
-        ax.annotate(f"{value:.1f}", (x, value), ha="center", va="bottom", fontsize=8,
-                    xytext=(0, 2), textcoords="offset points")  # fmt: skip
+        ax.annotate(f"{value:.1f}", (x, value), ha="left", va="bottom", fontsize=8,
+                    xytext=(6, 2), textcoords="offset points")  # fmt: skip
     ax.axhline(_seconds("recovery"), color="#444444", linestyle="--", linewidth=1)
-    ax.set_title("Recovery time per fault (bar: median; whisker: max)")
+    ax.set_title("Recovery time per fault (bar: median, 95 % CI; x: runs)")
     return fig
 
 
@@ -317,18 +343,29 @@ def resource_timeline(samples: pd.DataFrame) -> Figure:
 
 
 def edge_latency(summary: pd.DataFrame) -> Figure:
-    """Median and p95 latency against the link delay, one series per loss level."""
+    """Median and p95 latency against the link delay, one series per loss level, each
+    with its 95 % interval (from the table's ``_ci_low``/``_ci_high`` columns)."""
     fig, ax = plots.new_figure()
     if summary.empty:
         return _empty(fig, ax, "no edge measurements")
-    series = {}
+    series: dict[str, list[float]] = {}
+    intervals: dict[str, plots.Interval] = {}
     for loss, group in summary.groupby("loss_percent", sort=True):
         group = group.sort_values("delay_ms")
-        series[f"median, {loss:g} % loss"] = group["latency_ms_p50"].tolist()
-        series[f"p95, {loss:g} % loss"] = group["latency_ms_p95"].tolist()
+        for name, statistic in (("median", "p50"), ("p95", "p95")):
+            label = f"{name}, {loss:g} % loss"
+            series[label] = group[f"latency_ms_{statistic}"].tolist()
+            if f"latency_ms_{statistic}_ci_low" in group:
+                intervals[label] = (
+                    group[f"latency_ms_{statistic}_ci_low"].tolist(),
+                    group[f"latency_ms_{statistic}_ci_high"].tolist(),
+                )
         x = group["delay_ms"].tolist()
-    plots.lines(ax, x, series, "added link delay (ms)", "request latency (ms)", markevery=1)
-    ax.set_title("Latency under edge network conditions")
+    plots.lines(
+        ax, x, series, "added link delay (ms)", "request latency (ms)", markevery=1,
+        intervals=intervals,
+    )  # fmt: skip
+    ax.set_title("Latency under edge network conditions (bars: 95 % CI)")
     return fig
 
 
@@ -414,9 +451,12 @@ def chaos_recovery(by_kind: pd.DataFrame) -> Figure:
     medians = (by_kind["recovery_ms_p50"].fillna(0) / 1000).tolist()
     maxima = (by_kind["recovery_ms_max"] / 1000).tolist()
     spread = [0.0 if np.isnan(m) else m - p for m, p in zip(maxima, medians, strict=True)]
+    # The whisker runs from the median up to the maximum (no interval: one soak's events).
+    reach = [median + extra for median, extra in zip(medians, spread, strict=True)]
     plots.bars(
-        ax, [_kind_label(k) for k in by_kind["kind"]], medians, "recovery (s)", errors=spread
-    )
+        ax, [_kind_label(k) for k in by_kind["kind"]], medians, "recovery (s)",
+        interval=(medians, reach),
+    )  # fmt: skip
     for x, (median, maximum) in enumerate(zip(medians, maxima, strict=True)):
         text = "not\nrecovered" if np.isnan(maximum) else f"{maximum:.1f}"
         ax.annotate(text, (x, median + spread[x]), ha="center", va="bottom", fontsize=7,

@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from wasmop.bench import plots, report, summary
+from wasmop.bench import html_report, plots, report, summary
 from wasmop.bench.analysis import Analysis
 from wasmop.bench.experiments import registry
 from wasmop.bench.run import ExperimentRun
@@ -102,8 +102,8 @@ def run_experiment(name: str, namespace: Mapping[str, Any]) -> NotebookResult:
 
 def run_summary(namespace: Mapping[str, Any]) -> NotebookResult:
     """The summary notebook's call: pool every finished run of the plan (or of all plans
-    with ``all_plans``) under ``results_dir``, write the figure set and the targets
-    table, and show the table."""
+    with ``all_plans``) under ``results_dir``, write the figure set, the targets table
+    and the run's page (``report.html``), and show the table."""
     all_plans = bool(namespace.get("all_plans", False))
     run = _start("summary", namespace, {"all_plans": all_plans}, environment=False)
     runs = report.runs(namespace.get("results_dir"), plan=None if all_plans else run.params["plan"])
@@ -115,4 +115,5 @@ def run_summary(namespace: Mapping[str, Any]) -> NotebookResult:
     finished = run.finish(pooled.metrics, runs=len(runs))
     _show(pooled.targets_markdown)
     print(f"figures and targets in {run.folder}")
+    print(f"report: {html_report.write_report(run.folder)}")
     return NotebookResult(run, pooled.analysis, finished)

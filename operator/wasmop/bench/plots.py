@@ -2,7 +2,9 @@
 
 Series differ by marker, line style and hatching as well as by (grey-scale friendly)
 colour; axes carry labels with units; every figure is saved as PNG (for notebooks and
-the README) and PDF (vector, for LaTeX) by :func:`save`.
+the README) and PDF (vector, for LaTeX) by :func:`save`. Point estimates carry their
+95 % intervals (:mod:`wasmop.bench.stats`): an ECDF marks its median's interval, lines
+and bars take interval bars.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from cycler import cycler
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
+
+from wasmop.bench.stats import bootstrap_intervals
 
 # Colour-blind safe and distinct in grey scale (dark to light), each with its own marker,
 # line style and hatch, so a series never depends on colour alone.
@@ -107,6 +111,21 @@ def save(fig: Figure, stem: Path | str, close: bool = False) -> list[Path]:
     return paths
 
 
+Interval = tuple[Sequence[float], Sequence[float]]  # lows and highs, one per point
+
+
+def error_extents(
+    values: Sequence[float], interval: Interval
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """matplotlib's (below, above) distances from ``values`` to an interval's ends; NaN
+    where a point has no interval (too few observations), so no bar is drawn there."""
+    centre = np.asarray(values, dtype=float)
+    low, high = (np.asarray(end, dtype=float) for end in interval)
+    if not np.isfinite(low).any():
+        return None
+    return np.clip(centre - low, 0, None), np.clip(high - centre, 0, None)
+
+
 def ecdf(
     ax: Axes,
     series: Mapping[str, Sequence[float]],
@@ -114,8 +133,10 @@ def ecdf(
     *,
     log_x: bool = False,
     markevery: float = 0.1,
+    median_interval: bool = True,
 ) -> Axes:
-    """Empirical CDF per series: the whole distribution, not just a few percentiles."""
+    """Empirical CDF per series: the whole distribution, not just a few percentiles.
+    With ``median_interval``, a bar at 0.5 spans each median's 95 % interval."""
     for i, (label, values) in enumerate(series.items()):
         data = np.sort(np.asarray([v for v in values if np.isfinite(v)], dtype=float))
         if data.size == 0:
@@ -127,6 +148,13 @@ def ecdf(
             color=style["color"], linestyle=style["linestyle"],
             marker=style["marker"], markevery=markevery, markersize=4,
         )  # fmt: skip
+        interval = bootstrap_intervals(data).get("p50") if median_interval else None
+        if interval is not None:
+            median = float(np.quantile(data, 0.5))
+            ax.errorbar(
+                [median], [0.5], xerr=[[median - interval[0]], [interval[1] - median]],
+                color=style["color"], capsize=4, linewidth=1.5, marker="|", markersize=8,
+            )  # fmt: skip
     ax.set_xlabel(xlabel)
     ax.set_ylabel("fraction of observations")
     ax.set_ylim(0, 1.02)
@@ -143,16 +171,18 @@ def bars(
     values: Sequence[float],
     ylabel: str,
     *,
-    errors: Sequence[float] | None = None,
+    interval: Interval | None = None,
     xlabel: str = "",
 ) -> Axes:
-    """Bars with a hatch each, optional error bars."""
+    """Bars with a hatch each, and each value's interval as an error bar."""
     x = np.arange(len(labels))
+    extents = error_extents(values, interval) if interval is not None else None
     for i, value in enumerate(values):
         style = series_style(i)
+        yerr = None if extents is None else [[extents[0][i]], [extents[1][i]]]
         ax.bar(
             x[i], value, color="white", edgecolor=style["color"], hatch=style["hatch"] or None,
-            linewidth=1.0, yerr=None if errors is None else errors[i], capsize=3,
+            linewidth=1.0, yerr=yerr, capsize=3,
         )  # fmt: skip
     ax.set_xticks(x, labels)
     ax.set_ylabel(ylabel)
@@ -203,10 +233,18 @@ def lines(
     *,
     markevery: int | float = 0.1,
     step: bool = False,
+    intervals: Mapping[str, Interval] | None = None,
 ) -> Axes:
-    """Several series over a common x (time, load), each with marker and line style."""
+    """Several series over a common x (time, load), each with marker and line style, and
+    interval bars for the series named in ``intervals``."""
     for i, (label, values) in enumerate(series.items()):
         style = series_style(i)
+        extents = error_extents(values, intervals[label]) if label in (intervals or {}) else None
+        if extents is not None:
+            ax.errorbar(
+                x, values, yerr=np.vstack(extents), fmt="none", ecolor=style["color"],
+                capsize=3, linewidth=1.0,
+            )  # fmt: skip
         kwargs = {
             "label": label,
             "color": style["color"],

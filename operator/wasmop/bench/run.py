@@ -7,7 +7,7 @@ Every run owns ``results/<experiment>/<run-id>/``::
     <table>.csv (.parquet)  tidy tables, one row per observation, units in column names
     raw/                    raw observations behind everything else (watch events,
                             requests, probes, samples, marks, parameters)
-    figures/<name>.png|pdf  figures
+    figures/<name>.png|pdf  figures (captions.json: what each shows)
     observations.csv        every value recorded with :meth:`ExperimentRun.observe`
     summary.json            statistics of those values, counts, and the targets table
 
@@ -97,6 +97,10 @@ class RunPaths:
     @property
     def figures(self) -> Path:
         return self.folder / "figures"
+
+    @property
+    def captions(self) -> Path:
+        return self.figures / "captions.json"
 
 
 class ExperimentRun:
@@ -212,6 +216,8 @@ class ExperimentRun:
             self.count(name, increment)
         for name, figure in analysis.figures.items():
             plots.save(figure, self.figure_stem(name), close=True)
+        if analysis.captions:
+            _write_json(self.paths.captions, analysis.captions)
 
     def figure_stem(self, name: str) -> Path:
         """Where :func:`wasmop.bench.plots.save` should write a figure (no suffix)."""

@@ -51,6 +51,10 @@ log = logging.getLogger(__name__)
 
 KERNEL_NAME = "wasmop"
 KERNEL_DISPLAY_NAME = "Python (wasmop)"
+# Kernel traffic (code and outputs) encrypted with CurveZMQ keys the kernel manager makes
+# for each kernel whose spec declares support (the wasmop kernel's does): without them
+# ipykernel warns at every start that it runs over TCP in plain text.
+TRANSPORT_ENCRYPTION = "auto"
 RUN_FILE = "run.json"
 INJECTED = ("experiment", "run_id", "results_dir", "plan")
 
@@ -302,7 +306,12 @@ def ensure_kernel(name: str = KERNEL_NAME, user: bool = False, force: bool = Fal
     from jupyter_client.kernelspec import KernelSpecManager
 
     current = kernel_python(name)
-    if not force and current and Path(current).resolve() == Path(sys.executable).resolve():
+    if (
+        not force
+        and current
+        and Path(current).resolve() == Path(sys.executable).resolve()
+        and kernel_encrypts(name)
+    ):
         return Path(KernelSpecManager().get_kernel_spec(name).resource_dir)
     location = install(
         kernel_name=name,
@@ -312,6 +321,24 @@ def ensure_kernel(name: str = KERNEL_NAME, user: bool = False, force: bool = Fal
     )
     log.info("registered Jupyter kernel %s in %s", name, location)
     return Path(location)
+
+
+def kernel_encrypts(name: str = KERNEL_NAME) -> bool:
+    """Whether the kernel's spec declares CurveZMQ support, so its manager encrypts."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        metadata = KernelSpecManager().get_kernel_spec(name).metadata or {}
+    except NoSuchKernel:
+        return False
+    return "curve" in (metadata.get("supported_encryption") or [])
+
+
+def kernel_manager_config() -> Any:
+    """The configuration every kernel manager of ours gets (papermill's, the lab's)."""
+    from traitlets.config import Config
+
+    return Config({"KernelManager": {"transport_encryption": TRANSPORT_ENCRYPTION}})
 
 
 # --------------------------------------------------------------------------- execution
@@ -378,6 +405,7 @@ def execute_job(job: Job, results_dir: Path, kernel: str = KERNEL_NAME) -> JobRe
             log_output=False,
             cwd=str(folder),
             execution_timeout=job.timeout_s,
+            config=kernel_manager_config(),
         )
         status = "completed"
     except PapermillExecutionError as exc:

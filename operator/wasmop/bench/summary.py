@@ -72,25 +72,74 @@ def summarise(runs: pd.DataFrame) -> Summary:
     both = tables("deployment_latency", "functions", mode=None)
     deployments = tables("deployment_latency", "functions")
     result = Analysis()
-    result.figure("deployment_cdf", figures.deployment_cdf(deployments))
-    result.figure("deployment_concurrency", figures.deployment_vs_concurrency(both))
     result.figure(
-        "deployment_phases", figures.phase_breakdown(tables("deployment_latency", "phases"))
+        "deployment_cdf",
+        figures.deployment_cdf(deployments),
+        "Create-to-Ready time of every function (ECDF), one curve per number of functions"
+        " created at once; the bar at 0.5 spans the median's 95 % CI; dashed: the 2 s target.",
     )
-    result.figure("scaling_latency", figures.scaling_latency(tables("scaling", "scale_steps")))
-    result.figure("latency_cdf", figures.latency_cdf(tables("load_latency", "requests")))
-    result.figure("recovery", figures.recovery_bars(tables("recovery", "recovery")))
+    result.figure(
+        "deployment_concurrency",
+        figures.deployment_vs_concurrency(both),
+        "Median and p95 create-to-Ready against the number of functions created at once,"
+        " with their 95 % CIs, one pair of curves per mode (the operator, and plain"
+        " Deployments where the plan ran them); with both modes, the lower panel is the"
+        " operator's over the baseline's, with bootstrap CIs; dotted: the 2 s target.",
+    )
+    result.figure(
+        "deployment_phases",
+        figures.phase_breakdown(tables("deployment_latency", "phases")),
+        "Median time in each phase of a deployment, from the watch events, stacked per"
+        " number of functions created at once (medians of phases need not add up to the"
+        " median total).",
+    )
+    result.figure(
+        "scaling_latency",
+        figures.scaling_latency(tables("scaling", "scale_steps")),
+        "Manual scale-out and scale-in, request to replicas ready: bar the median with its"
+        " 95 % CI, markers the single steps; dashed: the 5 s target.",
+    )
+    result.figure(
+        "latency_cdf",
+        figures.latency_cdf(tables("load_latency", "requests")),
+        "Request latency through the gateway under the Locust load mix (ECDF per function,"
+        " log scale), with each median's 95 % CI at 0.5.",
+    )
+    result.figure(
+        "recovery",
+        figures.recovery_bars(tables("recovery", "recovery")),
+        "Fault to recovered per fault type: bar the median over runs with its 95 % CI where"
+        " there are enough runs, x every run; dashed: the 10 s target.",
+    )
     result.figure(
         "operator_resources",
         figures.resource_timeline(_last_run(tables("operator_overhead", "samples"))),
+        "The operator's CPU and resident memory over one run (idle, creating functions,"
+        " holding them); dashed: the limit the target judges, dotted: the request.",
     )
-    result.figure("edge_latency", figures.edge_latency(tables("edge_network", "conditions")))
+    result.figure(
+        "edge_latency",
+        figures.edge_latency(tables("edge_network", "conditions")),
+        "Median and p95 request latency against the delay added on one node's link, with"
+        " their 95 % CIs, one series per loss level.",
+    )
     # The chaos soaks: every event window of every run, recovery and losses per kind.
     chaos = tables("chaos", "windows")
     by_kind = recovery_by_kind(chaos) if not chaos.empty else pd.DataFrame()
     result.table("chaos_by_kind", by_kind)
-    result.figure("chaos_recovery", figures.chaos_recovery(by_kind))
-    result.figure("chaos_requests_lost", figures.chaos_requests_lost(chaos))
+    result.figure(
+        "chaos_recovery",
+        figures.chaos_recovery(by_kind),
+        "Recovery per event kind in the chaos soaks: median (bar) and maximum (whisker) over"
+        " every event of the kind, with the 10 s bound; a kind that did not recover within"
+        " its window is marked.",
+    )
+    result.figure(
+        "chaos_requests_lost",
+        figures.chaos_requests_lost(chaos),
+        "Failed requests in each event kind's windows of the chaos soaks, summed over runs,"
+        " with the share that succeeded.",
+    )
     if not both.empty and "mode" not in both:
         both = both.assign(mode="operator")
     result.table(
@@ -101,5 +150,10 @@ def summarise(runs: pd.DataFrame) -> Summary:
     metrics = report.pooled_metrics(runs) if not runs.empty else {}
     judged = evaluate(metrics)
     targets = result.table("targets", results_frame(judged))
-    result.figure("targets", figures.targets_table_figure(targets))
+    result.figure(
+        "targets",
+        figures.targets_table_figure(targets),
+        "The report's targets: the judged estimate, its 95 % CI and n over all runs of the"
+        " plan, and the verdict.",
+    )
     return Summary(result, metrics, results_markdown(judged))
