@@ -135,7 +135,18 @@ def test_load_latency(results: Path) -> None:
     assert (per_function["latency_ms_p50"] <= per_function["latency_ms_p99"]).all()
     counts = summary(folder)["counts"]
     assert counts["requests_total"] == len(requests) and counts["requests_failed"] == 0
-    figures_written(folder, "latency_cdf", "throughput")
+    # The generator's floor (same load, trivial endpoint) and the probe beside it.
+    floor = table(folder, "floor_requests")
+    assert floor["ok"].all() and len(floor) > 10 and (floor["pod"].isna()).all()
+    probes = table(folder, "probes")
+    assert set(probes["target"]) == {"system", "floor"} and probes["ok"].all()
+    assert probes.loc[probes["target"] == "system", "pod"].notna().all(), "through the gateway"
+    sources = table(folder, "latency_sources").set_index(["target", "client"])
+    assert set(sources.index) == {("system", "locust"), ("floor", "locust"),
+                                  ("system", "probe"), ("floor", "probe")}  # fmt: skip
+    assert (sources["latency_ms_n"] > 10).all()
+    assert (sources["latency_ms_p50_ci_low"] <= sources["latency_ms_p50"]).all()
+    figures_written(folder, "latency_cdf", "throughput", "latency_sources")
 
 
 FAULTS = ["pod-delete", "pod-crash"] + (

@@ -175,6 +175,35 @@ def test_load_latency_counts_every_request_of_the_raw_log() -> None:
     assert result.counts == {"requests_total": len(requests), "requests_failed": 0}
 
 
+def test_load_latency_sets_the_system_beside_the_generators_floor_and_a_probe() -> None:
+    raw = recorded("load_latency")
+    result = analyse_load_latency(raw)
+    floor = result.tables["floor_requests"]
+    assert len(floor) > 10 and floor["ok"].all()
+    assert (floor["pod"] == "").all(), "the floor's requests never reached the gateway"
+    probes = result.tables["probes"]
+    assert set(probes["target"]) == {"system", "floor"}
+    through_gateway = probes[probes["target"] == "system"]
+    assert (through_gateway["pod"].str.len() > 0).all()
+    # Open loop at probe_rate_hz for as long as Locust ran (a few seconds).
+    rate = raw.parameters["probe_rate_hz"]
+    assert len(through_gateway) >= rate * raw.parameters["run_time_s"] * 0.8
+    sources = result.tables["latency_sources"].set_index(["target", "client"])
+    assert list(sources.index) == [
+        ("system", "locust"), ("floor", "locust"), ("system", "probe"), ("floor", "probe"),
+    ]  # fmt: skip
+    assert (
+        sources.loc[("system", "locust"), "latency_ms_n"] == result.tables["requests"]["ok"].sum()
+    )
+    assert (sources["latency_ms_p50_ci_low"] <= sources["latency_ms_p50"]).all()
+    assert (sources["latency_ms_p50"] <= sources["latency_ms_p50_ci_high"]).all()
+    metrics = {o.metric for o in result.observations}
+    assert {"request_latency_ms", "probe_latency_ms", "locust_floor_latency_ms",
+            "probe_floor_latency_ms"} <= metrics  # fmt: skip
+    # Only the system's requests count towards the success and error rates.
+    assert result.counts["requests_total"] == len(result.tables["requests"])
+
+
 def test_recovery_reports_both_views_of_the_fault() -> None:
     raw = recorded("recovery")
     result = analyse_recovery(raw)

@@ -8,6 +8,8 @@ so a figure looks the same wherever it is drawn.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -249,6 +251,33 @@ def latency_cdf(requests: pd.DataFrame, by: str = "name") -> Figure:
     series = {str(k).split("/")[-1]: g["latency_ms"].tolist() for k, g in ok.groupby(by)}
     plots.ecdf(ax, series, "request latency through the gateway (ms)", log_x=True)
     ax.set_title("Request latency")
+    return fig
+
+
+SOURCE_LABELS = {
+    ("system", "locust"): "system, Locust",
+    ("floor", "locust"): "floor: Locust to a trivial endpoint",
+    ("system", "probe"): "system, keep-alive probe",
+    ("floor", "probe"): "probe to the trivial endpoint",
+}
+
+
+def latency_sources(sources: Mapping[tuple[str, str], Sequence[float]]) -> Figure:
+    """The same load's latency as Locust sees it through the gateway, Locust's own floor
+    (the same load to a trivial endpoint), and a low-overhead probe: what of a figure is
+    the system and what is the harness."""
+    fig, ax = plots.new_figure(width=6.5)
+    series = {
+        SOURCE_LABELS.get(key, " ".join(key)): list(values)
+        for key, values in sorted(sources.items(), key=lambda kv: list(SOURCE_LABELS).index(kv[0])
+                                  if kv[0] in SOURCE_LABELS else len(SOURCE_LABELS))
+        if len(values)
+    }  # fmt: skip
+    if not series:
+        return _empty(fig, ax, "no successful request")
+    plots.ecdf(ax, series, "request latency (ms)", log_x=True)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("Latency: the system, the load generator's floor, a probe")
     return fig
 
 

@@ -14,6 +14,7 @@ import pandas as pd
 from wasmop.bench import figures, report
 from wasmop.bench.analysis import Analysis
 from wasmop.bench.experiments.chaos import recovery_by_kind
+from wasmop.bench.experiments.load_latency import latency_by_source
 from wasmop.bench.stats import ratio_of
 from wasmop.bench.targets import evaluate, results_frame, results_markdown
 
@@ -104,6 +105,20 @@ def summarise(runs: pd.DataFrame) -> Summary:
         figures.latency_cdf(tables("load_latency", "requests")),
         "Request latency through the gateway under the Locust load mix (ECDF per function,"
         " log scale), with each median's 95 % CI at 0.5.",
+    )
+    result.figure(
+        "latency_sources",
+        figures.latency_sources(
+            latency_by_source(
+                tables("load_latency", "requests"),
+                tables("load_latency", "floor_requests"),
+                tables("load_latency", "probes"),
+            )
+        ),
+        "The same load's latency three ways: Locust through the gateway (the system), Locust"
+        " against a trivial endpoint on the same machine (the load generator's floor), and a"
+        " keep-alive aiohttp probe through the gateway (and to the trivial endpoint); ECDFs,"
+        " each median's 95 % CI at 0.5. The gap between the first two is the system's share.",
     )
     result.figure(
         "recovery",
