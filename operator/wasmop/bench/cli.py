@@ -72,7 +72,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _cluster_up(settings: Mapping[str, Any] | None = None) -> bool:
     """Start the embedded cluster unless one is running (with the plan's ``cluster``
-    settings); True if this call started it."""
+    settings); True if this call started it. One line when it is up; its step-by-step
+    progress only if it fails."""
+    import time
+
     from wasmop.cluster import manager
     from wasmop.cluster.layout import StateLayout
     from wasmop.console import CommandError
@@ -80,13 +83,14 @@ def _cluster_up(settings: Mapping[str, Any] | None = None) -> bool:
     layout = StateLayout.default()
     if manager.is_running(layout):
         return False
-    print("starting the embedded cluster (nodes, operator, gateway) ...")
+    print("starting the embedded cluster (nodes, operator, gateway) ...", flush=True)
+    steps: list[str] = []
+    started = time.monotonic()
     try:
-        manager.up(
-            layout, timeout=300, progress=lambda line: print(f"  {line}"), **dict(settings or {})
-        )
+        manager.up(layout, timeout=300, progress=steps.append, **dict(settings or {}))
     except manager.ClusterError as exc:
-        raise CommandError(str(exc)) from exc
+        raise CommandError("\n  ".join([str(exc), *steps])) from exc
+    print(f"cluster up in {time.monotonic() - started:.0f} s")
     return True
 
 
