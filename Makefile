@@ -9,7 +9,7 @@ WASMOP := $(VENV)/bin/wasmop
 CONTROLPLANE := controlplane/bin/wasmop-controlplane
 export WASMOP_STATE_DIR ?= $(CURDIR)/.wasmop
 
-.PHONY: help venv controlplane functions build browser test test-unit lint demo experiments lab \
+.PHONY: help venv controlplane functions build browser test test-unit lint demo experiments reference lab \
         cluster-up cluster-down cluster-status bench-cluster bench-runtime bench-nodes \
         bench-operator bench-images clean
 
@@ -83,6 +83,12 @@ bench-images: build ## Pod start with the module from the registry (first, cache
 
 experiments: build ## the main job: cluster up, quick plan, figures, targets, report.html, cluster down
 	$(WASMOP) experiments run --plan quick --manage-cluster
+
+# A fresh results folder, so the reference is one run of the plan and nothing older.
+reference: build ## regenerate results/reference/ (the quick plan afresh, then its small files and report.html)
+	rm -rf results/.reference-run
+	$(WASMOP) experiments run --plan quick --manage-cluster --results results/.reference-run
+	$(PY) scripts/make_reference.py results/.reference-run
 
 lab: build ## JupyterLab with the wasmop kernel and the cluster's environment
 	$(WASMOP) experiments lab

@@ -155,18 +155,22 @@ def _metrics_section(summary: Mapping[str, Any]) -> str:
 
 
 def _figures_section(folder: Path) -> str:
+    """Every figure, in the order the summary drew them (its captions' order)."""
     figures = folder / "figures"
     captions = _read_json(figures / "captions.json") or {}
+    pngs = {png.stem: png for png in figures.glob("*.png")}
+    order = [name for name in captions if name in pngs] + sorted(set(pngs) - set(captions))
     parts = []
-    for png in sorted(figures.glob("*.png")):
+    for name in order:
+        png = pngs[name]
         data = base64.b64encode(png.read_bytes()).decode("ascii")
-        caption = captions.get(png.stem, "")
         pdf = png.with_suffix(".pdf")
         vector = f" ({_link(pdf, folder, 'PDF')})" if pdf.exists() else ""
         parts.append(
-            f'<figure id="figure-{_e(png.stem)}"><img alt="{_e(png.stem)}"'
+            f'<figure id="figure-{_e(name)}"><img alt="{_e(name)}"'
             f' src="data:image/png;base64,{data}">'
-            f"<figcaption><b>{_e(png.stem)}</b>: {_e(caption)}{vector}</figcaption></figure>"
+            f"<figcaption><b>{_e(name)}</b>: {_e(captions.get(name, ''))}{vector}"
+            "</figcaption></figure>"
         )
     return "".join(parts) or "<p>No figures were written.</p>"
 
@@ -174,17 +178,39 @@ def _figures_section(folder: Path) -> str:
 def plan_runs(
     results_dir: Path, plan: str | None, exclude: str = SUMMARY_EXPERIMENT
 ) -> list[dict[str, Any]]:
-    """Every run of ``plan`` (all plans for None) the batch runner recorded under
-    ``results_dir``, finished or not, oldest first: its ``run.json`` and folder."""
-    records = []
+    """Every run of ``plan`` (all plans for None) under ``results_dir``, oldest first,
+    finished or not: its ``run.json`` as the batch runner wrote it, or for a notebook run
+    by hand (no ``run.json``) what its ``summary.json`` says; with its folder."""
+    records: dict[Path, dict[str, Any]] = {}
     for path in results_dir.glob(f"*/*/{RUN_FILE}"):
         record = _read_json(path)
-        if not isinstance(record, dict) or record.get("experiment") == exclude:
+        if isinstance(record, dict):
+            records[path.parent] = record
+    for path in results_dir.glob("*/*/summary.json"):
+        if path.parent in records:
             continue
-        if plan is not None and record.get("plan") != plan:
+        summary = _read_json(path)
+        if not isinstance(summary, dict):
             continue
-        records.append({**record, "folder": path.parent})
-    return sorted(records, key=lambda r: (str(r.get("started", "")), str(r["folder"])))
+        params = summary.get("params") or {}
+        started = _number(summary.get("started_ms"))
+        finished = _number(summary.get("finished_ms"))
+        records[path.parent] = {
+            "status": "completed",
+            "plan": params.get("plan"),
+            "experiment": summary.get("experiment", path.parent.parent.name),
+            "parameters": params,
+            "started": datetime.fromtimestamp(started / 1000, UTC).isoformat(timespec="seconds")
+            if started is not None
+            else "",
+            "seconds": (finished - started) / 1000 if started and finished else None,
+        }
+    selected = [
+        {**record, "folder": folder}
+        for folder, record in records.items()
+        if record.get("experiment") != exclude and (plan is None or record.get("plan") == plan)
+    ]
+    return sorted(selected, key=lambda r: (str(r.get("started", "")), str(r["folder"])))
 
 
 def _runs_section(records: Sequence[Mapping[str, Any]], base: Path) -> str:
@@ -202,7 +228,8 @@ def _runs_section(records: Sequence[Mapping[str, Any]], base: Path) -> str:
         css = "failed" if status != "completed" else ""
         if record.get("error"):
             status += f": {record['error']}"
-        notebook = Path(str(record.get("executed_notebook", "")))
+        # By name beside the run's files: the tree may have moved since it ran.
+        notebook = folder / Path(str(record.get("executed_notebook") or "-")).name
         links = [_link(notebook, base, "notebook")] if notebook.is_file() else []
         links += [_link(csv, base, csv.name) for csv in sorted(folder.glob("*.csv"))]
         links += [
@@ -325,7 +352,7 @@ def render(folder: Path | str) -> str:
     generated = datetime.now(UTC).isoformat(timespec="seconds")
     sections = [
         f"<h1>{_e(title)}</h1>",
-        f'<p class="note">{len(records)} runs pooled ({failed} not completed) from'
+        f'<p class="note">{len(records)} runs of the plan ({failed} not completed) in'
         f" <code>{_e(results_dir)}</code>; page written {_e(generated)}.</p>",
         '<h2 id="targets">Targets</h2>',
         _targets_section(folder),
