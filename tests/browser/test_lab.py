@@ -17,6 +17,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from browser_support import Lab, start_lab
+from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -37,7 +38,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, cluster) -> Path:  # typ
     """A folder with the experiment notebook, its parameters injected, and a results dir."""
     root = tmp_path_factory.mktemp("lab")
     (root / "notebooks").mkdir()
-    notebook = nbformat.read(runner.notebooks_dir() / NOTEBOOK, as_version=4)
+    notebook = load_notebook_node(str(runner.notebooks_dir() / NOTEBOOK))
     parameters = {
         "experiment": "deployment_latency", "run_id": RUN_ID, "plan": PLAN,
         "results_dir": str(root / "results"), "concurrency": 1, "timeout_s": 120,
@@ -122,6 +123,10 @@ def test_a_notebook_runs_in_the_lab_on_the_wasmop_kernel(
         ".map(i => [i.complete, i.naturalWidth])"
     )
     assert images and all(done and width > 0 for done, width in images)
+
+    # A second picture where the outputs are: the targets table and the first figure.
+    browser.execute_script("arguments[0].scrollIntoView()", tables[0])
+    browser.save_screenshot(str(output_dir / "lab_outputs.png"))
 
     summary = json.loads((folder / "summary.json").read_text())
     latency = summary["metrics"]["deploy_latency_ms"]
