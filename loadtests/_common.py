@@ -178,6 +178,11 @@ def _environment() -> Environment | None:
     return _env.get("environment")
 
 
+def stopping() -> bool:
+    """Whether the run is ending (a limit was reached): a user then starts no request."""
+    return bool(_state["stopping"])
+
+
 def stop_run(reason: str) -> None:
     """End the whole run from inside a user (e.g. the storm has created every function)."""
     environment = _environment()

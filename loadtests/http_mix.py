@@ -15,8 +15,9 @@ from __future__ import annotations
 import random
 from typing import Any
 
-import _common  # noqa: F401 - registers the shared options and listeners
+import _common  # registers the shared options and listeners
 from locust import FastHttpUser, constant, constant_throughput, task
+from locust.exception import StopUser
 from wasmop.bench.mix import MixEntry, parse_mix
 
 
@@ -41,5 +42,9 @@ class FunctionUser(FastHttpUser):
 
     @task
     def invoke(self) -> None:
+        # Once --max-requests is reached the runner quits in a greenlet of its own, which a
+        # loaded machine may schedule late; until then no user starts another request.
+        if _common.stopping():
+            raise StopUser()
         entry = random.choices(self.entries, weights=self.weights)[0]
         self.client.get(entry.target, name=entry.name)
