@@ -112,6 +112,19 @@ def test_builtin_plans_cover_every_notebook(name: str) -> None:
     assert len({(j.experiment, j.run_id) for j in jobs}) == len(jobs)
 
 
+@pytest.mark.parametrize("path", sorted(runner.notebooks_dir().glob("*.ipynb")), ids=str)
+def test_every_notebook_is_valid_with_unique_cell_ids(path: Path) -> None:
+    """Two branches that each add a cell can merge into two cells of one id: nbformat
+    then renames one at every run and warns. (Read as stored: nbformat's reader would
+    rename it before anyone looked.)"""
+    import nbformat
+
+    stored = json.loads(path.read_text())
+    ids = [cell["id"] for cell in stored["cells"]]
+    nbformat.validate(nbformat.from_dict(stored))
+    assert len(set(ids)) == len(ids), f"{path.name}: a cell id is repeated in {ids}"
+
+
 def test_completion_is_read_from_the_run_file(notebook: Path, tmp_path: Path) -> None:
     job = expand(parse_plan(plan_data(notebook)))[0]
     assert not is_complete(job, tmp_path)
