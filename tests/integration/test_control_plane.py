@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from support import wait_for
 from wasmop.cluster import manager
 from wasmop.cluster.layout import CLUSTER_MARKER_ENV
 from wasmop.cluster.settings import ClusterSettings
+from wasmop.kube import Kube, KubeConfig
 from wasmop.node.netns import NodeNetwork
 
 pytestmark = pytest.mark.integration
@@ -252,3 +254,26 @@ def test_objects_survive_restart_and_down_stops_everything(api: client.ApiClient
         assert manager.up(cluster.layout).already_running
     finally:
         core.delete_namespaced_config_map(name, "default")
+
+
+def test_an_apply_carries_characters_outside_the_basic_multilingual_plane(
+    cluster,  # type: ignore[no-untyped-def]
+    namespace: str,
+) -> None:
+    """A tenant's env value may hold any character. Sent as a JSON surrogate pair
+    (``\\ud800\\udc00``), an apply's YAML decoder on the server refuses it with 400, and a
+    function's Deployment is never written (found by the spec properties, seed 20261130)."""
+    value = "\U00010000 é"
+    body = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "plane", "namespace": namespace},
+        "data": {"value": value},
+    }
+
+    async def apply() -> dict:  # type: ignore[type-arg]
+        async with Kube(KubeConfig.load(cluster.kubeconfig)) as kube:
+            path = f"/api/v1/namespaces/{namespace}/configmaps/plane"
+            return await kube.apply(path, body, "wasmop-test")
+
+    assert asyncio.run(apply())["data"]["value"] == value
