@@ -291,7 +291,9 @@ class Kube:
         accept: str = "application/json",
         timeout: float = 30.0,  # noqa: ASYNC109 - a per-request HTTP timeout, not a wait
     ) -> Any:
-        data = None if body is None else json.dumps(body)
+        # UTF-8 as it is, not \u escapes: an apply body is decoded as YAML, which refuses
+        # the surrogate pairs JSON escapes characters beyond U+FFFF into.
+        data = None if body is None else json.dumps(body, ensure_ascii=False).encode()
         async with self.session.request(
             method,
             self._url(path, params),
