@@ -30,8 +30,10 @@ FUNCTION_LABEL = f"{DOMAIN}/function"
 RUNTIME_LABEL = f"{DOMAIN}/runtime"
 ENGINE_VERSION_LABEL = f"{DOMAIN}/engine-version"
 ZONE_LABEL = "topology.kubernetes.io/zone"
-# The kubelet's port, on the node's own address inside its network namespace.
+# The kubelet's ports, on the node's own address inside its network namespace: its API
+# (HTTPS, authenticated) and its health endpoint (plain HTTP, /healthz only).
 DAEMON_PORT = 10250
+HEALTH_PORT = 10248
 
 # --- the HTTP path to a function -------------------------------------------------------
 

@@ -10,12 +10,13 @@ from typing import Any
 import pytest
 import yaml
 from wasmop.node.agent import NodeAgent, NodeSettings
-from wasmop.node.daemon import resource_metrics
+from wasmop.node.daemon import container_usage
 from wasmop.node.function_loader import module_bytes, pod_environment
 from wasmop.node.ipam import AddressesExhausted, PodAddressAllocator
 from wasmop.node.netns import NetworkError, NodeNetwork
 from wasmop.node.pod_worker import PodWorker
 from wasmop.node.podspec import ContainerPlan, ModuleSource, PodSpecError
+from wasmop.node.stats import resource_metrics
 from wasmop.operator.node_index import NodeIndex, runtime_status
 from wasmop.operator.scaling import parse_resource_metrics
 from wasmop.operator.spec import RuntimeSpec, WasmRuntime
@@ -62,7 +63,7 @@ def test_the_operator_reads_the_node_the_agent_registers(agent: NodeAgent) -> No
     assert info.address == agent.network.node_address
     assert info.daemon_port == DAEMON_PORT
     assert nodes.metrics_endpoints() == [
-        (agent.name, f"http://{agent.network.node_address}:{DAEMON_PORT}")
+        (agent.name, f"https://{agent.network.node_address}:{DAEMON_PORT}")
     ]
     default = WasmRuntime(name="default", spec=RuntimeSpec.parse({}))
     assert nodes.serving(default) == [info]  # the runtime selects nodes by RUNTIME_LABEL
@@ -97,7 +98,8 @@ def test_the_autoscaler_reads_the_resource_metrics_the_node_serves(agent: NodeAg
         agent.workers["uid-fib-a"].function.invoke_sync(Request())  # type: ignore[union-attr]
         idle = PodWorker(agent.host, pod("starting"))  # no function yet: not reported
         agent.workers[idle.uid] = idle
-        parsed = parse_resource_metrics(resource_metrics(agent))
+        containers = container_usage(agent)
+        parsed = parse_resource_metrics(resource_metrics(agent.node_usage(containers), containers))
         assert set(parsed) == {("bench", "fib-a"), ("bench", "fib-b")}
         for (_, name), (cpu, memory) in parsed.items():
             function = agent.workers[f"uid-{name}"].function

@@ -133,7 +133,11 @@ def cmd_fault(args: argparse.Namespace) -> int:
 def cmd_node_credentials(args: argparse.Namespace) -> int:
     from wasmop.cluster import manager
 
-    print(manager.issue_node_credentials(layout_from(args), args.node))
+    issued = manager.issue_node_credentials(layout_from(args), args.node, args.address)
+    print(f"kubeconfig: {issued.kubeconfig}")
+    print(f"serving certificate: {issued.serving_cert}")
+    print(f"serving key: {issued.serving_key}")
+    print(f"client CA: {issued.client_ca}")
     return 0
 
 
@@ -235,9 +239,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     creds = sub.add_parser(
         "node-credentials",
         parents=[state],
-        help="issue a system:node:<name> client certificate and print its kubeconfig path",
+        help="issue a system:node:<name> client certificate and a kubelet serving"
+        " certificate; print their paths",
     )
     creds.add_argument("node", help="node name")
+    creds.add_argument(
+        "--address", required=True, help="the node's InternalIP (the serving certificate's IP SAN)"
+    )
     creds.set_defaults(handler=_wrap(cmd_node_credentials))
 
     kubectl = subparsers.add_parser(

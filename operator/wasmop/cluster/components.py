@@ -28,7 +28,7 @@ from wasmop.cluster.pki import (
     control_plane_identities,
 )
 from wasmop.cluster.settings import ClusterSettings
-from wasmop.wellknown import DAEMON_PORT
+from wasmop.wellknown import HEALTH_PORT
 
 
 @dataclass(frozen=True)
@@ -363,7 +363,7 @@ def workloads(layout: StateLayout, settings: ClusterSettings) -> list[ComponentS
                     "--registry-allow",
                     settings.registry_address,
                 ],
-                Probe(f"http://{network.node_address}:{DAEMON_PORT}/healthz"),
+                Probe(f"http://{network.node_address}:{HEALTH_PORT}/healthz"),
                 after=("bootstrap",),
                 stop_timeout_seconds=35.0,
             )

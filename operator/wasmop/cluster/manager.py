@@ -22,7 +22,7 @@ from typing import Any
 
 from wasmop.cluster import addons, components
 from wasmop.cluster.layout import CLUSTER_MARKER_ENV, StateLayout, controlplane_binary, go_binary
-from wasmop.cluster.pki import PKI, PKIError, node_identity
+from wasmop.cluster.pki import PKI, PKIError, node_identity, node_serving_identity
 from wasmop.cluster.settings import ClusterSettings, SettingsError
 
 
@@ -385,17 +385,29 @@ def aggregated_apis(layout: StateLayout, timeout: float = 5.0) -> list[APIServic
     return result
 
 
-def issue_node_credentials(layout: StateLayout, node_name: str) -> Path:
-    """A kubeconfig for a wasm node agent, authenticating as ``system:node:<name>``."""
+@dataclass(frozen=True)
+class NodeCredentials:
+    """What a node agent of the embedded cluster authenticates and serves with."""
+
+    kubeconfig: Path  # as system:node:<name> (group system:nodes)
+    serving_cert: Path  # its kubelet API's certificate, IP SAN for its InternalIP
+    serving_key: Path
+    client_ca: Path  # the cluster CA: client certificates it accepts
+
+
+def issue_node_credentials(layout: StateLayout, node_name: str, address: str) -> NodeCredentials:
+    """A kubeconfig for a wasm node agent, authenticating as ``system:node:<name>``, and
+    the serving certificate of its kubelet API on ``address`` (its InternalIP)."""
     from wasmop.cluster import kubeconfig
 
     settings = load_settings(layout)
     pki = PKI(layout.pki)
     try:
         cert, key = pki.ensure_identity(node_identity(node_name))
+        serving_cert, serving_key = pki.ensure_identity(node_serving_identity(node_name, address))
     except PKIError as exc:
         raise ClusterError(f"state dir {layout.root} is corrupt: {exc}; run with --fresh") from exc
-    return kubeconfig.write(
+    config = kubeconfig.write(
         layout.kubeconfig_for(f"node-{node_name}"),
         settings.api_url,
         pki.ca_cert,
@@ -403,3 +415,4 @@ def issue_node_credentials(layout: StateLayout, node_name: str) -> Path:
         key,
         f"system:node:{node_name}",
     )
+    return NodeCredentials(config, serving_cert, serving_key, pki.ca_cert)

@@ -109,6 +109,20 @@ def node_identity(node_name: str) -> Identity:
     return Identity(f"node-{node_name}", f"system:node:{node_name}", ("system:nodes",))
 
 
+def node_serving_identity(node_name: str, address: str) -> Identity:
+    """A node agent's kubelet serving certificate: the API server and metrics-server dial
+    the node's InternalIP and verify it against the cluster CA, so it carries that IP."""
+    return Identity(
+        f"node-{node_name}-serving",
+        f"system:node:{node_name}",
+        ("system:nodes",),
+        server=True,
+        client=False,
+        dns_names=(node_name,),
+        ip_addresses=(address,),
+    )
+
+
 def _new_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import platform
+import resource
 import secrets
 import signal
 import time
@@ -30,21 +31,31 @@ from wasmop.kube import ApiError, Kube, KubeConfig, WatchEvent
 from wasmop.kube.client import api_path
 from wasmop.kube.events import EventRecorder
 from wasmop.node import fault_client
-from wasmop.node.daemon import start_daemon
+from wasmop.node.container_logs import LogLimits, remove_orphans
+from wasmop.node.daemon import serving_context, start_daemon, start_health
 from wasmop.node.function_loader import FunctionLoader
 from wasmop.node.images import NodeImages
 from wasmop.node.ipam import PodAddressAllocator
+from wasmop.node.kubelet_auth import KubeletAuth
 from wasmop.node.linkemu import LinkEmulator, kernel_has_netem
 from wasmop.node.netns import NodeNetwork
 from wasmop.node.pod_worker import PodHost, PodWorker, pod_key
 from wasmop.node.podspec import micro_time, now_rfc3339
 from wasmop.node.prober import HttpProber
+from wasmop.node.stats import ContainerUsage, NodeUsage
 from wasmop.oci.cache import ContentStore
 from wasmop.oci.policy import RegistryPolicy
+from wasmop.operator.quantity import memory_bytes
 from wasmop.private_file import write_private
 from wasmop.runtime.engine import wasmtime_version
 from wasmop.supervision import TaskState, TaskSupervisor
-from wasmop.wellknown import DAEMON_PORT, ENGINE_VERSION_LABEL, RUNTIME_LABEL, ZONE_LABEL
+from wasmop.wellknown import (
+    DAEMON_PORT,
+    ENGINE_VERSION_LABEL,
+    HEALTH_PORT,
+    RUNTIME_LABEL,
+    ZONE_LABEL,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +84,14 @@ class NodeSettings:
     content_dir: Path | None = None  # pulled module images by digest (None: no images)
     # Registries reached whatever their address (host[:port]); others must be public.
     registry_allow: tuple[str, ...] = ()
+    log_dir: Path | None = None  # container logs, one directory per Pod
+    log_limits: LogLimits = field(default_factory=LogLimits)
+    # The kubelet API's TLS: serving certificate (IP SAN: the node's InternalIP) and the CA
+    # whose client certificates it accepts. Without them it serves plain HTTP, where only
+    # bearer tokens (TokenReview) authenticate.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    client_ca: Path | None = None
 
 
 class NodeAgent:
@@ -109,6 +128,8 @@ class NodeAgent:
             prober=self.prober,
             spawn=self.spawn,
             tasks=self.tasks,
+            log_root=settings.log_dir,
+            log_limits=settings.log_limits,
         )
         self._stop = asyncio.Event()
         self._netem: bool | None = None
@@ -315,6 +336,8 @@ class NodeAgent:
     async def _pod_changed(self, event: WatchEvent) -> None:
         if event.type == "SYNCED":
             self._health_changed.set()  # the watch works (again): the heartbeat may tell
+            if self.settings.log_dir is not None:  # logs of Pods gone while we were away
+                remove_orphans(self.settings.log_dir, set(self.workers))
             return
         self._handle_pod(event.type, event.object)
 
@@ -357,6 +380,22 @@ class NodeAgent:
             (w for w in self.workers.values() if w.namespace == namespace and w.name == name), None
         )
 
+    def node_usage(self, containers: list[ContainerUsage]) -> NodeUsage:
+        """The node's own figures: this process, which hosts every function it runs."""
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return NodeUsage(
+            name=self.name,
+            cpu_seconds=usage.ru_utime + usage.ru_stime,
+            memory_working_set_bytes=_rss_bytes(),
+            started_at=self.started,
+            memory_capacity_bytes=memory_bytes(self.settings.memory),
+        )
+
+    def kubelet_auth(self) -> KubeletAuth:
+        """TokenReviews and SubjectAccessReviews go through the node's own client (the
+        Node authorizer lets every node create both)."""
+        return KubeletAuth(self.name, self.kube.create)
+
     # --- main -----------------------------------------------------------------------
 
     def _write_run_files(self) -> None:
@@ -374,6 +413,7 @@ class NodeAgent:
                     "port": DAEMON_PORT,
                     "token": self.fault_token,
                     "namespace": self.network.namespace,
+                    "caFile": str(self.settings.client_ca) if self.settings.client_ca else None,
                 }
             ),
         )
@@ -383,11 +423,17 @@ class NodeAgent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         await asyncio.to_thread(self.network.setup)
-        daemon = None
+        daemon = health = None
         try:
+            settings = self.settings
+            context = None
+            if settings.tls_cert and settings.tls_key and settings.client_ca:
+                context = serving_context(settings.tls_cert, settings.tls_key, settings.client_ca)
+            address = self.network.node_address
             daemon = await start_daemon(
-                self, self.network.listen(self.network.node_address, DAEMON_PORT)
+                self, self.network.listen(address, DAEMON_PORT), context, self.kubelet_auth()
             )
+            health = await start_health(self, self.network.listen(address, HEALTH_PORT))
             self._write_run_files()
             # Register once the Pod watch has listed, so the Node is Ready from the start.
             watch = self.start_pod_watch()
@@ -404,8 +450,9 @@ class NodeAgent:
             await self.shutdown_pods()
         finally:
             await self.tasks.stop()
-            if daemon is not None:
-                await daemon.cleanup()
+            for runner in (daemon, health):
+                if runner is not None:
+                    await runner.cleanup()
             await self.prober.close()
             if self._link is not None:
                 self._link.stop()
@@ -438,3 +485,9 @@ class NodeAgent:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE")

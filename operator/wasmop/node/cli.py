@@ -15,17 +15,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     import asyncio
 
     from wasmop.node.agent import NodeAgent, NodeSettings
-    from wasmop.node.netns import NetworkError
+    from wasmop.node.netns import NetworkError, NodeNetwork
 
     layout = layout_from(args)
     kubeconfig = args.kubeconfig
+    tls = (args.tls_cert_file, args.tls_private_key_file, args.client_ca_file)
     if kubeconfig is None:
         from wasmop.cluster import manager
 
         try:
-            kubeconfig = manager.issue_node_credentials(layout, args.name)
-        except manager.ClusterError as exc:
+            address = NodeNetwork.for_node(args.name, args.pod_cidr).node_address
+            issued = manager.issue_node_credentials(layout, args.name, address)
+        except (manager.ClusterError, NetworkError) as exc:
             raise CommandError(str(exc)) from exc
+        kubeconfig = issued.kubeconfig
+        tls = (issued.serving_cert, issued.serving_key, issued.client_ca)
+    elif any(tls) and not all(tls):
+        raise CommandError(
+            "--tls-cert-file, --tls-private-key-file and --client-ca-file go together"
+        )
     labels = dict(item.split("=", 1) for item in args.label)
     cache_dir = layout.root / "module-cache"
     try:  # compiled native code is mapped from here: only this user may write it
@@ -47,6 +55,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         # Per node, as on a real cluster: each node pulls a module once for its Pods.
         content_dir=layout.root / "content" / args.name,
         registry_allow=tuple(args.registry_allow),
+        log_dir=layout.root / "nodes" / args.name / "pods",
+        tls_cert=Path(tls[0]) if tls[0] else None,
+        tls_key=Path(tls[1]) if tls[1] else None,
+        client_ca=Path(tls[2]) if tls[2] else None,
     )
     try:
         agent = NodeAgent(settings)
@@ -112,7 +124,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     run.add_argument(
         "--kubeconfig",
         help="node credentials (default: a system:node:<name> certificate issued by the"
-        " embedded cluster)",
+        " embedded cluster, with a kubelet serving certificate for the node's address)",
+    )
+    run.add_argument("--tls-cert-file", help="kubelet API serving certificate (with --kubeconfig)")
+    run.add_argument("--tls-private-key-file", help="its key")
+    run.add_argument(
+        "--client-ca-file", help="CA of the client certificates the kubelet API accepts"
     )
     run.add_argument(
         "--registry-allow",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import ssl
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -32,16 +33,20 @@ def node_info(run_dir: Path, node: str) -> dict[str, Any]:
 
 
 def post(run_dir: Path, node: str, path: str, body: dict[str, Any]) -> Any:
-    """POST to the agent's daemon with its token; its JSON reply."""
+    """POST to the agent's daemon with its token; its JSON reply (over TLS verified
+    against the cluster CA when the agent serves it, as the embedded cluster's do)."""
     info = node_info(run_dir, node)
+    ca_file = info.get("caFile")
+    scheme = "https" if ca_file else "http"
+    context = ssl.create_default_context(cafile=ca_file) if ca_file else None
     request = urllib.request.Request(
-        f"http://{info['address']}:{info['port']}{path}",
+        f"{scheme}://{info['address']}:{info['port']}{path}",
         data=json.dumps(body).encode(),
         headers={"Authorization": f"Bearer {info['token']}", "Content-Type": "application/json"},
         method="POST",
     )
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10, context=context) as response:
             return json.loads(response.read())
     except urllib.error.HTTPError as exc:
         text = exc.read().decode(errors="replace")

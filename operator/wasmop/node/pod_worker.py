@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -22,6 +24,7 @@ from yarl import URL
 from wasmop.kube import ApiError, Kube
 from wasmop.kube.client import api_path
 from wasmop.kube.events import EventRecorder
+from wasmop.node.container_logs import ContainerLog, LogLimits, pod_log_directory
 from wasmop.node.function_loader import FunctionLoader
 from wasmop.node.ipam import PodAddressAllocator
 from wasmop.node.netns import NodeNetwork
@@ -35,7 +38,9 @@ from wasmop.node.podspec import (
     pod_status,
 )
 from wasmop.node.prober import HttpProber, probe_url
-from wasmop.runtime import Function, ServerHandle, start_server
+from wasmop.node.stats import ContainerUsage
+from wasmop.runtime import Function, Request, Response, ServerHandle, start_server
+from wasmop.runtime.server import access_line
 from wasmop.supervision import TaskSupervisor
 
 log = logging.getLogger(__name__)
@@ -73,6 +78,8 @@ class PodHost:
     prober: HttpProber  # readiness and liveness probes
     spawn: Callable[[Coroutine[Any, Any, None]], None]  # a short background task
     tasks: TaskSupervisor  # long-lived ones (probe loops), restarted if they fail
+    log_root: Path | None = None  # container logs (<root>/<ns>_<pod>_<uid>/<container>/)
+    log_limits: LogLimits = field(default_factory=LogLimits)
 
 
 class PodWorker:
@@ -112,6 +119,14 @@ class PodWorker:
         )
         self.pod_ip: str | None = None
         self.start_time: str = previous.get("startTime") or now_rfc3339()
+        self.started_epoch = time.time()  # when the running container started
+        self.log: ContainerLog | None = None
+        if host.log_root is not None:
+            self.log = ContainerLog(
+                pod_log_directory(host.log_root, self.namespace, self.name, self.uid)
+                / self.container.name,
+                host.log_limits,
+            )
         self.function: Function | None = None
         self.server: ServerHandle | None = None
         self.deleting = asyncio.Event()
@@ -148,6 +163,36 @@ class PodWorker:
     def crash(self) -> None:
         """Fault injection: the container dies as if the process had crashed."""
         self._crash.set()
+
+    # --- figures and logs -------------------------------------------------------------
+
+    def usage(self) -> ContainerUsage | None:
+        """The running container's CPU and memory (None while it does not run)."""
+        function, server = self.function, self.server
+        if function is None:
+            return None
+        return ContainerUsage(
+            namespace=self.namespace,
+            pod=self.name,
+            pod_uid=self.uid,
+            container=self.container.name,
+            cpu_seconds=function.cpu_seconds() + (server.reserved_cpu_seconds if server else 0.0),
+            memory_working_set_bytes=function.memory_bytes(),
+            started_at=self.started_epoch,
+            pod_started_at=_epoch(self.start_time),
+        )
+
+    def _say(self, text: str, stream: str = "stdout") -> None:
+        """A line in the container's log, as its own output would be."""
+        if self.log is not None:
+            self.log.write(stream, text)
+
+    def _request_log(self, request: Request, response: Response, seconds: float) -> None:
+        if self.log is None:
+            return
+        self.log.write("stdout", access_line(request, response, seconds))
+        if response.stderr:  # what the module wrote to stderr during this request
+            self.log.write("stderr", response.stderr)
 
     @property
     def grace_seconds(self) -> float:
@@ -214,6 +259,8 @@ class PodWorker:
             await self._stop_server(0)
         finally:
             self.host.addresses.release(self.uid)
+            if self.log is not None:
+                self.log.end_instance()
 
     async def _run(self) -> None:
         if not self.deleting.is_set():
@@ -248,6 +295,9 @@ class PodWorker:
             if exit_ is None:  # deletion
                 return
             await self._stop_server(0)
+            self._say(f"container stopped: {exit_.reason}: {exit_.message}", "stderr")
+            if self.log is not None:
+                self.log.end_instance()
             self.container.last_terminated = {
                 "exitCode": exit_.exit_code,
                 "reason": exit_.reason,
@@ -303,7 +353,10 @@ class PodWorker:
             raise PodSpecError(
                 "PortUnavailable", f"cannot listen on {self.pod_ip}:{plan.port}: {exc}"
             ) from exc
-        self.server = await start_server(self.function, sock=sock)
+        if self.log is not None:
+            self.log.start_instance(self.container.restart_count)
+        self.server = await start_server(self.function, sock=sock, request_log=self._request_log)
+        self.started_epoch = time.time()
         self.container.state = "running"
         self.container.reason = ""
         self.container.message = ""
@@ -320,9 +373,9 @@ class PodWorker:
             module.digest[:12],
             (loaded - started) * 1000,
         )
-        await self.event(
-            "Started", f"Serving module sha256:{module.digest[:12]} on {self.pod_ip}:{plan.port}"
-        )
+        serving = f"Serving module sha256:{module.digest[:12]} on {self.pod_ip}:{plan.port}"
+        self._say(f"{serving} (load {(loaded - started) * 1000:.1f} ms)")
+        await self.event("Started", serving)
 
     async def _serve_until_exit(self, plan: ContainerPlan) -> ContainerExit | None:
         """Probe while serving; return why the container stopped (None: Pod deleted)."""
@@ -426,12 +479,15 @@ class PodWorker:
         grace = min(self.grace_seconds, 30.0)
         started = time.monotonic()
         if self.server is not None:
+            self._say(f"stopping: the Pod is being deleted (grace {grace:g} s)")
             await self.event("Killing", f"Stopping container {self.container.name}")
             drain = min(self.plan.pre_stop_sleep_s if self.plan else 0.0, grace)
             if drain > 0:
                 await asyncio.sleep(drain)
             self.container.ready = False
         await self._stop_server(max(0.0, grace - (time.monotonic() - started)))
+        if self.log is not None:
+            self.log.remove()
         path = api_path("v1", "pods", self.namespace, self.name)
         body = {
             "apiVersion": "v1",
@@ -445,6 +501,15 @@ class PodWorker:
             if not (exc.not_found or exc.conflict):
                 log.warning("deleting pod %s failed: %s", self.key, exc)
         log.info("pod %s removed", self.key)
+
+
+def _epoch(rfc3339: str) -> float:
+    try:
+        return (
+            dt.datetime.strptime(rfc3339, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC).timestamp()
+        )
+    except ValueError:
+        return time.time()
 
 
 async def _wait_or(event: asyncio.Event, seconds: float) -> bool:

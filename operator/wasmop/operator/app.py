@@ -130,7 +130,7 @@ class Operator:
             images=ImageResolver(kube, RegistryPolicy.of(settings.registry_allow)),
         )
         nodes = NodeIndex()
-        collector = MetricsCollector(nodes, settings.gateway_url)
+        collector = MetricsCollector(nodes, settings.gateway_url, config)
         autoscaler = Autoscaler(
             kube, events, functions, collector, functions.pods, interval=settings.scaling_interval_s
         )

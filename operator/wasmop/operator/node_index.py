@@ -64,9 +64,9 @@ class NodeIndex:
         )
 
     def metrics_endpoints(self) -> list[tuple[str, str]]:
-        """(node, base URL) of every Ready node that serves resource metrics."""
+        """(node, base URL) of every Ready node's kubelet API (HTTPS, as a kubelet's)."""
         return [
-            (n.name, f"http://{n.address}:{n.daemon_port}")
+            (n.name, f"https://{n.address}:{n.daemon_port}")
             for n in self.nodes.values()
             if n.ready and n.address and n.daemon_port
         ]

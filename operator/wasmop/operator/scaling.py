@@ -26,7 +26,7 @@ from typing import Any
 
 import aiohttp
 
-from wasmop.kube import ApiError, Kube
+from wasmop.kube import ApiError, Kube, KubeConfig
 from wasmop.kube.client import api_path
 from wasmop.kube.events import EventRecorder
 from wasmop.operator.function_controller import FunctionController
@@ -63,10 +63,16 @@ def parse_resource_metrics(text: str) -> dict[tuple[str, str], tuple[float | Non
 
 @dataclass
 class MetricsCollector:
-    """Scrapes the nodes and the gateway at most once per ``max_age`` seconds."""
+    """Scrapes the nodes and the gateway at most once per ``max_age`` seconds.
+
+    Nodes serve their kubelet API over TLS and authorize each caller: the collector
+    verifies them against the cluster CA of ``credentials`` and presents its identity
+    (the operator's token, or client certificate), which needs ``get nodes/metrics``.
+    """
 
     nodes: NodeIndex
     gateway: str
+    credentials: KubeConfig | None = None
     cpu_cores: dict[tuple[str, str], float] = field(default_factory=dict)
     memory: dict[tuple[str, str], float] = field(default_factory=dict)
     rps: dict[tuple[str, str], float] = field(default_factory=dict)
@@ -83,8 +89,16 @@ class MetricsCollector:
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2))
+            context = self.credentials.ssl_context() if self.credentials else None
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=2),
+                connector=aiohttp.TCPConnector(ssl=context if context else False),
+            )
         return self._session
+
+    def _node_headers(self) -> dict[str, str]:
+        token = self.credentials.bearer_token() if self.credentials else None
+        return {"Authorization": f"Bearer {token}"} if token else {}
 
     async def close(self) -> None:
         if self._session is not None:
@@ -98,10 +112,17 @@ class MetricsCollector:
             self._last = time.monotonic()
 
     async def _scrape_nodes(self) -> None:
+        headers = self._node_headers()
+
         async def one(url: str) -> str | None:
             try:
-                async with self.session().get(f"{url}/metrics/resource") as response:
-                    return await response.text() if response.status == 200 else None
+                async with self.session().get(
+                    f"{url}/metrics/resource", headers=headers
+                ) as response:
+                    if response.status != 200:
+                        log.debug("scrape of %s: HTTP %d", url, response.status)
+                        return None
+                    return await response.text()
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 log.debug("scrape of %s failed: %s", url, exc)
                 return None

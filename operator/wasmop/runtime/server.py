@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import socket
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -29,13 +31,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from wasmop.runtime.abi import Fault, Request, fault_body, fault_headers
 from wasmop.runtime.admission import Admission, AdmittingServer, shared_admission
-from wasmop.runtime.function import Function
+from wasmop.runtime.function import Function, Response
 from wasmop.runtime.metrics import registry_for
 
 log = logging.getLogger("wasmop.runtime.server")
 
 RESERVED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 READ_CHUNK = 64 * 1024
+
+# Told about every answered request (the request, the response, seconds it took): a node
+# agent writes it to the Pod's container log.
+RequestLog = Callable[[Request, Response, float], None]
 
 
 @dataclass
@@ -50,6 +56,10 @@ class ServerHandle:
     admission: Admission = field(default_factory=shared_admission)
     runner: web.ServerRunner | None = None
     ready: bool = True  # /readyz answers 503 once this is False (set by stop())
+    request_log: RequestLog | None = None
+    # CPU seconds the server spent answering /healthz, /readyz and /metrics itself (the
+    # functions' own CPU is theirs): with it a probed, idle Pod's CPU figure is not zero.
+    reserved_cpu_seconds: float = 0.0
     _stopped: bool = field(default=False, repr=False)
 
     @property
@@ -90,7 +100,10 @@ class ServerHandle:
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         path = request.path
         if path in RESERVED_PATHS:
-            return self._reserved(path)
+            cpu = time.thread_time()
+            reply = self._reserved(path)
+            self.reserved_cpu_seconds += time.thread_time() - cpu
+            return reply
         function, script_name, path_info = self._route(path)
         if function is None:
             return _fault_response(Fault.NOT_FOUND, f"no function serves {path}")
@@ -120,20 +133,23 @@ class ServerHandle:
                     )
                 if refused is not None:
                     return _refuse(function, *refused)
-            result = await function.invoke(
-                Request(
-                    method=request.method,
-                    path=path_info,
-                    query=request.query_string,
-                    headers=list(request.headers.items()),
-                    body=body,
-                    remote_addr=request.remote or "",
-                    server_name=self.host,
-                    server_port=self.port,
-                    scheme=request.scheme,
-                    script_name=script_name,
-                )
+            call = Request(
+                method=request.method,
+                path=path_info,
+                query=request.query_string,
+                headers=list(request.headers.items()),
+                body=body,
+                remote_addr=request.remote or "",
+                server_name=self.host,
+                server_port=self.port,
+                scheme=request.scheme,
+                script_name=script_name,
             )
+            started = time.perf_counter()
+            result = await function.invoke(call)
+            if self.request_log is not None:
+                with contextlib.suppress(Exception):  # a failing log never fails the request
+                    self.request_log(call, result, time.perf_counter() - started)
         finally:
             if reserved:
                 admission.release_body(reserved)
@@ -174,6 +190,19 @@ class ServerHandle:
         return web.Response(
             body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
+
+
+def access_line(request: Request, response: Response, seconds: float) -> str:
+    """One request as the runtime logs it (logfmt): what was asked, how it ended, its cost."""
+    target = request.script_name + request.path + (f"?{request.query}" if request.query else "")
+    if any(c.isspace() or c == '"' for c in target):
+        target = json.dumps(target)
+    line = (
+        f"method={request.method} path={target} status={response.status}"
+        f" duration_ms={seconds * 1000:.3f} cpu_ms={response.stats.cpu_s * 1000:.3f}"
+        f" memory_bytes={response.stats.memory_bytes}"
+    )
+    return line + (f" reason={response.reason}" if response.reason else "")
 
 
 def _to_web(
@@ -220,6 +249,7 @@ async def start_server(
     prefix_routing: bool | None = None,
     shutdown_timeout: float = 5.0,
     admission: Admission | None = None,
+    request_log: RequestLog | None = None,
 ) -> ServerHandle:
     """Serve functions on `sock` (an already listening socket) or on host:port.
 
@@ -241,6 +271,7 @@ async def start_server(
         port=port,
         prefix_routing=prefix_routing,
         admission=admission or shared_admission(),
+        request_log=request_log,
     )
     server = AdmittingServer(handle.handle, handle.admission, access_log=None)
     runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=shutdown_timeout)
