@@ -139,3 +139,12 @@ def test_missing_cluster_service_binary_is_named(
     monkeypatch.setattr(manager.shutil, "which", lambda name: "/usr/bin/go")
     with pytest.raises(manager.ClusterError, match=r"not built \(.*wasmop-metrics-server\)"):
         manager.check_binary()
+
+
+def test_max_pods_is_bounded_by_a_nodes_addresses(layout: StateLayout) -> None:
+    """``cluster up --max-pods`` past a node's 245 pod addresses is refused, with why."""
+    assert ClusterSettings(max_pods=245).max_pods == 245
+    with pytest.raises(manager.ClusterError, match=r"max_pods must be between 1 and 245"):
+        manager.load_settings(layout, max_pods=246)
+    with pytest.raises(SettingsError, match=r"got 0"):
+        ClusterSettings(max_pods=0)

@@ -167,7 +167,9 @@ def test_function_crd_identity() -> None:
         },
     }
     columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
-    assert list(columns) == ["Phase", "Ready", "Version", "Revision", "Age", "Runtime", "URL"]
+    assert list(columns) == [
+        "Phase", "Ready", "Reason", "Version", "Revision", "Age", "Runtime", "URL"
+    ]  # fmt: skip
     assert columns["URL"]["priority"] == 1
     assert columns["Ready"]["jsonPath"] == ".status.readyText"
 
@@ -255,13 +257,17 @@ def test_cel_rules_have_messages(schema: Schema) -> None:
 
 
 def resolve_path(schema: Schema, json_path: str) -> Schema | None:
+    """The schema a JSONPath points at; ``name[?(filter)]`` steps into an array's items."""
     node: Schema | None = schema
-    for part in json_path.strip(".").split("."):
+    for part in re.split(r"\.(?![^\[]*\])", json_path.strip(".")):
         if node is None:
             return None
         if part in ("metadata",) and node is schema:
             return {"type": "object"}
-        node = (node.get("properties") or {}).get(part)
+        name, _, selection = part.partition("[")
+        node = (node.get("properties") or {}).get(name)
+        if selection and node is not None:
+            node = node.get("items")
     return node
 
 

@@ -328,3 +328,87 @@ def test_a_shared_module_configmap_goes_when_no_functions_history_names_it() -> 
     now = 1767225660.0  # 2026-01-01T00:01:00Z
     chosen = unused_module_configmaps(listed, [state], now, grace_s=30)
     assert sorted(chosen) == [("ns", old, "u2"), ("other", used, "u6")]
+
+
+def with_status(body: dict[str, Any], **status: Any) -> dict[str, Any]:
+    body["status"].update(status)
+    return body
+
+
+UNSCHEDULABLE = "0/3 nodes are available: 1 node(s) had untolerated taint, 2 Too many pods."
+
+
+def unschedulable_pod(name: str) -> dict[str, Any]:
+    """A Pending Pod the scheduler could not place, with its message."""
+    return with_status(
+        pod_body(name, ready=False, phase="Pending"),
+        conditions=[
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+             "message": UNSCHEDULABLE}
+        ],
+    )  # fmt: skip
+
+
+def test_a_pods_problem_is_read_from_the_scheduler_and_the_node() -> None:
+    pending = unschedulable_pod("p")
+    assert PodInfo.from_body(pending).problem == ("Unschedulable", UNSCHEDULABLE)
+    crashed = with_status(
+        pod_body("c", ready=False),
+        containerStatuses=[
+            {
+                "ready": False,
+                "restartCount": 3,
+                "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 4s"}},
+                "lastState": {"terminated": {"reason": "OOMKilled", "exitCode": 137}},
+            }
+        ],
+    )
+    assert PodInfo.from_body(crashed).problem == (
+        "CrashLoopBackOff",
+        "last exit: OOMKilled (exit code 137)",
+    )
+    bad = with_status(
+        pod_body("b", ready=False, phase="Pending"),
+        containerStatuses=[
+            {"ready": False, "state": {"waiting": {"reason": "InvalidModule", "message": "no"}}}
+        ],
+    )
+    assert PodInfo.from_body(bad).problem == ("InvalidModule", "no")
+    probing = with_status(
+        pod_body("r", ready=False),
+        conditions=[
+            {"type": "Ready", "status": "False", "reason": "ContainersNotReady",
+             "message": "containers with unready status: [function]: readiness probe failed: 500"}
+        ],
+        containerStatuses=[{"ready": False, "state": {"running": {}}}],
+    )  # fmt: skip
+    assert PodInfo.from_body(probing).problem == (
+        "ReadinessProbeFailed",
+        "containers with unready status: [function]: readiness probe failed: 500",
+    )
+    starting = with_status(
+        pod_body("s", ready=False, phase="Pending"),
+        containerStatuses=[{"ready": False, "state": {"waiting": {"reason": "ContainerCreating"}}}],
+    )
+    assert PodInfo.from_body(starting).problem is None
+    assert PodInfo.from_body(pod_body("fine")).problem is None
+
+
+def test_an_unplaceable_replica_is_the_functions_reason_not_a_rollout() -> None:
+    """A function that cannot be placed says so in its conditions, not "RolloutInProgress"
+    indefinitely."""
+    state = FunctionState("bench", "fib", revision=1, desired=1, valid=True)
+    state.observe_deployment({"metadata": {"generation": 1}, "status": {"observedGeneration": 1}})
+    pending = unschedulable_pod("fib-x")
+    status = state.build_status("t", [PodInfo.from_body(pending)])
+    assert status["phase"] == "Deploying"
+    conditions = {c["type"]: c for c in status["conditions"]}
+    available, progressing = conditions["Available"], conditions["Progressing"]
+    assert (available["status"], available["reason"]) == ("False", "Unschedulable")
+    assert available["message"] == f"0/1 replicas ready; Pod fib-x: {UNSCHEDULABLE}"
+    assert (progressing["status"], progressing["reason"]) == ("True", "Unschedulable")
+    assert state.problem == ("Unschedulable", f"Pod fib-x: {UNSCHEDULABLE}")
+    ready = state.build_status("t2", [PodInfo.from_body(pod_body("fib-x"))])
+    assert ready["phase"] == "Ready" and state.problem is None
+    available = next(c for c in ready["conditions"] if c["type"] == "Available")
+    assert available["reason"] == "AllReplicasReady"

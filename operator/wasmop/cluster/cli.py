@@ -44,6 +44,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         unreachable_toleration_seconds=args.toleration_seconds,
         etcd_fsync=False if args.no_fsync else None,
         nodes=args.nodes,
+        max_pods=args.max_pods,
     )
     if result.already_running:
         print(f"the cluster in {layout.root} is already running", file=sys.stderr)
@@ -51,6 +52,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         if args.nodes is not None and args.nodes != running.nodes:
             print(
                 f"  it runs {running.nodes} wasm nodes; 'wasmop cluster down' first to change that",
+                file=sys.stderr,
+            )
+        if args.max_pods is not None and args.max_pods != running.max_pods:
+            print(
+                f"  its nodes take {running.max_pods} Pods each; 'wasmop cluster down' first"
+                " to change that",
                 file=sys.stderr,
             )
     else:
@@ -181,6 +188,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--nodes",
         type=int,
         help="wasm node agents to run (default 2: a failed node can evict to the other)",
+    )
+    up.add_argument(
+        "--max-pods",
+        type=int,
+        help="Pods each node takes (default 110, the kubelet's; a wasm Pod costs about"
+        " 0.3 MiB, so up to 245 fit a node's address range)",
     )
     up.add_argument(
         "--node-monitor-grace-seconds",

@@ -362,6 +362,8 @@ def workloads(layout: StateLayout, settings: ClusterSettings) -> list[ComponentS
                     settings.node_zone(index),
                     "--registry-allow",
                     settings.registry_address,
+                    "--max-pods",
+                    str(settings.max_pods),
                 ],
                 Probe(f"http://{network.node_address}:{HEALTH_PORT}/healthz"),
                 after=("bootstrap",),

@@ -138,7 +138,10 @@ def load_settings(layout: StateLayout, **overrides: Any) -> ClusterSettings:
         settings = ClusterSettings.load(layout.settings_file) or ClusterSettings()
     except SettingsError as exc:
         raise ClusterError(f"state dir {layout.root} is corrupt: {exc}; run with --fresh") from exc
-    return settings.updated(**overrides)
+    try:
+        return settings.updated(**overrides)
+    except SettingsError as exc:
+        raise ClusterError(str(exc)) from exc
 
 
 def wipe(layout: StateLayout) -> None:

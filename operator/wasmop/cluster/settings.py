@@ -13,6 +13,9 @@ class SettingsError(Exception):
     """``cluster.json`` exists but cannot be understood."""
 
 
+MAX_PODS_PER_NODE = 245  # addresses .10 to .254 of a node's /24 (NodeNetwork.pod_addresses)
+
+
 @dataclass
 class ClusterSettings:
     """Ports, timings and sizes of the embedded cluster.
@@ -42,9 +45,11 @@ class ClusterSettings:
     client_burst: int = 2000
     etcd_fsync: bool = True
     # Wasm node agents (at least two, so a node failure can evict to a healthy node) and
-    # the gateway, started with the control plane.
+    # the gateway, started with the control plane; how many Pods each node takes (the
+    # kubelet's default 110; a wasm Pod costs about 0.3 MiB, so a node can take more).
     nodes: int = 2
     zones: tuple[str, ...] = ("zone-a", "zone-b")
+    max_pods: int = 110
     gateway_port: int = 8000
     operator_metrics_port: int = 8080
     operator_health_port: int = 8081
@@ -57,6 +62,11 @@ class ClusterSettings:
         self.zones = tuple(self.zones)
         if not 0 <= self.nodes <= 63:
             raise SettingsError(f"nodes must be between 0 and 63, got {self.nodes}")
+        if not 1 <= self.max_pods <= MAX_PODS_PER_NODE:
+            raise SettingsError(
+                f"max_pods must be between 1 and {MAX_PODS_PER_NODE} (a node's pod range"
+                f" holds {MAX_PODS_PER_NODE} addresses), got {self.max_pods}"
+            )
 
     def node_names(self) -> list[str]:
         return [f"wasm-node-{i}" for i in range(1, self.nodes + 1)]

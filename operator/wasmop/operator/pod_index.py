@@ -14,6 +14,44 @@ from wasmop.operator.owned_objects import LABEL_REVISION
 from wasmop.operator.quantity import cpu_millis, memory_bytes
 from wasmop.wellknown import FUNCTION_LABEL
 
+# Waiting reasons of a container that is merely starting: not a problem to report.
+STARTING = frozenset({"ContainerCreating", "PodInitializing", ""})
+
+
+def pod_problem(body: dict[str, Any]) -> tuple[str, str] | None:
+    """Why a Pod does not serve, as (reason, message), from what the scheduler and the
+    node wrote into its status; None when nothing is wrong (or it is just starting).
+
+    * not placed: the scheduler's PodScheduled=False (``Unschedulable`` and its message,
+      e.g. "0/3 nodes are available: ... 2 Too many pods.");
+    * crashed and not ready again: ``CrashLoopBackOff`` with the last exit;
+    * cannot start: the container's waiting reason (a bad module, an image the node
+      does not run, ...);
+    * running, but its readiness probe fails: ``ReadinessProbeFailed``.
+    """
+    status = body.get("status") or {}
+    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    scheduled = conditions.get("PodScheduled") or {}
+    if scheduled.get("status") == "False":
+        return scheduled.get("reason") or "Unschedulable", scheduled.get("message") or ""
+    for container in status.get("containerStatuses") or []:
+        if container.get("ready"):
+            continue
+        state = container.get("state") or {}
+        waiting = state.get("waiting") or {}
+        last = (container.get("lastState") or {}).get("terminated")
+        if last:
+            detail = f"{last.get('reason', 'Error')} (exit code {last.get('exitCode')})"
+            if last.get("message"):
+                detail += f": {last['message']}"
+            return "CrashLoopBackOff", f"last exit: {detail}"
+        if waiting.get("reason", "") not in STARTING:
+            return waiting["reason"], waiting.get("message", "")
+        ready = conditions.get("Ready") or {}
+        if "running" in state and "probe failed" in (ready.get("message") or ""):
+            return "ReadinessProbeFailed", ready["message"]
+    return None
+
 
 @dataclass(frozen=True)
 class PodInfo:
@@ -24,6 +62,7 @@ class PodInfo:
     revision: str | None
     cpu_request: float | None  # cores
     memory_request: float | None  # bytes
+    problem: tuple[str, str] | None = None  # (reason, message) when it cannot serve
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> PodInfo:
@@ -44,6 +83,7 @@ class PodInfo:
             memory_request=float(memory_bytes(requests["memory"]))
             if "memory" in requests
             else None,
+            problem=pod_problem(body),
         )
 
 

@@ -97,6 +97,9 @@ class FunctionState:
     # the resync sees a change by someone else without reading the objects.
     applied_generation: int | None = None
     service_version: str | None = None
+    # Why replicas do not serve (a Pod's reason and message), last written and reported.
+    problem: tuple[str, str] | None = None
+    problem_reported: str | None = None
     # One reconcile at a time; status writes (from Pod and Deployment events too) take the
     # shorter ``lock``, so a slow reconcile never holds back the status of ready Pods.
     reconciling: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
@@ -206,7 +209,14 @@ class FunctionState:
                 observed_generation=gen, now=now,
             )  # fmt: skip
         else:
+            self.problem = replica_problem(pods, self.revision) if phase in UNSERVED else None
             for ctype, ok, reason, message in workload_conditions(d, self.desired):
+                if self.problem is not None and (
+                    (ctype == ConditionType.AVAILABLE and not ok)
+                    or (ctype == ConditionType.PROGRESSING and reason == "RolloutInProgress")
+                ):
+                    # The cause, rather than "a rollout is in progress", indefinitely.
+                    reason, message = self.problem[0], f"{message}; {self.problem[1]}"
                 conditions = set_condition(
                     conditions, ctype, ok, reason, message, observed_generation=gen, now=now
                 )
@@ -263,6 +273,22 @@ class FunctionState:
 # change, or after a delay (``defer_minor``), never each on its own at once.
 MINOR_FIELDS = ("replicas", "readyReplicas", "updatedReplicas", "availableReplicas", "readyText")
 MINOR_TIMINGS = ("firstReplicaReadyAt",)
+
+
+# Phases in which a replica that cannot serve is the news.
+UNSERVED = frozenset({Phase.DEPLOYING, Phase.DEGRADED})
+
+
+def replica_problem(pods: list[PodInfo], revision: int | None) -> tuple[str, str] | None:
+    """The first problem of the function's live Pods (the current revision's first), as
+    (reason, "<pod>: <message>")."""
+    live = sorted((p for p in pods if not p.deleting and p.problem), key=lambda p: p.name)
+    current = [p for p in live if p.revision == str(revision)]
+    for pod in current or live:
+        assert pod.problem is not None
+        reason, message = pod.problem
+        return reason, f"Pod {pod.name}: {message}" if message else f"Pod {pod.name}"
+    return None
 
 
 def _comparable(status: dict[str, Any]) -> dict[str, Any]:
@@ -332,6 +358,11 @@ async def write_status(
             return WriteResult.UNCHANGED
         raise
     state.written = comparable
+    problem = state.problem
+    if problem is not None and problem[0] != state.problem_reported:
+        events.record(state.reference, problem[0], problem[1], warning=True)
+        log.warning("%s/%s: %s: %s", state.namespace, state.name, *problem)
+    state.problem_reported = problem[0] if problem is not None else None
     phase = Phase(status["phase"])
     if phase != state.phase:
         reason, warning = PHASE_EVENTS[phase]
