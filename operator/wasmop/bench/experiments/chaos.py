@@ -52,7 +52,7 @@ from wasmop.kube import ApiError, Kube
 from wasmop.kube.client import api_path
 from wasmop.node import fault_client
 from wasmop.operator.owned_objects import LABEL_COMPONENT
-from wasmop.wellknown import API_VERSION, FUNCTION_LABEL, FUNCTION_PLURAL
+from wasmop.wellknown import API_VERSION, FUNCTION_LABEL, FUNCTION_PLURAL, HEALTH_PORT
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +209,8 @@ class HealthSampler:
             info = fault_client.node_info(self.layout.run, node)
         except fault_client.NodeUnavailable:
             return False
-        return await _answers(http, f"http://{info['address']}:{info['port']}/healthz", 0.5)
+        # The kubelet's plain-HTTP health port (10250 is the TLS kubelet API).
+        return await _answers(http, f"http://{info['address']}:{HEALTH_PORT}/healthz", 0.5)
 
     def _functions(self) -> tuple[int, int, int]:
         deployments = {d["metadata"]["name"]: d for d in self.recorder.objects("Deployment")}
