@@ -18,6 +18,7 @@ from wasmop.bench.experiments.chaos import (
     FAULTS,
     HELD,
     analyse_chaos,
+    burst_manifests,
     event_windows,
     health_timeline,
     module_replacing,
@@ -197,3 +198,13 @@ def test_a_bad_rollout_replaces_the_modules_source_whichever_it_was() -> None:
     good = module_replacing({"image": "127.0.0.1:5000/hello:1", "sha256": "ab"})
     assert good["image"] == "127.0.0.1:5000/hello:1" and good["configMapRef"] is None
     assert good["sha256"] == "ab"
+
+
+def test_a_burst_takes_the_soaks_module_source() -> None:
+    """The operator-kill burst's functions were made with the default ConfigMap source,
+    which the soak's namespace no longer holds since modules come from the registry: they
+    stayed Pending and every later window timed out."""
+    module = {"image": "127.0.0.1:5000/wasm/hello:sha-0123456789ab"}
+    manifests = burst_manifests(["burst-00-0", "burst-00-1"], "hello", 2, module)
+    assert [m["metadata"]["name"] for m in manifests] == ["burst-00-0", "burst-00-1"]
+    assert all(m["spec"]["module"] == module and m["spec"]["replicas"] == 2 for m in manifests)

@@ -291,6 +291,7 @@ class Soak:
     replicas: int
     burst: int
     recovery_timeout_s: float
+    module: Mapping[str, Any]  # spec.module of the soak's functions, for the bursts
     node_grace_s: float = 5.0  # the node lifecycle controller's grace period
     stable_s: float = 1.0
     min_observe_s: float = 2.0
@@ -392,11 +393,19 @@ def _node_kill(soak: Soak, event: PlannedEvent) -> Injected:
     return injected
 
 
+def burst_manifests(
+    names: Sequence[str], workload: str, replicas: int, module: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """The burst's WasmFunctions, with the module source the soak's own functions have
+    (a default ConfigMap source named a ConfigMap the soak's namespace does not hold)."""
+    return [deploy.function_manifest(n, workload, replicas=replicas, module=module) for n in names]
+
+
 def _operator_kill(soak: Soak, event: PlannedEvent) -> Injected:
     """Create a burst of functions and kill -9 the operator while it works on them."""
     burst = next(soak.bursts)
     names = [f"burst-{burst:02d}-{i}" for i in range(soak.burst)]
-    manifests = [deploy.function_manifest(n, soak.workload, replicas=soak.replicas) for n in names]
+    manifests = burst_manifests(names, soak.workload, soak.replicas, soak.module)
     kube = soak.session.kube
 
     async def create_all() -> None:
@@ -720,9 +729,12 @@ def run_chaos(
             operator_url=f"{operator_base}:{settings.operator_health_port}/readyz",
             gateway_url=f"{deploy.gateway_base()}/healthz",
         )  # fmt: skip
+        module = (rec.get("WasmFunction", names[0]) or {}).get("spec", {}).get("module")
+        if not module:
+            raise RuntimeError(f"{names[0]} is not in the recording: no module for the bursts")
         soak = Soak(
             session, ws.namespace, rec, health, workload, replicas, burst, recovery_timeout_s,
-            node_grace_s=settings.node_monitor_grace_seconds,
+            module, node_grace_s=settings.node_monitor_grace_seconds,
         )  # fmt: skip
         session.run(health.start())
         locust = start_locust(
