@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import asyncio
+import time
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from wasmop.bench.stats import describe
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -50,3 +55,12 @@ def print_checks(checks: Iterable[Check]) -> bool:
             f" (ratio {c.ratio:.2f})"
         )
     return all(c.holds for c in checks)
+
+
+def measure_and_report(measurement: Coroutine[Any, Any, R], report: Callable[[R], bool]) -> int:
+    """Run one measurement, print its report and wall time; the exit code says if targets held."""
+    started = time.monotonic()
+    result = asyncio.run(measurement)
+    ok = report(result)
+    print(f"\n(measured in {time.monotonic() - started:.0f} s)")
+    return 0 if ok else 1

@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import base64
 import sys
-import time
 import uuid
 from typing import Any
 
@@ -38,7 +37,7 @@ from wasmop.bench.deploy import (
     first_ready_ms,
     module_variant,
 )
-from wasmop.bench.micro.checks import Check, print_checks
+from wasmop.bench.micro.checks import Check, measure_and_report, print_checks
 from wasmop.bench.stats import describe, ratio_of
 from wasmop.bench.watch import Recorder
 from wasmop.cluster import manager
@@ -201,11 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repetitions", type=int, default=10, help="per source (default 10)")
     parser.add_argument("--later", type=int, default=3, help="Pods after the first (default 3)")
     args = parser.parse_args(argv)
-    started = time.monotonic()
-    results = asyncio.run(run(args.workload, args.repetitions, args.later))
-    ok = report(results)
-    print(f"\n(measured in {time.monotonic() - started:.0f} s)")
-    return 0 if ok else 1
+    return measure_and_report(run(args.workload, args.repetitions, args.later), report)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import time
 import uuid
 from typing import Any
 
@@ -27,7 +26,7 @@ from wasmop.bench.deploy import (
     ensure_module,
     first_ready_ms,
 )
-from wasmop.bench.micro.checks import Check, print_checks, print_quantiles
+from wasmop.bench.micro.checks import Check, measure_and_report, print_checks, print_quantiles
 from wasmop.bench.process_sampler import component_pid
 from wasmop.bench.stats import describe
 from wasmop.bench.watch import Recorder
@@ -200,11 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=100, help="Pods created at once (default 100)")
     parser.add_argument("--idle-seconds", type=float, default=5.0, help="settle time before RSS")
     args = parser.parse_args(argv)
-    started = time.monotonic()
-    result = asyncio.run(run(args.single, args.batch, args.idle_seconds))
-    ok = report(result)
-    print(f"\n(measured in {time.monotonic() - started:.0f} s)")
-    return 0 if ok else 1
+    return measure_and_report(run(args.single, args.batch, args.idle_seconds), report)
 
 
 if __name__ == "__main__":
