@@ -168,3 +168,38 @@ def test_chaos_counts_become_the_chaos_targets() -> None:
     assert results["drain"].holds is True and results["drain"].measured == 0
     assert results["chaos_invariants"].holds is False
     assert "success_ratio" not in stats, "kept apart from the steady-load success rate"
+
+
+def test_cold_start_reaction_and_predictive_targets_are_judged_honestly() -> None:
+    """p50 and p95 of one cold-start sample judged apart; 25 at once needs 25
+    observations; the predictive rows are judged on the worst shape, and per shape."""
+    stats = {
+        "cold_start_ms": {"p50": 240.0, "p95": 601.0, "max": 700.0, "n": 10},
+        "cold_start_25_ms": {"p95": 1500.0, "max": 1800.0, "n": 10},
+        "activation_lost_requests": {"value": 0.0, "n": 80},
+        "fast_step_reaction_ms": {"p95": 1000.0, "max": 1000.0, "n": 4},
+        "predictive_over_bound_reduction_ratio": {"min": 0.3, "p50": 0.6, "n": 2},
+        "predictive_over_bound_reduction_ratio[shape=ramp]": {"min": 0.6, "n": 1},
+        "predictive_over_bound_reduction_ratio[shape=periodic]": {"min": 0.3, "n": 1},
+        "predictive_replica_seconds_increase_ratio": {"max": 0.05, "n": 2},
+    }
+    results = evaluate(stats)
+    judged = {(r.target.key, r.group): r for r in results}
+    assert judged[("cold_start_p50", "")].holds is True
+    assert judged[("cold_start_p95", "")].holds is False  # 601 ms misses 500 ms
+    assert judged[("cold_start_25", "")].holds is None  # only 10 of the 25 needed
+    assert judged[("activation_lost", "")].holds is True
+    assert judged[("reaction", "")].holds is True  # at the bound: <= holds
+    assert judged[("predictive_over_bound", "")].holds is False  # the worst shape
+    assert judged[("predictive_over_bound", "ramp")].holds is True
+    assert judged[("predictive_over_bound", "periodic")].holds is False
+    assert judged[("predictive_cost", "")].holds is True
+
+
+def test_activation_counts_become_the_lost_requests_target() -> None:
+    from wasmop.bench.run import ratios_from_counts
+
+    stats = ratios_from_counts({"activation_requests_total": 80, "activation_requests_lost": 1})
+    assert stats["activation_lost_requests"] == {"value": 1, "n": 80}
+    [result] = [r for r in evaluate(stats) if r.target.key == "activation_lost"]
+    assert result.holds is False

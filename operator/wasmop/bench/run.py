@@ -285,9 +285,9 @@ class ExperimentRun:
 
 def ratios_from_counts(counts: Mapping[str, float]) -> dict[str, dict[str, float]]:
     """success/error ratios of requests (under steady load and under chaos), the failed
-    requests of rollouts and scale-ins, the share of the chaos soak's invariants that
-    held, and the ready ratio of concurrent deployments; each ratio with n and its
-    Wilson interval."""
+    requests of rollouts and scale-ins, the requests lost in activating idle functions,
+    the share of the chaos soak's invariants that held, and the ready ratio of concurrent
+    deployments; each ratio with n and its Wilson interval."""
     stats: dict[str, dict[str, float]] = {}
     total = counts.get("requests_total", 0)
     if total:
@@ -307,6 +307,12 @@ def ratios_from_counts(counts: Mapping[str, float]) -> dict[str, dict[str, float
     total = counts.get("chaos_invariants_total", 0)
     if total:
         stats["chaos_invariants_ratio"] = proportion(counts.get("chaos_invariants_held", 0), total)
+    total = counts.get("activation_requests_total", 0)
+    if total:
+        stats["activation_lost_requests"] = {
+            "value": counts.get("activation_requests_lost", 0),
+            "n": total,
+        }
     concurrent = counts.get("concurrent_deploy_total", 0)
     if concurrent:
         ready = counts.get("concurrent_deploy_ready", 0)

@@ -93,6 +93,39 @@ TARGETS: tuple[Target, ...] = (
         "autoscale_end_to_end_ms", "p50", "<", 5000.0, "ms", context="max",
     ),
     Target(
+        "cold_start_p50", "Cold start", "p50 <= 250 ms (idle function, request to answer)",
+        "cold_start_ms", "p50", "<=", 250.0, "ms",
+    ),
+    Target(
+        "cold_start_p95", "Cold start, p95", "p95 <= 500 ms (idle function, request to answer)",
+        "cold_start_ms", "p95", "<=", 500.0, "ms", context="max",
+    ),
+    Target(
+        "cold_start_25", "Cold start, 25 at once", "p95 <= 2 s (25 idle functions woken at once)",
+        "cold_start_25_ms", "p95", "<=", 2000.0, "ms", min_n=25, context="max",
+    ),
+    Target(
+        "activation_lost", "Requests lost in activation",
+        "0 (each held request answered, or 503 with its reason)",
+        "activation_lost_requests", "value", "==", 0.0, "requests", context="n",
+    ),
+    Target(
+        "reaction", "Scaling reaction (Fast)", "p95 <= 1 s (step load arriving to decision)",
+        "fast_step_reaction_ms", "p95", "<=", 1000.0, "ms", context="max",
+    ),
+    Target(
+        "predictive_over_bound", "Predictive: fewer requests over the bound",
+        ">= 50 % fewer than reactive (ramp, periodic; the worst shape)",
+        "predictive_over_bound_reduction_ratio", "min", ">=", 0.5, "ratio",
+        context="p50", by="shape",
+    ),
+    Target(
+        "predictive_cost", "Predictive: replica-seconds",
+        "<= 10 % more than reactive (ramp, periodic; the worst shape)",
+        "predictive_replica_seconds_increase_ratio", "max", "<=", 0.10, "ratio",
+        context="p50", by="shape",
+    ),
+    Target(
         "recovery", "Recovery time", "< 10 s (fault to recovered, every fault: the maximum)",
         "recovery_ms", "max", "<", 10000.0, "ms", context="p50", by="fault",
     ),
