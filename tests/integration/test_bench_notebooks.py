@@ -123,6 +123,53 @@ def test_load_driven_scaling(results: Path) -> None:
 
 
 @pytest.mark.usefixtures("operator_running")
+def test_scaling_comparison(results: Path) -> None:
+    """Reactive, fast and predictive functions under one step load: each has its row,
+    the fast one scales out after the rise, and the figure is drawn."""
+    folder = execute(
+        results, "scaling.ipynb",
+        {"scaling_mode": "compare", "workload": "fib", "query": {"n": 15},
+         "shapes": [{"kind": "step", "peak": 6, "base": 3, "steps": 2, "duration": 20}],
+         "user_rps": 3, "max_replicas": 3, "rps_per_replica": 3},
+        "compare",
+    )  # fmt: skip
+    variants = table(folder, "variants")
+    assert list(variants["variant"]) == ["reactive", "fast", "predictive"]
+    assert (variants["requests"] > 0).all() and (variants["replica_s"] > 0).all()
+    fast = variants.set_index("variant").loc["fast"]
+    assert fast["scale_outs"] >= 1, "the fast variant scaled out under the step"
+    reactions = table(folder, "reactions").dropna(subset=["reaction_ms"])
+    assert (reactions["reaction_ms"] >= 0).all()
+    figures_written(folder, "scaling_comparison")
+
+
+@pytest.mark.usefixtures("operator_running")
+def test_cold_start(results: Path) -> None:
+    """Idle functions woken alone and three at once: every held request answered, the
+    unplaceable function's refused with its reason after the gateway's bound."""
+    folder = execute(
+        results, "cold_start.ipynb",
+        {"batches": [1, 3], "single_repetitions": 2, "per_function": 2, "warm_requests": 2,
+         "unplaceable": 1},
+    )  # fmt: skip
+    requests = table(folder, "requests")
+    cold = requests[requests["kind"] == "cold"]
+    assert len(cold) == (2 * 1 + 3) * 2
+    assert (cold["status"] == 200).all() and cold["cold_start"].all()
+    assert (requests[requests["kind"] == "warm"]["status"] == 200).all()
+    stuck = requests[requests["kind"] == "unplaceable"]
+    assert list(stuck["status"]) == [503] and list(stuck["reason"]) == ["ActivationTimeout"]
+    assert stuck["latency_ms"].min() > 14_000  # held to the bound, then refused
+    phases = table(folder, "phases")
+    assert {"gateway_to_scale", "pod_start", "first_byte"} <= set(phases["phase"])
+    assert (phases["duration_ms"] >= 0).all()
+    data = summary(folder)
+    assert data["counts"]["activation_requests_lost"] == 0
+    assert data["metrics"]["cold_start_ms"]["n"] == 2
+    figures_written(folder, "cold_vs_warm", "activation_phases")
+
+
+@pytest.mark.usefixtures("operator_running")
 def test_load_latency(results: Path) -> None:
     folder = execute(
         results, "load_latency.ipynb",

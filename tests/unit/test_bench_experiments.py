@@ -47,7 +47,7 @@ def observed(analysis, metric: str) -> list[float]:  # type: ignore[no-untyped-d
 def test_every_experiment_is_registered_and_recorded() -> None:
     assert set(registry.experiments()) == {
         "deployment_latency", "manual_scaling", "load_scaling", "load_latency", "recovery",
-        "operator_overhead", "edge_network", "chaos", "scale",
+        "operator_overhead", "edge_network", "chaos", "scale", "cold_start", "compare_scaling",
     }  # fmt: skip
     assert sorted(registry.experiments()) == EXPERIMENTS
     size = sum(p.stat().st_size for p in RECORDED.rglob("*") if p.is_file())

@@ -515,3 +515,75 @@ def chaos_requests_lost(windows: pd.DataFrame) -> Figure:
     ax.set_ylim(0, max(1.0, float(grouped["failed_requests"].max()) * 1.4))
     ax.set_title("Requests lost per event kind (label: failed, success rate)")
     return fig
+
+
+def cold_start_cdf(cold: pd.DataFrame, warm: pd.DataFrame) -> Figure:
+    """Cold requests (by functions woken at once) against warm ones, as CDFs on a log
+    axis, with the cold-start targets as dashed lines."""
+    fig, ax = plots.new_figure(width=7.0)
+    ok = cold[cold["ok"].astype(bool)] if not cold.empty else cold
+    if ok.empty and warm.empty:
+        return _empty(fig, ax, "no requests")
+    series = {
+        f"cold, {int(batch)} at once": group["latency_ms"].tolist()
+        for batch, group in ok.groupby("batch")
+    }
+    series["warm"] = warm["latency_ms"].tolist()
+    plots.ecdf(ax, series, "latency through the gateway (ms)", log_x=True)
+    for key in ("cold_start_p50", "cold_start_p95"):
+        ax.axvline(target(key).threshold, color="#444444", linestyle="--", linewidth=1)
+    ax.set_title("Cold and warm requests")
+    return fig
+
+
+def activation_phases(phases: pd.DataFrame, labels: Mapping[str, str]) -> Figure:
+    """Median time in each phase of an activation, stacked, per number of functions
+    woken at once (``labels``: phase names to legend text, in order)."""
+    fig, ax = plots.new_figure(width=8.0)
+    if phases.empty:
+        return _empty(fig, ax, "no activation phases")
+    medians = phases.groupby(["batch", "phase"])["duration_ms"].median().unstack("phase")
+    order = [p for p in labels if p in medians.columns]
+    components = {labels[p]: medians[p].tolist() for p in order}
+    plots.stacked_bars(
+        ax, [str(int(b)) for b in medians.index], components, "median time (ms)",
+        xlabel="functions woken at once",
+    )  # fmt: skip
+    ax.set_title("Where a cold request's time goes")
+    return fig
+
+
+def scaling_comparison(variants: pd.DataFrame, bound_ms: float) -> Figure:
+    """Per load shape, one bar per autoscaling variant in each of three panels: requests
+    over the latency bound, replica-seconds used, and the p95 reaction time."""
+    panels = (
+        ("over_bound", f"requests over {bound_ms:g} ms\n(failures included)", 1.0),
+        ("replica_s", "replica-seconds used", 1.0),
+        ("reaction_p95_ms", "reaction p95 (s)\n(load rise to scale-out)", 1 / 1000),
+    )
+    fig, axes = plots.new_figure(ncols=3, width=12.0, height=4.0)
+    if variants.empty:
+        return _empty(fig, axes[0], "no load runs")
+    shapes = list(dict.fromkeys(variants["shape"]))
+    names = list(dict.fromkeys(variants["variant"]))
+    width = 0.8 / max(1, len(names))
+    x = np.arange(len(shapes))
+    for ax, (column, label, factor) in zip(axes, panels, strict=True):
+        for i, variant in enumerate(names):
+            own = variants[variants["variant"] == variant].groupby("shape")[column].mean()
+            values = [float(own.get(s, np.nan)) * factor for s in shapes]
+            style = plots.series_style(i)
+            ax.bar(
+                x + (i - (len(names) - 1) / 2) * width, np.nan_to_num(values), width,
+                label=variant, color="white", edgecolor=style["color"],
+                hatch=style["hatch"] or None, linewidth=1.0,
+            )  # fmt: skip
+        ax.set_xticks(x, shapes)
+        ax.set_xlabel("load shape")
+        ax.set_ylabel(label)
+        ax.grid(axis="x", visible=False)
+    axes[2].axhline(target("reaction").threshold / 1000, color="#444444", linestyle="--",
+                    linewidth=1)  # fmt: skip
+    axes[0].legend(loc="best")
+    fig.suptitle("Reactive, fast and predictive autoscaling, side by side")
+    return fig

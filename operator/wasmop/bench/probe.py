@@ -39,6 +39,7 @@ __all__ = [
 
 PROBE_COLUMNS = (
     "t_ms", "latency_ms", "status", "ok", "pod", "reason", "cold_start", "upstream_ms", "error",
+    "hold_ms",
 )  # fmt: skip
 
 
@@ -53,6 +54,7 @@ class ProbeResult:
     cold_start: bool = False
     upstream_ms: float | None = None
     error: str = ""
+    hold_ms: float | None = None  # how long the gateway held it for a cold start
 
 
 async def probe_once(
@@ -74,6 +76,7 @@ async def probe_once(
                 reason=response.headers.get("X-Wasmop-Reason", ""),
                 cold_start=response.headers.get("X-Wasmop-Cold-Start") == "true",
                 upstream_ms=timing.get("upstream"),
+                hold_ms=timing.get("hold"),
             )
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         latency = (time.perf_counter() - t0) * 1000

@@ -1,4 +1,4 @@
-"""Load shapes for autoscaling experiments: step, spike and ramp, as pure functions of
+"""Load shapes for autoscaling experiments: step, spike, ramp and periodic, as pure functions of
 time, so they can be unit-tested and plotted without Locust (whose gevent must stay out
 of Jupyter kernels). ``loadtests/shape.py`` wraps :func:`users_at` in a LoadTestShape.
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields, replace
 
-KINDS = ("constant", "step", "spike", "ramp")
+KINDS = ("constant", "step", "spike", "ramp", "periodic")
 
 
 class ShapeError(ValueError):
@@ -26,7 +26,9 @@ class Shape:
     * step: from ``base`` to ``peak`` in ``steps`` equal stairs, each ``duration/steps``;
     * spike: ``base``, then ``peak`` from ``at`` for ``length`` seconds, then ``base``;
     * ramp: linear from ``base`` up to ``peak`` over the first half, down again over the
-      second (scale out, then scale in).
+      second (scale out, then scale in);
+    * periodic: a cosine wave between ``base`` and ``peak`` with a ``period`` in seconds,
+      starting at ``base`` (a daily cycle, compressed: what a seasonal forecast can learn).
     """
 
     kind: str = "step"
@@ -37,6 +39,7 @@ class Shape:
     at: float = 10.0
     length: float = 20.0
     spawn_rate: float = 10.0
+    period: float = 30.0
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -45,6 +48,8 @@ class Shape:
             raise ShapeError("peak and base must be >= 0, duration > 0 and steps >= 1")
         if self.spawn_rate <= 0:
             raise ShapeError("spawn_rate must be positive")
+        if self.period <= 0:
+            raise ShapeError("period must be positive")
 
     @classmethod
     def parse(cls, text: str) -> Shape:
@@ -87,6 +92,9 @@ def users_at(shape: Shape, t: float) -> int | None:
         return round(shape.base + (shape.peak - shape.base) * stair / (shape.steps - 1))
     if shape.kind == "spike":
         return shape.peak if shape.at <= t < shape.at + shape.length else shape.base
+    if shape.kind == "periodic":
+        wave = (1 - math.cos(2 * math.pi * t / shape.period)) / 2
+        return shape.base + round((shape.peak - shape.base) * wave)
     half = shape.duration / 2
     fraction = t / half if t < half else (shape.duration - t) / half
     return shape.base + math.floor((shape.peak - shape.base) * fraction + 1e-9)
