@@ -263,6 +263,12 @@ def test_scale_sets_each_cost_against_the_functions_held() -> None:
     assert (growth["project_to"] == PROJECT_TO).all()
     assert observed(result, "operator_rss_mib")
     assert "scale_growth" in result.figures
+    # Measured points are markers; each fit is a plain dashed line (the style cycle had
+    # put a marker on every point of its grid, so fit and data looked alike).
+    for ax in result.figures["scale_growth"].axes:
+        for line in ax.get_lines():
+            if line.get_linestyle() == "--":
+                assert line.get_marker() in ("", "None", None), ax.get_ylabel()
 
 
 def test_growth_is_named_constant_linear_or_worse() -> None:

@@ -134,3 +134,19 @@ def test_completion_is_read_from_the_run_file(notebook: Path, tmp_path: Path) ->
     assert not is_complete(job, tmp_path)
     (folder / "run.json").write_text(json.dumps({"status": "completed"}))
     assert is_complete(job, tmp_path)
+
+
+@pytest.mark.parametrize("name", ["quick", "full"])
+def test_builtin_plans_pass_only_parameters_their_notebooks_declare(name: str) -> None:
+    """papermill only warns of a parameter the notebook's parameters cell lacks, and a
+    reader of the notebook then cannot see what the run was given (the full plan's scale
+    step passed wave_timeout_s unseen)."""
+    import papermill
+
+    declared: dict[str, set[str]] = {}
+    for job in expand(load_plan(name)):
+        path = job.notebook
+        if path.name not in declared:
+            declared[path.name] = set(papermill.inspect_notebook(str(path)))
+        undeclared = set(job.parameters) - declared[path.name]
+        assert not undeclared, f"{name}: {path.name} does not declare {sorted(undeclared)}"

@@ -566,7 +566,8 @@ def growth_figure(table: pd.DataFrame, growth: pd.DataFrame, simulated: bool = F
                 line = np.full_like(grid, table[metric].mean())
             else:
                 line = fit["intercept"] + fit["slope"] * grid
-            ax.plot(grid, line, color="#444444", linestyle="--", linewidth=1,
+            # No marker: the style cycle would put one on each of the 50 grid points.
+            ax.plot(grid, line, color="#444444", linestyle="--", linewidth=1, marker="",
                     label=f"{fit['kind']}; at {PROJECT_TO:,}: {fit['projected']:.3g}")  # fmt: skip
         ax.set_xlabel("functions" + (" (simulated nodes)" if simulated else ""))
         ax.set_ylabel(METRICS[metric], fontsize=8)
