@@ -33,6 +33,7 @@ from wasmop.bench.clock import now_ms
 from wasmop.bench.watch import Recorder, deployment_ready, function_ready
 from wasmop.kube import ApiError, Kube
 from wasmop.kube.client import api_path
+from wasmop.operator.install import enable_function_namespace
 from wasmop.wellknown import (
     API_VERSION,
     DOMAIN,
@@ -153,6 +154,8 @@ async def retrying(call: Callable[[], Awaitable[T]], attempts: int = 20, delay_s
 
 
 async def create_namespace(kube: Kube, name: str, labels: Mapping[str, str] | None = None) -> None:
+    """A namespace where the operator may run WasmFunctions (its RoleBinding, as
+    `wasmop operator install --function-namespace` makes)."""
     body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
     if labels:
         body["metadata"]["labels"] = dict(labels)
@@ -161,6 +164,7 @@ async def create_namespace(kube: Kube, name: str, labels: Mapping[str, str] | No
     except ApiError as exc:
         if not exc.conflict:
             raise
+    await retrying(lambda: enable_function_namespace(kube, name))
 
 
 async def delete_namespace(kube: Kube, name: str, wait_s: float = 0.0) -> None:

@@ -105,6 +105,8 @@ class Operator:
     _background: set[asyncio.Task[None]] = field(default_factory=set)
     # Each runtime's status as last written: unchanged, it is not written again.
     _runtime_written: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Namespaces that held a function since this process started (the resync's sweep).
+    seen_namespaces: set[str] = field(default_factory=set)
     queue: WorkQueue = field(init=False)
 
     def __post_init__(self) -> None:
@@ -274,8 +276,16 @@ class Operator:
                 for item in listing.get("items") or []:
                     meta = item["metadata"]
                     into[(meta["namespace"], meta["name"])] = meta
+        # Module ConfigMaps are the operator's only per namespace (rbac/operator.yaml):
+        # listed in each namespace that holds a function or did since it started.
+        for namespace in self.settings.namespaces or self._function_namespaces(functions):
             path = api_path("v1", "configmaps", namespace)
-            listing = await self.kube.list_metadata(path, labelSelector=managed)
+            try:
+                listing = await self.kube.list_metadata(path, labelSelector=managed)
+            except ApiError as exc:
+                if exc.status != 403:
+                    raise
+                continue  # not enabled for functions: they wait with NamespaceNotEnabled
             for item in listing.get("items") or []:
                 meta = item["metadata"]
                 configmaps.setdefault(meta["namespace"], {})[meta["name"]] = meta
@@ -321,6 +331,13 @@ class Operator:
         # names is garbage.
         await self.functions.sweep_module_configmaps(configmaps, MODULE_CONFIGMAP_GRACE_S)
         return queued
+
+    def _function_namespaces(self, listed: list[dict[str, Any]]) -> list[str]:
+        """Namespaces with a function now (``listed``: metadata) or since this process
+        started, whose module ConfigMaps the resync looks at."""
+        self.seen_namespaces.update(item["metadata"]["namespace"] for item in listed)
+        self.seen_namespaces.update(namespace for namespace, _ in self.functions.states)
+        return sorted(self.seen_namespaces)
 
     # --- autoscaling -----------------------------------------------------------------
 
@@ -377,6 +394,9 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
         settings.execution.max_workers = 8
         settings.watching.server_timeout = 600
         settings.peering.priority = op.settings.priority or random.randint(1, 10**6)
+        # Replicas peer through the ClusterKopfPeering even when they watch only some
+        # namespaces (kopf would look for a namespaced KopfPeering, which is not installed).
+        settings.peering.clusterwide = True
         await asyncio.gather(op.prime(), op.functions.checker.warm_up())
         op.queue.start()
 

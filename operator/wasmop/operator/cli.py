@@ -47,7 +47,9 @@ def cmd_install(args: argparse.Namespace) -> int:
     from wasmop.operator.install import ManifestsMissing, apply_all, describe, manifests
 
     try:
-        to_apply = manifests()
+        to_apply = manifests(
+            function_namespaces=args.function_namespace, watch_namespaces=args.namespace
+        )
     except ManifestsMissing as exc:
         raise CommandError(str(exc)) from exc
     if args.dry_run:
@@ -134,5 +136,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--dry-run",
         action="store_true",
         help="list every manifest and object it would apply, without a cluster",
+    )
+    install.add_argument(
+        "--function-namespace",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="a namespace where the operator may run WasmFunctions (repeat for more; default:"
+        " default). Without it there, a function waits with reason NamespaceNotEnabled",
+    )
+    install.add_argument(
+        "--namespace",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="install for an operator run with --namespace NS: a Role in each such"
+        " namespace instead of cluster-wide access (repeat for more)",
     )
     install.set_defaults(handler=cmd_install)

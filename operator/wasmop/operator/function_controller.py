@@ -79,6 +79,10 @@ class NotOurs(Exception):
     """An object with the name we need exists and belongs to someone else."""
 
 
+# How often a function in a namespace the operator is not enabled in is looked at again.
+NAMESPACE_RETRY_S = 30.0
+
+
 class RetryLater(Retry):
     """Transient: the work queue reconciles the function again after ``delay`` seconds."""
 
@@ -155,7 +159,20 @@ class FunctionController:
         queued = time.monotonic()
         async with self._slots, state.reconciling:
             started = time.monotonic()
-            await self._reconcile(state, body, fresh)
+            try:
+                await self._reconcile(state, body, fresh)
+            except ApiError as exc:
+                if exc.status != 403 or "being terminated" in exc.message:
+                    raise
+                # The operator writes a function's objects only where an administrator
+                # bound it (rbac/operator.yaml): say so, and look again now and then.
+                message = (
+                    f"the operator may not manage objects in namespace {state.namespace}; an"
+                    " administrator enables it with `wasmop operator install"
+                    f" --function-namespace {state.namespace}`"
+                )
+                await self._wait(state, "NamespaceNotEnabled", message)
+                raise RetryLater(message, delay=NAMESPACE_RETRY_S) from exc
             state.reconciled_generation = int(body["metadata"].get("generation") or 0)
         log.debug(
             "reconciled %s/%s: queued %.0f ms, ran %.0f ms",

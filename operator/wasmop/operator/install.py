@@ -10,8 +10,10 @@ applying again changes nothing. CustomResourceDefinitions go first and are waite
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -28,14 +30,21 @@ from wasmop.wellknown import RUNTIME_KIND, RUNTIME_PLURAL
 FIELD_MANAGER = "wasmop-bootstrap"
 
 # What to apply, in order, relative to the manifests directory.
+OPERATOR_RBAC = "rbac/operator.yaml"
+# Instead, for an operator that watches only some namespaces (operator run --namespace).
+NAMESPACED_OPERATOR_RBAC = "rbac-namespaced/operator.yaml"
 INSTALL_ORDER: tuple[str, ...] = (
     "crds/wasmruntimes.yaml",
     "crds/wasmfunctions.yaml",
     "crds/kopf-peering.yaml",
     "rbac/gateway.yaml",
-    "rbac/operator.yaml",
+    OPERATOR_RBAC,
+    "rbac/tenant.yaml",
     "crds/default-runtime.yaml",
 )
+# The RBAC manifests hold their per-namespace objects (Role, RoleBinding) for this one;
+# an install for other namespaces repeats them there.
+TEMPLATE_NAMESPACE = "default"
 
 # Kinds the install and the embedded cluster's bootstrap apply, and where they live in
 # the API: (plural, namespaced).
@@ -71,18 +80,67 @@ def manifests_dir() -> Path:
     return Path(str(files(wasmop) / "manifests"))
 
 
-def manifests(directory: Path | None = None) -> list[Manifest]:
+def manifests(
+    directory: Path | None = None,
+    *,
+    function_namespaces: Sequence[str] = (),
+    watch_namespaces: Sequence[str] = (),
+) -> list[Manifest]:
     """Every manifest the install applies, in order, read and checked; a missing file is an
-    error naming all that are missing, never a silent "applied 0 objects"."""
+    error naming all that are missing, never a silent "applied 0 objects".
+
+    ``function_namespaces``: where a cluster-wide operator may run WasmFunctions (default:
+    the manifests' own, "default"). ``watch_namespaces``: install for an operator that
+    watches only these (``operator run --namespace``), with a Role in each instead.
+    """
     directory = manifests_dir() if directory is None else directory
-    missing = [name for name in INSTALL_ORDER if not (directory / name).is_file()]
+    order = INSTALL_ORDER
+    if watch_namespaces:
+        order = tuple(NAMESPACED_OPERATOR_RBAC if n == OPERATOR_RBAC else n for n in order)
+    missing = [name for name in order if not (directory / name).is_file()]
     if missing:
         raise ManifestsMissing(
             f"the wasmop package has no {', '.join(missing)} under {directory}; it was "
             "installed without its manifests: reinstall it from a wheel or checkout "
             "(pip install 'wasmop[operator]')"
         )
-    return [read_manifest(directory / name) for name in INSTALL_ORDER]
+    chosen = [read_manifest(directory / name) for name in order]
+    namespaces = watch_namespaces or function_namespaces
+    if namespaces:
+        chosen = [per_namespace(m, namespaces) for m in chosen]
+    return chosen
+
+
+def per_namespace(manifest: Manifest, namespaces: Sequence[str]) -> Manifest:
+    """The manifest with its per-namespace RBAC objects repeated in each of ``namespaces``
+    instead of the template namespace; other objects stay as they are."""
+    objects: list[dict[str, Any]] = []
+    for obj in manifest.objects:
+        template = obj["kind"] in ("Role", "RoleBinding") and (
+            obj["metadata"].get("namespace") == TEMPLATE_NAMESPACE
+        )
+        if not template:
+            objects.append(obj)
+            continue
+        for namespace in namespaces:
+            copied = copy.deepcopy(obj)
+            copied["metadata"]["namespace"] = namespace
+            objects.append(copied)
+    return replace(manifest, objects=tuple(objects))
+
+
+def function_namespace_binding(namespace: str) -> dict[str, Any]:
+    """The RoleBinding that lets a cluster-wide operator run WasmFunctions in ``namespace``
+    (ClusterRole wasmop:operator-functions there, and only there)."""
+    manifest = per_namespace(read_manifest(manifests_dir() / OPERATOR_RBAC), [namespace])
+    [binding] = [o for o in manifest.objects if o["kind"] == "RoleBinding"]
+    return binding
+
+
+async def enable_function_namespace(kube: Kube, namespace: str) -> None:
+    """Apply :func:`function_namespace_binding` (idempotent)."""
+    binding = function_namespace_binding(namespace)
+    await kube.apply(object_path(binding), binding, FIELD_MANAGER)
 
 
 def read_manifest(path: Path) -> Manifest:
