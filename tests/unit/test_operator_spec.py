@@ -138,11 +138,51 @@ def test_desired_replicas_follow_scaling_bounds() -> None:
             {"module": {"url": "https://x"}, "resources": {"limits": {"memory": [1]}}},
             "spec.resources.limits.memory",
         ),
+        # Found by the property suites (test_operator_properties, test_spec_properties).
+        # A malformed quantity is a SpecError naming its field, not a QuantityError raised
+        # later, in validation.
+        (
+            {"module": {"url": "https://x"}, "resources": {"requests": {"cpu": "66K"}}},
+            "spec.resources.requests.cpu",
+        ),
+        ({"module": {"url": "https://x"}, "limits": {"outputSize": ""}}, "spec.limits.outputSize"),
+        # Negative quantities parse, but no Pod may have them: the Deployment was refused
+        # on every retry.
+        (
+            {"module": {"url": "https://x"}, "resources": {"requests": {"cpu": "-1"}}},
+            "spec.resources.requests.cpu",
+        ),
+        ({"module": {"url": "https://x"}, "limits": {"outputSize": -5}}, "spec.limits.outputSize"),
+        ({"module": {"url": "https://x"}, "rollout": {"maxSurge": -1}}, "spec.rollout.maxSurge"),
+        # A Deployment needs its progress deadline beyond minReadySeconds.
+        (
+            {
+                "module": {"url": "https://x"},
+                "rollout": {"minReadySeconds": 5, "progressDeadlineSeconds": 5},
+            },
+            "spec.rollout.progressDeadlineSeconds",
+        ),
     ],
 )
 def test_spec_errors_name_the_field(spec: dict, field: str) -> None:
     with pytest.raises(SpecError) as err:
         FunctionSpec.parse(spec)
+    assert err.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"maximums": {"resources": {"cpu": ""}}}, "spec.maximums.resources.cpu"),
+        ({"maximums": {"limits": {"memory": "-1Mi"}}}, "spec.maximums.limits.memory"),
+        # Whitespace in the image made every function's Deployment on the runtime invalid.
+        ({"engine": {"image": " wasmop/runtime"}}, "spec.engine.image"),
+        ({"engine": {"image": ""}}, "spec.engine.image"),
+    ],
+)
+def test_a_runtime_s_malformed_quantity_or_image_is_a_spec_error(spec: dict, field: str) -> None:
+    with pytest.raises(SpecError) as err:
+        RuntimeSpec.parse(spec)
     assert err.value.field == field
 
 

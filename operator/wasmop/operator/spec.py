@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from wasmop.operator.quantity import cpu_millis, memory_bytes
+from wasmop.operator.quantity import QuantityError, cpu_millis, memory_bytes, parse_quantity
 from wasmop.wellknown import RUNTIME_LABEL
 
 __all__ = [
@@ -114,6 +114,12 @@ def _quantity(value: Any, path: str) -> Quantity | None:
         return None
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise SpecError(path, f"expected a quantity such as 500Mi or 250m, got {value!r}")
+    try:  # checked here, so nothing later trips on it
+        amount = parse_quantity(value)
+    except QuantityError as exc:
+        raise SpecError(path, str(exc)) from exc
+    if amount < 0:  # no resource, limit or target is negative (a Pod could not have it)
+        raise SpecError(path, f"must not be negative, got {value!r}")
     return value
 
 
@@ -122,6 +128,8 @@ def _int_or_percent(value: Any, path: str, default: str) -> int | str:
         return default
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise SpecError(path, f"expected an integer or a percentage, got {value!r}")
+    if isinstance(value, int) and value < 0:
+        raise SpecError(path, f"must not be negative, got {value!r}")
     return value
 
 
@@ -330,16 +338,20 @@ class Rollout:
         strategy = _str(body.get("strategy"), f"{path}.strategy", "RollingUpdate")
         if strategy not in ("RollingUpdate", "Recreate"):
             raise SpecError(f"{path}.strategy", f"unknown strategy {strategy!r}")
+        min_ready = _int(body.get("minReadySeconds"), f"{path}.minReadySeconds", 0)
+        deadline = _int(body.get("progressDeadlineSeconds"), f"{path}.progressDeadlineSeconds", 600)
+        if deadline <= min_ready:  # a Deployment refuses it
+            raise SpecError(
+                f"{path}.progressDeadlineSeconds", "must be greater than minReadySeconds"
+            )
         return cls(
             strategy=strategy,  # type: ignore[arg-type]
             max_surge=_int_or_percent(body.get("maxSurge"), f"{path}.maxSurge", "25%"),
             max_unavailable=_int_or_percent(
                 body.get("maxUnavailable"), f"{path}.maxUnavailable", "25%"
             ),
-            min_ready_seconds=_int(body.get("minReadySeconds"), f"{path}.minReadySeconds", 0),
-            progress_deadline_seconds=_int(
-                body.get("progressDeadlineSeconds"), f"{path}.progressDeadlineSeconds", 600
-            ),
+            min_ready_seconds=min_ready,
+            progress_deadline_seconds=deadline,
         )
 
 
@@ -857,11 +869,14 @@ class RuntimeSpec:
         if engine_name != "wasmtime":
             raise SpecError(f"{path}.engine.name", f"unsupported engine {engine_name!r}")
         node_selector = body.get("nodeSelector")
+        image = _opt_str(engine.get("image"), f"{path}.engine.image")
+        if image is not None and (not image or any(c.isspace() for c in image)):
+            raise SpecError(f"{path}.engine.image", f"not a container image: {image!r}")
         return cls(
             engine=EngineSpec(
                 name="wasmtime",
                 version=_opt_str(engine.get("version"), f"{path}.engine.version"),
-                image=_opt_str(engine.get("image"), f"{path}.engine.image"),
+                image=image,
             ),
             features=RuntimeFeatures.parse(body.get("features"), f"{path}.features"),
             defaults=RuntimeDefaults.parse(body.get("defaults"), f"{path}.defaults"),
