@@ -148,3 +148,33 @@ def test_max_pods_is_bounded_by_a_nodes_addresses(layout: StateLayout) -> None:
         manager.load_settings(layout, max_pods=246)
     with pytest.raises(SettingsError, match=r"got 0"):
         ClusterSettings(max_pods=0)
+
+
+def test_a_dead_node_is_noticed_within_five_seconds_and_a_stalled_one_survives_three(
+    layout: StateLayout,
+) -> None:
+    """The node lifecycle controller's grace and period and the agents' Lease interval
+    reach the processes together: a killed node NotReady within grace + renew + period
+    (under 5 s), a live one whose renewals stall for 3 s still Ready."""
+    from wasmop.cluster import components
+
+    settings = ClusterSettings()
+    argv = {s.name: s.argv for s in components.control_plane(layout, settings)}
+    argv.update({s.name: s.argv for s in components.workloads(layout, settings)})
+    manager_argv = argv["kube-controller-manager"]
+    assert "--node-monitor-grace-period=4s" in manager_argv
+    assert "--node-monitor-period=250ms" in manager_argv
+    for node in settings.node_names():
+        flag = argv[node].index("--lease-renew-seconds")
+        assert argv[node][flag + 1] == "0.5"
+    grace = settings.node_monitor_grace_seconds
+    renew, period = settings.lease_renew_seconds, settings.node_monitor_period_seconds
+    assert grace + renew + period < 5.0
+    assert grace - renew - period >= 3.0
+
+
+def test_a_grace_period_a_live_node_cannot_meet_is_refused() -> None:
+    with pytest.raises(SettingsError, match=r"node_monitor_grace_seconds must exceed"):
+        ClusterSettings(node_monitor_grace_seconds=2, lease_renew_seconds=1.0)
+    with pytest.raises(SettingsError, match=r"both positive"):
+        ClusterSettings(lease_renew_seconds=0)

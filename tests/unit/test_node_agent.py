@@ -210,3 +210,14 @@ def test_a_node_network_is_derived_from_its_pod_range() -> None:
 def test_a_pod_range_outside_the_plan_is_refused(cidr: str) -> None:
     with pytest.raises(NetworkError):
         NodeNetwork.for_node("n", cidr)
+
+
+def test_heartbeats_keep_their_interval_from_start_to_start() -> None:
+    """A renewal that took 0.3 s leaves 0.2 s to the next (not another 0.5 s), and one
+    slower than the interval is followed at once: the grace period budgets for the
+    interval alone."""
+    from wasmop.node.agent import beat_wait
+
+    assert beat_wait(10.0, 10.3, 0.5) == pytest.approx(0.2)
+    assert beat_wait(10.0, 10.0, 0.5) == pytest.approx(0.5)
+    assert beat_wait(10.0, 11.2, 0.5) == 0.0

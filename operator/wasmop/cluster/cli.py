@@ -198,7 +198,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     up.add_argument(
         "--node-monitor-grace-seconds",
         type=int,
-        help="seconds without a heartbeat before a node is NotReady (default 5; upstream 50)",
+        help="seconds without a Lease renewal before a node is NotReady (default 4; upstream 50)",
     )
     up.add_argument(
         "--toleration-seconds",

@@ -60,6 +60,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         tls_key=Path(tls[1]) if tls[1] else None,
         client_ca=Path(tls[2]) if tls[2] else None,
     )
+    if args.lease_renew_seconds is not None:
+        settings.lease_renew_s = args.lease_renew_seconds
     try:
         agent = NodeAgent(settings)
         asyncio.run(agent.run())
@@ -119,6 +121,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     run.add_argument("--cpu", default="2", help="CPU capacity to advertise (default 2)")
     run.add_argument("--memory", default="4Gi", help="memory capacity to advertise (default 4Gi)")
     run.add_argument("--max-pods", type=int, default=110, help="Pod capacity (default 110)")
+    run.add_argument(
+        "--lease-renew-seconds",
+        type=float,
+        help="how often the node's Lease is renewed, in seconds (default 0.5)",
+    )
     run.add_argument("--runtime", default="wasmtime", help="runtime name label and taint value")
     run.add_argument("--label", action="append", default=[], metavar="K=V", help="extra Node label")
     run.add_argument(

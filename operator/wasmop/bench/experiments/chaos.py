@@ -292,7 +292,7 @@ class Soak:
     burst: int
     recovery_timeout_s: float
     module: Mapping[str, Any]  # spec.module of the soak's functions, for the bursts
-    node_grace_s: float = 5.0  # the node lifecycle controller's grace period
+    node_grace_s: float = 4.0  # the node lifecycle controller's grace period
     stable_s: float = 1.0
     min_observe_s: float = 2.0
     versions: itertools.count = field(default_factory=lambda: itertools.count(1))
