@@ -137,3 +137,83 @@ def test_a_long_request_runs_at_lower_priority_until_it_ends() -> None:
         thread.join()
     assert during == DEMOTED_NICE
     assert after == [0]
+
+
+def test_an_output_flood_holds_the_event_loop_once_not_on_every_request() -> None:
+    """A request alone in the process runs on the event loop's thread; an output flood
+    ends by its cap (checked at a tick), not by the CPU bound that sends a function to
+    its workers, so it used to hold the loop for a tick of writing on every request,
+    and every neighbour waited (hello's p99 9-20x idle). After one such request the
+    function runs on worker threads for the cool-down."""
+    import asyncio
+
+    from wasmop.runtime.abi import Fault
+    from wasmop.runtime.workloads import load_manifest
+
+    async def main() -> tuple[list[Fault | None], int]:
+        with Runtime() as runtime:
+            flood = runtime.function(
+                load_manifest()["flood"].wasm_path,
+                FunctionConfig(name="flood", limits=Limits(output_bytes=256 * 1024)),
+            )
+            faults = [(await flood.invoke(Request(query="mib=64"))).fault for _ in range(3)]
+            inline = flood.stats.inline_runs
+            await flood.aclose(1)
+            return faults, inline
+
+    faults, inline = asyncio.run(main())
+    assert faults == [Fault.OUTPUT_TOO_LARGE] * 3
+    assert inline == 1
+
+
+def test_a_function_over_a_core_is_demoted_only_beside_others() -> None:
+    """CPU load per function decays over a quarter second; over one core it is heavy,
+    but only while another function runs too (alone, nobody needs protecting)."""
+    from wasmop.runtime.epoch import LoadMeter
+
+    meter = LoadMeter(tau_s=0.25, heavy=1.0)
+    for i in range(100):  # 4 requests of 10 ms CPU every 10 ms for a second: 4 cores
+        meter.add("flood", 0.04, 100.0 + i * 0.01)
+    now = 101.0
+    assert meter.load("flood", now) == pytest.approx(4.0, rel=0.1)
+    assert not meter.heavy("flood", now)  # alone
+    meter.add("hello", 0.0005, now)
+    assert meter.heavy("flood", now)
+    assert not meter.heavy("hello", now)
+    assert not meter.heavy("flood", now + 1.0)  # e^-4 of 4 cores: idle again
+
+
+def test_a_heavy_functions_short_requests_start_demoted() -> None:
+    """Short requests never reach the per-request demotion (20 ms), so a function whose
+    short requests keep cores busy starts each one at the lower priority beside other
+    functions; the thread gets its priority back when the request ends."""
+    import os
+    import threading
+
+    from wasmop.runtime.epoch import DEMOTED_NICE, EpochTicker
+    from wasmop.runtime.wasi import OutputCapture
+
+    config = wasmtime.Config()
+    config.epoch_interruption = True
+    ticker = EpochTicker(wasmtime.Engine(config), 0.01)
+    me = threading.get_native_id()
+
+    def request(group: str, cpu_s: float) -> int:
+        capture = OutputCapture(1024, 1024)
+        ticker.enter(capture, demotable=True, group=group)
+        try:
+            return os.getpriority(os.PRIO_PROCESS, me)
+        finally:
+            capture.finish()
+            ticker.exit(capture, group=group, cpu_s=cpu_s)
+
+    try:
+        assert request("hello", 0.0005) == 0
+        assert request("flood", 0.05) == 0  # no load yet
+        for _ in range(7):
+            request("flood", 0.05)
+        assert request("flood", 0.01) == DEMOTED_NICE
+        assert os.getpriority(os.PRIO_PROCESS, me) == 0
+        assert request("hello", 0.0005) == 0
+    finally:
+        ticker.stop()

@@ -9,12 +9,22 @@ request that has run longer than `DEMOTE_AFTER_S` (nice `DEMOTED_NICE`): many te
 share one process and its cores, so a request that burns CPU for seconds must not slow
 the millisecond requests of others (a node's short functions keep their latency while
 a neighbour loops). The thread gets its priority back when the request ends.
+
+Short requests escape that rule however much they add up to: a function that keeps
+several requests of a few milliseconds each running at once (an output flood answered
+within a tick, a trap loop) takes cores from everyone while no single request lasts 20 ms.
+So the ticker also keeps each function's CPU load (`LoadMeter`: CPU seconds of its
+requests, decayed over `LOAD_TAU_S`); a request of a function whose load exceeds
+`HEAVY_LOAD` cores, while other functions run too, runs demoted from its first
+instruction. Without contention a demoted thread runs as fast as any; with it, functions
+within their core go first.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import threading
 import time
@@ -29,6 +39,38 @@ log = logging.getLogger("wasmop.runtime")
 DEMOTE_AFTER_S = 0.02
 HOT_CHECK_S = 0.001
 DEMOTED_NICE = 10
+LOAD_TAU_S = 0.25
+HEAVY_LOAD = 1.0  # cores a function's requests keep busy on average
+_LOADS_PRUNE_AT = 1024
+_OTHER_ACTIVE = 0.001  # cores: another function counts as present above this
+
+
+class LoadMeter:
+    """CPU load per function: CPU seconds of its finished requests, decayed
+    exponentially with time constant `tau_s`; load = decayed seconds / tau_s (cores)."""
+
+    def __init__(self, tau_s: float = LOAD_TAU_S, heavy: float = HEAVY_LOAD) -> None:
+        self.tau_s = tau_s
+        self.heavy_load = heavy
+        self._loads: dict[str, tuple[float, float]] = {}  # group -> (seconds, at)
+
+    def load(self, group: str, now: float) -> float:
+        seconds, at = self._loads.get(group, (0.0, now))
+        return seconds * math.exp(-max(0.0, now - at) / self.tau_s) / self.tau_s
+
+    def add(self, group: str, cpu_s: float, now: float) -> None:
+        self._loads[group] = (self.load(group, now) * self.tau_s + cpu_s, now)
+        if len(self._loads) > _LOADS_PRUNE_AT:  # functions come and go on a node
+            for key in [k for k in self._loads if self.load(k, now) < 1e-3]:
+                del self._loads[key]
+
+    def heavy(self, group: str, now: float) -> bool:
+        """Over `heavy` cores while another function has run lately: demotion only
+        matters between tenants, and a function alone keeps its full priority (against
+        the load generator of a benchmark, say)."""
+        if self.load(group, now) <= self.heavy_load:
+            return False
+        return any(k != group and self.load(k, now) > _OTHER_ACTIVE for k in self._loads)
 
 
 @dataclass
@@ -55,31 +97,47 @@ class EpochTicker:
         self._thread: threading.Thread | None = None
         self._captures: dict[int, OutputCapture] = {}
         self._running: dict[int, _Running] = {}
+        self.loads = LoadMeter()
 
     def deadline_ticks(self, timeout_s: float) -> int:
         # +1: the first tick can come at any time within the current interval.
         return max(1, int(-(-timeout_s // self.tick_s)) + 1)
 
-    def enter(self, capture: OutputCapture | None = None, demotable: bool = True) -> None:
+    def enter(
+        self, capture: OutputCapture | None = None, demotable: bool = True, group: str = ""
+    ) -> None:
+        """A request starts on this thread; `group` names its function for the load
+        rule (a heavy function's request starts demoted)."""
+        now = time.monotonic()
         with self._lock:
             self._active += 1
+            demote = False
             if capture is not None:
+                demote = demotable and bool(group) and self.loads.heavy(group, now)
                 self._captures[id(capture)] = capture
                 self._running[id(capture)] = _Running(
-                    threading.get_native_id(), time.monotonic(), demotable
+                    threading.get_native_id(), now, demotable, demoted=demote
                 )
             if self._thread is None and not self._stopped:
                 self._thread = threading.Thread(target=self._run, name="wasmop-epoch", daemon=True)
                 self._thread.start()
             self._wake.set()
+        if demote:
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DEMOTED_NICE)
 
-    def exit(self, capture: OutputCapture | None = None) -> None:
+    def exit(
+        self, capture: OutputCapture | None = None, group: str = "", cpu_s: float = 0.0
+    ) -> None:
+        """The request ends; `cpu_s` (its thread's CPU time) counts to `group`'s load."""
         with self._lock:
             self._active -= 1
             running = None
             if capture is not None:
                 self._captures.pop(id(capture), None)
                 running = self._running.pop(id(capture), None)
+            if group:
+                self.loads.add(group, cpu_s, time.monotonic())
             if self._active == 0:
                 self._wake.clear()
         if running is not None and running.demoted:

@@ -396,16 +396,32 @@ class Function:
         cool-down, for at most two ticks.
         """
         if self._ticks <= INLINE_TICKS:
-            return self._execute(request, 0.0)  # the budget is the function's whole bound
-        response = self._execute(request, 0.0, ticks=INLINE_TICKS)
-        if response.fault is Fault.TIMEOUT and response.stats.trap_code == "INTERRUPT":
+            response = self._execute(request, 0.0)  # the budget is the function's whole bound
+        else:
+            response = self._execute(request, 0.0, ticks=INLINE_TICKS)
+            if response.fault is Fault.TIMEOUT and response.stats.trap_code == "INTERRUPT":
+                self._inline_cooldown_until = time.monotonic() + INLINE_COOLDOWN_S
+                with self.stats.lock:
+                    self.stats.inline_overruns += 1
+                return None
+        if self._costly_inline(response):
+            # Answered, but the loop was held too long: workers for a while, as after an
+            # overrun. An output flood ends by its cap (checked at a tick), not by the
+            # CPU bound, and would otherwise hold the loop on every request.
             self._inline_cooldown_until = time.monotonic() + INLINE_COOLDOWN_S
             with self.stats.lock:
                 self.stats.inline_overruns += 1
-            return None
         with self.stats.lock:
             self.stats.inline_runs += 1
         return response
+
+    def _costly_inline(self, response: Response) -> bool:
+        """An inline request that overflowed its output (it wrote until a tick's check)
+        or took a tick of CPU time."""
+        stats = response.stats
+        return response.fault is Fault.OUTPUT_TOO_LARGE or (
+            stats is not None and stats.cpu_s >= self.ticker.tick_s
+        )
 
     def _release_done(self, future: asyncio.Future[Response]) -> None:
         if not future.cancelled():
@@ -450,7 +466,7 @@ class Function:
         with self._idle:
             self._active += 1
         # An inline request runs on the event loop's thread, which is never demoted.
-        ticker.enter(capture, demotable=ticks is None)
+        ticker.enter(capture, demotable=ticks is None, group=self.name)
         self.host_calls.enter(time.monotonic() + limits.timeout_s)
         cpu_start = time.thread_time()
         t_start = t_instance = time.perf_counter()
@@ -484,7 +500,7 @@ class Function:
         finally:
             t_end = time.perf_counter()
             stats.cpu_s = time.thread_time() - cpu_start
-            ticker.exit(capture)
+            ticker.exit(capture, group=self.name, cpu_s=stats.cpu_s)
             stats.host_call_cut = self.host_calls.leave()
             if instantiated:
                 stats.instantiate_s = t_instance - t_start

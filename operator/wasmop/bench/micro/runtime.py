@@ -343,24 +343,32 @@ def serve_hostile_node() -> None:
         runtime = runtimes["multi-memory" in hostile.features]
         concurrency = int(request.query.get("concurrency", HOSTILE_CONCURRENCY))
         started, runs, outcomes = time.monotonic(), 0, set()
+        function = None
+        # A refused module is loaded again and again (a Pod crash-looping on it); a served
+        # one is loaded once and its requests sent `concurrency` at a time, as a node
+        # keeps one function per Pod for as long as the Pod lives.
         while runs == 0 or time.monotonic() - started < HOSTILE_MIN_S:
-            try:
-                module = await runtime.load_async(hostile.module, HOSTILE_LIMITS)
-            except ModuleError as exc:
-                outcomes.add(f"refused {exc.reason}")
-                runs += 1
-                await asyncio.sleep(0.05)
-                continue
-            function = runtime.function(
-                module,
-                FunctionConfig(name="hostile", limits=HOSTILE_LIMITS, max_concurrency=concurrency),
-            )
+            if function is None:
+                try:
+                    module = await runtime.load_async(hostile.module, HOSTILE_LIMITS)
+                except ModuleError as exc:
+                    outcomes.add(f"refused {exc.reason}")
+                    runs += 1
+                    await asyncio.sleep(0.05)
+                    continue
+                function = runtime.function(
+                    module,
+                    FunctionConfig(
+                        name="hostile", limits=HOSTILE_LIMITS, max_concurrency=concurrency
+                    ),
+                )
             responses = await asyncio.gather(
                 *(function.invoke(Request(query=hostile.query)) for _ in range(concurrency))
             )
-            await function.aclose(0)
             outcomes |= {f"{r.status} {r.reason}" for r in responses}
             runs += len(responses)
+        if function is not None:
+            await function.aclose(0)
         return web.json_response({"outcomes": sorted(outcomes), "runs": runs})
 
     async def main() -> None:
