@@ -217,3 +217,33 @@ def test_a_heavy_functions_short_requests_start_demoted() -> None:
         assert request("hello", 0.0005) == 0
     finally:
         ticker.stop()
+
+
+def test_after_an_overflow_stdout_is_watched_every_millisecond() -> None:
+    """A flood writes a tick's worth (about ten times a 1 MiB cap) before the ticker's
+    check cuts it; the function's next requests are checked every millisecond from their
+    first byte, and the stats say how far each flood got."""
+    import os
+
+    from wasmop.runtime.abi import Fault
+    from wasmop.runtime.wasi import OutputCapture
+    from wasmop.runtime.workloads import load_manifest
+
+    plain, watched = OutputCapture(1024, 1024), OutputCapture(1024, 1024, close_watch=True)
+    for capture in (plain, watched):
+        os.pwrite(capture.out.fd, b"x" * 10, 0)
+    assert (plain.check(), watched.check()) == (False, True)
+    os.pwrite(watched.out.fd, b"x" * 2000, 0)
+    assert watched.check() is False and watched.overflowed and watched.overflow_bytes == 2000
+    for capture in (plain, watched):
+        capture.finish()
+
+    with Runtime() as runtime:
+        flood = runtime.function(
+            load_manifest()["flood"].wasm_path,
+            FunctionConfig(name="flood", limits=Limits(output_bytes=256 * 1024)),
+        )
+        response = flood.invoke_sync(Request(query="mib=64"))
+        assert response.fault is Fault.OUTPUT_TOO_LARGE
+        assert response.stats is not None and response.stats.overflow_bytes > 256 * 1024
+        assert flood._output_watch_until > 0

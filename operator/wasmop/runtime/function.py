@@ -75,6 +75,9 @@ TABLE_ELEMENT_BYTES = 8
 INLINE_TICKS = 2
 # After a request overran the inline budget, the function uses worker threads this long.
 INLINE_COOLDOWN_S = 10.0
+# After an output overflow, the function's requests have stdout checked every millisecond
+# (not every tick) this long: a flood then writes about a millisecond past its cap.
+OUTPUT_WATCH_S = 10.0
 # WASI calls that can block the calling thread for long (sleeps, waits on clocks); a module
 # importing one never runs on the event loop's thread.
 _BLOCKING_IMPORTS = frozenset({"poll_oneoff"})
@@ -110,6 +113,7 @@ class InvokeStats:
     at_limit: str | None = None  # which memory or table ended at its cap, if one did
     host_call_cut: bool = False  # a host call (a sleep) was cut short at the deadline
     output_bytes: int = 0
+    overflow_bytes: int = 0  # stdout written when the cap cut it (0: not cut)
     exit_code: int | None = None
     trap: str | None = None  # the trap's cause, e.g. "wasm trap: interrupt"
     trap_code: str | None = None  # wasmtime.TrapCode name, e.g. "INTERRUPT"
@@ -231,6 +235,7 @@ class Function:
             imp.name in _BLOCKING_IMPORTS for imp in module.info.imports
         )
         self._inline_cooldown_until = 0.0
+        self._output_watch_until = 0.0  # until then, stdout is checked every millisecond
 
     # -- live figures
 
@@ -455,7 +460,11 @@ class Function:
         env = cgi_environ(
             request, function=self.name, digest=self.module.digest, granted=self._granted
         )
-        capture = OutputCapture(limits.output_bytes, limits.stderr_bytes)
+        capture = OutputCapture(
+            limits.output_bytes,
+            limits.stderr_bytes,
+            close_watch=time.monotonic() < self._output_watch_until,
+        )
         ticker = self.ticker
         store: wasmtime.Store | None = None
         accounted: list[wasmtime.Memory | wasmtime.Table] = []
@@ -519,6 +528,9 @@ class Function:
                     self._idle.notify_all()
         stats.output_bytes = len(stdout)
         self.stats.record_execution(stats, instantiated)
+        if capture.overflowed:
+            stats.overflow_bytes = capture.overflow_bytes
+            self._output_watch_until = time.monotonic() + OUTPUT_WATCH_S
         response = self._classify(stats, stdout, capture.overflowed, stderr, trap, error)
         response.stats = stats
         return response

@@ -107,14 +107,22 @@ def _release_file(file: OutputFile, size: int) -> None:
 class OutputCapture:
     """stdout and stderr of one request, with their caps."""
 
-    __slots__ = ("done", "err", "err_cap", "lock", "out", "out_cap", "overflowed")
+    __slots__ = (
+        "close_watch", "done", "err", "err_cap", "lock", "out", "out_cap", "overflow_bytes",
+        "overflowed",
+    )  # fmt: skip
 
-    def __init__(self, out_cap: int, err_cap: int) -> None:
+    def __init__(self, out_cap: int, err_cap: int, close_watch: bool = False) -> None:
         self.out = _acquire_file()
         self.err = _acquire_file()
         self.out_cap = out_cap
         self.err_cap = err_cap
+        # Checked every millisecond from the start, not only past half the cap: for a
+        # function that overflowed lately, whose next request likely floods again (at a
+        # gigabyte a second, a tick of writing is ten times a 1 MiB cap).
+        self.close_watch = close_watch
         self.overflowed = False
+        self.overflow_bytes = 0  # how far stdout had got when it was cut
         self.done = False
         self.lock = threading.Lock()
 
@@ -131,9 +139,10 @@ class OutputCapture:
                 size = self.out.size()
                 if size > self.out_cap:
                     self.overflowed = True
+                    self.overflow_bytes = size
                     self.out.seal_at(0)
                 else:
-                    hot = size > self.out_cap // 2
+                    hot = self.close_watch or size > self.out_cap // 2
             if not self.err.sealed and self.err.size() > self.err_cap:
                 self.err.seal_at(self.err_cap)
             return hot
@@ -146,6 +155,7 @@ class OutputCapture:
             err_size = self.err.size()
             if out_size > self.out_cap:
                 self.overflowed = True
+                self.overflow_bytes = out_size
             stdout = b"" if self.overflowed else self.out.read(out_size)
             stderr = self.err.read(min(err_size, self.err_cap)) if err_size else b""
             _release_file(self.out, out_size)
