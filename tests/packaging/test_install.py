@@ -77,7 +77,7 @@ def test_dry_run_lists_every_manifest_from_the_installed_package(operator_venv: 
     assert "  CustomResourceDefinition wasmfunctions.operators.bits-dissertation.io" in (
         result.stdout.splitlines()
     )
-    assert result.stdout.splitlines()[-1] == "would apply 11 objects from 6 manifests (dry run)"
+    assert result.stdout.splitlines()[-1] == "would apply 14 objects from 7 manifests (dry run)"
 
 
 def test_the_operator_extra_leaves_the_harness_out(operator_venv: Path) -> None:
