@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -100,6 +101,18 @@ class LocustConfig:
         if self.shape is not None and not any(p.name == "shape.py" for p in paths):
             paths.append(loadtests_dir() / "shape.py")
         return paths
+
+
+def ended_with_parent(command: list[str]) -> list[str]:
+    """``command`` under ``setpriv --pdeathsig TERM``: it gets SIGTERM when the harness that
+    started it dies, however it dies. A run stopped by its schedule (the chaos soak) is
+    bounded only by that schedule; a killed harness must not leave Locust sending load
+    into whatever listens on that port next. (setpriv, from util-linux, sets it before
+    exec; a ``preexec_fn`` would not be safe in a process with threads.)"""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        raise FileNotFoundError("setpriv (util-linux) is needed to tie Locust to its harness")
+    return [setpriv, "--pdeathsig", "TERM", "--", *command]
 
 
 def _flag(name: str) -> str:
@@ -202,7 +215,7 @@ class LocustProcess:
         log.info("locust: %s", " ".join(self.command))
         with (out_dir / "locust.out").open("w") as output:
             self.process = subprocess.Popen(
-                self.command,
+                ended_with_parent(self.command),
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
