@@ -45,6 +45,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         etcd_fsync=False if args.no_fsync else None,
         nodes=args.nodes,
         max_pods=args.max_pods,
+        module_url_allow=tuple(args.module_url_allow) if args.module_url_allow else None,
     )
     if result.already_running:
         print(f"the cluster in {layout.root} is already running", file=sys.stderr)
@@ -194,6 +195,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         type=int,
         help="Pods each node takes (default 110, the kubelet's; a wasm Pod costs about"
         " 0.3 MiB, so up to 245 fit a node's address range)",
+    )
+    up.add_argument(
+        "--module-url-allow",
+        action="append",
+        metavar="CIDR",
+        help="let the operator fetch spec.module.url from this range too (repeat for more),"
+        " e.g. 127.0.0.1/32 for operator/config/samples/hello-url.yaml; default: public"
+        " addresses only",
     )
     up.add_argument(
         "--node-monitor-grace-seconds",

@@ -396,6 +396,7 @@ def workloads(layout: StateLayout, settings: ClusterSettings) -> list[ComponentS
                 # The cluster's own registry is on loopback, which no tenant's may be.
                 "--registry-allow",
                 settings.registry_address,
+                *(f"--module-url-allow={cidr}" for cidr in settings.module_url_allow),
             ],
             Probe(f"http://127.0.0.1:{settings.operator_health_port}/readyz"),
             after=("bootstrap",),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,9 @@ class ClusterSettings:
     # (plain HTTP on loopback) and metrics-server (the aggregated metrics.k8s.io API).
     registry_port: int = 5000
     metrics_server_port: int = 4443
+    # Address ranges (CIDRs) the operator may fetch spec.module.url from beyond public
+    # addresses: none by default; 127.0.0.1/32 for the loopback sample (hello-url.yaml).
+    module_url_allow: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.zones = tuple(self.zones)
@@ -77,6 +81,12 @@ class ClusterSettings:
                 f" node would be declared dead (got {self.node_monitor_grace_seconds},"
                 f" {self.lease_renew_seconds}, {self.node_monitor_period_seconds})"
             )
+        self.module_url_allow = tuple(self.module_url_allow)
+        for cidr in self.module_url_allow:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise SettingsError(f"module_url_allow: {exc}") from exc
         if not 0 <= self.nodes <= 63:
             raise SettingsError(f"nodes must be between 0 and 63, got {self.nodes}")
         if not 1 <= self.max_pods <= MAX_PODS_PER_NODE:
@@ -98,8 +108,6 @@ class ClusterSettings:
     @property
     def service_ip(self) -> str:
         """The first address of the service range, as the API server assigns it."""
-        import ipaddress
-
         return str(next(ipaddress.ip_network(self.service_cidr).hosts()))
 
     @property
@@ -148,8 +156,9 @@ class ClusterSettings:
         unknown = sorted(set(data) - set(known))
         if unknown:
             raise SettingsError(f"unknown settings {', '.join(unknown)}")
-        if "zones" in data:
-            data = {**data, "zones": tuple(data["zones"])}
+        for name in ("zones", "module_url_allow"):
+            if name in data:
+                data = {**data, name: tuple(data[name])}
         return cls(**data)
 
     @classmethod

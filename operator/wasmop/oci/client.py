@@ -12,11 +12,11 @@ reports, and a blob to its descriptor's digest and size. A blob larger than the 
 limit is refused before its body is read (and again while reading, should the registry
 lie about its size).
 
-Where a connection may go is the caller's to decide: an :data:`AddressCheck` judges the
-registry's address (literal or resolved) before any connection, for every host on the
-way (token realm and redirect targets included). The operator and the node agents pass
-the cluster's address policy (the same one that guards module URLs) with the registries
-an administrator trusts.
+Where a connection may go is the caller's to decide: a
+:data:`wasmop.netguard.AddressCheck` judges the registry's address (literal or resolved)
+before any connection, for every host on the way (token realm and redirect targets
+included). The operator and the node agents pass the cluster's address policy (the one
+that guards module URLs) with the registries an administrator trusts.
 """
 
 from __future__ import annotations
@@ -26,16 +26,14 @@ import contextlib
 import ipaddress
 import json
 import logging
-import socket
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import ThreadedResolver
 
+from wasmop.netguard import AddressCheck, CheckedResolver, refusal_in
 from wasmop.oci.artifact import (
     MANIFEST_ACCEPT,
     MAX_MANIFEST_BYTES,
@@ -60,9 +58,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-# (host, port, address) -> why a connection there is refused, or None.
-AddressCheck = Callable[[str, int, str], str | None]
 
 DEFAULT_TIMEOUT_S = 60.0
 CONNECT_TIMEOUT_S = 10.0
@@ -113,49 +108,6 @@ class PulledModule:
     from_store: bool = False  # the module came from the content store, not the registry
 
 
-class _CheckedResolver(AbstractResolver):
-    """Resolves with the system resolver and refuses an answer with a refused address;
-    aiohttp connects to exactly the addresses returned, so what is checked is reached."""
-
-    def __init__(self, check: AddressCheck) -> None:
-        self._check = check
-        self._inner: AbstractResolver | None = None
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        if self._inner is None:
-            self._inner = ThreadedResolver()
-        answers = await self._inner.resolve(host, port, family)
-        for answer in answers:
-            why = self._check(host, port, answer["host"])
-            if why is not None:
-                raise _Refused(f"{host} resolves to {answer['host']}: {why}")
-        return answers
-
-    async def close(self) -> None:
-        if self._inner is not None:
-            await self._inner.close()
-
-
-class _Refused(OSError):
-    """The address check refused a host (raised inside aiohttp's connector)."""
-
-
-def _refusal(exc: BaseException) -> _Refused | None:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, _Refused):
-            return current
-        inner = getattr(current, "os_error", None)
-        if isinstance(inner, _Refused):
-            return inner
-        current = current.__cause__ or current.__context__
-    return None
-
-
 @dataclass
 class _Token:
     header: str
@@ -186,7 +138,7 @@ class RegistryClient:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            resolver = _CheckedResolver(self._check) if self._check is not None else None
+            resolver = CheckedResolver(self._check) if self._check is not None else None
             connector = aiohttp.TCPConnector(resolver=resolver, use_dns_cache=False, limit=16)
             self._session = aiohttp.ClientSession(
                 connector=connector,
@@ -426,7 +378,7 @@ class RegistryClient:
                     timeout=self._timeout,
                 )  # fmt: skip
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                refused = _refusal(exc)
+                refused = refusal_in(exc)
                 if refused is not None:
                     raise RegistryError("RegistryNotAllowed", str(refused)) from None
                 raise _unavailable(f"{method} {_shown(url)}", exc) from None
@@ -498,7 +450,7 @@ class RegistryClient:
                 await _expect(response, ref, "the token request", (200,))
                 body = await _read_limited(response, MAX_TOKEN_BYTES, ref, "the token")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            refused = _refusal(exc)
+            refused = refusal_in(exc)
             if refused is not None:
                 raise RegistryError("RegistryNotAllowed", str(refused)) from None
             raise _unavailable(f"token from {_shown(realm)}", exc) from None

@@ -30,9 +30,11 @@ import kopf
 from wasmop.kube import ApiError, Kube, KubeConfig
 from wasmop.kube.client import api_path
 from wasmop.kube.events import EventRecorder
+from wasmop.netguard import AddressPolicy
 from wasmop.oci.policy import RegistryPolicy
 from wasmop.operator.function_controller import RECONCILE_SLOTS, FunctionController
 from wasmop.operator.images import ImageResolver
+from wasmop.operator.module_url import ModuleUrlFetcher
 from wasmop.operator.modules import ModuleChecker
 from wasmop.operator.node_index import NodeIndex, runtime_status
 from wasmop.operator.owned_objects import LABEL_MANAGED_BY, MANAGED_BY
@@ -86,6 +88,10 @@ class OperatorSettings:
     headless_services: bool = False  # no cluster IPs (owned_objects.build_service)
     # Registries reached whatever their address (host[:port]); others must be public.
     registry_allow: tuple[str, ...] = ()
+    # Address ranges (CIDRs) module URLs and registries may (allow) or may never (deny)
+    # be reached at; by default only public unicast addresses (netguard.AddressPolicy).
+    module_url_allow: tuple[str, ...] = ()
+    module_url_deny: tuple[str, ...] = ()
 
 
 @dataclass
@@ -123,13 +129,16 @@ class Operator:
         config = KubeConfig.load(settings.kubeconfig)
         kube = Kube(config, user_agent="wasmop-operator", max_connections=100)
         events = EventRecorder(kube, "wasmop-operator", "wasmop-operator")
+        # One address policy for every fetch a tenant aims: module URLs and registries.
+        addresses = AddressPolicy.parse(settings.module_url_allow, settings.module_url_deny)
         functions = FunctionController(
             kube,
             events,
             ModuleChecker(),
             settings.gateway_url,
             headless_services=settings.headless_services,
-            images=ImageResolver(kube, RegistryPolicy.of(settings.registry_allow)),
+            urls=ModuleUrlFetcher(addresses),
+            images=ImageResolver(kube, RegistryPolicy.of(settings.registry_allow, addresses)),
         )
         nodes = NodeIndex()
         collector = MetricsCollector(nodes, settings.gateway_url, config)
@@ -365,8 +374,7 @@ class Operator:
 
     async def close(self) -> None:
         await self.autoscaler.collector.close()
-        if self.functions.http is not None:
-            await self.functions.http.close()
+        await self.functions.urls.close()
         self.functions.checker.close()
         if self.functions.images is not None:
             await self.functions.images.close()

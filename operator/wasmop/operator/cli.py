@@ -17,6 +17,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for client_module in ("kubernetes", "kubernetes_asyncio"):
         sys.modules.setdefault(client_module, None)  # type: ignore[arg-type]
 
+    from wasmop.netguard import AddressPolicy
     from wasmop.operator.app import OperatorSettings, run
 
     in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
@@ -34,7 +35,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         namespaces=tuple(args.namespace),
         headless_services=args.service_mode == "headless",
         registry_allow=tuple(args.registry_allow),
+        module_url_allow=tuple(args.module_url_allow),
+        module_url_deny=tuple(args.module_url_deny),
     )
+    try:
+        AddressPolicy.parse(settings.module_url_allow, settings.module_url_deny)
+    except ValueError as exc:
+        raise CommandError(f"--module-url-allow/--module-url-deny: {exc}") from exc
 
     run_until_signalled(lambda stop: run(settings, stop))
     return 0
@@ -68,6 +75,10 @@ def cmd_install(args: argparse.Namespace) -> int:
     count = asyncio.run(main())
     print(f"applied {count} objects (CRDs, RBAC, default WasmRuntime)")
     return 0
+
+
+def _env_list(name: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -125,6 +136,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         metavar="HOST[:PORT]",
         help="a registry reached whatever its address (repeatable; the embedded cluster names"
         " its own on loopback); others must have public addresses",
+    )
+    run.add_argument(
+        "--module-url-allow",
+        action="append",
+        default=_env_list("WASMOP_MODULE_URL_ALLOW"),
+        metavar="CIDR",
+        help="also fetch spec.module.url (and reach registries) in this range, e.g."
+        " 127.0.0.1/32 for the loopback sample (default: public addresses only;"
+        " $WASMOP_MODULE_URL_ALLOW, comma-separated)",
+    )
+    run.add_argument(
+        "--module-url-deny",
+        action="append",
+        default=_env_list("WASMOP_MODULE_URL_DENY"),
+        metavar="CIDR",
+        help="never fetch spec.module.url (nor reach a registry not named by"
+        " --registry-allow) in this range, even if public (the cluster's own ranges where"
+        " they are public; $WASMOP_MODULE_URL_DENY)",
     )
     run.set_defaults(handler=cmd_run)
 

@@ -17,13 +17,13 @@ from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
-
 from wasmop.kube import ApiError, Kube
 from wasmop.kube.client import api_path
 from wasmop.kube.events import EventRecorder
+from wasmop.netguard import AddressPolicy
 from wasmop.operator.images import ImageResolver, ImageUnavailable, ResolvedModule
-from wasmop.operator.modules import ModuleChecker, ModuleUnavailable, fetch_module
+from wasmop.operator.module_url import ModuleUrlFetcher
+from wasmop.operator.modules import ModuleChecker, ModuleUnavailable, concealed, fetch_module
 from wasmop.operator.owned_objects import (
     ImageModule,
     ModuleBundle,
@@ -100,7 +100,8 @@ class FunctionController:
     ready_runtimes: set[str] = field(default_factory=set)
     states: dict[tuple[str, str], FunctionState] = field(default_factory=dict)
     pods: PodIndex = field(default_factory=PodIndex)
-    http: aiohttp.ClientSession | None = None
+    # Fetches spec.module.url under the administrator's address policy (netguard).
+    urls: ModuleUrlFetcher = field(default_factory=lambda: ModuleUrlFetcher(AddressPolicy()))
     headless_services: bool = False  # see owned_objects.build_service
     images: ImageResolver | None = None  # spec.module.image (default: public registries)
 
@@ -235,6 +236,8 @@ class FunctionController:
         if not problems:
             if module is not None:
                 problems = await self.checker.check(module, runtime.spec, digest)
+                if function.spec.module.url is not None:
+                    problems = concealed(problems)
             else:  # a known image: resolve() fetched nothing because this is known
                 problems = self.checker.verdict(digest, runtime.spec) or []
         if problems:
@@ -345,7 +348,7 @@ class FunctionController:
         burst of them) share one GET of it."""
         ref = function.spec.module.config_map
         if ref is None:
-            return await fetch_module(self.kube, function, self._session())
+            return await fetch_module(self.kube, function, self.urls)
         key = (function.namespace, ref.name, ref.key)
         running = self._fetching.get(key)
         if running is not None:
@@ -353,7 +356,7 @@ class FunctionController:
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._fetching[key] = future
         try:
-            module = await fetch_module(self.kube, function, self._session())
+            module = await fetch_module(self.kube, function, self.urls)
         except BaseException as exc:
             # A fetch cancelled (its reconcile timed out) is a retry for those waiting.
             shared = RetryLater(f"module fetch interrupted: {exc!r}", 1.0)
@@ -468,11 +471,6 @@ class FunctionController:
         task = asyncio.create_task(guarded())
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
-
-    def _session(self) -> aiohttp.ClientSession:
-        if self.http is None or self.http.closed:
-            self.http = aiohttp.ClientSession()
-        return self.http
 
     async def _invalid(self, state: FunctionState, reason: str, message: str) -> None:
         state.valid = False

@@ -15,10 +15,15 @@ import base64
 import logging
 from collections import OrderedDict
 
-import aiohttp
-
 from wasmop.kube import ApiError, Kube
 from wasmop.kube.client import api_path
+from wasmop.netguard import AddressRefused
+from wasmop.operator.module_url import (
+    DEFAULT_MAX_BYTES,
+    FetchFailed,
+    FetchTooLarge,
+    ModuleUrlFetcher,
+)
 from wasmop.operator.owned_objects import module_digest
 from wasmop.operator.spec import RuntimeSpec, WasmFunction
 from wasmop.operator.validation import Problem, Reason
@@ -29,7 +34,7 @@ from wasmop.runtime.podenv import engine_features
 
 log = logging.getLogger(__name__)
 
-MAX_FETCH_BYTES = 64 * 2**20
+MAX_FETCH_BYTES = DEFAULT_MAX_BYTES
 CHECK_CACHE_SIZE = 512
 
 
@@ -43,7 +48,7 @@ class ModuleUnavailable(Exception):
         self.permanent = permanent
 
 
-async def fetch_module(kube: Kube, function: WasmFunction, session: aiohttp.ClientSession) -> bytes:
+async def fetch_module(kube: Kube, function: WasmFunction, urls: ModuleUrlFetcher) -> bytes:
     source = function.spec.module
     if source.inline is not None:
         return source.inline
@@ -76,20 +81,48 @@ async def fetch_module(kube: Kube, function: WasmFunction, session: aiohttp.Clie
             "ModuleNotFound", f"ConfigMap {function.namespace}/{ref.name} has no key {ref.key}"
         )
     assert source.url is not None
+    # What went wrong goes to the operator's log; status says only that it did, so a
+    # tenant cannot read HTTP codes, errors or bytes of what the operator can reach.
+    where = f"{function.namespace}/{function.name}"
     try:
-        async with session.get(source.url, timeout=aiohttp.ClientTimeout(total=30)) as response:
-            if response.status != 200:
-                raise ModuleUnavailable(
-                    "ModuleFetchFailed", f"GET {source.url} answered {response.status}"
-                )
-            data = await response.content.read(MAX_FETCH_BYTES + 1)
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise ModuleUnavailable("ModuleFetchFailed", f"GET {source.url} failed: {exc}") from exc
-    if len(data) > MAX_FETCH_BYTES:
+        return await urls.fetch(source.url)
+    except AddressRefused as exc:
+        log.warning("module URL of %s refused: %s", where, exc)
         raise ModuleUnavailable(
-            "ModuleTooLarge", f"{source.url} is larger than {MAX_FETCH_BYTES} bytes", permanent=True
-        )
-    return data
+            "ModuleURLNotAllowed",
+            "spec.module.url points at an address the operator does not fetch modules from "
+            "(loopback, link-local, private, metadata or cluster ranges); serve the module "
+            "from a public address or use configMapRef",
+            permanent=True,
+        ) from None
+    except FetchTooLarge as exc:
+        log.warning("module of %s not fetched: %s", where, exc.detail)
+        raise ModuleUnavailable(
+            "ModuleTooLarge",
+            f"the module at spec.module.url is larger than {urls.max_bytes} bytes",
+            permanent=True,
+        ) from None
+    except FetchFailed as exc:
+        log.warning("module of %s not fetched: %s", where, exc.detail)
+        raise ModuleUnavailable(
+            "ModuleFetchFailed",
+            "the module could not be fetched from spec.module.url (it must answer 200 "
+            "without a redirect); the operator tries again",
+        ) from None
+
+
+def concealed(problems: list[Problem]) -> list[Problem]:
+    """Module problems as status may show them for a module fetched from a URL.
+
+    A verdict on bytes that are not wasm quotes their first bytes; for a URL that would
+    echo a little of whatever the address served, so it is told without them.
+    """
+    return [
+        Problem(p.field, p.reason, "the content at spec.module.url is not a WebAssembly module")
+        if p.reason == Reason.MODULE_INVALID
+        else p
+        for p in problems
+    ]
 
 
 def runtime_config(features: tuple[str, ...]) -> RuntimeConfig:

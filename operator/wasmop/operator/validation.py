@@ -97,11 +97,21 @@ def summarize(problems: Sequence[Problem]) -> tuple[str, str]:
     return problems[0].reason, "; ".join(str(p) for p in problems)
 
 
-def check_digest(module: bytes, expected_sha256: str | None) -> list[Problem]:
-    """A pinned spec.module.sha256 must match the bytes actually fetched."""
+def check_digest(
+    module: bytes, expected_sha256: str | None, *, reveal: bool = True
+) -> list[Problem]:
+    """A pinned spec.module.sha256 must match the bytes actually fetched.
+
+    ``reveal=False`` leaves the actual digest out of the message: for a module fetched
+    from a URL it would tell the tenant a hash of whatever that address served.
+    """
     if not expected_sha256:
         return []
-    return check_pinned_sha256(hashlib.sha256(module).hexdigest(), expected_sha256)
+    problems = check_pinned_sha256(hashlib.sha256(module).hexdigest(), expected_sha256)
+    if reveal or not problems:
+        return problems
+    message = f"the module fetched from spec.module.url does not have sha256:{expected_sha256}"
+    return [Problem(field="spec.module.sha256", reason=Reason.DIGEST_MISMATCH, message=message)]
 
 
 def check_pinned_sha256(actual: str, expected_sha256: str | None) -> list[Problem]:
@@ -173,7 +183,7 @@ def validate_function(
         )
 
     if module is not None:
-        problems += check_digest(module, spec.module.sha256)
+        problems += check_digest(module, spec.module.sha256, reveal=spec.module.url is None)
         if check_module is not None:
             problems += _run_module_check(check_module, module, rt)
     return problems

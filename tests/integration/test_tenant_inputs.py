@@ -1,0 +1,115 @@
+"""What a tenant writes into a WasmFunction, on the real embedded cluster: module URLs
+the operator will not fetch, placement that cannot leave the runtime's nodes, module
+ConfigMaps the operator will not touch unless they are its own."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+from support import module_configmap, wait_for
+from wasmop.cluster import manager
+from wasmop.cluster.layout import repo_root
+from wasmop.wellknown import API_VERSION, FUNCTION_KIND, FUNCTION_PLURAL, GROUP, VERSION
+
+pytestmark = pytest.mark.integration
+
+HELLO = repo_root() / "functions" / "build" / "hello.wasm"
+
+
+def function(name: str, **spec: Any) -> dict[str, Any]:
+    spec.setdefault("module", {"configMapRef": {"name": "wasm-hello"}})
+    return {
+        "apiVersion": API_VERSION,
+        "kind": FUNCTION_KIND,
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+class Tenant:
+    """A namespace with hello's module in it, and the WasmFunctions written there."""
+
+    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+        self.api = api
+        self.namespace = namespace
+        self.custom = client.CustomObjectsApi(api)
+        self.core = client.CoreV1Api(api)
+
+    def create(self, body: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+        return self.custom.create_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, FUNCTION_PLURAL, body,
+            dry_run="All" if dry_run else None,
+        )  # fmt: skip
+
+    def status(self, name: str) -> dict[str, Any]:
+        found = self.custom.get_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, FUNCTION_PLURAL, name
+        )
+        return found.get("status") or {}
+
+    def condition(self, name: str, ctype: str) -> dict[str, Any] | None:
+        conditions = self.status(name).get("conditions", [])
+        return next((c for c in conditions if c["type"] == ctype), None)
+
+    def wait_phase(self, name: str, phase: str, timeout: float = 60.0) -> dict[str, Any]:
+        return wait_for(
+            lambda: (s := self.status(name)).get("phase") == phase and s,
+            timeout=timeout,
+            what=f"{name} {phase}",
+        )
+
+    def warning_events(self, name: str) -> list[client.CoreV1Event]:
+        events = self.core.list_namespaced_event(
+            self.namespace, field_selector=f"involvedObject.name={name}"
+        )
+        return [e for e in events.items if e.type == "Warning"]
+
+
+@pytest.fixture
+def tenant(api: client.ApiClient, namespace: str) -> Tenant:
+    module_configmap(client.CoreV1Api(api), namespace, "wasm-hello", HELLO)
+    return Tenant(api, namespace)
+
+
+def refused(call: Any) -> dict[str, Any]:
+    with pytest.raises(ApiException) as rejected:
+        call()
+    assert rejected.value.status == 422, rejected.value.body
+    return json.loads(rejected.value.body)
+
+
+# --------------------------------------------------------------------------- module URLs
+
+
+def test_module_urls_into_the_platform_are_refused_without_a_word_of_what_is_there(
+    tenant: Tenant, cluster
+) -> None:  # type: ignore[no-untyped-def]
+    """The API server and the registry (loopback), the metadata address, a pod address
+    and a name for loopback: the operator does not fetch from them, and status says so
+    in one fixed text (before: the operator fetched, and status quoted the HTTP code or
+    the connection error)."""
+    settings = manager.load_settings(cluster.layout)
+    pin = hashlib.sha256(HELLO.read_bytes()).hexdigest()
+    targets = {
+        "apiserver": f"http://127.0.0.1:{settings.api_port}/version",
+        "registry": f"http://127.0.0.1:{settings.registry_port}/v2/",
+        "metadata": "http://169.254.169.254/latest/meta-data/iam/",
+        "pod": "http://10.244.1.2:8080/",
+        "name": f"http://localhost:{settings.api_port}/healthz",
+    }
+    for name, url in targets.items():
+        tenant.create(function(name, module={"url": url, "sha256": pin}))
+    messages = set()
+    for name in targets:
+        tenant.wait_phase(name, "Invalid")
+        validated = tenant.condition(name, "Validated")
+        assert validated is not None and validated["reason"] == "ModuleURLNotAllowed", validated
+        messages.add(validated["message"])
+    [message] = messages
+    for leak in (str(settings.api_port), "127.0.0.1", "169.254", "10.244", "400", "refused"):
+        assert leak not in message
