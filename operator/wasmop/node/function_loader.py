@@ -65,6 +65,7 @@ class FunctionLoader:
                 )
             else:
                 data = await self.fetch_module(namespace, plan.module)
+                check_pinned_digest(data, environment.module_digest, runtime.config)
                 module = await runtime.load_async(data)
             return runtime.function(module, environment.function)
         except ModuleError as exc:
@@ -108,16 +109,7 @@ class FunctionLoader:
                 else f'Successfully pulled module image "{ref}" in {pulled.seconds * 1000:.0f} ms'
                 f" ({len(pulled.data)} bytes)",
             )
-        if pinned:
-            wasm, _ = decode_module_bytes(
-                pulled.data, runtime.config.max_module_bytes, runtime.config.max_compression_ratio
-            )
-            if digest_of(wasm) != pinned:
-                raise PodSpecError(
-                    "ModuleDigestMismatch",
-                    f"image {ref} holds a module other than the one the Pod pins "
-                    f"(sha256:{pinned[:12]})",
-                )
+        check_pinned_digest(pulled.data, pinned, runtime.config, f"image {ref}")
         return await runtime.load_async(pulled.data)
 
     async def _pull_credentials(
@@ -220,3 +212,24 @@ def module_bytes(configmap: dict[str, Any], namespace: str, source: ModuleSource
         "ModuleNotFound",
         f"ConfigMap {namespace}/{source.configmap} has no key {' or '.join(keys)}",
     )
+
+
+def check_pinned_digest(
+    data: bytes, pinned: str | None, config: RuntimeConfig, where: str = "the module ConfigMap"
+) -> None:
+    """Refuse module bytes other than those the Pod pins, before they are compiled.
+
+    The operator validated the module with this digest and wrote it into the Pod
+    template; a node finds the bytes by ConfigMap name (or image reference), and whoever
+    can write ConfigMaps in the namespace could put other bytes under that name. Decoded
+    under the runtime's own size and compression-ratio caps, so a bomb stays one. Pods
+    that pin nothing (not made by the operator) are not checked.
+    """
+    if not pinned:
+        return
+    wasm, _ = decode_module_bytes(data, config.max_module_bytes, config.max_compression_ratio)
+    if digest_of(wasm) != pinned.lower():
+        raise PodSpecError(
+            "ModuleDigestMismatch",
+            f"{where} holds a module other than the one the Pod pins (sha256:{pinned[:12]})",
+        )
