@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,7 +16,18 @@ from kubernetes.client.rest import ApiException
 from support import module_configmap, wait_for
 from wasmop.cluster import manager
 from wasmop.cluster.layout import repo_root
-from wasmop.wellknown import API_VERSION, FUNCTION_KIND, FUNCTION_PLURAL, GROUP, VERSION
+from wasmop.wellknown import (
+    API_VERSION,
+    FUNCTION_KIND,
+    FUNCTION_LABEL,
+    FUNCTION_PLURAL,
+    GROUP,
+    RUNTIME_KIND,
+    RUNTIME_LABEL,
+    RUNTIME_PLURAL,
+    VERSION,
+    ZONE_LABEL,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -113,3 +126,82 @@ def test_module_urls_into_the_platform_are_refused_without_a_word_of_what_is_the
     [message] = messages
     for leak in (str(settings.api_port), "127.0.0.1", "169.254", "10.244", "400", "refused"):
         assert leak not in message
+
+
+# --------------------------------------------------------------------------- placement
+
+
+def test_placement_cannot_name_the_runtime_s_labels_or_bad_labels(tenant: Tenant) -> None:
+    """CEL and patterns in the CRDs: the runtime's label (the key of the wasm taint) is
+    not a tenant's to set, and keys and values must be labels (before: admitted, and the
+    Deployment was refused with 422 on every retry)."""
+    other_runtime = {"nodeSelector": {RUNTIME_LABEL: "someone-elses"}}
+    body = refused(lambda: tenant.create(function("f", placement=other_runtime), dry_run=True))
+    assert "set by the WasmRuntime" in body["message"]
+    for selector in ({"bad key": "x"}, {"a/b/c": "x"}, {"d" * 64: "x"}, {"disk": "a b"}):
+        refused(
+            lambda s=selector: tenant.create(
+                function("f", placement={"nodeSelector": s}), dry_run=True
+            )
+        )
+    refused(lambda: tenant.create(function("f", placement={"zone": "zone a"}), dry_run=True))
+    fine = {"nodeSelector": {"example.com/disk": "ssd", "kubernetes.io/hostname": "wasm-node-1"}}
+    tenant.create(function("f", placement=fine), dry_run=True)
+    runtime = {
+        "apiVersion": API_VERSION,
+        "kind": RUNTIME_KIND,
+        "metadata": {"name": "bad-selector"},
+        "spec": {"nodeSelector": {"bad key": "x"}},
+    }
+    refused(
+        lambda: tenant.custom.create_cluster_custom_object(
+            GROUP, VERSION, RUNTIME_PLURAL, runtime, dry_run="All"
+        )
+    )
+
+
+@pytest.fixture
+def zone_a_runtime(api: client.ApiClient) -> Iterator[str]:
+    """A runtime whose nodes are the wasm nodes of zone-a only."""
+    custom = client.CustomObjectsApi(api)
+    name = f"zone-a-{uuid.uuid4().hex[:6]}"
+    body = {
+        "apiVersion": API_VERSION,
+        "kind": RUNTIME_KIND,
+        "metadata": {"name": name},
+        "spec": {"nodeSelector": {RUNTIME_LABEL: "wasmtime", ZONE_LABEL: "zone-a"}},
+    }
+    custom.create_cluster_custom_object(GROUP, VERSION, RUNTIME_PLURAL, body)
+    yield name
+    custom.delete_cluster_custom_object(GROUP, VERSION, RUNTIME_PLURAL, name)
+
+
+def test_placement_narrows_the_runtime_and_a_contradiction_is_invalid(
+    tenant: Tenant, zone_a_runtime: str
+) -> None:
+    """A placement outside its runtime's nodes is Invalid (PlacementConflict) with a
+    Warning Event (before: placement replaced the runtime's selector, and the Pods landed
+    on zone-b); one inside lands only there, tolerating only its runtime's taint."""
+    tenant.create(
+        function("elsewhere", runtimeRef={"name": zone_a_runtime}, placement={"zone": "zone-b"})
+    )
+    tenant.create(function("inside", runtimeRef={"name": zone_a_runtime}, replicas=2))
+    tenant.wait_phase("elsewhere", "Invalid")
+    validated = tenant.condition("elsewhere", "Validated")
+    assert validated is not None and validated["reason"] == "PlacementConflict"
+    assert f"{ZONE_LABEL}=zone-a" in validated["message"]
+    wait_for(lambda: tenant.warning_events("elsewhere"), what="an Invalid Warning Event")
+    tenant.wait_phase("inside", "Ready")
+    deployment = client.AppsV1Api(tenant.api).read_namespaced_deployment("inside", tenant.namespace)
+    pod_spec = deployment.spec.template.spec
+    assert pod_spec.node_selector == {RUNTIME_LABEL: "wasmtime", ZONE_LABEL: "zone-a"}
+    assert [(t.key, t.operator, t.value) for t in pod_spec.tolerations] == [
+        (RUNTIME_LABEL, "Equal", "wasmtime")
+    ]
+    pods = tenant.core.list_namespaced_pod(
+        tenant.namespace, label_selector=f"{FUNCTION_LABEL}=inside"
+    )
+    nodes = {
+        tenant.core.read_node(p.spec.node_name).metadata.labels[ZONE_LABEL] for p in pods.items
+    }
+    assert nodes == {"zone-a"}

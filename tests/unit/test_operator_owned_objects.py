@@ -27,7 +27,7 @@ from wasmop.operator.owned_objects import (
     unpack_module,
 )
 from wasmop.operator.spec import RuntimeSpec, WasmFunction, WasmRuntime, resolve
-from wasmop.wellknown import API_VERSION, FUNCTION_LABEL, RUNTIME_LABEL
+from wasmop.wellknown import API_VERSION, FUNCTION_LABEL, RUNTIME_LABEL, ZONE_LABEL
 
 MODULE = b"\0asm\1\0\0\0" + b"\x01\x02\x03" * 2000  # compresses well
 
@@ -140,7 +140,8 @@ def test_tolerations() -> None:
     ]
     assert {
         "key": RUNTIME_LABEL,
-        "operator": "Exists",
+        "operator": "Equal",
+        "value": "wasmtime",
         "effect": "NoSchedule",
     } in tolerations
     for key in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"):
@@ -152,9 +153,44 @@ def test_tolerations() -> None:
         } in tolerations
 
 
-def test_tolerations_default_to_the_clusters() -> None:
+def test_pods_tolerate_only_their_runtime_s_taint() -> None:
+    """Wasm nodes taint themselves ``RUNTIME_LABEL=<runtime>:NoSchedule``: a function's Pods
+    tolerate that one value, not every wasm runtime's nodes, and no NoExecute taint unless
+    placement.tolerationSeconds says (the cluster's default applies)."""
     tolerations = deployment()["spec"]["template"]["spec"]["tolerations"]
-    assert tolerations == [{"key": RUNTIME_LABEL, "operator": "Exists", "effect": "NoSchedule"}]
+    assert tolerations == [
+        {"key": RUNTIME_LABEL, "operator": "Equal", "value": "wasmtime", "effect": "NoSchedule"}
+    ]
+    # A runtime selecting its nodes by other labels: the selector pins the Pods already.
+    fn = make_function()
+    rt = WasmRuntime(name="pool", spec=RuntimeSpec.parse({"nodeSelector": {"pool": "wasm"}}))
+    pod = build_deployment(resolve(fn, rt), pack_module(MODULE), revision=1)["spec"]["template"]
+    assert pod["spec"]["tolerations"] == [
+        {"key": RUNTIME_LABEL, "operator": "Exists", "effect": "NoSchedule"}
+    ]
+
+
+def test_the_runtime_selector_cannot_be_overridden_by_placement() -> None:
+    """A tenant's placement narrows the runtime's nodes, never replaces its selector."""
+    fn = make_function(
+        placement={
+            "zone": "core",
+            "nodeSelector": {RUNTIME_LABEL: "other-runtime", "tier": "core", "disk": "ssd"},
+        }
+    )
+    rt = WasmRuntime(
+        name="edge",
+        spec=RuntimeSpec.parse(
+            {"nodeSelector": {RUNTIME_LABEL: "wasmtime", "tier": "edge", ZONE_LABEL: "edge-a"}}
+        ),
+    )
+    pod = build_deployment(resolve(fn, rt), pack_module(MODULE), revision=1)["spec"]["template"]
+    assert pod["spec"]["nodeSelector"] == {
+        RUNTIME_LABEL: "wasmtime",
+        "tier": "edge",
+        ZONE_LABEL: "edge-a",
+        "disk": "ssd",
+    }
 
 
 def test_container() -> None:

@@ -16,6 +16,9 @@ from wasmop.operator.validation import (
     validate_function,
     validate_runtime,
 )
+from wasmop.wellknown import RUNTIME_LABEL, ZONE_LABEL
+
+ZONE = ZONE_LABEL
 
 
 def function(**spec: object) -> WasmFunction:
@@ -229,3 +232,70 @@ def test_runtime_defaults_above_maximum() -> None:
         "spec.defaults.resources.limits.cpu",
     }
     assert set(reasons(problems)) == {Reason.DEFAULT_ABOVE_MAXIMUM}
+
+
+def test_placement_may_not_use_the_platform_s_own_labels() -> None:
+    """The runtime's label is the runtime's to set: a function naming it (to reach another
+    runtime's nodes) is Invalid, whatever the value."""
+    for value in ("other-runtime", "wasmtime"):
+        problems = validate_function(
+            function(placement={"nodeSelector": {RUNTIME_LABEL: value}}), runtime()
+        )
+        assert reasons(problems) == [Reason.PLACEMENT_NOT_ALLOWED]
+        assert problems[0].field == f"spec.placement.nodeSelector[{RUNTIME_LABEL}]"
+
+
+def test_placement_may_narrow_the_runtime_s_nodes_but_not_contradict_them() -> None:
+    rt = runtime("edge", nodeSelector={RUNTIME_LABEL: "wasmtime", "tier": "edge", ZONE: "a"})
+    narrower = function(placement={"zone": "a", "nodeSelector": {"tier": "edge", "disk": "ssd"}})
+    assert validate_function(narrower, rt) == []
+    problems = validate_function(function(placement={"nodeSelector": {"tier": "core"}}), rt)
+    assert [(p.field, p.reason) for p in problems] == [
+        ("spec.placement.nodeSelector[tier]", Reason.PLACEMENT_CONFLICT)
+    ]
+    assert 'WasmRuntime "edge" selects tier=edge' in problems[0].message
+    problems = validate_function(function(placement={"zone": "b"}), rt)
+    assert [(p.field, p.reason) for p in problems] == [
+        ("spec.placement.zone", Reason.PLACEMENT_CONFLICT)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("selector", "field"),
+    [
+        ({"bad key": "x"}, "spec.placement.nodeSelector[bad key]"),
+        ({"-disk": "x"}, "spec.placement.nodeSelector[-disk]"),
+        ({"a/b/c": "x"}, "spec.placement.nodeSelector[a/b/c]"),
+        ({"Example.com/disk": "x"}, "spec.placement.nodeSelector[Example.com/disk]"),
+        ({"d" * 64: "x"}, f"spec.placement.nodeSelector[{'d' * 64}]"),
+        ({"p" * 254 + "/disk": "x"}, f"spec.placement.nodeSelector[{'p' * 254}/disk]"),
+        ({"/disk": "x"}, "spec.placement.nodeSelector[/disk]"),
+        ({"disk": "-ssd"}, "spec.placement.nodeSelector[disk]"),
+        ({"disk": "s" * 64}, "spec.placement.nodeSelector[disk]"),
+        ({"disk": "a b"}, "spec.placement.nodeSelector[disk]"),
+    ],
+)
+def test_placement_label_keys_and_values_are_valid_labels(
+    selector: dict[str, str], field: str
+) -> None:
+    problems = validate_function(function(placement={"nodeSelector": selector}), runtime())
+    assert [(p.field, p.reason) for p in problems] == [(field, Reason.INVALID_PLACEMENT)]
+    assert problems[0].message
+
+
+def test_valid_placement_labels() -> None:
+    selector = {"example.com/disk": "ssd", "a.b-c.d/e_f.g-h": "", "gpu": "A_1.x-2", "k8s": "1"}
+    assert validate_function(function(placement={"nodeSelector": selector}), runtime()) == []
+    assert validate_function(function(placement={"zone": "edge-a_1.b"}), runtime()) == []
+    problems = validate_function(function(placement={"zone": "edge a"}), runtime())
+    assert [(p.field, p.reason) for p in problems] == [
+        ("spec.placement.zone", Reason.INVALID_PLACEMENT)
+    ]
+
+
+def test_a_runtime_s_node_selector_must_be_valid_labels() -> None:
+    problems = validate_runtime(runtime(nodeSelector={"bad key": "x", RUNTIME_LABEL: "wasm time"}))
+    assert {(p.field, p.reason) for p in problems} == {
+        ("spec.nodeSelector[bad key]", Reason.INVALID_PLACEMENT),
+        (f"spec.nodeSelector[{RUNTIME_LABEL}]", Reason.INVALID_PLACEMENT),
+    }

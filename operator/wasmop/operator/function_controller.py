@@ -302,6 +302,17 @@ class FunctionController:
         except NotOurs as exc:
             await self._wait(state, "ResourceConflict", str(exc))
             raise RetryLater(str(exc), delay=10.0) from exc
+        except ApiError as exc:
+            if exc.status != 422:
+                raise
+            # The spec passed every check here, yet an object made from it does not pass
+            # the API server's: retrying cannot help, the spec must change.
+            await self._invalid(
+                state,
+                "ObjectRejected",
+                f"the API server refuses an object of the function: {exc.message}",
+            )
+            return
         await self._sync_hpa(function, state, fresh)
         state.observe_deployment(applied)
         self.schedule_write(state)

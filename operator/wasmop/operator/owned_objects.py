@@ -399,24 +399,41 @@ def _image(resolved: ResolvedFunction) -> str:
 
 
 def _node_selector(resolved: ResolvedFunction) -> dict[str, str]:
+    """The runtime's selector, narrowed by the function's placement: the runtime's keys
+    win, so no placement reaches nodes outside the runtime (validation marks a function
+    whose placement contradicts them Invalid before it gets here)."""
     placement = resolved.spec.placement
-    chosen = {**resolved.runtime.spec.node_selector, **placement.node_selector}
+    chosen = dict(placement.node_selector)
     if placement.zone:
         chosen[ZONE_LABEL] = placement.zone
+    chosen.update(resolved.runtime.spec.node_selector)
     return chosen
 
 
 def _tolerations(resolved: ResolvedFunction) -> list[dict[str, Any]]:
-    """The wasm node taint, and how long to stay on a failed node when the spec says.
+    """The runtime's own wasm node taint, and how long to stay on a failed node when the
+    spec says.
 
-    Without ``placement.tolerationSeconds`` the cluster's own default applies (the API
-    server's DefaultTolerationSeconds admission: 300 s upstream, 2 s in the embedded
-    cluster, which is tuned for recovery experiments).
+    Wasm nodes taint themselves ``RUNTIME_LABEL=<runtime>:NoSchedule``; the Pods tolerate
+    the value their runtime selects, not every wasm runtime's (``Exists`` only for a
+    runtime that selects its nodes by other labels, which pin the Pods anyway). Without
+    ``placement.tolerationSeconds`` the cluster's own default applies (the API server's
+    DefaultTolerationSeconds admission: 300 s upstream, 2 s in the embedded cluster,
+    which is tuned for recovery experiments).
     """
     seconds = resolved.spec.placement.toleration_seconds
-    tolerations: list[dict[str, Any]] = [
+    runtime_value = resolved.runtime.spec.node_selector.get(RUNTIME_LABEL)
+    wasm_taint: dict[str, Any] = (
         {"key": RUNTIME_LABEL, "operator": "Exists", "effect": "NoSchedule"}
-    ]
+        if runtime_value is None
+        else {
+            "key": RUNTIME_LABEL,
+            "operator": "Equal",
+            "value": runtime_value,
+            "effect": "NoSchedule",
+        }
+    )
+    tolerations = [wasm_taint]
     if seconds is not None:
         tolerations += [
             {"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": seconds}

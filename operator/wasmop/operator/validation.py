@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from wasmop.operator.labels import label_key_problem, label_value_problem, reserved_label
 from wasmop.operator.quantity import format_bytes, format_cpu
 from wasmop.operator.spec import (
     RequestLimits,
@@ -28,6 +29,7 @@ from wasmop.operator.spec import (
     WasmRuntime,
     resolve,
 )
+from wasmop.wellknown import ZONE_LABEL
 
 __all__ = [
     "RESERVED_ENV_PREFIX",
@@ -61,6 +63,9 @@ class Reason(StrEnum):
     MODULE_INVALID = "ModuleInvalid"
     MODULE_INCOMPATIBLE = "ModuleIncompatible"
     DEFAULT_ABOVE_MAXIMUM = "DefaultAboveMaximum"
+    INVALID_PLACEMENT = "InvalidPlacement"
+    PLACEMENT_NOT_ALLOWED = "PlacementNotAllowed"
+    PLACEMENT_CONFLICT = "PlacementConflict"
 
 
 @dataclass(frozen=True)
@@ -165,6 +170,7 @@ def validate_function(
         problems += _resources_within(own, rt.maximums.resources, f"spec.resources.{kind}", where)
     problems += _replicas_within(function, rt, where)
     problems += _capabilities_allowed(function, rt, where)
+    problems += _placement_within(function, rt, where)
 
     resolved = resolve(function, runtime)
     problems += _requests_within_limits(
@@ -201,6 +207,10 @@ def validate_runtime(runtime: WasmRuntime) -> list[Problem]:
         problems += _resources_within(
             own, rt.maximums.resources, f"spec.defaults.resources.{kind}", where, own_default=True
         )
+    for key, value in rt.node_selector.items():
+        problem = _label_problem(key, value, f"spec.nodeSelector[{key}]")
+        if problem is not None:
+            problems.append(problem)
     return problems
 
 
@@ -350,6 +360,46 @@ def _capabilities_allowed(function: WasmFunction, rt: RuntimeSpec, where: str) -
                     Reason.CAPABILITY_NOT_ALLOWED,
                     f"{var.name} is not among the environment variables {where} allows "
                     f"({', '.join(allowed.names)})",
+                )
+            )
+    return problems
+
+
+def _label_problem(key: str, value: str, path: str) -> Problem | None:
+    why = label_key_problem(key) or label_value_problem(value)
+    return None if why is None else Problem(path, Reason.INVALID_PLACEMENT, why)
+
+
+def _placement_within(function: WasmFunction, rt: RuntimeSpec, where: str) -> list[Problem]:
+    """Placement narrows the runtime's nodes: valid labels, none of the platform's own, and
+    none that contradicts the runtime's node selector (which the Pods keep regardless)."""
+    placement = function.spec.placement
+    wanted = [
+        (f"spec.placement.nodeSelector[{key}]", key, value)
+        for key, value in placement.node_selector.items()
+    ]
+    if placement.zone is not None:
+        wanted.append(("spec.placement.zone", ZONE_LABEL, placement.zone))
+    problems = []
+    for path, key, value in wanted:
+        problem = _label_problem(key, value, path)
+        if problem is not None:
+            problems.append(problem)
+        elif reserved_label(key):
+            problems.append(
+                Problem(
+                    path,
+                    Reason.PLACEMENT_NOT_ALLOWED,
+                    f"{key} is set by the function's WasmRuntime, not by its placement",
+                )
+            )
+        elif key in rt.node_selector and rt.node_selector[key] != value:
+            problems.append(
+                Problem(
+                    path,
+                    Reason.PLACEMENT_CONFLICT,
+                    f"{where} selects {key}={rt.node_selector[key]}, so no node of it has "
+                    f"{key}={value}",
                 )
             )
     return problems
