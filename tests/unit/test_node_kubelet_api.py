@@ -140,3 +140,43 @@ def test_summary_reports_cpu_rates_from_the_previous_sample() -> None:
     assert second["pods"][0]["podRef"] == {"name": "a", "namespace": "ns", "uid": "uid-a"}
     assert second["node"]["cpu"]["usageNanoCores"] == 1_000_000_000
     assert second["node"]["nodeName"] == "n1"
+
+
+async def test_a_log_follower_that_goes_away_ends_its_stream_quietly(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``kubectl logs -f`` interrupted: the next line finds the connection closed. The
+    stream ends there, without an error and a traceback in the node's log."""
+    import logging
+    from types import SimpleNamespace
+
+    from aiohttp.test_utils import TestClient, TestServer
+    from wasmop.node.container_logs import ContainerLog, LogLimits
+    from wasmop.node.daemon import kubelet_app
+    from wasmop.supervision import TaskSupervisor
+
+    log = ContainerLog(tmp_path / "function", LogLimits())
+    log.start_instance(0)
+    log.write("stdout", "first\n")
+    container = SimpleNamespace(name="function", restart_count=0, reason="", state="running")
+    worker = SimpleNamespace(log=log, container=container, namespace="ns", name="pod")
+    agent = SimpleNamespace(
+        name="n", fault_token="t", workers={}, tasks=TaskSupervisor("test"),
+        find_worker=lambda namespace, name: worker,
+    )  # fmt: skip
+    client = TestClient(TestServer(kubelet_app(agent, None)))  # type: ignore[arg-type]
+    await client.start_server()
+    try:
+        response = await client.get("/containerLogs/ns/pod/function?follow=true")
+        assert b"first" in await response.content.readline()
+        response.close()  # the follower goes away
+        with caplog.at_level(logging.ERROR):
+            for i in range(5):  # the node writes on; the stream finds nobody to write to
+                log.write("stdout", f"line {i}\n")
+                log.flush()
+                await asyncio.sleep(0.1)
+    finally:
+        log.end_instance()
+        await client.close()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], [r.getMessage() for r in errors]

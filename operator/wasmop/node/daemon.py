@@ -176,10 +176,13 @@ def kubelet_app(agent: DaemonHost, auth: KubeletAuth | None) -> web.Application:
             )
         response = web.StreamResponse(headers={"Content-Type": "text/plain"})
         await response.prepare(request)
-        async with contextlib.aclosing(worker.log.read(options, instance)) as chunks:
-            async for chunk in chunks:
-                await response.write(chunk)
-        await response.write_eof()
+        try:
+            async with contextlib.aclosing(worker.log.read(options, instance)) as chunks:
+                async for chunk in chunks:
+                    await response.write(chunk)
+            await response.write_eof()
+        except ConnectionResetError:  # the reader went away (kubectl logs -f interrupted)
+            log.debug("log reader of %s/%s went away", namespace, pod)
         return response
 
     async def crash(request: web.Request) -> web.Response:
