@@ -1,11 +1,15 @@
-"""What a tenant writes into a WasmFunction, on the real embedded cluster: module URLs
-the operator will not fetch, placement that cannot leave the runtime's nodes, module
-ConfigMaps the operator will not touch unless they are its own."""
+"""What a tenant writes, on the real embedded cluster: module URLs the operator will not
+fetch, placement that cannot leave the runtime's nodes, module bytes planted under the
+operator's names that never run, and ConfigMaps the operator will not delete unless they
+are its own."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -16,6 +20,16 @@ from kubernetes.client.rest import ApiException
 from support import module_configmap, wait_for
 from wasmop.cluster import manager
 from wasmop.cluster.layout import repo_root
+from wasmop.cluster.settings import ClusterSettings
+from wasmop.operator.app import MODULE_CONFIGMAP_GRACE_S
+from wasmop.operator.owned_objects import (
+    LABEL_COMPONENT,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+    build_module_configmap,
+    module_configmap_name,
+    pack_module,
+)
 from wasmop.wellknown import (
     API_VERSION,
     FUNCTION_KIND,
@@ -32,6 +46,7 @@ from wasmop.wellknown import (
 pytestmark = pytest.mark.integration
 
 HELLO = repo_root() / "functions" / "build" / "hello.wasm"
+ECHO = repo_root() / "functions" / "build" / "echo.wasm"
 
 
 def function(name: str, **spec: Any) -> dict[str, Any]:
@@ -205,3 +220,123 @@ def test_placement_narrows_the_runtime_and_a_contradiction_is_invalid(
         tenant.core.read_node(p.spec.node_name).metadata.labels[ZONE_LABEL] for p in pods.items
     }
     assert nodes == {"zone-a"}
+
+
+# --------------------------------------------------------------------------- module bytes
+
+
+def test_a_module_planted_under_the_module_configmap_s_name_never_runs(tenant: Tenant) -> None:
+    """Other bytes (echo's) under the name the operator gives hello's shared ConfigMap:
+    the function waits (ResourceConflict), and the nodes refuse to compile bytes other
+    than the digest the Pods pin (ModuleDigestMismatch; before: the node ran echo)."""
+    genuine = pack_module(HELLO.read_bytes())
+    other = pack_module(ECHO.read_bytes(), compress=genuine.compressed)
+    planted = client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name=module_configmap_name(genuine.digest)),
+        binary_data={genuine.key: base64.b64encode(other.data).decode()},
+        immutable=True,
+    )
+    tenant.core.create_namespaced_config_map(tenant.namespace, planted)
+    tenant.create(function("victim"))
+    wait_for(
+        lambda: (
+            (c := tenant.condition("victim", "Available")) and c["reason"] == "ResourceConflict"
+        ),
+        what="victim waiting on ResourceConflict",
+    )
+
+    def waiting_reasons() -> set[str]:
+        pods = tenant.core.list_namespaced_pod(
+            tenant.namespace, label_selector=f"{FUNCTION_LABEL}=victim"
+        ).items
+        assert not [p for p in pods if p.status.phase == "Running"], "the planted module runs"
+        return {
+            s.state.waiting.reason
+            for p in pods
+            for s in p.status.container_statuses or []
+            if s.state.waiting is not None
+        }
+
+    wait_for(lambda: "ModuleDigestMismatch" in waiting_reasons(), what="the node's refusal")
+
+
+# --------------------------------------------------------------------------- module ConfigMaps
+
+
+def test_the_sweep_deletes_only_module_configmaps_the_operator_made(tenant: Tenant) -> None:
+    """The resync deletes a shared module ConfigMap no function names: the operator's own
+    (hello's, once its function is gone), never a tenant's that carries the same labels
+    and a module ConfigMap's name, with or without the operator's annotations (before:
+    deleted for its name and labels alone)."""
+    tenant.create(function("hello"))
+    tenant.wait_phase("hello", "Ready")
+    [revision] = tenant.status("hello")["revisions"]
+    ours = revision["configMap"]
+    labels = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_COMPONENT: "module"}
+    echo = pack_module(ECHO.read_bytes())
+    forged_meta = build_module_configmap(tenant.namespace, echo)["metadata"]
+    lookalikes = {
+        # The tenant's settings under a module ConfigMap's name and labels.
+        "wasm-module-0123456789abcdef0123": client.V1ConfigMap(
+            metadata=client.V1ObjectMeta(name="wasm-module-0123456789abcdef0123", labels=labels),
+            data={"settings": "mine"},
+        ),
+        # Every label and annotation the operator sets, and other bytes than they name.
+        forged_meta["name"]: client.V1ConfigMap(
+            metadata=client.V1ObjectMeta(
+                name=forged_meta["name"],
+                labels=forged_meta["labels"],
+                annotations=forged_meta["annotations"],
+            ),
+            binary_data={echo.key: base64.b64encode(b"\0asm\1\0\0\0 mine").decode()},
+            immutable=True,
+        ),
+    }
+    for configmap in lookalikes.values():
+        tenant.core.create_namespaced_config_map(tenant.namespace, configmap)
+    tenant.custom.delete_namespaced_custom_object(
+        GROUP, VERSION, tenant.namespace, FUNCTION_PLURAL, "hello"
+    )
+    time.sleep(MODULE_CONFIGMAP_GRACE_S + 1)  # every ConfigMap here is past the grace
+
+    def ours_gone() -> bool:
+        resync()
+        try:
+            tenant.core.read_namespaced_config_map(ours, tenant.namespace)
+        except ApiException as exc:
+            return exc.status == 404
+        return False
+
+    wait_for(ours_gone, timeout=30, interval=2, what="hello's module ConfigMap swept")
+    for name in lookalikes:
+        assert tenant.core.read_namespaced_config_map(name, tenant.namespace).metadata.name
+
+
+def test_a_function_s_labelled_configmaps_it_does_not_own_are_never_deleted(
+    tenant: Tenant,
+) -> None:
+    """A ConfigMap with the function's label that the function does not control (the
+    tenant's own) survives the sweep a spec update runs (before: deleted by label)."""
+    tenant.create(function("hello"))
+    tenant.wait_phase("hello", "Ready")
+    lookalike = client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name="tenant-notes", labels={FUNCTION_LABEL: "hello"}),
+        data={"notes": "mine"},
+    )
+    tenant.core.create_namespaced_config_map(tenant.namespace, lookalike)
+    tenant.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, tenant.namespace, FUNCTION_PLURAL, "hello", {"spec": {"replicas": 2}}
+    )  # the same revision: the update sweeps the function's ConfigMaps
+    wait_for(lambda: tenant.status("hello").get("readyReplicas") == 2, what="hello at 2")
+    resync()
+    assert tenant.core.read_namespaced_config_map("tenant-notes", tenant.namespace).data == {
+        "notes": "mine"
+    }
+
+
+def resync() -> None:
+    """One resync pass of the operator now (its metrics port's ``POST /-/resync``)."""
+    port = ClusterSettings().operator_metrics_port
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/-/resync", method="POST", data=b"")
+    with urllib.request.urlopen(request, timeout=60) as response:
+        response.read()

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import base64
+import copy
 import gzip
 import hashlib
 import os
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from wasmop.operator.owned_objects import (
@@ -18,9 +21,11 @@ from wasmop.operator.owned_objects import (
     build_configmap,
     build_deployment,
     build_hpa,
+    build_module_configmap,
     build_service,
     configmap_name,
     gateway_url,
+    is_own_module_configmap,
     module_digest,
     pack_module,
     selector_string,
@@ -357,3 +362,40 @@ def test_module_configmap_is_shared_by_digest_and_owned_by_no_function() -> None
     assert meta["labels"]["app.kubernetes.io/component"] == "module"
     assert meta["annotations"][ANNOTATION_DIGEST] == f"sha256:{bundle.digest}"
     assert gzip.decompress(base64.b64decode(cm["binaryData"][MODULE_KEY_GZ])) == MODULE
+
+
+CREATED_BY = "wasm.bits-dissertation.io/created-by"
+OTHER_BYTES = base64.b64encode(MODULE + b"\0").decode()
+
+
+def _other_bytes(cm: dict[str, Any]) -> None:
+    [key] = cm["binaryData"]
+    cm["binaryData"][key] = OTHER_BYTES
+
+
+FORGERIES: dict[str, Callable[[dict[str, Any]], object]] = {
+    "other bytes": _other_bytes,
+    "no creator": lambda cm: cm["metadata"]["annotations"].pop(CREATED_BY),
+    "an owner": lambda cm: cm["metadata"].update(ownerReferences=[{"uid": "x"}]),
+    "another name": lambda cm: cm["metadata"].update(name=cm["metadata"]["name"][:-1] + "x"),
+    "mutable": lambda cm: cm.update(immutable=False),
+    "data besides": lambda cm: cm.update(data={"notes": "mine"}),
+    "another key": lambda cm: cm["binaryData"].update(extra=""),
+    "not base64": lambda cm: cm["binaryData"].update({k: "not base64!" for k in cm["binaryData"]}),
+}
+
+
+@pytest.mark.parametrize("compress", [True, False])
+@pytest.mark.parametrize("forgery", sorted(FORGERIES))
+def test_a_module_configmap_is_the_operator_s_own_only_as_it_made_it(
+    compress: bool, forgery: str
+) -> None:
+    """What the sweep may delete: exactly what build_module_configmap makes. A ConfigMap
+    with its name, labels and even annotations but other contents, an owner, or data
+    besides the module is someone else's."""
+    limits = (64 * 2**20, 100.0)
+    made = build_module_configmap("ns", pack_module(MODULE, compress=compress))
+    assert is_own_module_configmap(made, *limits)
+    forged = copy.deepcopy(made)
+    FORGERIES[forgery](forged)
+    assert not is_own_module_configmap(forged, *limits)

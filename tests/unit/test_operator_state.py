@@ -308,22 +308,40 @@ def test_every_phase_change_is_an_event_but_a_new_functions_first_deploying() ->
 
 def test_a_shared_module_configmap_goes_when_no_functions_history_names_it() -> None:
     from wasmop.operator.function_controller import unused_module_configmaps
-    from wasmop.operator.owned_objects import module_configmap_name
+    from wasmop.operator.owned_objects import (
+        ANNOTATION_CREATED_BY,
+        ANNOTATION_DIGEST,
+        CREATOR,
+        module_configmap_name,
+    )
     from wasmop.operator.state import FunctionState
     from wasmop.operator.status import Revision
 
+    def own(digest: str, **meta: Any) -> dict[str, Any]:
+        """Metadata as the operator writes it on a module ConfigMap."""
+        annotations = {ANNOTATION_DIGEST: f"sha256:{digest}", ANNOTATION_CREATED_BY: CREATOR}
+        return {"creationTimestamp": "2026-01-01T00:00:00Z", "annotations": annotations, **meta}
+
     used, old, young = (module_configmap_name(c * 64) for c in "abc")
     state = FunctionState("ns", "fn", revisions=(Revision(1, "a" * 64, "1", used, "t"),))
-    created = {"creationTimestamp": "2026-01-01T00:00:00Z"}
     listed = {
         "ns": {
-            used: {**created, "uid": "u1"},
-            old: {**created, "uid": "u2"},
-            young: {"creationTimestamp": "2026-01-01T00:00:50Z", "uid": "u3"},
-            "fn-aaaaaaaaaaaa": {**created, "uid": "u4"},  # an earlier operator's, per function
-            "wasm-module-owned": {**created, "uid": "u5", "ownerReferences": [{"uid": "x"}]},
+            used: own("a" * 64, uid="u1"),
+            old: own("b" * 64, uid="u2"),
+            young: own("c" * 64, uid="u3", creationTimestamp="2026-01-01T00:00:50Z"),
+            "fn-aaaaaaaaaaaa": own("d" * 64, uid="u4"),  # an earlier operator's, per function
+            module_configmap_name("e" * 64): own(
+                "e" * 64, uid="u5", ownerReferences=[{"uid": "x"}]
+            ),
+            # A tenant's ConfigMap under a module ConfigMap's name, without or with the
+            # operator's annotations (then naming another digest than its name's).
+            module_configmap_name("f" * 64): {
+                "creationTimestamp": "2026-01-01T00:00:00Z",
+                "uid": "u7",
+            },
+            module_configmap_name("0" * 64): own("1" * 64, uid="u8"),
         },
-        "other": {used: {**created, "uid": "u6"}},  # same module, no function there
+        "other": {used: own("a" * 64, uid="u6")},  # same module, no function there
     }
     now = 1767225660.0  # 2026-01-01T00:01:00Z
     chosen = unused_module_configmaps(listed, [state], now, grace_s=30)

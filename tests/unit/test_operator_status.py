@@ -277,7 +277,34 @@ def test_revision_status_round_trip() -> None:
     assert current == 2
     assert history == update.history
     assert parse_revisions(None) == ((), None)
-    assert orphaned_configmaps(["fn-a", "fn-b", "fn-x"], history) == ["fn-x"]
+    listed = [module_cm("fn-a"), module_cm("fn-b"), module_cm("fn-x")]
+    assert orphaned_configmaps(listed, history, owner_uid="uid-fn") == [("fn-x", "cm-fn-x")]
+
+
+def module_cm(name: str, *owners: dict[str, object]) -> dict[str, object]:
+    """A listed per-function module ConfigMap, by default controlled by WasmFunction uid-fn."""
+    default = {"kind": "WasmFunction", "name": "fn", "uid": "uid-fn", "controller": True}
+    return {
+        "metadata": {
+            "name": name,
+            "uid": f"cm-{name}",
+            "ownerReferences": list(owners) if owners else [default],
+        }
+    }
+
+
+def test_module_configmap_collection_needs_the_owner_s_uid() -> None:
+    """A ConfigMap carrying the function's label is only collected if this very function
+    (its uid) controls it: a tenant's own ConfigMap with the label, or one left by an
+    earlier function of the same name, is not the operator's to delete."""
+    listed = [
+        module_cm("fn-old"),
+        module_cm("tenant-labelled", {}),
+        module_cm("predecessor", {"kind": "WasmFunction", "name": "fn", "uid": "uid-before"}),
+        module_cm("shared", {"kind": "WasmFunction", "name": "fn", "uid": "uid-fn"}),
+        {"metadata": {"name": "no-owner", "uid": "cm-no-owner"}},
+    ]
+    assert orphaned_configmaps(listed, (), owner_uid="uid-fn") == [("fn-old", "cm-fn-old")]
 
 
 def test_scaling_status() -> None:

@@ -34,6 +34,8 @@ from wasmop.operator.owned_objects import (
     build_service,
     gateway_url,
     is_module_configmap,
+    is_own_module_configmap,
+    looks_like_own_module_configmap,
     module_configmap_name,
     module_digest,
     pack_module,
@@ -43,6 +45,7 @@ from wasmop.operator.pod_index import PodIndex
 from wasmop.operator.spec import SpecError, WasmFunction, WasmRuntime, resolve
 from wasmop.operator.state import FunctionState, WriteResult, write_status
 from wasmop.operator.status import (
+    controlled_by,
     now_rfc3339,
     orphaned_configmaps,
     parse_time,
@@ -327,7 +330,7 @@ class FunctionController:
             )  # fmt: skip
         own = [n for n in update.config_maps_to_delete if not is_module_configmap(n)]
         if own:  # a shared one goes when no function names it (the resync's sweep)
-            await self._delete_configmaps(function.namespace, own)
+            await self._delete_old_configmaps(function, own)
         if not fresh and not update.changed:
             # A resume or resync: sweep ConfigMaps an interrupted earlier pass left behind.
             await self._collect_configmaps(function, state)
@@ -530,38 +533,68 @@ class FunctionController:
         self, listed: dict[str, dict[str, dict[str, Any]]], grace_s: float
     ) -> int:
         """Delete the shared module ConfigMaps no known function's revision history names
-        (:func:`unused_module_configmaps`), each preconditioned on the uid listed. Returns
+        (:func:`unused_module_configmaps`) once read and proven the operator's own
+        (:func:`is_own_module_configmap`), each preconditioned on the uid listed. Returns
         how many were deleted."""
         deleted = 0
+        limits = RuntimeConfig()
         for namespace, name, uid in unused_module_configmaps(
             listed, self.states.values(), time.time(), grace_s
         ):
-            body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}}
-            try:
-                await self.kube.delete(api_path("v1", "configmaps", namespace, name), body)
-                deleted += 1
-            except ApiError as exc:
-                if not (exc.not_found or exc.conflict):
-                    raise
             self.module_configmaps.pop((namespace, name), None)
+            try:
+                configmap = await self.kube.get(api_path("v1", "configmaps", namespace, name))
+            except ApiError as exc:
+                if exc.not_found:
+                    continue
+                raise
+            if configmap["metadata"].get("uid") != uid or not is_own_module_configmap(
+                configmap, limits.max_module_bytes, limits.max_compression_ratio
+            ):
+                log.info("ConfigMap %s/%s is not a module ConfigMap of ours: kept", namespace, name)
+                continue
+            if await self._delete_configmap(namespace, name, uid):
+                deleted += 1
         return deleted
 
     async def _collect_configmaps(self, function: WasmFunction, state: FunctionState) -> None:
-        """Delete module ConfigMaps no revision in the history refers to any more."""
+        """Delete the per-function module ConfigMaps (an earlier operator's) this function
+        controls that no revision in the history refers to any more."""
         path = api_path("v1", "configmaps", function.namespace)
         listing = await self.kube.list(path, labelSelector=f"{FUNCTION_LABEL}={function.name}")
-        existing = [item["metadata"]["name"] for item in listing.get("items", [])]
-        await self._delete_configmaps(
-            function.namespace, orphaned_configmaps(existing, state.revisions)
+        orphans = orphaned_configmaps(
+            listing.get("items", []), state.revisions, owner_uid=function.uid
         )
+        for name, uid in orphans:
+            await self._delete_configmap(function.namespace, name, uid)
 
-    async def _delete_configmaps(self, namespace: str, names: Iterable[str]) -> None:
+    async def _delete_old_configmaps(self, function: WasmFunction, names: Iterable[str]) -> None:
+        """Delete the per-function ConfigMaps of revisions that left the history, if this
+        function controls them (the names alone could be anyone's by now)."""
         for name in names:
             try:
-                await self.kube.delete(api_path("v1", "configmaps", namespace, name))
+                existing = await self.kube.get(
+                    api_path("v1", "configmaps", function.namespace, name)
+                )
             except ApiError as exc:
-                if not exc.not_found:
-                    raise
+                if exc.not_found:
+                    continue
+                raise
+            meta = existing["metadata"]
+            if controlled_by(meta, function.uid):
+                await self._delete_configmap(function.namespace, name, meta["uid"])
+
+    async def _delete_configmap(self, namespace: str, name: str, uid: str) -> bool:
+        """Delete exactly the object looked at: a precondition on its uid, so one
+        re-created under the same name in between is left alone. True if deleted."""
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}}
+        try:
+            await self.kube.delete(api_path("v1", "configmaps", namespace, name), body)
+        except ApiError as exc:
+            if exc.not_found or exc.conflict:
+                return False
+            raise
+        return True
 
     async def _sync_hpa(self, function: WasmFunction, state: FunctionState, fresh: bool) -> None:
         """A native HPA exists exactly while ``scaling.engine`` is ``hpa``."""
@@ -675,14 +708,17 @@ def unused_module_configmaps(
     """(namespace, name, uid) of each shared module ConfigMap in a resync's listing
     (namespace -> name -> metadata) that no function's revision history names, older than
     ``grace_s``. The listing must come from a pass in which every listed function is
-    known; ConfigMaps of functions (owner references) and others are never chosen."""
+    known. Only those whose metadata may be the operator's own are chosen
+    (:func:`looks_like_own_module_configmap`: no owner references, its creator annotation,
+    a name that is its digest's); the caller reads each and checks its contents before
+    deleting it."""
     used = {(state.namespace, r.config_map) for state in states for r in state.revisions}
     unused = []
     for namespace, configmaps in listed.items():
         for name, meta in configmaps.items():
             if not is_module_configmap(name) or (namespace, name) in used:
                 continue
-            if meta.get("ownerReferences"):
+            if not looks_like_own_module_configmap({**meta, "name": name}):
                 continue
             if now - parse_time(meta["creationTimestamp"]).timestamp() < grace_s:
                 continue

@@ -74,6 +74,8 @@ __all__ = [
     "function_labels",
     "gateway_url",
     "is_module_configmap",
+    "is_own_module_configmap",
+    "looks_like_own_module_configmap",
     "module_configmap_name",
     "module_digest",
     "owner_reference",
@@ -95,7 +97,11 @@ ANNOTATION_VERSION = f"{DOMAIN}/version"
 ANNOTATION_MODULE_KEY = f"{DOMAIN}/module-key"
 ANNOTATION_MODULE_SIZE = f"{DOMAIN}/module-size"
 ANNOTATION_IMAGE = f"{DOMAIN}/image"
+# Set by the operator on the module ConfigMaps it creates: part of the proof that one is
+# its own to delete (is_own_module_configmap), never enough alone.
+ANNOTATION_CREATED_BY = f"{DOMAIN}/created-by"
 MANAGED_BY = "wasmop"
+CREATOR = "wasmop-operator"
 
 CONTAINER_NAME = "function"
 CONTAINER_PORT = 8080
@@ -149,6 +155,54 @@ def module_configmap_name(digest: str) -> str:
 def is_module_configmap(name: str) -> bool:
     """Whether a ConfigMap name is a shared module ConfigMap's (not one of a function)."""
     return name.startswith(MODULE_CONFIGMAP_PREFIX)
+
+
+def looks_like_own_module_configmap(meta: Mapping[str, Any]) -> bool:
+    """From its metadata alone (a resync's listing): whether a ConfigMap may be a module
+    ConfigMap the operator created: no owner, the operator's creator annotation, and a
+    name that is the one of the digest it declares. Anyone who can write ConfigMaps can
+    forge this; :func:`is_own_module_configmap` checks the contents too."""
+    annotations = meta.get("annotations") or {}
+    digest = str(annotations.get(ANNOTATION_DIGEST, "")).removeprefix("sha256:")
+    return (
+        not meta.get("ownerReferences")
+        and annotations.get(ANNOTATION_CREATED_BY) == CREATOR
+        and len(digest) == 64
+        and meta.get("name") == module_configmap_name(digest)
+    )
+
+
+def is_own_module_configmap(configmap: Mapping[str, Any], max_bytes: int, max_ratio: float) -> bool:
+    """Whether a ConfigMap is exactly what :func:`build_module_configmap` makes: its
+    metadata as :func:`looks_like_own_module_configmap` requires, immutable, nothing but
+    the module under the key it declares, and those bytes hash to the digest its name
+    and annotation carry (decoded under the runtime's caps).
+
+    The operator deletes a module ConfigMap only when this holds, so a tenant's
+    ConfigMap that merely carries its labels or name is never deleted; one that passes
+    is a byte-exact copy of what the operator would write, and holds nothing of anyone's.
+    """
+    from wasmop.runtime import ModuleError
+    from wasmop.runtime.loader import decode_module_bytes
+
+    meta = configmap.get("metadata") or {}
+    if not looks_like_own_module_configmap(meta):
+        return False
+    if configmap.get("immutable") is not True or configmap.get("data"):
+        return False
+    annotations = meta.get("annotations") or {}
+    key = annotations.get(ANNOTATION_MODULE_KEY)
+    binary = configmap.get("binaryData") or {}
+    if key not in (MODULE_KEY, MODULE_KEY_GZ) or set(binary) != {key}:
+        return False
+    try:
+        packed = base64.b64decode(binary[key], validate=True)
+        if (packed[:2] == b"\x1f\x8b") != (key == MODULE_KEY_GZ):
+            return False
+        module, _ = decode_module_bytes(packed, max_bytes, max_ratio)
+    except (ValueError, ModuleError):
+        return False
+    return f"sha256:{module_digest(module)}" == annotations.get(ANNOTATION_DIGEST)
 
 
 def selector(function_name: str) -> dict[str, str]:
@@ -300,6 +354,7 @@ def build_module_configmap(namespace: str, bundle: ModuleBundle) -> dict[str, An
                 ANNOTATION_DIGEST: f"sha256:{bundle.digest}",
                 ANNOTATION_MODULE_KEY: bundle.key,
                 ANNOTATION_MODULE_SIZE: str(bundle.size),
+                ANNOTATION_CREATED_BY: CREATOR,
             },
         },
         "immutable": True,

@@ -25,6 +25,7 @@ __all__ = [
     "RevisionUpdate",
     "Timings",
     "compute_phase",
+    "controlled_by",
     "format_time",
     "get_condition",
     "now_rfc3339",
@@ -457,11 +458,30 @@ def record_revision(
     return RevisionUpdate(chosen, tuple(kept), delete, changed=True, rolled_back=rolled_back)
 
 
-def orphaned_configmaps(existing: Iterable[str], history: Iterable[Revision]) -> list[str]:
-    """Module ConfigMaps (listed by label) that no revision in the history refers to,
-    e.g. left behind when the operator stopped between creating one and writing status."""
+def controlled_by(metadata: Mapping[str, Any], owner_uid: str) -> bool:
+    """Whether the object with this metadata is controlled by the object ``owner_uid``."""
+    return bool(owner_uid) and any(
+        ref.get("uid") == owner_uid and ref.get("controller")
+        for ref in metadata.get("ownerReferences") or ()
+    )
+
+
+def orphaned_configmaps(
+    listed: Iterable[Mapping[str, Any]], history: Iterable[Revision], *, owner_uid: str
+) -> list[tuple[str, str]]:
+    """(name, uid) of per-function module ConfigMaps that no revision in the history
+    refers to, e.g. left behind when the operator stopped between creating one and
+    writing status.
+
+    ``listed`` are found by the function's label, which anyone who can write ConfigMaps
+    in the namespace can set: only those the function (``owner_uid``) controls count.
+    """
     used = {r.config_map for r in history}
-    return sorted(name for name in existing if name not in used)
+    return sorted(
+        (meta["name"], meta.get("uid", ""))
+        for meta in (item["metadata"] for item in listed)
+        if meta["name"] not in used and controlled_by(meta, owner_uid)
+    )
 
 
 # --------------------------------------------------------------------------- scaling
