@@ -208,6 +208,9 @@ class Operator:
     def observe_function(self, event_type: str | None, body: dict[str, Any]) -> None:
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
+        # A function created and deleted between two resyncs still leaves its module
+        # ConfigMap in this namespace: the sweep must look there (_function_namespaces).
+        self.seen_namespaces.add(meta["namespace"])
         if event_type == "DELETED":
             # Functions carry no finalizer: the watch's DELETED event is where the
             # operator lets go of one. Owner references let the garbage collector remove
@@ -342,8 +345,8 @@ class Operator:
         return queued
 
     def _function_namespaces(self, listed: list[dict[str, Any]]) -> list[str]:
-        """Namespaces with a function now (``listed``: metadata) or since this process
-        started, whose module ConfigMaps the resync looks at."""
+        """Namespaces with a function now (``listed``: metadata) or seen since this
+        process started (observe_function), whose module ConfigMaps the resync looks at."""
         self.seen_namespaces.update(item["metadata"]["namespace"] for item in listed)
         self.seen_namespaces.update(namespace for namespace, _ in self.functions.states)
         return sorted(self.seen_namespaces)
