@@ -1,5 +1,6 @@
 """Helpers shared by the integration tests: waiting for the cluster to converge,
-putting a built module where a Pod or WasmFunction can find it, and asking the gateway."""
+putting a built module where a Pod or WasmFunction can find it, asking the gateway, and a
+tenant's view of its namespace."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from kubernetes import client
 from wasmop.cluster.settings import ClusterSettings
+from wasmop.wellknown import API_VERSION, FUNCTION_KIND, FUNCTION_PLURAL, GROUP, VERSION
 
 T = TypeVar("T")
 
@@ -53,3 +55,67 @@ def gateway_get(path: str, timeout: float = 10.0) -> tuple[int, dict[str, str], 
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, dict(exc.headers), exc.read()
+
+
+def tenant_function(name: str, **spec: Any) -> dict[str, Any]:
+    """A WasmFunction of hello's module (ConfigMap wasm-hello) unless ``spec`` says."""
+    spec.setdefault("module", {"configMapRef": {"name": "wasm-hello"}})
+    metadata = {"name": name}
+    return {"apiVersion": API_VERSION, "kind": FUNCTION_KIND, "metadata": metadata, "spec": spec}
+
+
+class Tenant:
+    """A namespace and the WasmFunctions written there, through one client."""
+
+    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+        self.api = api
+        self.namespace = namespace
+        self.custom = client.CustomObjectsApi(api)
+        self.core = client.CoreV1Api(api)
+
+    def create(self, body: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+        return self.custom.create_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, FUNCTION_PLURAL, body,
+            dry_run="All" if dry_run else None,
+        )  # fmt: skip
+
+    def patch(self, name: str, spec: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, FUNCTION_PLURAL, name, {"spec": spec}
+        )
+
+    def delete(self, name: str) -> None:
+        self.custom.delete_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, FUNCTION_PLURAL, name
+        )
+
+    def status(self, name: str) -> dict[str, Any]:
+        found = self.custom.get_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, FUNCTION_PLURAL, name
+        )
+        return found.get("status") or {}
+
+    def condition(self, name: str, ctype: str) -> dict[str, Any] | None:
+        conditions = self.status(name).get("conditions", [])
+        return next((c for c in conditions if c["type"] == ctype), None)
+
+    def wait_phase(self, name: str, phase: str, timeout: float = 60.0) -> dict[str, Any]:
+        return wait_for(
+            lambda: (s := self.status(name)).get("phase") == phase and s,
+            timeout=timeout,
+            what=f"{name} {phase}",
+        )
+
+    def warning_events(self, name: str) -> list[client.CoreV1Event]:
+        events = self.core.list_namespaced_event(
+            self.namespace, field_selector=f"involvedObject.name={name}"
+        )
+        return [e for e in events.items if e.type == "Warning"]
+
+
+def resync() -> None:
+    """One resync pass of the operator now (its metrics port's ``POST /-/resync``)."""
+    port = ClusterSettings().operator_metrics_port
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/-/resync", method="POST", data=b"")
+    with urllib.request.urlopen(request, timeout=60) as response:
+        response.read()

@@ -9,7 +9,6 @@ import base64
 import hashlib
 import json
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -17,10 +16,10 @@ from typing import Any
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-from support import module_configmap, wait_for
+from support import Tenant, module_configmap, resync, wait_for
+from support import tenant_function as function
 from wasmop.cluster import manager
 from wasmop.cluster.layout import repo_root
-from wasmop.cluster.settings import ClusterSettings
 from wasmop.operator.app import MODULE_CONFIGMAP_GRACE_S
 from wasmop.operator.owned_objects import (
     LABEL_COMPONENT,
@@ -32,9 +31,7 @@ from wasmop.operator.owned_objects import (
 )
 from wasmop.wellknown import (
     API_VERSION,
-    FUNCTION_KIND,
     FUNCTION_LABEL,
-    FUNCTION_PLURAL,
     GROUP,
     RUNTIME_KIND,
     RUNTIME_LABEL,
@@ -47,55 +44,6 @@ pytestmark = pytest.mark.integration
 
 HELLO = repo_root() / "functions" / "build" / "hello.wasm"
 ECHO = repo_root() / "functions" / "build" / "echo.wasm"
-
-
-def function(name: str, **spec: Any) -> dict[str, Any]:
-    spec.setdefault("module", {"configMapRef": {"name": "wasm-hello"}})
-    return {
-        "apiVersion": API_VERSION,
-        "kind": FUNCTION_KIND,
-        "metadata": {"name": name},
-        "spec": spec,
-    }
-
-
-class Tenant:
-    """A namespace with hello's module in it, and the WasmFunctions written there."""
-
-    def __init__(self, api: client.ApiClient, namespace: str) -> None:
-        self.api = api
-        self.namespace = namespace
-        self.custom = client.CustomObjectsApi(api)
-        self.core = client.CoreV1Api(api)
-
-    def create(self, body: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
-        return self.custom.create_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, FUNCTION_PLURAL, body,
-            dry_run="All" if dry_run else None,
-        )  # fmt: skip
-
-    def status(self, name: str) -> dict[str, Any]:
-        found = self.custom.get_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, FUNCTION_PLURAL, name
-        )
-        return found.get("status") or {}
-
-    def condition(self, name: str, ctype: str) -> dict[str, Any] | None:
-        conditions = self.status(name).get("conditions", [])
-        return next((c for c in conditions if c["type"] == ctype), None)
-
-    def wait_phase(self, name: str, phase: str, timeout: float = 60.0) -> dict[str, Any]:
-        return wait_for(
-            lambda: (s := self.status(name)).get("phase") == phase and s,
-            timeout=timeout,
-            what=f"{name} {phase}",
-        )
-
-    def warning_events(self, name: str) -> list[client.CoreV1Event]:
-        events = self.core.list_namespaced_event(
-            self.namespace, field_selector=f"involvedObject.name={name}"
-        )
-        return [e for e in events.items if e.type == "Warning"]
 
 
 @pytest.fixture
@@ -294,9 +242,7 @@ def test_the_sweep_deletes_only_module_configmaps_the_operator_made(tenant: Tena
     }
     for configmap in lookalikes.values():
         tenant.core.create_namespaced_config_map(tenant.namespace, configmap)
-    tenant.custom.delete_namespaced_custom_object(
-        GROUP, VERSION, tenant.namespace, FUNCTION_PLURAL, "hello"
-    )
+    tenant.delete("hello")
     time.sleep(MODULE_CONFIGMAP_GRACE_S + 1)  # every ConfigMap here is past the grace
 
     def ours_gone() -> bool:
@@ -324,19 +270,9 @@ def test_a_function_s_labelled_configmaps_it_does_not_own_are_never_deleted(
         data={"notes": "mine"},
     )
     tenant.core.create_namespaced_config_map(tenant.namespace, lookalike)
-    tenant.custom.patch_namespaced_custom_object(
-        GROUP, VERSION, tenant.namespace, FUNCTION_PLURAL, "hello", {"spec": {"replicas": 2}}
-    )  # the same revision: the update sweeps the function's ConfigMaps
+    tenant.patch("hello", {"replicas": 2})  # the same revision: it sweeps the function's ConfigMaps
     wait_for(lambda: tenant.status("hello").get("readyReplicas") == 2, what="hello at 2")
     resync()
     assert tenant.core.read_namespaced_config_map("tenant-notes", tenant.namespace).data == {
         "notes": "mine"
     }
-
-
-def resync() -> None:
-    """One resync pass of the operator now (its metrics port's ``POST /-/resync``)."""
-    port = ClusterSettings().operator_metrics_port
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/-/resync", method="POST", data=b"")
-    with urllib.request.urlopen(request, timeout=60) as response:
-        response.read()
