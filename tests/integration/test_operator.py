@@ -674,6 +674,37 @@ def test_functions_of_one_module_share_its_configmap_until_the_last_is_gone(
     wait_for(gone, timeout=10, what="the shared module ConfigMap deleted")
 
 
+def test_a_burst_of_one_module_creates_its_configmap_once(
+    fns: Functions,
+    cluster,  # type: ignore[no-untyped-def]
+) -> None:
+    """Twenty functions of one module created at once: one create of the shared module
+    ConfigMap, and no read of it back. (Each reconcile of a burst used to create it
+    before any had recorded it: refused as conflicts, each followed by a read of the
+    whole object to check its bytes.)"""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from wasmop.bench import audit
+
+    tail = audit.AuditTail(cluster.layout.audit_log)
+    names = [f"burst-{i:02d}" for i in range(20)]
+    with ThreadPoolExecutor(len(names)) as pool:
+        list(pool.map(lambda n: fns.create(wasm_function(n, "wasm-hello")), names))
+    for name in names:
+        fns.wait_phase(name, "Ready", timeout=120)
+    [configmap] = {fns.status(n)["revisions"][0]["configMap"] for n in names}
+    time.sleep(2.5)  # the audit log is written in batches of a second
+    requests = [
+        r
+        for r in tail.read(reads=True)
+        if r.actor == "operator" and r.resource == "configmaps" and r.name in ("", configmap)
+        and r.namespace == fns.namespace and r.verb in ("create", "get")
+    ]  # fmt: skip
+    creates = [r for r in requests if r.verb == "create"]
+    assert [(r.code, r.verb) for r in creates] == [(201, "create")], requests
+    assert not [r for r in requests if r.verb == "get" and r.name == configmap], requests
+
+
 def resync() -> dict[str, Any]:
     """One resync pass of the operator now (its metrics port's ``POST /-/resync``)."""
     port = ClusterSettings().operator_metrics_port

@@ -13,9 +13,9 @@ import copy
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from wasmop.kube import ApiError, Kube
 from wasmop.kube.client import api_path
@@ -64,6 +64,8 @@ from wasmop.runtime.loader import check_compression_ratio
 from wasmop.wellknown import FUNCTION_KIND, FUNCTION_LABEL
 
 log = logging.getLogger(__name__)
+K = TypeVar("K", bound=Hashable)
+T = TypeVar("T")
 
 FIELD_MANAGER = "wasmop-operator"
 # Status writes triggered by Pod and Deployment events wait this long, so that one write
@@ -118,6 +120,9 @@ class FunctionController:
     _slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(RECONCILE_SLOTS))
     _bundles: OrderedDict[str, ModuleBundle] = field(default_factory=OrderedDict)
     _fetching: dict[tuple[str, str, str], asyncio.Future[bytes]] = field(default_factory=dict)
+    # Shared module ConfigMaps being created or checked now: a burst's reconciles wait for
+    # the one that asked first (they each created it, 15 of 16 refused, and read it back).
+    _ensuring: dict[tuple[str, str], asyncio.Future[None]] = field(default_factory=dict)
     # Shared module ConfigMaps known to hold the right bytes: (namespace, name) -> uid.
     module_configmaps: dict[tuple[str, str], str] = field(default_factory=dict)
 
@@ -364,23 +369,9 @@ class FunctionController:
         if ref is None:
             return await fetch_module(self.kube, function, self.urls)
         key = (function.namespace, ref.name, ref.key)
-        running = self._fetching.get(key)
-        if running is not None:
-            return await asyncio.shield(running)
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._fetching[key] = future
-        try:
-            module = await fetch_module(self.kube, function, self.urls)
-        except BaseException as exc:
-            # A fetch cancelled (its reconcile timed out) is a retry for those waiting.
-            shared = RetryLater(f"module fetch interrupted: {exc!r}", 1.0)
-            future.set_exception(shared if isinstance(exc, asyncio.CancelledError) else exc)
-            future.exception()  # retrieved: the waiters see it, nobody else must
-            raise
-        finally:
-            self._fetching.pop(key, None)
-        future.set_result(module)
-        return module
+        return await shared(
+            self._fetching, key, lambda: fetch_module(self.kube, function, self.urls)
+        )
 
     async def _pack(self, module: bytes, digest: str) -> ModuleBundle:
         """The module as its ConfigMap stores it, packed once per digest."""
@@ -507,9 +498,13 @@ class FunctionController:
         per object; the Pods pin the digest besides, and a node checks it.
         """
         configmap = build_module_configmap(namespace, bundle)
-        name = configmap["metadata"]["name"]
-        if (namespace, name) in self.module_configmaps:
+        key = (namespace, configmap["metadata"]["name"])
+        if key in self.module_configmaps:
             return
+        await shared(self._ensuring, key, lambda: self._create_module_configmap(configmap))
+
+    async def _create_module_configmap(self, configmap: dict[str, Any]) -> None:
+        namespace, name = configmap["metadata"]["namespace"], configmap["metadata"]["name"]
         try:
             created = await self.kube.create(api_path("v1", "configmaps", namespace), configmap)
             self.module_configmaps[(namespace, name)] = created["metadata"]["uid"]
@@ -697,6 +692,30 @@ class FunctionController:
             if state.phase is not None:
                 counts[state.phase.value] = counts.get(state.phase.value, 0) + 1
         return counts
+
+
+async def shared(
+    running: dict[K, asyncio.Future[T]], key: K, start: Callable[[], Awaitable[T]]
+) -> T:
+    """``start()``'s result, or that of the call for ``key`` already in flight: callers
+    at the same moment share one request. A call cancelled (its reconcile timed out) is
+    a retry for those who waited on it, never a cancellation of theirs."""
+    pending = running.get(key)
+    if pending is not None:
+        return await asyncio.shield(pending)
+    future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+    running[key] = future
+    try:
+        result = await start()
+    except BaseException as exc:
+        interrupted = RetryLater(f"shared request interrupted: {exc!r}", 1.0)
+        future.set_exception(interrupted if isinstance(exc, asyncio.CancelledError) else exc)
+        future.exception()  # retrieved: the waiters see it, nobody else must
+        raise
+    finally:
+        running.pop(key, None)
+    future.set_result(result)
+    return result
 
 
 def unused_module_configmaps(
