@@ -38,7 +38,7 @@ async def test_rates_per_service_and_deleted_services_forgotten() -> None:
         assert collector.in_flight[("ns", "a")] == 2
         await collector._scrape_gateway()
         assert set(collector.rps) == set(collector.in_flight) == {("ns", "a")}
-        assert set(collector._count_prev) == set(collector.rates) == {("ns", "a")}
+        assert set(collector._counts) == set(collector.rates) == {("ns", "a")}
     finally:
         await collector.close()
         await runner.cleanup()

@@ -44,7 +44,7 @@ def autoscaler() -> Autoscaler:
     return Autoscaler(None, None, None, collector, None)  # type: ignore[arg-type]
 
 
-def test_functions_that_react_fast_predict_or_go_to_zero_are_judged_every_second() -> None:
+def test_functions_that_react_fast_predict_or_go_to_zero_are_judged_every_half_second() -> None:
     scaler = autoscaler()
     assert scaler.interval_for(function().spec.scaling) == 5.0
     assert scaler.interval_for(None) == 5.0
@@ -53,7 +53,7 @@ def test_functions_that_react_fast_predict_or_go_to_zero_are_judged_every_second
         {"minReplicas": 0},
         {"predictive": {"enabled": True}},
     ):
-        assert scaler.interval_for(function(**scaling).spec.scaling) == 1.0
+        assert scaler.interval_for(function(**scaling).spec.scaling) == 0.5
 
 
 def test_idleness_is_taken_from_the_latest_reading_only() -> None:
@@ -103,3 +103,22 @@ def test_one_autoscaler_loop_wakes_each_function_when_its_own_delay_says() -> No
     # A function no longer autoscaled is forgotten; with none the loop waits an interval.
     assert schedule.due([], 116.0) == []
     assert schedule.sleep_for(116.0) == 15.0
+
+
+def test_the_request_rate_spans_a_second_of_readings_not_just_the_last_two() -> None:
+    """Readings a quarter second apart: the rate is taken over the last second of them,
+    so one reading that happened to catch two requests instead of three does not swing
+    the count; a step in the load still shows within that second."""
+    collector = autoscaler().collector
+    count = 0.0
+    for i in range(9):  # 2 s at 10 requests/s, read every 0.25 s, counted unevenly
+        count += 2 if i % 2 else 3
+        collector.apply_gateway_stats(stats(count), now=100.0 + i * 0.25)
+    assert collector.rps[("ns", "hello")] == 10.0  # 10 requests over the last 1.0 s
+    for i in range(9, 11):  # then 40 requests/s for half a second
+        count += 10
+        collector.apply_gateway_stats(stats(count), now=100.0 + i * 0.25)
+    assert collector.rps[("ns", "hello")] == 25.0  # (5 + 20) over the last second
+    collector.apply_gateway_stats(stats(1.0), now=103.0)  # the gateway restarted
+    collector.apply_gateway_stats(stats(3.0), now=103.5)
+    assert collector.rps[("ns", "hello")] == 4.0

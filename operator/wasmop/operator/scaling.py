@@ -11,8 +11,12 @@ Beyond the HPA algorithm, from the gateway's ``/-/stats``: a function with
 scale itself, :mod:`wasmop.gateway.activator`); ``reaction: Fast`` adds the request rate
 of the last ``panicWindowSeconds`` as a reading that may only raise the count;
 ``predictive`` adds the forecast rate (:mod:`.predictor`) the same way. These functions
-are evaluated every ``fast_interval`` seconds instead of every ``interval``; their
-status is written when the decision changes and at least once per ``interval``.
+are evaluated every ``fast_interval`` seconds (half a second) instead of every
+``interval``, each time on a fresh reading of the gateway (the nodes are scraped at most
+every :data:`NODE_SCRAPE_MIN_S`); their status is written when the decision changes and at
+least once per ``interval``. The request rate is taken over the last
+:data:`RATE_WINDOW_S` of readings, not between the last two: readings a quarter second
+apart count too few requests to be steady.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import asyncio
 import logging
 import re
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +45,8 @@ from wasmop.wellknown import API_VERSION, FUNCTION_KIND, FUNCTION_PLURAL
 
 log = logging.getLogger(__name__)
 
+RATE_WINDOW_S = 1.0  # the request rate is measured over at least this much of readings
+NODE_SCRAPE_MIN_S = 0.5  # node metrics (CPU, memory) are scraped at most this often
 SAMPLE = re.compile(r"^(\w+)\{([^}]*)\}\s+([0-9.eE+-]+)(?:\s+(\d+))?$")
 LABEL = re.compile(r'(\w+)="([^"]*)"')
 
@@ -82,8 +89,10 @@ class MetricsCollector:
     idle: dict[tuple[str, str], float] = field(default_factory=dict)
     rates: dict[tuple[str, str], RateHistory] = field(default_factory=dict)
     _cpu_prev: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
-    _count_prev: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
+    # Recent (time, cumulative count) readings per Service, spanning RATE_WINDOW_S.
+    _counts: dict[tuple[str, str], deque[tuple[float, float]]] = field(default_factory=dict)
     _last: float = 0.0
+    _last_nodes: float = 0.0
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _session: aiohttp.ClientSession | None = None
 
@@ -105,10 +114,18 @@ class MetricsCollector:
             await self._session.close()
 
     async def refresh(self, max_age: float) -> None:
+        """Scrape the gateway unless its reading is younger than ``max_age``, and the
+        nodes with it unless theirs is younger than ``max_age`` or
+        :data:`NODE_SCRAPE_MIN_S`."""
         async with self._lock:
-            if time.monotonic() - self._last < max_age:
+            now = time.monotonic()
+            if now - self._last < max_age:
                 return
-            await asyncio.gather(self._scrape_nodes(), self._scrape_gateway())
+            scrapes = [self._scrape_gateway()]
+            if now - self._last_nodes >= max(max_age, NODE_SCRAPE_MIN_S):
+                scrapes.append(self._scrape_nodes())
+                self._last_nodes = now
+            await asyncio.gather(*scrapes)
             self._last = time.monotonic()
 
     async def _scrape_nodes(self) -> None:
@@ -171,19 +188,25 @@ class MetricsCollector:
             if entry.get("idleSeconds") is not None:
                 self.idle[key] = float(entry["idleSeconds"])
             self.rates.setdefault(key, RateHistory()).add(now, count)
-            previous = self._count_prev.get(key)
-            self._count_prev[key] = (count, now)
-            if previous is not None and now > previous[1]:
-                self.rps[key] = max(0.0, (count - previous[0]) / (now - previous[1]))
-        for gone in set(self._count_prev) - seen:  # Services deleted: forget them
-            for table in (self._count_prev, self.rps, self.in_flight, self.rates):
+            readings = self._counts.setdefault(key, deque())
+            if readings and (count < readings[-1][1] or now <= readings[-1][0]):
+                readings.clear()  # the gateway restarted (or the clock did not move)
+            readings.append((now, count))
+            # Keep the newest reading at least RATE_WINDOW_S old, and all after it.
+            while len(readings) > 2 and now - readings[1][0] >= RATE_WINDOW_S:
+                readings.popleft()
+            if len(readings) > 1:
+                (then, before) = readings[0]
+                self.rps[key] = max(0.0, (count - before) / (now - then))
+        for gone in set(self._counts) - seen:  # Services deleted: forget them
+            for table in (self._counts, self.rps, self.in_flight, self.rates):
                 table.pop(gone, None)
 
 
 @dataclass
 class TickSchedule:
     """When each function of one runtime's autoscaler loop is next due: each evaluation
-    says how long until its next (a Fast function every second, others every interval),
+    says how long until its next (a Fast function every half second, others every interval),
     and the one loop wakes for the earliest, not a timer per function."""
 
     interval: float
@@ -212,14 +235,14 @@ class Autoscaler:
     collector: MetricsCollector
     pods: PodIndex
     interval: float = 5.0
-    fast_interval: float = 1.0
+    fast_interval: float = 0.5
     history: dict[tuple[str, str], tuple[Recommendation, ...]] = field(default_factory=dict)
     decisions: int = 0
     _recorded: dict[tuple[str, str], tuple[float, int, str]] = field(default_factory=dict)
 
     def interval_for(self, scaling: ScalingSpec | None) -> float:
-        """How often a function is evaluated: every second when it reacts fast, predicts
-        or may go to zero (its idle window and wake-up need the resolution)."""
+        """How often a function is evaluated: every half second when it reacts fast,
+        predicts or may go to zero (its idle window and wake-up need the resolution)."""
         if scaling is not None and (
             scaling.fast or scaling.predictive.enabled or scaling.scales_to_zero
         ):
@@ -330,7 +353,7 @@ class Autoscaler:
                 decision.reason,
             )
             log.info("%s/%s: %s", *key, decision.reason)
-        # Evaluated every second, a function's status is written when the decision
+        # Evaluated every half second, a function's status is written when the decision
         # changes and once per interval otherwise, not at every evaluation.
         last = self._recorded.get(key)
         mark = (time.monotonic(), decision.desired_replicas, decision.reason)

@@ -555,7 +555,7 @@ class PredictiveSpec:
 class ScalingSpec:
     """``spec.scaling``. ``min_replicas`` 0 lets an idle function go to zero replicas
     after ``scale_to_zero_after_seconds`` without requests; ``reaction`` ``Fast`` judges
-    the function every second, the rate of the last ``panic_window_seconds`` raising the
+    the function every half second, the rate of the last ``panic_window_seconds`` raising the
     count at once (``Standard``: once per scaling interval, like an HPA)."""
 
     max_replicas: int
