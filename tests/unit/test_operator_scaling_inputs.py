@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from wasmop.operator.scaling import Autoscaler, MetricsCollector
 from wasmop.operator.spec import WasmFunction
 from wasmop.wellknown import API_VERSION
@@ -122,3 +123,22 @@ def test_the_request_rate_spans_a_second_of_readings_not_just_the_last_two() -> 
     collector.apply_gateway_stats(stats(1.0), now=103.0)  # the gateway restarted
     collector.apply_gateway_stats(stats(3.0), now=103.5)
     assert collector.rps[("ns", "hello")] == 4.0
+
+
+def test_an_activated_function_gets_the_whole_idle_window_before_going_back_to_zero() -> None:
+    """The gateway's reading, taken just before the activation's request arrived, says
+    idle for 10 s; the function has had its replica for 0.1 s: it counts as idle for
+    0.1 s, not 10 (it was scaled straight back to zero, and its held requests waited for
+    a second activation)."""
+    scaler = autoscaler()
+    key = ("ns", "hello")
+    scaler.collector.apply_gateway_stats(stats(0, idle=10.0), now=100.0)
+    assert scaler.idle_seconds(key, 0, now=100.0) == 10.0  # at zero: the reading itself
+    assert scaler.idle_seconds(key, 1, now=100.0) == 0.0  # activated now
+    assert scaler.idle_seconds(key, 1, now=100.1) == pytest.approx(0.1)
+    scaler.collector.apply_gateway_stats(stats(0, idle=13.0), now=103.0)
+    assert scaler.idle_seconds(key, 1, now=103.0) == pytest.approx(3.0)  # running 3 s
+    scaler.idle_seconds(key, 0, now=104.0)  # back at zero
+    assert scaler.idle_seconds(key, 1, now=110.0) == 0.0  # the next activation: anew
+    scaler.collector.apply_gateway_stats(stats(0, idle=None), now=111.0)
+    assert scaler.idle_seconds(key, 1, now=111.0) is None  # no reading: not idle

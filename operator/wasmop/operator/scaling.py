@@ -239,6 +239,9 @@ class Autoscaler:
     history: dict[tuple[str, str], tuple[Recommendation, ...]] = field(default_factory=dict)
     decisions: int = 0
     _recorded: dict[tuple[str, str], tuple[float, int, str]] = field(default_factory=dict)
+    # When each function was first seen running (replicas above 0) since it was last at
+    # zero, monotonic: an activation gets the whole idle window before going back.
+    _running_since: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def interval_for(self, scaling: ScalingSpec | None) -> float:
         """How often a function is evaluated: every half second when it reacts fast,
@@ -303,6 +306,22 @@ class Autoscaler:
                 result.append(observation_for(metric, total=self.collector.in_flight.get(key)))
         return result
 
+    def idle_seconds(self, key: tuple[str, str], replicas: int, now: float) -> float | None:
+        """How long the function has had no request, for scaling it to zero: the
+        gateway's reading, but never longer than the function has been running. A
+        reading taken a moment before an activation's request arrived still says idle
+        (and nothing in flight), while the function already has its replica: without the
+        cap the function went straight back to zero and its held requests waited for a
+        second activation."""
+        if replicas <= 0:
+            self._running_since.pop(key, None)
+        else:
+            self._running_since.setdefault(key, now)
+        idle = self.collector.idle.get(key)
+        if idle is None or replicas <= 0:
+            return idle
+        return min(idle, now - self._running_since[key])
+
     async def refresh(self) -> None:
         """One scrape of the nodes and the gateway for a pass over all functions."""
         await self.collector.refresh(max_age=self.interval / 2)
@@ -327,7 +346,7 @@ class Autoscaler:
             forecast=self.rate_observations(function, self.forecast_rate(function))
             if scaling.predictive.enabled
             else (),
-            idle_seconds=self.collector.idle.get(key),
+            idle_seconds=self.idle_seconds(key, function.spec.replicas, time.monotonic()),
             demand=self.collector.in_flight.get(key, 0) > 0,
         )
         self.history[key] = decision.history
@@ -372,3 +391,4 @@ class Autoscaler:
     def forget(self, namespace: str, name: str) -> None:
         self.history.pop((namespace, name), None)
         self._recorded.pop((namespace, name), None)
+        self._running_since.pop((namespace, name), None)
