@@ -172,7 +172,7 @@ def run_compare_scaling(
     variants: Sequence[str] = VARIANTS,
     user_rps: float = 10.0,
     max_replicas: int = 4,
-    rps_per_replica: float = 10.0,
+    rps_per_replica: float = 8.0,
     horizon_s: int = 10,
     latency_bound_ms: float = 100.0,
     timeout_s: float = 120.0,
