@@ -323,15 +323,21 @@ class Kube:
         )
 
     async def apply(
-        self, path: str, body: dict[str, Any], field_manager: str, force: bool = True
+        self,
+        path: str,
+        body: dict[str, Any],
+        field_manager: str,
+        force: bool = True,
+        **params: Any,
     ) -> Any:
-        """Server-side apply: the idempotent way to own a set of fields."""
+        """Server-side apply: the idempotent way to own a set of fields. ``params`` such as
+        ``dryRun="All"`` go into the query."""
         return await self.request(
             "PATCH",
             path,
             body=body,
             content_type=APPLY_PATCH,
-            params={"fieldManager": field_manager, "force": "true" if force else None},
+            params={"fieldManager": field_manager, "force": "true" if force else None, **params},
         )
 
     async def delete(self, path: str, body: dict[str, Any] | None = None, **params: Any) -> Any:
