@@ -16,14 +16,14 @@ import pytest
 import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
-from support import module_configmap, wait_for
+from support import Tenant, module_configmap, wait_for
+from support import tenant_function as function
 from wasmop.cluster import manager
 from wasmop.cluster.layout import repo_root
 from wasmop.operator.install import manifests
 from wasmop.private_file import write_private
 from wasmop.wellknown import (
     API_VERSION,
-    FUNCTION_KIND,
     FUNCTION_LABEL,
     FUNCTION_PLURAL,
     GROUP,
@@ -35,66 +35,6 @@ from wasmop.wellknown import (
 pytestmark = pytest.mark.integration
 
 HELLO = repo_root() / "functions" / "build" / "hello.wasm"
-
-
-def function(name: str, **spec: Any) -> dict[str, Any]:
-    spec.setdefault("module", {"configMapRef": {"name": "wasm-hello"}})
-    return {
-        "apiVersion": API_VERSION,
-        "kind": FUNCTION_KIND,
-        "metadata": {"name": name},
-        "spec": spec,
-    }
-
-
-class Tenant:
-    """A namespace with hello's module in it, and the WasmFunctions written there."""
-
-    def __init__(self, api: client.ApiClient, namespace: str) -> None:
-        self.api = api
-        self.namespace = namespace
-        self.custom = client.CustomObjectsApi(api)
-        self.core = client.CoreV1Api(api)
-
-    def create(self, body: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
-        return self.custom.create_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, FUNCTION_PLURAL, body,
-            dry_run="All" if dry_run else None,
-        )  # fmt: skip
-
-    def patch(self, name: str, spec: dict[str, Any]) -> None:
-        self.custom.patch_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, FUNCTION_PLURAL, name, {"spec": spec}
-        )
-
-    def status(self, name: str) -> dict[str, Any]:
-        return (
-            self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, FUNCTION_PLURAL, name
-            ).get("status")
-            or {}
-        )
-
-    def condition(self, name: str, ctype: str) -> dict[str, Any] | None:
-        return next(
-            (c for c in self.status(name).get("conditions", []) if c["type"] == ctype), None
-        )
-
-    def wait_phase(self, name: str, phase: str, timeout: float = 60.0) -> dict[str, Any]:
-        return wait_for(
-            lambda: (s := self.status(name)).get("phase") == phase and s,
-            timeout=timeout,
-            what=f"{name} {phase}",
-        )
-
-    def warning_events(self, name: str) -> list[client.CoreV1Event]:
-        return [
-            e
-            for e in self.core.list_namespaced_event(
-                self.namespace, field_selector=f"involvedObject.name={name}"
-            ).items
-            if e.type == "Warning"
-        ]
 
 
 @pytest.fixture
