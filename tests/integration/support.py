@@ -5,6 +5,7 @@ tenant's view of its namespace."""
 from __future__ import annotations
 
 import base64
+import json
 import time
 import urllib.error
 import urllib.request
@@ -119,3 +120,13 @@ def resync() -> None:
     request = urllib.request.Request(f"http://127.0.0.1:{port}/-/resync", method="POST", data=b"")
     with urllib.request.urlopen(request, timeout=60) as response:
         response.read()
+
+
+def audit_events(path: Path) -> list[dict[str, Any]]:
+    """The audit log's events, one per complete line. Split at "\n" only: a request's
+    text may hold U+2028 and other separators JSON strings carry raw (the spec property
+    suite sends them), where str.splitlines would split too; the last line may be half
+    written."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n")[:-1]]

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from support import wait_for
+from support import audit_events, wait_for
 from wasmop.cluster import addons, encryption, manager
 from wasmop.cluster.pki import PKI
 
@@ -83,9 +83,7 @@ def test_a_secret_read_is_audited_without_its_body(
     core.read_namespaced_secret(name, namespace)
 
     def recorded() -> dict[str, Any] | None:
-        log = cluster.layout.audit_log
-        for line in log.read_text().splitlines() if log.exists() else []:
-            event = json.loads(line)
+        for event in audit_events(cluster.layout.audit_log):
             ref = event.get("objectRef", {})
             if (
                 event["verb"] == "get"

@@ -11,7 +11,7 @@ import uuid
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-from support import wait_for
+from support import audit_events, wait_for
 from wasmop.cluster import manager
 from wasmop.cluster.layout import CLUSTER_MARKER_ENV
 from wasmop.cluster.settings import ClusterSettings
@@ -162,9 +162,7 @@ def test_audit_log_records_a_create(api: client.ApiClient, namespace: str, clust
     )
 
     def recorded() -> dict | None:
-        text = cluster.layout.audit_log.read_text() if cluster.layout.audit_log.exists() else ""
-        for line in text.splitlines():
-            event = json.loads(line)
+        for event in audit_events(cluster.layout.audit_log):
             ref = event.get("objectRef", {})
             if (
                 event["verb"] == "create"
