@@ -229,6 +229,12 @@ def test_generated_specs_through_the_api_server_and_the_operator(dry_runs: Clust
         None,
         {"module": URL_MODULE, "capabilities": {"env": [{"name": "A", "value": "\U00010000"}]}},
     )
+    # DEL in an env value: admitted by the CRD and the operator, then every apply refused
+    # with 400 "control characters are not allowed" (the YAML decoder; make test).
+    @example(
+        None,
+        {"module": URL_MODULE, "capabilities": {"env": [{"name": "A", "value": "\x7f\x85\u2028"}]}},
+    )
     def check(runtime_spec: dict[str, Any] | None, function_spec: dict[str, Any]) -> None:
         note(f"reproduce with: {REPLAY.format(seed=SEED, examples=EXAMPLES)}")
         outcomes["examples"] += 1

@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import ssl
 import tempfile
 import time
@@ -26,6 +27,22 @@ SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 MERGE_PATCH = "application/merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
+
+
+# What a YAML decoder refuses raw or reads as a line break (folded inside a quoted
+# string): C1 controls, DEL, the two non-characters, and the Unicode line separators.
+_YAML_UNSAFE = re.compile("[\u007f-\u009f\u2028\u2029\ufffe\uffff]")
+
+
+def encode_body(body: Any) -> bytes:
+    """A request body as JSON that an apply's YAML decoder reads back exactly.
+
+    UTF-8 as it is, not ``\\u`` escapes throughout: the decoder refuses the surrogate
+    pairs JSON escapes characters beyond U+FFFF into. But the few characters it refuses
+    raw (or folds as line breaks) go as ``\\u`` escapes, which it decodes exactly.
+    """
+    text = json.dumps(body, ensure_ascii=False)
+    return _YAML_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text).encode()
 
 
 class ApiError(Exception):
@@ -291,9 +308,7 @@ class Kube:
         accept: str = "application/json",
         timeout: float = 30.0,  # noqa: ASYNC109 - a per-request HTTP timeout, not a wait
     ) -> Any:
-        # UTF-8 as it is, not \u escapes: an apply body is decoded as YAML, which refuses
-        # the surrogate pairs JSON escapes characters beyond U+FFFF into.
-        data = None if body is None else json.dumps(body, ensure_ascii=False).encode()
+        data = None if body is None else encode_body(body)
         async with self.session.request(
             method,
             self._url(path, params),
