@@ -306,31 +306,3 @@ def test_pods_ready_again_after_an_api_server_outage(api: client.ApiClient, hell
     )
     status, _, body = gateway_get(f"/{namespace}/{name}/")
     assert status == 200 and body == b"Hello, world!\n"
-
-
-def test_a_vanished_network_namespace_comes_back_with_the_nodes_ports(
-    api: client.ApiClient, hello, cluster
-) -> None:  # type: ignore[no-untyped-def]
-    """Someone deletes a node's network namespace: the agent makes it again with its
-    Pods, and with its kubelet API and health port too (they once stayed behind in the
-    old namespace, so the node looked dead to everything that asked it)."""
-    from wasmop.node.netns import remove_namespace
-
-    namespace, name = hello
-    core = client.CoreV1Api(api)
-    node = ready_pods(core, namespace, name)[0].spec.node_name
-    address = fault_client.node_info(cluster.layout.run, node)["address"]
-
-    def healthy() -> bool:
-        try:
-            with urllib.request.urlopen(f"http://{address}:10248/healthz", timeout=1) as reply:
-                return reply.status == 200
-        except (OSError, urllib.error.URLError):
-            return False
-
-    assert healthy()
-    remove_namespace(f"wasmop-{node}")  # its sockets, the health port's among them, go too
-    wait_for(healthy, timeout=30, what=f"{node}'s health port back")
-    wait_for(lambda: len(ready_pods(core, namespace, name)) == 4, what="4 ready Pods again")
-    status, _, body = gateway_get(f"/{namespace}/{name}/")
-    assert status == 200 and body == b"Hello, world!\n"

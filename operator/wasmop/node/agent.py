@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
 from wasmop import __version__
 from wasmop.console import exit_after_grace
@@ -144,7 +143,6 @@ class NodeAgent:
         self._netem: bool | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._link: LinkEmulator | None = None
-        self._node_servers: list[web.AppRunner] = []  # kubelet API and health port
         self._health_changed = asyncio.Event()
         self._ready: tuple[bool, str] | None = None  # (ready, since) as last reported
 
@@ -335,11 +333,10 @@ class NodeAgent:
         return held != ("True" if ready else "False")
 
     async def _rebuild_network(self) -> None:
-        """Someone removed the node's namespace: make it again, serve the node's ports in
-        it and restart every Pod, whose listening sockets went with the old one."""
+        """Someone removed the node's namespace: make it again and restart every Pod,
+        whose listening sockets went with the old one."""
         log.warning("network namespace %s vanished; rebuilding it", self.network.namespace)
         await asyncio.to_thread(self.network.setup)
-        await self._serve_node_ports()
         for worker in list(self.workers.values()):
             if worker.function is not None:
                 worker.crash()
@@ -436,8 +433,17 @@ class NodeAgent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         await asyncio.to_thread(self.network.setup)
+        daemon = health = None
         try:
-            await self._serve_node_ports()
+            settings = self.settings
+            context = None
+            if settings.tls_cert and settings.tls_key and settings.client_ca:
+                context = serving_context(settings.tls_cert, settings.tls_key, settings.client_ca)
+            address = self.network.node_address
+            daemon = await start_daemon(
+                self, self.network.listen(address, DAEMON_PORT), context, self.kubelet_auth()
+            )
+            health = await start_health(self, self.network.listen(address, HEALTH_PORT))
             self._write_run_files()
             # Register once the Pod watch has listed, so the Node is Ready from the start.
             watch = self.start_pod_watch()
@@ -454,7 +460,9 @@ class NodeAgent:
             await self.shutdown_pods()
         finally:
             await self.tasks.stop()
-            await self._close_node_ports()
+            for runner in (daemon, health):
+                if runner is not None:
+                    await runner.cleanup()
             await self.prober.close()
             if self._link is not None:
                 self._link.stop()
@@ -467,27 +475,6 @@ class NodeAgent:
             if self.settings.run_dir is not None:
                 fault_client.run_file(self.settings.run_dir, self.name).unlink(missing_ok=True)
             log.info("node %s stopped", self.name)
-
-    async def _serve_node_ports(self) -> None:
-        """The kubelet API (10250) and the health port (10248) on the node's address in
-        its namespace; again after a rebuild, as the old sockets went with the old one."""
-        await self._close_node_ports()
-        settings, address = self.settings, self.network.node_address
-        context = None
-        if settings.tls_cert and settings.tls_key and settings.client_ca:
-            context = serving_context(settings.tls_cert, settings.tls_key, settings.client_ca)
-        self._node_servers.append(
-            await start_daemon(
-                self, self.network.listen(address, DAEMON_PORT), context, self.kubelet_auth()
-            )
-        )
-        self._node_servers.append(
-            await start_health(self, self.network.listen(address, HEALTH_PORT))
-        )
-
-    async def _close_node_ports(self) -> None:
-        while self._node_servers:
-            await self._node_servers.pop().cleanup()
 
     def set_link(self, delay_ms: float = 0.0, loss_percent: float = 0.0) -> str:
         """Edge-network emulation on this node's link: tc netem where the kernel has it,
