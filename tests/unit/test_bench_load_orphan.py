@@ -15,7 +15,7 @@ from pathlib import Path
 
 HARNESS = textwrap.dedent(
     """
-    import os, sys
+    import os, sys, time
     from wasmop.bench.load import LocustConfig, start_locust
     from wasmop.bench.mix import MixEntry
 
@@ -25,7 +25,15 @@ HARNESS = textwrap.dedent(
         users=1, spawn_rate=1, user_rps=1, run_time_s=300, fail_ratio=1.0,
     )
     locust = start_locust(config, sys.argv[1])
-    print(locust.process.pid, flush=True)
+    pid = locust.process.pid
+    # Killed mid-run, as the chaos run was: by then setpriv has set the death signal and
+    # exec'd Locust (a harness gone within a millisecond of the start would beat it).
+    for _ in range(200):
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            if not cmdline.read().split(b"\\0")[0].endswith(b"setpriv"):
+                break
+        time.sleep(0.05)
+    print(pid, flush=True)
     os._exit(0)  # as a kill -9 of the harness would: no stop(), no cleanup
     """
 )
