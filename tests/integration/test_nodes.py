@@ -306,21 +306,3 @@ def test_pods_ready_again_after_an_api_server_outage(api: client.ApiClient, hell
     )
     status, _, body = gateway_get(f"/{namespace}/{name}/")
     assert status == 200 and body == b"Hello, world!\n"
-
-    # The controllers come back too, not only the agents: a Service made after the outage
-    # gets its endpoints. Their watches back off while the API server is down (client-go
-    # waits up to 30 s between tries), so this is where the outage's tail is absorbed;
-    # without it the next test's new function was Ready but had no endpoints for ~30 s.
-    apps = client.AppsV1Api(api)
-    apps.create_namespaced_deployment(namespace, plain_deployment("after", "hello-module", 1))
-    core.create_namespaced_service(namespace, plain_service("after"))
-    wait_for(lambda: _answers(f"/{namespace}/after/"), timeout=120, what="a new Service served")
-
-
-def _answers(path: str) -> bool:
-    """Whether the gateway serves ``path`` now (a timeout or refusal is a no)."""
-    try:
-        status, _, body = gateway_get(path, timeout=5)
-    except OSError:
-        return False
-    return status == 200 and body == b"Hello, world!\n"

@@ -3,7 +3,9 @@ clean up and survive an operator restart, all on the real embedded cluster."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import json
 import re
 import subprocess
@@ -703,6 +705,63 @@ def test_a_burst_of_one_module_creates_its_configmap_once(
     creates = [r for r in requests if r.verb == "create"]
     assert [(r.code, r.verb) for r in creates] == [(201, "create")], requests
     assert not [r for r in requests if r.verb == "get" and r.name == configmap], requests
+
+
+def test_a_burst_takes_its_module_source_from_the_watch(
+    fns: Functions,
+    cluster,  # type: ignore[no-untyped-def]
+) -> None:
+    """Twenty functions of one ConfigMap source created at once: the operator reads the
+    source from its watch of the namespace's ConfigMaps, never with a GET of it. (Each
+    reconcile used to GET it, sharing a read only while one was in flight, and the
+    Deployment applies of a burst went out in clumps behind those reads.)"""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from wasmop.bench import audit
+
+    tail = audit.AuditTail(cluster.layout.audit_log)
+    names = [f"src-{i:02d}" for i in range(20)]
+    with ThreadPoolExecutor(len(names)) as pool:
+        list(pool.map(lambda n: fns.create(wasm_function(n, "wasm-hello")), names))
+    for name in names:
+        fns.wait_phase(name, "Ready", timeout=120)
+    time.sleep(2.5)  # the audit log is written in batches of a second
+    requests = [
+        (r.verb, r.name)
+        for r in tail.read(reads=True)
+        if r.actor == "operator" and r.resource == "configmaps" and r.namespace == fns.namespace
+    ]
+    assert ("watch", "") in requests, requests
+    assert ("get", "wasm-hello") not in requests, requests
+
+
+def test_a_changed_module_source_rolls_its_functions_out(
+    fns: Functions, api: client.ApiClient
+) -> None:
+    """Replacing the bytes of a source ConfigMap reconciles the functions that name it:
+    a new revision with the new module's digest, Ready (the watch's MODIFIED event;
+    before the watch, the change waited for the function's next spec change)."""
+    core = client.CoreV1Api(api)
+    fns.create(wasm_function("changing", "wasm-hello"))
+    fns.wait_phase("changing", "Ready")
+    echo = (FUNCTIONS / "echo.wasm").read_bytes()
+    core.patch_namespaced_config_map(
+        "wasm-hello", fns.namespace,
+        {"binaryData": {"module.wasm": base64.b64encode(echo).decode()}},
+    )  # fmt: skip
+
+    def rolled_out() -> bool:
+        status = fns.status("changing")
+        current = [r for r in status.get("revisions", []) if r["revision"] == status.get(
+            "currentRevision")]  # fmt: skip
+        return (
+            status.get("phase") == "Ready"
+            and bool(current)
+            and current[0]["digest"] == hashlib.sha256(echo).hexdigest()
+        )
+
+    wait_for(rolled_out, timeout=60, what="a revision of the new module, Ready")
+    assert len(fns.status("changing")["revisions"]) == 2
 
 
 def resync() -> dict[str, Any]:

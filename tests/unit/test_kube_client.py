@@ -446,3 +446,17 @@ async def test_insecure_skip_tls_verify_accepts_an_unknown_server(tmp_path: Path
         )
         async with Kube(KubeConfig.from_file(path)) as kube:
             assert await kube.get("/version") == {}
+
+
+async def test_a_failed_list_the_caller_gives_up_on_ends_the_stream() -> None:
+    status = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 403,
+              "reason": "Forbidden", "message": "configmaps is forbidden"}  # fmt: skip
+    script = [Exchange(PODS, NODE_PODS, status=403, body=status)]
+    async with ReplayServer(script) as server, client(server) as kube:
+        stream = kube.list_and_watch(
+            PODS, give_up=lambda exc: isinstance(exc, ApiError) and exc.status == 403,
+            **FAST, **NODE_PODS,
+        )  # fmt: skip
+        with pytest.raises(ApiError) as caught:
+            await asyncio.wait_for(anext(stream), 5.0)
+    assert caught.value.status == 403

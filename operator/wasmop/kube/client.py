@@ -412,6 +412,7 @@ class Kube:
         retry_delay: float = 0.5,
         max_retry_delay: float = 2.0,
         watch_timeout_s: int = 300,
+        give_up: Callable[[BaseException], bool] | None = None,
         **params: Any,
     ) -> AsyncIterator[WatchEvent]:
         """An endless stream: every current object as ADDED, then changes, as a reflector
@@ -424,7 +425,8 @@ class Kube:
         (uid -> object): a consumer that keeps that dict across restarts of its watch
         learns what it missed. ``on_progress`` is called whenever the API server answers
         (a list, a watch accepted or ended, an event or bookmark), for staleness checks.
-        Failures in a row wait ``retry_delay`` doubling up to ``max_retry_delay``.
+        Failures in a row wait ``retry_delay`` doubling up to ``max_retry_delay``; a
+        failed list for which ``give_up(exc)`` is true ends the stream by raising it.
         """
         known = {} if known is None else known
         heard = on_progress or _nothing
@@ -443,6 +445,8 @@ class Kube:
                 version = listing["metadata"]["resourceVersion"]
                 current = {o["metadata"]["uid"]: o for o in listing.get("items", [])}
             except (ApiError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+                if give_up is not None and give_up(exc):
+                    raise
                 await pause("list", exc, "retrying")
                 continue
             except (ValueError, KeyError, TypeError) as exc:

@@ -34,6 +34,7 @@ from wasmop.netguard import AddressPolicy
 from wasmop.oci.policy import RegistryPolicy
 from wasmop.operator.function_controller import RECONCILE_SLOTS, FunctionController
 from wasmop.operator.images import ImageResolver
+from wasmop.operator.module_sources import ModuleSources
 from wasmop.operator.module_url import ModuleUrlFetcher
 from wasmop.operator.modules import ModuleChecker
 from wasmop.operator.node_index import NodeIndex, runtime_status
@@ -123,6 +124,9 @@ class Operator:
             backoff_s=3.0,  # kopf's would be 60 s
             name="reconcile",
         )
+        assert self.functions.sources is not None
+        # A module source that changed: the functions that name it are reconciled again.
+        self.functions.sources.on_change = self._source_changed
 
     @classmethod
     def create(cls, settings: OperatorSettings) -> Operator:
@@ -139,6 +143,8 @@ class Operator:
             headless_services=settings.headless_services,
             urls=ModuleUrlFetcher(addresses),
             images=ImageResolver(kube, RegistryPolicy.of(settings.registry_allow, addresses)),
+            # Its watches hold their connections: a pool of their own, without a limit.
+            sources=ModuleSources(Kube(config, user_agent="wasmop-operator", max_connections=0)),
         )
         nodes = NodeIndex()
         collector = MetricsCollector(nodes, settings.gateway_url, config)
@@ -223,6 +229,11 @@ class Operator:
                 self._spawn(self._release(body))
             if self.functions.observe_function(body):
                 self.queue.add(key)
+
+    def _source_changed(self, namespace: str, names: list[str]) -> None:
+        log.info("module source in %s changed: reconciling %s", namespace, ", ".join(names))
+        for name in names:
+            self.queue.add((namespace, name))
 
     async def _release(self, body: dict[str, Any]) -> None:
         """Remove the finalizer an earlier operator's kopf daemon put on a function: no
@@ -378,6 +389,9 @@ class Operator:
     async def close(self) -> None:
         await self.autoscaler.collector.close()
         await self.functions.urls.close()
+        if self.functions.sources is not None:
+            await self.functions.sources.close()
+            await self.functions.sources.kube.close()
         self.functions.checker.close()
         if self.functions.images is not None:
             await self.functions.images.close()

@@ -22,8 +22,15 @@ from wasmop.kube.client import api_path
 from wasmop.kube.events import EventRecorder
 from wasmop.netguard import AddressPolicy
 from wasmop.operator.images import ImageResolver, ImageUnavailable, ResolvedModule
+from wasmop.operator.module_sources import ModuleSources
 from wasmop.operator.module_url import ModuleUrlFetcher
-from wasmop.operator.modules import ModuleChecker, ModuleUnavailable, concealed, fetch_module
+from wasmop.operator.modules import (
+    ModuleChecker,
+    ModuleUnavailable,
+    concealed,
+    fetch_module,
+    module_from_configmap,
+)
 from wasmop.operator.owned_objects import (
     ImageModule,
     ModuleBundle,
@@ -109,10 +116,14 @@ class FunctionController:
     urls: ModuleUrlFetcher = field(default_factory=lambda: ModuleUrlFetcher(AddressPolicy()))
     headless_services: bool = False  # see owned_objects.build_service
     images: ImageResolver | None = None  # spec.module.image (default: public registries)
+    # The configMapRef sources, kept by watches (default: watched through ``kube``).
+    sources: ModuleSources | None = None
 
     def __post_init__(self) -> None:
         if self.images is None:
             self.images = ImageResolver(self.kube)
+        if self.sources is None:
+            self.sources = ModuleSources(self.kube)
 
     _writes: set[asyncio.Task[None]] = field(default_factory=set)
     # Reconciles in flight at once: a burst of creations queues here instead of all
@@ -136,6 +147,8 @@ class FunctionController:
 
     def forget(self, namespace: str, name: str) -> None:
         self.states.pop((namespace, name), None)
+        assert self.sources is not None
+        self.sources.forget(namespace, name)
 
     def observe_function(self, body: dict[str, Any]) -> bool:
         """A WasmFunction as its watch delivered it; True when it needs a reconcile.
@@ -363,11 +376,17 @@ class FunctionController:
         return image
 
     async def _fetch(self, function: WasmFunction) -> bytes:
-        """The function's module; functions that read one ConfigMap at the same moment (a
-        burst of them) share one GET of it."""
+        """The function's module. A ConfigMap source comes from its namespace's watch
+        (:mod:`.module_sources`), no request; when the watch cannot tell, or has no such
+        ConfigMap, it is read, functions of the same moment sharing one GET."""
         ref = function.spec.module.config_map
+        assert self.sources is not None
         if ref is None:
+            self.sources.forget(function.namespace, function.name)
             return await fetch_module(self.kube, function, self.urls)
+        known, configmap = await self.sources.lookup(function.namespace, ref.name, function.name)
+        if known and configmap is not None:
+            return module_from_configmap(function, configmap)
         key = (function.namespace, ref.name, ref.key)
         return await shared(
             self._fetching, key, lambda: fetch_module(self.kube, function, self.urls)

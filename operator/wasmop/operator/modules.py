@@ -14,6 +14,7 @@ import asyncio
 import base64
 import logging
 from collections import OrderedDict
+from typing import Any
 
 from wasmop.kube import ApiError, Kube
 from wasmop.kube.client import api_path
@@ -53,33 +54,14 @@ async def fetch_module(kube: Kube, function: WasmFunction, urls: ModuleUrlFetche
     if source.inline is not None:
         return source.inline
     if source.config_map is not None:
-        ref = source.config_map
-        path = api_path("v1", "configmaps", function.namespace, ref.name)
+        path = api_path("v1", "configmaps", function.namespace, source.config_map.name)
         try:
             configmap = await kube.get(path)
         except ApiError as exc:
             if exc.not_found:
-                raise ModuleUnavailable(
-                    "ModuleNotFound", f"ConfigMap {function.namespace}/{ref.name} not found"
-                ) from exc
+                raise missing_configmap(function) from exc
             raise
-        binary = configmap.get("binaryData") or {}
-        if ref.key in binary:
-            data = base64.b64decode(binary[ref.key])
-            if not ref.key.endswith(".gz"):
-                return data
-            try:  # bounded: a tenant's gzip may be a bomb
-                return decode_module_bytes(
-                    data, MAX_FETCH_BYTES, RuntimeConfig().max_compression_ratio
-                )[0]
-            except ModuleError as exc:
-                raise ModuleUnavailable(exc.reason, str(exc), permanent=True) from exc
-        text = configmap.get("data") or {}
-        if ref.key in text:
-            return text[ref.key].encode()
-        raise ModuleUnavailable(
-            "ModuleNotFound", f"ConfigMap {function.namespace}/{ref.name} has no key {ref.key}"
-        )
+        return module_from_configmap(function, configmap)
     assert source.url is not None
     # What went wrong goes to the operator's log; status says only that it did, so a
     # tenant cannot read HTTP codes, errors or bytes of what the operator can reach.
@@ -109,6 +91,37 @@ async def fetch_module(kube: Kube, function: WasmFunction, urls: ModuleUrlFetche
             "the module could not be fetched from spec.module.url (it must answer 200 "
             "without a redirect); the operator tries again",
         ) from None
+
+
+def missing_configmap(function: WasmFunction) -> ModuleUnavailable:
+    ref = function.spec.module.config_map
+    assert ref is not None
+    return ModuleUnavailable(
+        "ModuleNotFound", f"ConfigMap {function.namespace}/{ref.name} not found"
+    )
+
+
+def module_from_configmap(function: WasmFunction, configmap: dict[str, Any]) -> bytes:
+    """The module under the function's ``configMapRef`` key of this ConfigMap."""
+    ref = function.spec.module.config_map
+    assert ref is not None
+    binary = configmap.get("binaryData") or {}
+    if ref.key in binary:
+        data = base64.b64decode(binary[ref.key])
+        if not ref.key.endswith(".gz"):
+            return data
+        try:  # bounded: a tenant's gzip may be a bomb
+            return decode_module_bytes(
+                data, MAX_FETCH_BYTES, RuntimeConfig().max_compression_ratio
+            )[0]
+        except ModuleError as exc:
+            raise ModuleUnavailable(exc.reason, str(exc), permanent=True) from exc
+    text = configmap.get("data") or {}
+    if ref.key in text:
+        return str(text[ref.key]).encode()
+    raise ModuleUnavailable(
+        "ModuleNotFound", f"ConfigMap {function.namespace}/{ref.name} has no key {ref.key}"
+    )
 
 
 def concealed(problems: list[Problem]) -> list[Problem]:
