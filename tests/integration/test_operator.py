@@ -344,6 +344,35 @@ def test_kubectl_scale_changes_replicas(fns: Functions, api: client.ApiClient) -
     assert scale["status"]["selector"] == f"{FUNCTION_LABEL}=hello"
 
 
+def test_a_scale_changes_the_deployment_alone(
+    fns: Functions,
+    cluster,  # type: ignore[no-untyped-def]
+) -> None:
+    """A change of replicas (the gateway's activation, the autoscaler, kubectl scale) is
+    one apply of the Deployment: no apply of the Service, no HPA, no listing of
+    ConfigMaps (each cost a request of a busy API server per function woken)."""
+    from wasmop.bench import audit
+
+    fns.create(wasm_function("hello", "wasm-hello", replicas=1))
+    fns.wait_phase("hello", "Ready")
+    time.sleep(1.0)  # the creation's own reconciles and status writes are done
+    tail = audit.AuditTail(cluster.layout.audit_log)
+    fns.custom.patch_namespaced_custom_object_scale(
+        GROUP, VERSION, fns.namespace, PLURAL, "hello", {"spec": {"replicas": 2}}
+    )
+    fns.wait_phase("hello", "Ready", readyReplicas=2, desiredReplicas=2)
+    time.sleep(2.5)  # the audit log is written in batches of a second
+    requests = [
+        (r.verb, r.resource)
+        for r in tail.read(reads=True)
+        if r.actor == "operator" and r.namespace == fns.namespace
+        and r.resource not in ("wasmfunctions/status", "events")
+    ]  # fmt: skip
+    writes = [(verb, resource) for verb, resource in requests if verb not in ("get", "list")]
+    assert writes == [("patch", "deployments")], requests
+    assert not [resource for verb, resource in requests if verb == "list"], requests
+
+
 def test_autoscaler_scales_out_under_load_and_back_in(
     fns: Functions, api: client.ApiClient
 ) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import logging
 import time
 from collections import OrderedDict
@@ -310,6 +311,17 @@ class FunctionController:
         deployment = build_deployment(
             resolved, bundle, revision=update.current.revision, configmap=update.current.config_map
         )
+        basis = replicas_basis(body, runtime)
+        # A new generation that changed replicas alone (an activation from zero, the
+        # autoscaler, kubectl scale) needs the Deployment's apply and nothing else: the
+        # Service, the HPA and the ConfigMap sweep do not depend on replicas. Twenty-five
+        # functions woken at once made 50 needless requests to a busy API server here.
+        scale_only = (
+            state.applied_basis == basis
+            and not update.changed
+            and state.reconciled_generation is not None
+            and state.reconciled_generation != state.generation
+        )
         try:
             # One round trip for all three: the module ConfigMap is created long before a
             # Pod of the new ReplicaSet reaches a node (and a node retries if it is not).
@@ -318,7 +330,7 @@ class FunctionController:
                 if isinstance(bundle, ModuleBundle)
                 else asyncio.sleep(0),
                 self._apply_deployment(state, function, deployment),
-                self._apply_service(state, function),
+                asyncio.sleep(0) if scale_only else self._apply_service(state, function),
             )
         except NotOurs as exc:
             await self._wait(state, "ResourceConflict", str(exc))
@@ -334,7 +346,8 @@ class FunctionController:
                 f"the API server refuses an object of the function: {exc.message}",
             )
             return
-        await self._sync_hpa(function, state, fresh)
+        if not scale_only:
+            await self._sync_hpa(function, state, fresh)
         state.observe_deployment(applied)
         self.schedule_write(state)
         if update.changed and update.rolled_back:
@@ -349,9 +362,10 @@ class FunctionController:
         own = [n for n in update.config_maps_to_delete if not is_module_configmap(n)]
         if own:  # a shared one goes when no function names it (the resync's sweep)
             await self._delete_old_configmaps(function, own)
-        if not fresh and not update.changed:
+        if not fresh and not update.changed and not scale_only:
             # A resume or resync: sweep ConfigMaps an interrupted earlier pass left behind.
             await self._collect_configmaps(function, state)
+        state.applied_basis = basis
 
     async def _resolve_image(
         self, state: FunctionState, function: WasmFunction, runtime: WasmRuntime
@@ -711,6 +725,13 @@ class FunctionController:
             if state.phase is not None:
                 counts[state.phase.value] = counts.get(state.phase.value, 0) + 1
         return counts
+
+
+def replicas_basis(body: dict[str, Any], runtime: WasmRuntime) -> tuple[str, WasmRuntime]:
+    """What a function's objects are made from, its replicas aside: the spec without
+    ``replicas``, and the runtime it resolves against."""
+    spec = {k: v for k, v in (body.get("spec") or {}).items() if k != "replicas"}
+    return json.dumps(spec, sort_keys=True, default=str), runtime
 
 
 async def shared(

@@ -97,6 +97,11 @@ class FunctionState:
     # the resync sees a change by someone else without reading the objects.
     applied_generation: int | None = None
     service_version: str | None = None
+    # What the last reconcile that applied every object had to go on, replicas aside
+    # (:func:`~wasmop.operator.function_controller.replicas_basis`): a new generation
+    # with the same basis is a scale (the gateway's activation, the autoscaler,
+    # ``kubectl scale``) and changes the Deployment alone.
+    applied_basis: tuple[str, Any] | None = None
     # Why replicas do not serve (a Pod's reason and message), last written and reported.
     problem: tuple[str, str] | None = None
     problem_reported: str | None = None
