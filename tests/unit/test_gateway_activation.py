@@ -17,7 +17,8 @@ from wasmop.gateway.activator import (
     Activator,
 )
 from wasmop.gateway.endpoints import EndpointTable, owning_function
-from wasmop.gateway.server import ServiceSeries
+from wasmop.gateway.server import Gateway, GatewaySettings, ServiceSeries
+from wasmop.kube import WatchEvent
 from wasmop.wellknown import API_VERSION, FUNCTION_KIND
 
 
@@ -103,12 +104,27 @@ def test_an_activation_repeats_while_requests_wait_and_stops_with_the_last() -> 
         scaler = Scaler(outcome="running")
         activator = Activator(scaler, ActivationSettings(repatch_after_s=0.02), nothing)
         with activator.holding(("ns", "hello"), "hello") as activation:
-            await asyncio.sleep(0.07)
+            await asyncio.sleep(0.1)
             assert activation.outcome == "running"
         calls = len(scaler.calls)
         assert calls >= 3
         await asyncio.sleep(0.05)
         assert len(scaler.calls) == calls  # nobody waits: no more patches
+
+    asyncio.run(scenario())
+
+
+def test_an_activation_patches_again_less_and_less_often() -> None:
+    """Repatches are for a function sent back to zero across the request; while its
+    Pod is merely slow to come (a loaded API server) each one is one more request to
+    that server: after 2 s, then 4, 8 (here 20, 40, 80 ms)."""
+
+    async def scenario() -> None:
+        scaler = Scaler(outcome="running")
+        activator = Activator(scaler, ActivationSettings(repatch_after_s=0.02), nothing)
+        with activator.holding(("ns", "hello"), "hello"):
+            await asyncio.sleep(0.25)  # patches at 0, 20, 60, 140 ms (every 20: 13)
+        assert 3 <= len(scaler.calls) <= 5, scaler.calls
 
     asyncio.run(scenario())
 
@@ -156,3 +172,45 @@ def test_busy_seconds_integrate_requests_in_the_gateway(monkeypatch: pytest.Monk
     assert s.requests == 2 and s.active == 0
     assert s.busy_seconds(110.0) == pytest.approx(3.0)
     assert s.idle_seconds(110.0) == pytest.approx(8.0)
+
+
+def slice_of(service_name: str, *addresses: str) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": f"{service_name}-abc",
+            "namespace": "ns",
+            "labels": {"kubernetes.io/service-name": service_name},
+        },
+        "ports": [{"port": 8080}],
+        "endpoints": [{"addresses": [a], "targetRef": {"name": "pod"}} for a in addresses],
+    }
+
+
+def test_a_held_request_wakes_for_its_own_service_alone() -> None:
+    """Twenty-five functions woken at once: each held request looks at its table entry
+    when its own Service's EndpointSlice changes, not at every other slice change too
+    (one condition for all made it 50 held requests times every slice event)."""
+
+    async def scenario() -> None:
+        gateway = Gateway(kube=None, settings=GatewaySettings(port=0))  # type: ignore[arg-type]
+        looks: list[tuple[str, str]] = []
+        lookup = gateway.table.lookup
+
+        def counted(namespace: str, service_name: str) -> Any:
+            looks.append((namespace, service_name))
+            return lookup(namespace, service_name)
+
+        gateway.table.lookup = counted  # type: ignore[method-assign]
+        waiting = asyncio.create_task(
+            gateway._wait_for_endpoint("ns", "hello", asyncio.get_running_loop().time() + 5)
+        )
+        await asyncio.sleep(0.01)
+        for i in range(20):
+            await gateway._slice_changed(WatchEvent("MODIFIED", slice_of("other", f"10.244.1.{i}")))
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.01)
+        assert looks == [("ns", "hello")]  # looked once, then slept through the others
+        await gateway._slice_changed(WatchEvent("ADDED", slice_of("hello", "10.244.1.99")))
+        assert await asyncio.wait_for(waiting, 1) is True
+
+    asyncio.run(scenario())
