@@ -61,6 +61,14 @@ def _options(parser: Any) -> None:
         help="requests per second each HTTP user aims for (0: back to back)",
     )
     group.add_argument(
+        "--pick",
+        choices=("random", "rotate"),
+        default="random",
+        env_var="WASMOP_PICK",
+        help="how a user picks each request's function: at random by weight, or in turns"
+        " by weight (each function gets exactly its share of every user's rate)",
+    )
+    group.add_argument(
         "--shape",
         default="",
         env_var="WASMOP_SHAPE",

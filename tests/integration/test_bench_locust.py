@@ -93,6 +93,36 @@ def test_request_count_bounds_a_run(hello: str, tmp_path: Path) -> None:
     assert 50 <= len(read_raw_log(result)) < 50 + config.users
 
 
+def test_users_taking_turns_give_each_function_exactly_its_share(
+    session: BenchSession, namespace: str, tmp_path: Path
+) -> None:
+    """``--pick rotate``: every user sends its requests to the mix's functions in turns
+    by weight, so a function's count is its share of all requests, give or take one per
+    user (a random pick per request wanders by the square root of the count)."""
+    with session.recorder(namespace) as rec:
+        outcomes = session.run(
+            deploy.deploy_plain(session.kube, namespace, ["one", "three"], "hello", rec)
+        )
+    assert all(o.ok for o in outcomes), outcomes
+    for name in ("one", "three"):
+        session.run(probe.wait_serving(deploy.gateway_url(namespace, name), 60))
+    config = LocustConfig(
+        host=deploy.gateway_base(),
+        functions=tuple(parse_mix(f"{namespace}/one@1,{namespace}/three@3")),
+        users=4,
+        spawn_rate=4,
+        run_time_s=6,
+        user_rps=8,
+        options={"pick": "rotate"},
+    )
+    result = run_locust(config, tmp_path)
+    assert result.ok
+    counts = read_raw_log(result)["name"].value_counts()
+    one, three = int(counts[f"{namespace}/one"]), int(counts[f"{namespace}/three"])
+    assert one + three > 100
+    assert abs(3 * one - three) <= 4 * config.users, (one, three)
+
+
 def test_deployment_storm_reports_create_to_ready(
     session: BenchSession, namespace: str, tmp_path: Path
 ) -> None:

@@ -3,17 +3,21 @@ predictive variant set against the reactive one."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pandas as pd
 import pytest
 from wasmop.bench.experiments.compare_scaling import (
     comparison,
+    function_names,
     load_rises,
     reaction_times,
     replica_seconds,
+    variant_of,
     variant_spec,
 )
+from wasmop.bench.runner import expand, load_plan
 from wasmop.bench.shapes import Shape, users_at
 from wasmop.bench.watch import COLUMNS
 
@@ -99,3 +103,34 @@ def test_each_variant_asks_for_its_own_scaling() -> None:
     assert seasonal["model"] == "SeasonalNaive" and seasonal["seasonSeconds"] == 40
     with pytest.raises(ValueError, match="variant"):
         variant_spec("psychic", step, 4, 10, 10)
+
+
+def test_a_variant_listed_twice_gets_two_functions_of_it() -> None:
+    names = function_names(["reactive", "fast", "fast", "predictive"], 2)
+    assert names == ["reactive-2", "fast-2", "fast-2-1", "predictive-2"]
+    assert [variant_of(n) for n in names] == ["reactive", "fast", "fast", "predictive"]
+
+
+def test_the_quick_plan_step_gives_the_fast_reaction_ten_rises_each_asking_one_more() -> None:
+    """The reaction target needs n >= 10 from the quick plan's one comparison run: each
+    rise of its step must ask every function for one more replica, its rate midway
+    between two counts (users take turns over the functions: each gets exactly its
+    share), within maxReplicas. The first plan of it had 2 rises and one fast function,
+    whose random share of the load crossed a boundary before the second rise (n=1)."""
+    [job] = [j for j in expand(load_plan("quick")) if j.parameters.get("scaling_mode") == "compare"]
+    p = job.parameters
+    variants = p.get("variants", ["reactive", "fast", "predictive"])  # the default
+    [shape] = [Shape(**s) for s in p["shapes"]]
+    # Requests/s each function gets per user (the users take turns over the functions).
+    per_user = float(p.get("user_rps", 10.0)) / len(variants)
+    per_replica = float(p["rps_per_replica"])
+    rises = load_rises(shape)
+    assert len(rises) * variants.count("fast") >= 10
+    wanted = []
+    for t in [0.0, *rises]:
+        rate = users_at(shape, t) * per_user
+        exact = rate / per_replica
+        assert abs(exact - round(exact)) >= 0.25, (t, rate)  # not near a boundary
+        wanted.append(math.ceil(exact))
+    assert all(b == a + 1 for a, b in itertools.pairwise(wanted)), wanted
+    assert wanted[-1] <= p["max_replicas"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from wasmop.bench.mix import MixError, format_mix, parse_mix
+from wasmop.bench.mix import MixError, Rotation, format_mix, parse_mix
 from wasmop.bench.net import TargetNotAllowed, check_target
 from wasmop.bench.shapes import Shape, ShapeError, schedule, users_at
 
@@ -66,3 +66,24 @@ def test_loopback_and_own_namespaces_are_allowed(url: str) -> None:
 def test_any_other_target_is_refused(url: str) -> None:
     with pytest.raises(TargetNotAllowed):
         check_target(url)
+
+
+def test_a_rotation_gives_each_entry_its_share_in_every_stretch() -> None:
+    """Locust users picking in turns: every window of sum(weights) turns holds each
+    function its weight, so a function's rate never wanders from its share."""
+    turns = Rotation([3, 1]).next
+    picks = [turns() for _ in range(40)]
+    for start in range(len(picks) - 4):
+        window = picks[start : start + 4]
+        assert window.count(0) == 3 and window.count(1) == 1, picks
+    even = Rotation([1, 1, 1, 1]).next
+    assert sorted(even() for _ in range(4)) == [0, 1, 2, 3]
+
+
+def test_users_started_one_after_another_begin_their_turns_apart() -> None:
+    firsts = [Rotation([1, 1, 1], start=serial).next() for serial in range(6)]
+    assert firsts == [0, 1, 2, 0, 1, 2]
+    with pytest.raises(MixError):
+        Rotation([])
+    with pytest.raises(MixError):
+        Rotation([1, 0])

@@ -11,6 +11,10 @@ theirs. The variants:
   periodic shape the seasonal naive model with its period as the season), so the figure
   shows what the forecast adds beyond reacting quickly.
 
+A variant listed more than once gets that many functions (more reaction times from
+one run). Each Locust user sends its requests to the functions in turns, so every
+function gets the same rate at every moment.
+
 Per shape and variant: requests over ``latency_bound_ms`` (failed ones included),
 replica-seconds (the desired replicas integrated over the load), and reaction times: from
 each rise of the offered load (the shape's users going up) to the first scale-out decision
@@ -77,8 +81,21 @@ def variant_spec(
     return {**spec, "scaling": scaling}
 
 
-def function_name(variant: str, index: int) -> str:
-    return f"{variant}-{index}"
+def function_names(variants: Sequence[str], index: int) -> list[str]:
+    """The functions of one shape run: ``<variant>-<shape index>``, and for a variant
+    listed more than once (more functions of it for more observations in one run)
+    ``<variant>-<shape index>-<copy>`` for the second and later."""
+    seen: dict[str, int] = {}
+    names = []
+    for variant in variants:
+        copy = seen[variant] = seen.get(variant, -1) + 1
+        names.append(f"{variant}-{index}" if copy == 0 else f"{variant}-{index}-{copy}")
+    return names
+
+
+def variant_of(name: str) -> str:
+    """The variant a function of :func:`function_names` runs."""
+    return name.split("-", 1)[0]
 
 
 def load_rises(shape: Shape, resolution: float = 1.0) -> list[float]:
@@ -185,7 +202,7 @@ def run_compare_scaling(
         try:
             for index, raw_shape in enumerate(shapes):
                 shape = load_shape(raw_shape)
-                names = [function_name(v, index) for v in variants]
+                names = function_names(variants, index)
                 for variant, name in zip(variants, names, strict=True):
                     spec = variant_spec(variant, shape, max_replicas, rps_per_replica, horizon_s)
                     [outcome] = deploy_workload(
@@ -202,6 +219,10 @@ def run_compare_scaling(
                     user_rps=user_rps,
                     run_time_s=shape.duration + 5,
                     fail_ratio=1.0,  # the over-bound counts show failures; never stop
+                    # Each function exactly its share of every user's rate: with a random
+                    # pick its rate wandered by a replica's worth, and the fast variants
+                    # scaled out on the noise before the load rose.
+                    options={"pick": "rotate"},
                 )
                 started = rec.mark(LOAD_START, detail=f"{index}:{shape.kind}")
                 run_locust(config, run.paths.raw / f"locust-{index}", check=False)
@@ -234,7 +255,7 @@ def analyse_compare_scaling(raw: RawData) -> Analysis:
         end = start + shape.duration * 1000
         rises = [start + t * 1000 for t in load_rises(shape)]
         for name in str(shape_run.functions).split(","):
-            variant = name.rsplit("-", 1)[0]
+            variant = variant_of(name)
             own = requests[requests["name"].str.split("/").str[1] == name].copy()
             own["variant"], own["shape"], own["shape_index"] = variant, kind, index
             over = (~own["ok"]) | (own["latency_ms"] > bound)
