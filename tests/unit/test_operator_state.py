@@ -211,6 +211,20 @@ def test_counts_alone_are_minor_and_phase_or_conditions_are_significant() -> Non
     assert significant(_comparable(rescaled)) != base
 
 
+def test_the_autoscalers_wording_of_an_unchanged_decision_is_minor() -> None:
+    """An idle function's evaluation named cpu one half second and memory the next
+    (both say: stays at 1): a status write each time, at once."""
+    from wasmop.operator.state import _comparable, significant
+
+    def evaluated(reason: str) -> dict[str, Any]:
+        status = _status()
+        status["scaling"] = {**status["scaling"], "lastEvaluationReason": reason}
+        return significant(_comparable(status))
+
+    cpu = evaluated("cpu 4% < target 70%: stays at 1")
+    assert evaluated("memory 28.0Ki < target 500Mi: stays at 1") == cpu
+
+
 def test_a_new_evaluation_time_alone_is_no_change_at_all() -> None:
     from wasmop.operator.state import _comparable
 
@@ -296,7 +310,7 @@ def test_an_image_revision_needs_no_module_configmap_at_resync() -> None:
     assert controller.drift(state, body, deployment, service, set()) is None
 
 
-def test_every_phase_change_is_an_event_but_a_new_functions_first_deploying() -> None:
+def test_every_phase_change_is_an_event_but_those_other_events_say() -> None:
     from wasmop.operator.state import announced
     from wasmop.operator.status import Phase
 
@@ -304,6 +318,9 @@ def test_every_phase_change_is_an_event_but_a_new_functions_first_deploying() ->
     assert announced(None, Phase.PENDING) and announced(None, Phase.INVALID)
     assert announced(Phase.READY, Phase.DEPLOYING)  # a rollout
     assert announced(Phase.DEPLOYING, Phase.READY)
+    # In and out of Idle: the Activated and ScaledToZero Events say it.
+    assert not announced(Phase.READY, Phase.IDLE) and not announced(Phase.IDLE, Phase.DEPLOYING)
+    assert announced(Phase.DEPLOYING, Phase.READY)  # an activation's end
 
 
 def test_a_shared_module_configmap_goes_when_no_functions_history_names_it() -> None:

@@ -312,7 +312,9 @@ def _comparable(status: dict[str, Any]) -> dict[str, Any]:
 
 def significant(comparable: dict[str, Any]) -> dict[str, Any]:
     """What must reach the API server at once: the status less counts, condition
-    messages (they carry the counts), the first-ready time and metric values."""
+    messages (they carry the counts), the first-ready time, metric values and the
+    autoscaler's wording of an unchanged decision (an idle function's reason flipped
+    between its cpu and memory metrics every half second: a write each time)."""
     kept = {k: v for k, v in comparable.items() if k not in MINOR_FIELDS}
     kept["conditions"] = [
         {k: v for k, v in c.items() if k != "message"} for c in comparable["conditions"]
@@ -321,7 +323,11 @@ def significant(comparable: dict[str, Any]) -> dict[str, Any]:
         k: v for k, v in (comparable.get("timings") or {}).items() if k not in MINOR_TIMINGS
     }
     if isinstance(comparable.get("scaling"), dict):
-        kept["scaling"] = {k: v for k, v in comparable["scaling"].items() if k != "currentMetrics"}
+        kept["scaling"] = {
+            k: v
+            for k, v in comparable["scaling"].items()
+            if k not in ("currentMetrics", "lastEvaluationReason")
+        }
     return kept
 
 
@@ -381,8 +387,13 @@ async def write_status(
 
 def announced(before: Phase | None, after: Phase) -> bool:
     """Whether a phase change gets an Event: every one but a new function's first step to
-    Deploying, which its creation already says (one write less per function)."""
-    return not (before is None and after == Phase.DEPLOYING)
+    Deploying, which its creation already says, and the steps in and out of Idle, which
+    the ``Activated`` and ``ScaledToZero`` Events say (one write less per function
+    created, two per activation: 25 functions woken at once posted 50 of them to an API
+    server busy with their Pods)."""
+    if before is None and after == Phase.DEPLOYING:
+        return False
+    return not (after == Phase.IDLE or (before == Phase.IDLE and after == Phase.DEPLOYING))
 
 
 def _phase_message(state: FunctionState, phase: Phase, status: dict[str, Any]) -> str:
