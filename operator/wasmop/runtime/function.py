@@ -52,6 +52,7 @@ from wasmop.runtime.wasi import (
     OutputCapture,
     c_strings,
     instance_export,
+    release_memory_pages,
     wasi_config,
 )
 
@@ -410,9 +411,11 @@ class Function:
                     self.stats.inline_overruns += 1
                 return None
         if self._costly_inline(response):
-            # Answered, but the loop was held too long: workers for a while, as after an
-            # overrun. An output flood ends by its cap (checked at a tick), not by the
-            # CPU bound, and would otherwise hold the loop on every request.
+            # Answered, but the loop was held too long, or the runtime ended the request:
+            # workers for a while, as after an overrun. An output flood ends by its cap
+            # (checked at a tick), not by the CPU bound, and would otherwise hold the loop
+            # on every request; a function that keeps faulting (a trap loop) would run
+            # every other request of its own on the loop, and its neighbours wait there.
             self._inline_cooldown_until = time.monotonic() + INLINE_COOLDOWN_S
             with self.stats.lock:
                 self.stats.inline_overruns += 1
@@ -421,10 +424,11 @@ class Function:
         return response
 
     def _costly_inline(self, response: Response) -> bool:
-        """An inline request that overflowed its output (it wrote until a tick's check)
-        or took a tick of CPU time."""
+        """An inline request that the runtime ended (a trap, the memory cap, the output
+        cap, a timeout: the function misbehaves and likely will again) or that took a
+        tick of CPU time."""
         stats = response.stats
-        return response.fault is Fault.OUTPUT_TOO_LARGE or (
+        return response.fault is not None or (
             stats is not None and stats.cpu_s >= self.ticker.tick_s
         )
 
@@ -518,6 +522,7 @@ class Function:
                 stats.instantiate_s = t_end - t_start
             if accounted and store is not None:
                 stats.memory_bytes, stats.at_limit = self._footprint(accounted, store)
+                release_memory_pages(accounted, store)
             self._live_memory.pop(key, None)
             if store is not None:
                 store.close()
