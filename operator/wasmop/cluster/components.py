@@ -362,6 +362,8 @@ def workloads(layout: StateLayout, settings: ClusterSettings) -> list[ComponentS
                     settings.node_zone(index),
                     "--registry-allow",
                     settings.registry_address,
+                    # The operator's address policy, for the registries nodes pull from.
+                    *(f"--module-url-allow={cidr}" for cidr in settings.module_url_allow),
                     "--max-pods",
                     str(settings.max_pods),
                     "--lease-renew-seconds",

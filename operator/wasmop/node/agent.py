@@ -30,6 +30,7 @@ from wasmop.console import exit_after_grace
 from wasmop.kube import ApiError, Kube, KubeConfig, WatchEvent
 from wasmop.kube.client import api_path
 from wasmop.kube.events import EventRecorder
+from wasmop.netguard import AddressPolicy
 from wasmop.node import fault_client
 from wasmop.node.container_logs import LogLimits, remove_orphans
 from wasmop.node.daemon import serving_context, start_daemon, start_health
@@ -83,8 +84,12 @@ class NodeSettings:
     run_dir: Path | None = None  # where the fault-API token and pid file go
     cache_dir: Path | None = None  # precompiled modules
     content_dir: Path | None = None  # pulled module images by digest (None: no images)
-    # Registries reached whatever their address (host[:port]); others must be public.
+    # Registries reached whatever their address (host[:port]); others must pass the
+    # cluster's address policy (public unicast, plus or minus these CIDRs), as module URLs
+    # and registries must for the operator.
     registry_allow: tuple[str, ...] = ()
+    module_url_allow: tuple[str, ...] = ()
+    module_url_deny: tuple[str, ...] = ()
     log_dir: Path | None = None  # container logs, one directory per Pod
     log_limits: LogLimits = field(default_factory=LogLimits)
     # The kubelet API's TLS: serving certificate (IP SAN: the node's InternalIP) and the CA
@@ -93,6 +98,11 @@ class NodeSettings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     client_ca: Path | None = None
+
+    def registry_policy(self) -> RegistryPolicy:
+        """Where this node's image pulls may connect (ValueError for a bad CIDR)."""
+        addresses = AddressPolicy.parse(self.module_url_allow, self.module_url_deny)
+        return RegistryPolicy.of(self.registry_allow, addresses)
 
 
 def beat_wait(started: float, now: float, interval: float) -> float:
@@ -116,9 +126,7 @@ class NodeAgent:
         self.fault_token = secrets.token_urlsafe(24)
         self.events = EventRecorder(self.kube, "wasmop-node", self.name)
         self.images = (
-            NodeImages(
-                ContentStore(settings.content_dir), RegistryPolicy.of(settings.registry_allow)
-            )
+            NodeImages(ContentStore(settings.content_dir), settings.registry_policy())
             if settings.content_dir is not None
             else None
         )

@@ -55,11 +55,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         # Per node, as on a real cluster: each node pulls a module once for its Pods.
         content_dir=layout.root / "content" / args.name,
         registry_allow=tuple(args.registry_allow),
+        module_url_allow=tuple(args.module_url_allow),
+        module_url_deny=tuple(args.module_url_deny),
         log_dir=layout.root / "nodes" / args.name / "pods",
         tls_cert=Path(tls[0]) if tls[0] else None,
         tls_key=Path(tls[1]) if tls[1] else None,
         client_ca=Path(tls[2]) if tls[2] else None,
     )
+    try:
+        settings.registry_policy()
+    except ValueError as exc:
+        raise CommandError(f"--module-url-allow/--module-url-deny: {exc}") from exc
     if args.lease_renew_seconds is not None:
         settings.lease_renew_s = args.lease_renew_seconds
     try:
@@ -144,7 +150,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         default=[],
         metavar="HOST[:PORT]",
         help="a registry this node pulls from whatever its address (repeatable); others"
-        " must have public addresses",
+        " must pass the address policy (public addresses, see --module-url-allow)",
+    )
+    run.add_argument(
+        "--module-url-allow",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="also pull from registries in this range (repeatable; the operator's flag of"
+        " the same name, which cluster up passes to both)",
+    )
+    run.add_argument(
+        "--module-url-deny",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="never pull from a registry not named by --registry-allow in this range",
     )
     run.set_defaults(handler=cmd_run)
 

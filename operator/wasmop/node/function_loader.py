@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ from wasmop.oci.auth import docker_config_from_secret
 from wasmop.runtime import Function, ModuleError, Runtime, RuntimeConfig, RuntimeConfigError
 from wasmop.runtime.loader import CompiledModule, decode_module_bytes, digest_of
 from wasmop.runtime.podenv import PodEnvironment, from_env
+
+log = logging.getLogger(__name__)
 
 # (reason, message) of an Event about the Pod, such as Pulled.
 Notify = Callable[[str, str], None]
@@ -98,6 +101,8 @@ class FunctionLoader:
         try:
             pulled = await self.images.pull(ref, environment.max_module_bytes, credentials)
         except RegistryError as exc:
+            if exc.detail:  # the administrator's log only: status gets the generic text
+                log.warning("pull of %s in %s: %s: %s", ref, namespace, exc.reason, exc.detail)
             raise PodSpecError(
                 "ErrImagePull" if exc.transient else exc.reason, f"{exc.reason}: {exc.message}"
             ) from exc
