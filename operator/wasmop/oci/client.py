@@ -73,18 +73,30 @@ class RegistryError(Exception):
     """Pulling or pushing failed; ``reason`` is CamelCase for a status, ``transient``
     says whether trying again later may succeed."""
 
-    def __init__(self, reason: str, message: str, *, transient: bool = False) -> None:
+    def __init__(
+        self, reason: str, message: str, *, transient: bool = False, detail: str = ""
+    ) -> None:
         super().__init__(message)
         self.reason = reason
-        self.message = message
+        self.message = message  # what a status may show
         self.transient = transient
+        self.detail = detail  # what only the administrator's log shows
 
 
-def _unavailable(what: str, exc: BaseException) -> RegistryError:
-    detail = str(exc) or type(exc).__name__
-    return RegistryError(
-        "RegistryUnavailable", f"{what}: {type(exc).__name__}: {detail}"[:400], transient=True
-    )
+# One text for every way a registry can be out of reach. Which way a connection failed
+# (refused, reset, timed out, no such name) or what status a server answered would make a
+# Pod's or a function's status a scanner of the hosts and ports a tenant names, as a module
+# URL's fetch error would (ModuleFetchFailed); the cause goes to the log (``detail``).
+UNREACHABLE = (
+    "the registry could not be reached or is not serving (connection failed or timed out, "
+    "or it answered 429 or 5xx); the pull is tried again"
+)
+
+
+def _unavailable(ref: ImageReference, what: str, exc: BaseException) -> RegistryError:
+    detail = f"{what}: {type(exc).__name__}: {str(exc) or type(exc).__name__}"[:400]
+    return RegistryError("RegistryUnavailable", f"{ref.registry}: {UNREACHABLE}",
+                         transient=True, detail=detail)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -381,7 +393,7 @@ class RegistryClient:
                 refused = refusal_in(exc)
                 if refused is not None:
                     raise RegistryError("RegistryNotAllowed", str(refused)) from None
-                raise _unavailable(f"{method} {_shown(url)}", exc) from None
+                raise _unavailable(ref, f"{method} {_shown(url)}", exc) from None
             if response.status == 401 and same_host and not challenged:
                 challenges = parse_challenges(response.headers.get("WWW-Authenticate", ""))
                 response.release()
@@ -453,7 +465,7 @@ class RegistryClient:
             refused = refusal_in(exc)
             if refused is not None:
                 raise RegistryError("RegistryNotAllowed", str(refused)) from None
-            raise _unavailable(f"token from {_shown(realm)}", exc) from None
+            raise _unavailable(ref, f"token from {_shown(realm)}", exc) from None
         try:
             document = json.loads(body)
             token = document.get("token") or document.get("access_token")
@@ -535,9 +547,8 @@ async def _expect(
             transient=True,
         )
     if status == 429 or status >= 500:
-        raise RegistryError(
-            "RegistryUnavailable", f"{ref.registry} answered {what} with {detail}", transient=True
-        )
+        raise RegistryError("RegistryUnavailable", f"{ref.registry}: {UNREACHABLE}",
+                            transient=True, detail=f"{what}: answered {detail}")  # fmt: skip
     raise RegistryError("RegistryRequestFailed", f"{ref.registry} refused {what}: {detail}")
 
 
@@ -557,7 +568,7 @@ async def _read_limited(
                 raise RegistryError("ModuleTooLarge", f"{ref}: {what} is over {limit} bytes")
             chunks.append(chunk)
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-        raise _unavailable(f"reading {what} of {ref}", exc) from None
+        raise _unavailable(ref, f"reading {what} of {ref}", exc) from None
     return b"".join(chunks)
 
 

@@ -123,8 +123,8 @@ class ImageResolver:
                     )
                 data = await client.fetch_module(image, limit)
         except RegistryError as exc:
-            log.info("image of %s/%s: %s: %s", function.namespace, function.name,
-                     exc.reason, exc.message)  # fmt: skip
+            log.info("image of %s/%s: %s: %s%s", function.namespace, function.name,
+                     exc.reason, exc.message, f" ({exc.detail})" if exc.detail else "")  # fmt: skip
             raise ImageUnavailable(exc.reason, exc.message, permanent=not exc.transient) from None
         try:
             wasm, _ = decode_module_bytes(data, limit)
