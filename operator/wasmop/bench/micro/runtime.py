@@ -419,8 +419,11 @@ def hello_latencies(port: int, stop: threading.Event, out: list[float]) -> None:
     sock.close()
 
 
-def bench_hostile(idle_s: float = 2.0) -> tuple[list[float], float, list[HostileRow]]:
-    """Idle hello latencies, idle RSS (MiB) and one row per hostile module."""
+def bench_hostile(
+    idle_s: float = 2.0, only: set[str] | None = None
+) -> tuple[list[float], float, list[HostileRow]]:
+    """Idle hello latencies, idle RSS (MiB) and one row per hostile module (those named
+    in `only`, if given)."""
     import urllib.request
 
     from wasmop.bench.hostile import corpus
@@ -455,6 +458,8 @@ def bench_hostile(idle_s: float = 2.0) -> tuple[list[float], float, list[Hostile
         idle_rss = peak_rss_mib(process.pid)
         rows = []
         for hostile in corpus():
+            if only and hostile.name not in only:
+                continue
             reset_peak_rss(process.pid)
             reply: dict[str, object] = {}
 
@@ -578,6 +583,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
     parser.add_argument("--hostile-node", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--only-hostile", action="store_true", help="only the hostile corpus")
+    parser.add_argument(
+        "--hostile", default="", help="comma-separated hostile modules to run (default: all)"
+    )
     args = parser.parse_args(argv)
     if args.hostile_node:
         serve_hostile_node()
@@ -608,7 +616,13 @@ def main(argv: list[str] | None = None) -> int:
         bench_http_latency(results, hello, args.requests)
         bench_loads(results, largest)
         bench_rps(results, hello, args.rps_requests)
-    idle, idle_rss, hostile_rows = bench_hostile()
+    only = {name for name in args.hostile.split(",") if name}
+    from wasmop.bench.hostile import corpus
+
+    unknown = only - {h.name for h in corpus()}
+    if unknown:
+        parser.error(f"--hostile: no such module in the corpus: {', '.join(sorted(unknown))}")
+    idle, idle_rss, hostile_rows = bench_hostile(only=only or None)
     results.environment["load"] += f"->{os.getloadavg()[0]:.2f}"
     if not args.only_hostile:
         sys.stdout.write(report(results) + "\n")
