@@ -244,6 +244,48 @@ def test_a_function_over_a_core_is_demoted_only_beside_others() -> None:
     assert not meter.heavy("flood", now + 1.0)  # e^-4 of 4 cores: idle again
 
 
+def test_a_function_that_starts_taking_two_cores_is_heavy_within_fifty_ms() -> None:
+    """The load rule must act before a neighbour's slowest percent is spent: a flood of
+    short requests (two cores from a standing start) was heavy only after 170 ms, so in a
+    second of hello's requests its first sixth ran at full priority."""
+    from wasmop.runtime.epoch import LoadMeter
+
+    meter = LoadMeter()
+    meter.add("hello", 0.0003, 100.0)
+    for i in range(1, 6):  # four requests of 5 ms CPU ending every 10 ms: two cores
+        meter.add("flood", 0.02, 100.0 + i * 0.01)
+    assert meter.heavy("flood", 100.05)
+    assert not meter.heavy("hello", 100.05)
+
+
+def test_a_request_is_demoted_after_one_tick_of_running() -> None:
+    """A looping request ran at full priority for 20-30 ms (demoted after 20 ms, at a
+    tick); now at the first tick past one tick of running."""
+    import os
+    import threading
+    import time
+
+    from wasmop.runtime.epoch import DEMOTED_NICE, EpochTicker
+    from wasmop.runtime.wasi import OutputCapture
+
+    config = wasmtime.Config()
+    config.epoch_interruption = True
+    ticker = EpochTicker(wasmtime.Engine(config), 0.01)
+    me = threading.get_native_id()
+    capture = OutputCapture(1024, 1024)
+    try:
+        ticker.enter(capture, demotable=True, group="loop")
+        ticker._demote_long_requests(time.monotonic() + 0.015)
+        during = os.getpriority(os.PRIO_PROCESS, me)
+        capture.finish()
+        ticker.exit(capture, group="loop", cpu_s=0.015)
+        assert during == DEMOTED_NICE
+        assert os.getpriority(os.PRIO_PROCESS, me) == 0
+    finally:
+        os.setpriority(os.PRIO_PROCESS, me, 0)
+        ticker.stop()
+
+
 def test_a_heavy_functions_short_requests_start_demoted() -> None:
     """Short requests never reach the per-request demotion (20 ms), so a function whose
     short requests keep cores busy starts each one at the lower priority beside other

@@ -12,12 +12,18 @@ a neighbour loops). The thread gets its priority back when the request ends.
 
 Short requests escape that rule however much they add up to: a function that keeps
 several requests of a few milliseconds each running at once (an output flood answered
-within a tick, a trap loop) takes cores from everyone while no single request lasts 20 ms.
+within a tick, a trap loop) takes cores from everyone while no single request lasts 10 ms.
 So the ticker also keeps each function's CPU load (`LoadMeter`: CPU seconds of its
 requests, decayed over `LOAD_TAU_S`); a request of a function whose load exceeds
 `HEAVY_LOAD` cores, while other functions run too, runs demoted from its first
 instruction. Without contention a demoted thread runs as fast as any; with it, functions
 within their core go first.
+
+Both rules act within a few ticks: a request is demoted at the first tick after one tick
+of running, and a function that starts keeping two cores busy is heavy after about 35 ms
+(`LOAD_TAU_S` 50 ms). With a quarter second and 20 ms, a flood of short requests ran
+at full priority for its first 170 ms and a looping request for 20-30 ms, which in a
+second of a neighbour's requests is more than its slowest percent.
 """
 
 from __future__ import annotations
@@ -36,10 +42,10 @@ from wasmop.runtime.wasi import OutputCapture
 
 log = logging.getLogger("wasmop.runtime")
 
-DEMOTE_AFTER_S = 0.02
+DEMOTE_AFTER_S = 0.01
 HOT_CHECK_S = 0.001
 DEMOTED_NICE = 10
-LOAD_TAU_S = 0.25
+LOAD_TAU_S = 0.05
 HEAVY_LOAD = 1.0  # cores a function's requests keep busy on average
 _LOADS_PRUNE_AT = 1024
 _OTHER_ACTIVE = 0.001  # cores: another function counts as present above this
