@@ -200,9 +200,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--module-url-allow",
         action="append",
         metavar="CIDR",
-        help="let the operator fetch spec.module.url from this range too (repeat for more),"
-        " e.g. 127.0.0.1/32 for operator/config/samples/hello-url.yaml; default: public"
-        " addresses only",
+        help="let the operator fetch spec.module.url, and the operator and node agents pull"
+        " from registries, in this range too (repeat for more), e.g. 127.0.0.1/32 for"
+        " operator/config/samples/hello-url.yaml; default: public addresses only",
     )
     up.add_argument(
         "--node-monitor-grace-seconds",
