@@ -56,14 +56,32 @@ async def test_a_relist_of_the_same_version_and_unnamed_configmaps_change_nothin
     assert watched.apply(WatchEvent("DELETED", configmap("never-seen", "9"))) is None
 
 
-async def test_the_last_function_forgotten_ends_the_namespaces_watch() -> None:
-    sources = ModuleSources(kube=None)  # type: ignore[arg-type]
+async def test_the_last_function_forgotten_ends_the_namespaces_watch_after_a_while() -> None:
+    sources = ModuleSources(kube=None, linger_s=0.05)  # type: ignore[arg-type]
     watched = sources.namespaces["ns"] = WatchedNamespace()
     watched.task = asyncio.create_task(asyncio.sleep(60))
     watched.users.update({"a": "wasm-hello", "b": "wasm-hello"})
     sources.forget("ns", "a")
-    assert "ns" in sources.namespaces and not watched.task.cancelled()
     sources.forget("ns", "b")
-    await asyncio.sleep(0)
+    await asyncio.sleep(0.01)
+    assert "ns" in sources.namespaces and not watched.task.cancelled()  # it lingers
+    await asyncio.sleep(0.1)
     assert "ns" not in sources.namespaces and watched.task.cancelled()
     sources.forget("elsewhere", "x")  # nothing watched there: nothing to do
+
+
+async def test_a_function_back_within_the_while_keeps_the_watch() -> None:
+    """Functions deleted and created again soon (a benchmark's bursts) keep one watch
+    instead of listing the namespace's ConfigMaps anew each time."""
+    sources = ModuleSources(kube=None, linger_s=0.05)  # type: ignore[arg-type]
+    watched = sources.namespaces["ns"] = WatchedNamespace()
+    watched.task = asyncio.create_task(asyncio.sleep(60))
+    watched.synced = asyncio.get_running_loop().create_future()
+    watched.synced.set_result(True)
+    watched.objects["wasm-hello"] = configmap("wasm-hello", "1")
+    watched.users["a"] = "wasm-hello"
+    sources.forget("ns", "a")
+    assert await sources.lookup("ns", "wasm-hello", "b") == (True, watched.objects["wasm-hello"])
+    await asyncio.sleep(0.1)
+    assert sources.namespaces["ns"] is watched and not watched.task.done()
+    watched.task.cancel()

@@ -9,11 +9,12 @@ resourceVersion, as an informer does: a reconcile looks its source up without a
 request, and a source that changes, appears or goes away sends the functions that name
 it back to the work queue (``on_change``).
 
-A namespace is watched from the first function that names a ConfigMap there until the
-last such function is forgotten. Until its watch has listed, or when it cannot list
-(the operator is not enabled in the namespace: 403), a lookup says so and the caller
-reads the ConfigMap itself; a watch that could not start is tried again at the next
-lookup.
+A namespace is watched from the first function that names a ConfigMap there until a
+minute after the last such function is forgotten (functions deleted and created again
+soon, as a benchmark's bursts are, keep one watch instead of a new listing each time).
+Until its watch has listed, or when it cannot list (the operator is not enabled in the
+namespace: 403), a lookup says so and the caller reads the ConfigMap itself; a watch
+that could not start is tried again at the next lookup.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 # The operator's own module ConfigMaps (large, immutable, never a source) stay out.
 NOT_OURS = f"{LABEL_MANAGED_BY}!={MANAGED_BY}"
 WATCH_TIMEOUT_S = 600
+# How long a namespace's watch outlives the last function that took a ConfigMap there.
+LINGER_S = 60.0
 
 
 @dataclass
@@ -45,6 +48,8 @@ class WatchedNamespace:
     task: asyncio.Task[None] | None = None
     # function name -> the ConfigMap it names (its last reconcile's lookup)
     users: dict[str, str] = field(default_factory=dict)
+    # The watch's end, due once the last user has gone (LINGER_S).
+    ending: asyncio.TimerHandle | None = None
 
     def apply(self, event: WatchEvent) -> str | None:
         """Take in one watch event; the name of a ConfigMap whose contents changed for
@@ -75,6 +80,7 @@ class ModuleSources:
     # Called with (namespace, function names) when a ConfigMap they name changed.
     on_change: Callable[[str, list[str]], None] = lambda namespace, names: None
     namespaces: dict[str, WatchedNamespace] = field(default_factory=dict)
+    linger_s: float = LINGER_S
 
     async def lookup(
         self, namespace: str, name: str, function: str
@@ -86,6 +92,9 @@ class ModuleSources:
         if watched is None:
             watched = self.namespaces[namespace] = WatchedNamespace()
         watched.users[function] = name
+        if watched.ending is not None:
+            watched.ending.cancel()
+            watched.ending = None
         if watched.task is None or watched.task.done():
             self._start(namespace, watched)
         assert watched.synced is not None
@@ -95,15 +104,21 @@ class ModuleSources:
 
     def forget(self, namespace: str, function: str) -> None:
         """The function is gone: a namespace no function takes a ConfigMap from any
-        more is watched no longer."""
+        more is watched no longer, after :data:`LINGER_S`."""
         watched = self.namespaces.get(namespace)
-        if watched is None:
+        if watched is None or watched.users.pop(function, None) is None or watched.users:
             return
-        watched.users.pop(function, None)
-        if not watched.users:
-            del self.namespaces[namespace]
-            if watched.task is not None:
-                watched.task.cancel()
+        if watched.ending is None:
+            loop = asyncio.get_running_loop()
+            watched.ending = loop.call_later(self.linger_s, self._end, namespace, watched)
+
+    def _end(self, namespace: str, watched: WatchedNamespace) -> None:
+        watched.ending = None
+        if watched.users or self.namespaces.get(namespace) is not watched:
+            return
+        del self.namespaces[namespace]
+        if watched.task is not None:
+            watched.task.cancel()
 
     def _start(self, namespace: str, watched: WatchedNamespace) -> None:
         watched.objects.clear()
@@ -147,6 +162,9 @@ class ModuleSources:
             watched.objects.clear()
 
     async def close(self) -> None:
+        for watched in self.namespaces.values():
+            if watched.ending is not None:
+                watched.ending.cancel()
         tasks = [w.task for w in self.namespaces.values() if w.task is not None]
         for task in tasks:
             task.cancel()
