@@ -705,6 +705,23 @@ def test_functions_of_one_module_share_its_configmap_until_the_last_is_gone(
     wait_for(gone, timeout=10, what="the shared module ConfigMap deleted")
 
 
+def burst_of_twenty(fns: Functions, cluster: Any, prefix: str) -> tuple[list[str], list[Any]]:
+    """Twenty functions of wasm-hello created at once and Ready: their names, and the
+    audit log's records (the operator's reads among them) from just before to after."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from wasmop.bench import audit
+
+    tail = audit.AuditTail(cluster.layout.audit_log)
+    names = [f"{prefix}-{i:02d}" for i in range(20)]
+    with ThreadPoolExecutor(len(names)) as pool:
+        list(pool.map(lambda n: fns.create(wasm_function(n, "wasm-hello")), names))
+    for name in names:
+        fns.wait_phase(name, "Ready", timeout=120)
+    time.sleep(2.5)  # the audit log is written in batches of a second
+    return names, list(tail.read(reads=True))
+
+
 def test_a_burst_of_one_module_creates_its_configmap_once(
     fns: Functions,
     cluster,  # type: ignore[no-untyped-def]
@@ -713,21 +730,11 @@ def test_a_burst_of_one_module_creates_its_configmap_once(
     ConfigMap, and no read of it back. (Each reconcile of a burst used to create it
     before any had recorded it: refused as conflicts, each followed by a read of the
     whole object to check its bytes.)"""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from wasmop.bench import audit
-
-    tail = audit.AuditTail(cluster.layout.audit_log)
-    names = [f"burst-{i:02d}" for i in range(20)]
-    with ThreadPoolExecutor(len(names)) as pool:
-        list(pool.map(lambda n: fns.create(wasm_function(n, "wasm-hello")), names))
-    for name in names:
-        fns.wait_phase(name, "Ready", timeout=120)
+    names, audited = burst_of_twenty(fns, cluster, "burst")
     [configmap] = {fns.status(n)["revisions"][0]["configMap"] for n in names}
-    time.sleep(2.5)  # the audit log is written in batches of a second
     requests = [
         r
-        for r in tail.read(reads=True)
+        for r in audited
         if r.actor == "operator" and r.resource == "configmaps" and r.name in ("", configmap)
         and r.namespace == fns.namespace and r.verb in ("create", "get")
     ]  # fmt: skip
@@ -744,20 +751,10 @@ def test_a_burst_takes_its_module_source_from_the_watch(
     source from its watch of the namespace's ConfigMaps, never with a GET of it. (Each
     reconcile used to GET it, sharing a read only while one was in flight, and the
     Deployment applies of a burst went out in clumps behind those reads.)"""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from wasmop.bench import audit
-
-    tail = audit.AuditTail(cluster.layout.audit_log)
-    names = [f"src-{i:02d}" for i in range(20)]
-    with ThreadPoolExecutor(len(names)) as pool:
-        list(pool.map(lambda n: fns.create(wasm_function(n, "wasm-hello")), names))
-    for name in names:
-        fns.wait_phase(name, "Ready", timeout=120)
-    time.sleep(2.5)  # the audit log is written in batches of a second
+    _, audited = burst_of_twenty(fns, cluster, "src")
     requests = [
         (r.verb, r.name)
-        for r in tail.read(reads=True)
+        for r in audited
         if r.actor == "operator" and r.resource == "configmaps" and r.namespace == fns.namespace
     ]
     assert ("watch", "") in requests, requests
