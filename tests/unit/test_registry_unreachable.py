@@ -66,3 +66,23 @@ def test_refused_silent_and_failing_registries_read_the_same_in_status() -> None
     text = shown.pop()
     for leak in ("refused", "Errno", "Timeout", "ClientConnector", "503", "Cannot connect"):
         assert leak not in text
+
+
+def test_a_refused_registry_name_does_not_say_what_it_resolved_to() -> None:
+    """A registry host that resolves to a refused address is RegistryNotAllowed; the
+    status must not say the address (a tenant would read the platform's internal DNS
+    from it), the log does."""
+    from wasmop.oci.policy import RegistryPolicy
+
+    async def main() -> RegistryError:
+        async with RegistryClient(check=RegistryPolicy().check) as client:
+            try:
+                await client.resolve(ImageReference.parse(f"localhost:{closed_port()}/wasm/a:1"))
+            except RegistryError as exc:
+                return exc
+        raise AssertionError("reached a refused address")
+
+    error = asyncio.run(main())
+    assert error.reason == "RegistryNotAllowed" and not error.transient
+    assert "127.0.0.1" not in error.message and "::1" not in error.message
+    assert "127.0.0.1" in error.detail or "::1" in error.detail

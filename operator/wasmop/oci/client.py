@@ -93,6 +93,20 @@ UNREACHABLE = (
 )
 
 
+# What a refused name resolved to stays in the log: a tenant naming hosts would otherwise
+# read the platform's internal DNS from its status.
+NOT_ALLOWED = (
+    "the registry's name resolves to an address registries may not be reached at "
+    "(loopback, link-local, private, metadata or cluster ranges), and the administrator "
+    "did not name it with --registry-allow"
+)
+
+
+def _not_allowed(ref: ImageReference, refused: BaseException) -> RegistryError:
+    return RegistryError("RegistryNotAllowed", f"{ref.registry}: {NOT_ALLOWED}",
+                         detail=str(refused))  # fmt: skip
+
+
 def _unavailable(ref: ImageReference, what: str, exc: BaseException) -> RegistryError:
     detail = f"{what}: {type(exc).__name__}: {str(exc) or type(exc).__name__}"[:400]
     return RegistryError("RegistryUnavailable", f"{ref.registry}: {UNREACHABLE}",
@@ -392,7 +406,7 @@ class RegistryClient:
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 refused = refusal_in(exc)
                 if refused is not None:
-                    raise RegistryError("RegistryNotAllowed", str(refused)) from None
+                    raise _not_allowed(ref, refused) from None
                 raise _unavailable(ref, f"{method} {_shown(url)}", exc) from None
             if response.status == 401 and same_host and not challenged:
                 challenges = parse_challenges(response.headers.get("WWW-Authenticate", ""))
@@ -464,7 +478,7 @@ class RegistryClient:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             refused = refusal_in(exc)
             if refused is not None:
-                raise RegistryError("RegistryNotAllowed", str(refused)) from None
+                raise _not_allowed(ref, refused) from None
             raise _unavailable(ref, f"token from {_shown(realm)}", exc) from None
         try:
             document = json.loads(body)
