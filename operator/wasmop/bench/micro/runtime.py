@@ -18,7 +18,10 @@ because absolute numbers move with the machine and its load while ratios mostly 
   hello over HTTP and runs each hostile module `HOSTILE_CONCURRENCY` requests at a time
   for at least a second (or loads it, for modules it must refuse), while this process
   keeps asking hello; per module: the status, the process's peak RSS (VmHWM, reset
-  before each module) and hello's p99 against its idle p99 from the same run.
+  before each module) and hello's p99 against its idle p99 from the same run, and two
+  diagnostics the machine's load moves less than hello's p99: a probe thread's
+  mmap+munmap p99 (waits for the address-space lock every instantiation takes) and how
+  many of the module's requests ran on the event loop's thread.
 
 Targets (issue 3): HTTP p50 <= 2 ms and <= 3x the raw call; cached load >= 10x faster
 than compiling. Issue 11: each hostile module gets its documented status; peak RSS <=
@@ -312,6 +315,58 @@ class HostileRow:
     runs: int
     peak_rss_mib: float
     hello: list[float]  # seconds, while it ran
+    mmap_p99_ms: float = 0.0  # the address-space probe while it ran
+    inline_runs: int = 0  # its requests that ran on the event loop's thread
+
+
+@dataclass
+class HostileRun:
+    idle: list[float]  # hello's latencies (seconds) with nothing else running
+    idle_rss_mib: float
+    idle_mmap_p99_ms: float
+    rows: list[HostileRow]
+
+
+class AddressSpaceProbe:
+    """A thread that times an mmap+munmap of 64 KiB every 2 ms (and getting the GIL back
+    after it): every instantiation maps its memories, so a module that keeps the process's
+    address-space lock busy delays every other tenant's requests at instantiation. A
+    diagnostic the machine's load moves less than hello's p99 (docs/security.md)."""
+
+    def __init__(self, interval_s: float = 0.002) -> None:
+        import ctypes
+
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._libc.mmap.restype = ctypes.c_void_p
+        self._libc.mmap.argtypes = [
+            ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+            ctypes.c_long,
+        ]  # fmt: skip
+        self._libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        self._interval_s = interval_s
+        self._samples: list[tuple[float, float]] = []  # (monotonic, seconds)
+        self._lock = threading.Lock()
+        threading.Thread(target=self._run, name="address-space-probe", daemon=True).start()
+
+    def _run(self) -> None:
+        size, rw, private_anonymous = 65536, 3, 0x22
+        while True:
+            start = time.perf_counter()
+            address = self._libc.mmap(None, size, rw, private_anonymous, -1, 0)
+            self._libc.munmap(address, size)
+            seconds = time.perf_counter() - start
+            with self._lock:
+                self._samples.append((time.monotonic(), seconds))
+            time.sleep(self._interval_s)
+
+    def p99_ms(self, since: float, until: float | None = None) -> float:
+        with self._lock:
+            chosen = sorted(
+                seconds
+                for at, seconds in self._samples
+                if at >= since and (until is None or at <= until)
+            )
+        return chosen[int(len(chosen) * 0.99)] * 1000 if chosen else float("nan")
 
 
 def serve_hostile_node() -> None:
@@ -367,9 +422,23 @@ def serve_hostile_node() -> None:
             )
             outcomes |= {f"{r.status} {r.reason}" for r in responses}
             runs += len(responses)
+        inline_runs = function.stats.inline_runs if function else 0
         if function is not None:
             await function.aclose(0)
-        return web.json_response({"outcomes": sorted(outcomes), "runs": runs})
+        return web.json_response(
+            {
+                "outcomes": sorted(outcomes),
+                "runs": runs,
+                "mmap_p99_ms": probe.p99_ms(started),
+                "inline_runs": inline_runs,
+            }
+        )
+
+    async def probe_p99(request: web.Request) -> web.Response:
+        since = time.monotonic() - float(request.query.get("seconds", "1"))
+        return web.json_response({"mmap_p99_ms": probe.p99_ms(since)})
+
+    probe = AddressSpaceProbe()
 
     async def main() -> None:
         compile_pool().warm_up()
@@ -381,6 +450,7 @@ def serve_hostile_node() -> None:
         hello_server = await start_server(hello)
         app = web.Application()
         app.router.add_post("/run/{name}", run)
+        app.router.add_get("/probe", probe_p99)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -419,11 +489,8 @@ def hello_latencies(port: int, stop: threading.Event, out: list[float]) -> None:
     sock.close()
 
 
-def bench_hostile(
-    idle_s: float = 2.0, only: set[str] | None = None
-) -> tuple[list[float], float, list[HostileRow]]:
-    """Idle hello latencies, idle RSS (MiB) and one row per hostile module (those named
-    in `only`, if given)."""
+def bench_hostile(idle_s: float = 2.0, only: set[str] | None = None) -> HostileRun:
+    """Hello idle and one row per hostile module (those named in `only`, if given)."""
     import urllib.request
 
     from wasmop.bench.hostile import corpus
@@ -456,6 +523,9 @@ def bench_hostile(
         measure(None, 0.5)  # warm-up
         idle = measure(None, idle_s)
         idle_rss = peak_rss_mib(process.pid)
+        probe_url = f"http://127.0.0.1:{control_port}/probe?seconds={idle_s}"
+        with urllib.request.urlopen(probe_url, timeout=30) as response:
+            idle_mmap_p99_ms = float(json.loads(response.read())["mmap_p99_ms"])
         rows = []
         for hostile in corpus():
             if only and hostile.name not in only:
@@ -479,17 +549,21 @@ def bench_hostile(
                     runs=int(reply.get("runs", 0)),  # type: ignore[arg-type]
                     peak_rss_mib=peak_rss_mib(process.pid),
                     hello=samples,
+                    mmap_p99_ms=float(reply.get("mmap_p99_ms", float("nan"))),  # type: ignore[arg-type]
+                    inline_runs=int(reply.get("inline_runs", 0)),  # type: ignore[arg-type]
                 )
             )
-        return idle, idle_rss, rows
+        return HostileRun(idle, idle_rss, idle_mmap_p99_ms, rows)
     finally:
         process.kill()
         process.wait()
 
 
-def report_hostile(idle: list[float], idle_rss: float, rows: list[HostileRow]) -> str:
+def report_hostile(run: HostileRun) -> str:
     from wasmop.bench.hostile import HOSTILE_LIMITS
     from wasmop.bench.stats import describe
+
+    idle, idle_rss, rows = run.idle, run.idle_rss_mib, run.rows
 
     limit_mib = HOSTILE_LIMITS.memory_bytes / 2**20
     bound = limit_mib * HOSTILE_CONCURRENCY + idle_rss + RSS_OVERHEAD_MIB
@@ -501,12 +575,14 @@ def report_hostile(idle: list[float], idle_rss: float, rows: list[HostileRow]) -
         f"{limit_mib:g} MiB, {HOSTILE_LIMITS.timeout_s:g} s, "
         f"{HOSTILE_LIMITS.output_bytes / 2**20:g} MiB output)",
         f"idle: RSS {idle_rss:.0f} MiB; hello p99 {idle_p99 * 1000:.3f} ms "
-        f"(95% CI {low * 1000:.3f}-{high * 1000:.3f}, n={len(idle)})",
+        f"(95% CI {low * 1000:.3f}-{high * 1000:.3f}, n={len(idle)}); "
+        f"mmap probe p99 {run.idle_mmap_p99_ms:.2f} ms",
         f"RSS bound: {limit_mib:g} MiB x {HOSTILE_CONCURRENCY} + idle {idle_rss:.0f} MiB + "
         f"{RSS_OVERHEAD_MIB} MiB = {bound:.0f} MiB",
         "",
         f"{'module':<18} {'expected':<28} {'status':<28} {'runs':>5} {'peak RSS MiB':>13} "
-        f"{'hello p99 ms (95% CI)':>26} {'n':>6} {'x idle':>7}  verdict",
+        f"{'hello p99 ms (95% CI)':>26} {'n':>6} {'x idle':>7}  verdict  "
+        f"{'mmap p99 ms':>11} {'inline':>6}",
     ]
     all_hold = True
     for row in rows:
@@ -523,11 +599,16 @@ def report_hostile(idle: list[float], idle_rss: float, rows: list[HostileRow]) -
         lines.append(
             f"{row.name:<18} {row.expected:<28} {row.outcome:<28} {row.runs:>5} "
             f"{row.peak_rss_mib:>13.0f} {ci:>26} {d['n']:>6} {ratio:>7.2f}  "
-            f"{'met' if holds else 'MISSED'}"
+            f"{'met' if holds else 'MISSED':<7}  {row.mmap_p99_ms:>11.2f} {row.inline_runs:>6}"
         )
     lines.append(
         f"\ntarget: every status as documented, peak RSS <= {bound:.0f} MiB, hello p99 <= "
         f"{HELLO_P99_RATIO_TARGET:g}x idle: {'met' if all_hold else 'MISSED'}"
+    )
+    lines.append(
+        "diagnostics (not targets): mmap p99 = an mmap+munmap of 64 KiB every 2 ms in the "
+        "node process, i.e. waits for its address-space lock, which every instantiation "
+        "takes; inline = the module's requests that ran on the event loop's thread"
     )
     return "\n".join(lines)
 
@@ -622,11 +703,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = only - {h.name for h in corpus()}
     if unknown:
         parser.error(f"--hostile: no such module in the corpus: {', '.join(sorted(unknown))}")
-    idle, idle_rss, hostile_rows = bench_hostile(only=only or None)
+    hostile = bench_hostile(only=only or None)
     results.environment["load"] += f"->{os.getloadavg()[0]:.2f}"
     if not args.only_hostile:
         sys.stdout.write(report(results) + "\n")
-    sys.stdout.write(report_hostile(idle, idle_rss, hostile_rows) + "\n")
+    sys.stdout.write(report_hostile(hostile) + "\n")
     if args.json:
         args.json.write_text(
             json.dumps(
@@ -635,9 +716,10 @@ def main(argv: list[str] | None = None) -> int:
                     "rows": {k: asdict(v) for k, v in results.rows.items()},
                     "rps_one_core": results.rps_one_core,
                     "hostile": {
-                        "idle_rss_mib": idle_rss,
-                        "idle_hello_s": idle,
-                        "rows": [asdict(row) for row in hostile_rows],
+                        "idle_rss_mib": hostile.idle_rss_mib,
+                        "idle_hello_s": hostile.idle,
+                        "idle_mmap_p99_ms": hostile.idle_mmap_p99_ms,
+                        "rows": [asdict(row) for row in hostile.rows],
                     },
                 },
                 indent=2,
