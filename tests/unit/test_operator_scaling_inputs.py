@@ -45,16 +45,23 @@ def autoscaler() -> Autoscaler:
     return Autoscaler(None, None, None, collector, None)  # type: ignore[arg-type]
 
 
-def test_functions_that_react_fast_predict_or_go_to_zero_are_judged_every_half_second() -> None:
+def test_functions_that_predict_or_go_to_zero_are_judged_every_half_second() -> None:
     scaler = autoscaler()
     assert scaler.interval_for(function().spec.scaling) == 5.0
     assert scaler.interval_for(None) == 5.0
+    for scaling in ({"minReplicas": 0}, {"predictive": {"enabled": True}}):
+        assert scaler.interval_for(function(**scaling).spec.scaling) == 0.5
+
+
+def test_functions_that_react_fast_are_judged_every_quarter_second() -> None:
+    """A rise crosses a level about half a second in; a half-second tick could add as
+    much again and put the answer past the one-second reaction target."""
+    scaler = autoscaler()
     for scaling in (
         {"reaction": "Fast"},
-        {"minReplicas": 0},
-        {"predictive": {"enabled": True}},
+        {"reaction": "Fast", "minReplicas": 0, "predictive": {"enabled": True}},
     ):
-        assert scaler.interval_for(function(**scaling).spec.scaling) == 0.5
+        assert scaler.interval_for(function(**scaling).spec.scaling) == 0.25
 
 
 def test_idleness_is_taken_from_the_latest_reading_only() -> None:
