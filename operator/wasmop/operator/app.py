@@ -51,6 +51,7 @@ from wasmop.wellknown import (
     DOMAIN,
     FUNCTION_PLURAL,
     GROUP,
+    RUNTIME_KIND,
     RUNTIME_PLURAL,
     VERSION,
 )
@@ -65,6 +66,36 @@ FIRST_RESYNC_S = 5.0
 # A shared module ConfigMap no function names is deleted once it is this old: one just
 # created for a function whose reconcile is under way is left alone.
 MODULE_CONFIGMAP_GRACE_S = 30.0  # after a start or a take-over: repair what changed meanwhile
+
+
+# The kinds with a kopf daemon or change handler: the only ones whose events need kopf's
+# diff against the last handled state (it decides whether a daemon's idling restarts).
+KINDS_WITH_DIFFS = frozenset({RUNTIME_KIND})
+
+
+class DiffBaseOfKinds(kopf.AnnotationsDiffBaseStorage):
+    """kopf's annotation diff-base, built only for ``kinds``.
+
+    kopf builds the diff-base of every event it processes, a deep copy of the whole body
+    (managed fields and all) and another to clear progress fields, whatever the handlers
+    are. The events of Pods, Deployments, functions and nodes go to event handlers only,
+    which never read it; in a burst of 100 functions those copies took 45 % of the
+    operator's CPU (cProfile of `make bench-operator`). For them it is empty now.
+    """
+
+    def __init__(self, kinds: frozenset[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.kinds = kinds
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        if body.get("kind") not in self.kinds:
+            return kopf.BodyEssence()
+        return super().build(body=body, extra_fields=extra_fields)
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        if body.get("kind") not in self.kinds:
+            return None
+        return super().fetch(body=body)
 
 
 @dataclass(frozen=True)
@@ -407,8 +438,8 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
             prefix=ANNOTATION_PREFIX
         )
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+        settings.persistence.diffbase_storage = DiffBaseOfKinds(
+            KINDS_WITH_DIFFS, prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
         )
         settings.persistence.finalizer = FINALIZER
         settings.posting.enabled = False  # we post our own, meaningful Events
