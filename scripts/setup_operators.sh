@@ -3,8 +3,9 @@
 # WasmRuntime, then the operator and gateway Deployments. Idempotent (server-side apply).
 #
 #   KUBECONFIG=~/.kube/config scripts/setup_operators.sh        # a real cluster
-#   eval "$(wasmop cluster env)"; scripts/setup_operators.sh     # the embedded one (CRDs only:
-#                                                                # its operator is supervised)
+#   eval "$(wasmop cluster env)"; scripts/setup_operators.sh     # the embedded one: the same
+#       manifests; 'cluster up' applied them already, and its system node runs the two Pods
+#       (the wasmop/operator image as host processes of the installed package)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,8 +35,12 @@ echo "==> peering, RBAC and the default WasmRuntime"
 
 if [[ "${WASMOP_SKIP_DEPLOYMENTS:-}" != "1" ]]; then
   echo "==> operator and gateway"
-  "${kubectl[@]}" apply --server-side -f "$config/operators/operator.yaml"
-  "${kubectl[@]}" -n wasm-operators rollout status deployment/wasmop-operator --timeout=120s || true
+  # --force-conflicts: this script owns what it applies, also where another installer
+  # (the embedded cluster's bootstrap, an earlier wasmop) applied the same manifest.
+  "${kubectl[@]}" apply --server-side --force-conflicts -f "$config/operators/operator.yaml"
+  for deployment in wasmop-operator wasmop-gateway; do
+    "${kubectl[@]}" -n wasm-operators rollout status "deployment/$deployment" --timeout=120s || true
+  done
 fi
 
 echo

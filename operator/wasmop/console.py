@@ -22,6 +22,7 @@ from importlib.metadata import PackageNotFoundError, requires
 from pathlib import Path
 
 from wasmop.cluster.layout import StateLayout
+from wasmop.wellknown import BIND_LOOPBACK_ENV
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -61,6 +62,16 @@ def configure_logging(level: str = "info") -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+
+
+def listen_address(requested: str) -> str:
+    """Where a server binds: as asked, except that a wildcard means loopback in a
+    host-process Pod (it shares the machine's network; see ``wasmop.node.host_process``)."""
+    import os
+
+    if os.environ.get(BIND_LOOPBACK_ENV) and requested in ("", "0.0.0.0", "::"):
+        return "127.0.0.1"
+    return requested
 
 
 def extra_providing(module: str) -> str | None:

@@ -29,11 +29,19 @@ FUNCTION_LABEL = f"{DOMAIN}/function"
 # other Pods off it (its value is the runtime's name too).
 RUNTIME_LABEL = f"{DOMAIN}/runtime"
 ENGINE_VERSION_LABEL = f"{DOMAIN}/engine-version"
+# Label and taint key of a node that runs the project's own images as host processes
+# (the embedded cluster's system node), and the RuntimeClass naming that handler.
+HOST_PROCESS_LABEL = f"{DOMAIN}/host-process"
+HOST_PROCESS_HANDLER = "host-process"
+HOST_PROCESS_RUNTIME_CLASS = "wasmop-host-process"
 ZONE_LABEL = "topology.kubernetes.io/zone"
 # The kubelet's ports, on the node's own address inside its network namespace: its API
 # (HTTPS, authenticated) and its health endpoint (plain HTTP, /healthz only).
 DAEMON_PORT = 10250
 HEALTH_PORT = 10248
+# Set for the project's own processes run as host-process Pods (the system node): a
+# wildcard listen address (0.0.0.0, as in-cluster manifests ask) means loopback there.
+BIND_LOOPBACK_ENV = "WASMOP_BIND_LOOPBACK"
 
 # --- the HTTP path to a function -------------------------------------------------------
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -14,7 +16,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from kubernetes import client
+from wasmop.cluster.layout import StateLayout
 from wasmop.cluster.settings import ClusterSettings
+from wasmop.node import fault_client
 from wasmop.wellknown import API_VERSION, FUNCTION_KIND, FUNCTION_PLURAL, GROUP, VERSION
 
 T = TypeVar("T")
@@ -130,3 +134,45 @@ def audit_events(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n")[:-1]]
+
+
+OPERATOR_NAMESPACE = "wasm-operators"
+OPERATOR_SELECTOR = "app.kubernetes.io/component=operator"
+
+
+def operator_pod(core: client.CoreV1Api) -> client.V1Pod:
+    """The operator's ready Pod (the embedded cluster runs one replica)."""
+
+    def ready() -> client.V1Pod | None:
+        for pod in core.list_namespaced_pod(
+            OPERATOR_NAMESPACE, label_selector=OPERATOR_SELECTOR
+        ).items:
+            conditions = pod.status.conditions or []
+            if pod.metadata.deletion_timestamp is None and any(
+                c.type == "Ready" and c.status == "True" for c in conditions
+            ):
+                return pod
+        return None
+
+    return wait_for(ready, timeout=120, what="a ready operator Pod")
+
+
+def kill_operator(core: client.CoreV1Api, layout: StateLayout) -> client.V1Pod:
+    """kill -9 of the operator's container through its node's fault API; the node
+    restarts it. Returns the Pod as it was before."""
+    pod = operator_pod(core)
+    fault_client.post(
+        layout.run, pod.spec.node_name, "/faults/crash",
+        {"namespace": OPERATOR_NAMESPACE, "pod": pod.metadata.name},
+    )  # fmt: skip
+    return pod
+
+
+def operator_log(pod: str) -> str:
+    """The operator container's log as ``kubectl logs`` reads it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "wasmop", "kubectl", "logs", "-n", OPERATOR_NAMESPACE, pod],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout

@@ -15,7 +15,7 @@ from wasmop.bench.load import (
     run_locust,
 )
 from wasmop.bench.mix import parse_mix
-from wasmop.bench.process_sampler import component_pid
+from wasmop.bench.process_sampler import operator_pid
 from wasmop.bench.session import BenchSession
 
 pytestmark = pytest.mark.integration
@@ -126,9 +126,10 @@ def test_users_taking_turns_give_each_function_exactly_its_share(
 def test_deployment_storm_reports_create_to_ready(
     session: BenchSession, namespace: str, tmp_path: Path
 ) -> None:
-    if not component_pid("operator"):
+    if not operator_pid():
         pytest.fail(
-            "the embedded cluster's operator is not running (see .wasmop/logs/operator.log)"
+            "the embedded cluster's operator is not running"
+            " (wasmop kubectl get pods -n wasm-operators)"
         )
     session.run(deploy.ensure_module(session.kube, namespace, "hello"))
     config = LocustConfig(

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from wasmop.bench import runner
-from wasmop.bench.process_sampler import component_pid
+from wasmop.bench.process_sampler import operator_pid
 from wasmop.bench.targets import TARGETS
 
 pytestmark = pytest.mark.integration
@@ -31,9 +31,10 @@ def results(tmp_path_factory: pytest.TempPathFactory, cluster) -> Path:  # type:
 
 @pytest.fixture(scope="module")
 def operator_running(cluster) -> None:  # type: ignore[no-untyped-def]
-    if not component_pid("operator"):
+    if not operator_pid():
         pytest.fail(
-            "the embedded cluster's operator is not running (see .wasmop/logs/operator.log)"
+            "the embedded cluster's operator is not running"
+            " (wasmop kubectl get pods -n wasm-operators)"
         )
 
 

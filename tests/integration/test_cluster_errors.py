@@ -20,7 +20,8 @@ def free_port() -> int:
 
 
 def scratch_settings() -> ClusterSettings:
-    """A second cluster beside the session's: its own ports, no wasm nodes."""
+    """A second cluster beside the session's: its own ports, no wasm nodes and no system
+    node (whose name, network and the operator's ports are the session cluster's)."""
     return ClusterSettings(
         api_port=free_port(),
         etcd_client_port=free_port(),
@@ -33,6 +34,7 @@ def scratch_settings() -> ClusterSettings:
         registry_port=free_port(),
         metrics_server_port=free_port(),
         nodes=0,
+        system_node=False,
     )
 
 

@@ -11,7 +11,7 @@ import uuid
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-from support import audit_events, wait_for
+from support import audit_events, kill_operator, wait_for
 from wasmop.cluster import manager
 from wasmop.cluster.layout import CLUSTER_MARKER_ENV
 from wasmop.cluster.settings import ClusterSettings
@@ -240,7 +240,7 @@ def test_objects_survive_restart_and_down_stops_everything(api: client.ApiClient
         assert all(host_networks(settings).values()), "the nodes' networks exist while up"
         manager.control(cluster.layout, "freeze", name=first, seconds=120)
         manager.partition_node(cluster.layout, second, cut=True)
-        manager.control(cluster.layout, "kill", name="operator")
+        kill_operator(core, cluster.layout)
         assert manager.down(cluster.layout)
         assert manager._processes_of(cluster.layout) == [], (
             f"processes left with {CLUSTER_MARKER_ENV}"

@@ -20,7 +20,15 @@ from typing import Any
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-from support import gateway_get, module_configmap, wait_for
+from support import (
+    gateway_get,
+    kill_operator,
+    module_configmap,
+    operator_log,
+    operator_pod,
+    wait_for,
+)
+from wasmop.bench.process_sampler import gateway_pid, operator_pid
 from wasmop.cluster import manager
 from wasmop.cluster.layout import repo_root
 from wasmop.cluster.settings import ClusterSettings
@@ -850,14 +858,16 @@ def test_operator_killed_mid_deployment_of_20(
     names = [f"f{i:02d}" for i in range(20)]
     for name in names[:10]:
         fns.create(wasm_function(name, "wasm-hello"))
-    manager.control(cluster.layout, "stop", name="operator", signal="KILL")
-    try:
-        for name in names[10:]:
-            fns.create(wasm_function(name, "wasm-hello"))
-    finally:
-        manager.control(cluster.layout, "start", name="operator")
+    killed = kill_operator(core, cluster.layout)  # its node restarts it
+    for name in names[10:]:
+        fns.create(wasm_function(name, "wasm-hello"))
     for name in names:
         fns.wait_phase(name, "Ready", timeout=120, readyReplicas=1)
+    # The same Pod: its container restarted (exit 137), as a kubelet restarts it.
+    after = core.read_namespaced_pod(killed.metadata.name, killed.metadata.namespace)
+    [status] = after.status.container_statuses
+    assert status.restart_count == killed.status.container_statuses[0].restart_count + 1
+    assert status.last_state.terminated.exit_code == 137
     deployments = apps.list_namespaced_deployment(fns.namespace).items
     assert sorted(d.metadata.name for d in deployments) == names
     assert len(apps.list_namespaced_replica_set(fns.namespace).items) == 20
@@ -883,8 +893,10 @@ def test_everything_converges_after_an_api_server_restart_mid_watch(
     core = client.CoreV1Api(api)
     fns.create(wasm_function("before", "wasm-hello"))
     fns.wait_phase("before", "Ready", readyReplicas=1)
-    watchers = [*manager.load_settings(cluster.layout).node_names(), "gateway", "operator"]
+    settings = manager.load_settings(cluster.layout)
+    watchers = [*settings.node_names(), settings.system_node_name]
     pids = {n: c["pid"] for n, c in manager.control(cluster.layout, "status")["components"].items()}
+    pods = (operator_pid(), gateway_pid())  # the processes of their Pods
     manager.control(cluster.layout, "restart", name="kube-apiserver")
     fns.create(wasm_function("after", "wasm-hello", replicas=2))
     fns.wait_phase("after", "Ready", timeout=90, readyReplicas=2)
@@ -914,6 +926,7 @@ def test_everything_converges_after_an_api_server_restart_mid_watch(
     # the Nodes Unknown once it is back; the agents see that and report Ready again.)
     now = manager.control(cluster.layout, "status")["components"]
     assert {n: now[n]["pid"] for n in watchers} == {n: pids[n] for n in watchers}
+    assert (operator_pid(), gateway_pid()) == pods
     assert gateway("/healthz") == (200, b"ok")
 
     def not_ready() -> list[tuple[str, str]]:
@@ -1020,7 +1033,9 @@ def test_hpa_engine_scales_out_under_load_and_back_in(
     assert {"SuccessfulRescale"} <= {e.reason for e in events.items}
 
 
-def test_two_operator_replicas_hand_over_through_peering(fns: Functions, cluster) -> None:  # type: ignore[no-untyped-def]
+def test_two_operator_replicas_hand_over_through_peering(
+    fns: Functions, api: client.ApiClient, cluster
+) -> None:  # type: ignore[no-untyped-def]
     """A second replica with a higher priority takes over (the first pauses); when it
     stops, the first resumes. Functions created in either period become Ready."""
     import os
@@ -1033,8 +1048,8 @@ def test_two_operator_replicas_hand_over_through_peering(fns: Functions, cluster
             return int(s.getsockname()[1])
 
     log_path = cluster.layout.logs / "operator-second.log"
-    supervised_log = cluster.layout.log_for("operator")
-    offset = supervised_log.stat().st_size
+    first = operator_pod(client.CoreV1Api(api)).metadata.name
+    offset = len(operator_log(first))
     settings = manager.load_settings(cluster.layout)
     with log_path.open("wb") as log_file:
         second = subprocess.Popen(
@@ -1049,9 +1064,9 @@ def test_two_operator_replicas_hand_over_through_peering(fns: Functions, cluster
         )  # fmt: skip
     try:
         wait_for(
-            lambda: "Pausing" in supervised_log.read_text()[offset:],
+            lambda: "Pausing" in operator_log(first)[offset:],
             timeout=30,
-            what="the supervised operator to pause for the higher-priority replica",
+            what="the operator Pod to pause for the higher-priority replica",
         )
         fns.create(wasm_function("during", "wasm-hello"))
         fns.wait_phase("during", "Ready")
@@ -1060,9 +1075,9 @@ def test_two_operator_replicas_hand_over_through_peering(fns: Functions, cluster
         second.wait(timeout=30)
     assert second.returncode == 0, log_path.read_text()[-2000:]
     wait_for(
-        lambda: "Resuming" in supervised_log.read_text()[offset:],
+        lambda: "Resuming" in operator_log(first)[offset:],
         timeout=70,
-        what="the supervised operator to resume",
+        what="the operator Pod to resume",
     )
     fns.create(wasm_function("after", "wasm-hello"))
     fns.wait_phase("after", "Ready")

@@ -3,6 +3,7 @@ Pods, in the shapes the operator reads, and how it turns a Pod into a function."
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,11 @@ from wasmop.node.netns import NetworkError, NodeNetwork
 from wasmop.node.pod_worker import PodWorker
 from wasmop.node.podspec import ContainerPlan, ModuleSource, PodSpecError
 from wasmop.node.stats import resource_metrics
+from wasmop.node.wasm_container import FunctionContainer
 from wasmop.operator.node_index import NodeIndex, runtime_status
 from wasmop.operator.scaling import parse_resource_metrics
 from wasmop.operator.spec import RuntimeSpec, WasmRuntime
-from wasmop.runtime import Request, Runtime
+from wasmop.runtime import Request, Runtime, start_server
 from wasmop.runtime.workloads import ensure_built
 from wasmop.wellknown import DAEMON_PORT, ENGINE_VERSION_LABEL, RUNTIME_LABEL, ZONE_LABEL
 
@@ -90,23 +92,32 @@ def test_the_autoscaler_reads_the_resource_metrics_the_node_serves(agent: NodeAg
     """The daemon's /metrics/resource text, parsed by the operator's scraper, gives each
     Pod's own CPU seconds and working set."""
     hello = ensure_built()["hello"]
-    with Runtime() as runtime:
+
+    async def scenario(runtime: Runtime) -> None:
         for name in ("fib-a", "fib-b"):
             worker = PodWorker(agent.host, pod(name))
-            worker.function = runtime.function(hello.wasm_path, name=name)
+            function = runtime.function(hello.wasm_path, name=name)
+            server = await start_server(function)
+            worker.running = FunctionContainer(function, server, "id", "127.0.0.1", name)
             agent.workers[worker.uid] = worker
-        agent.workers["uid-fib-a"].function.invoke_sync(Request())  # type: ignore[union-attr]
-        idle = PodWorker(agent.host, pod("starting"))  # no function yet: not reported
+        running = agent.workers["uid-fib-a"].running
+        assert isinstance(running, FunctionContainer)
+        running.function.invoke_sync(Request())
+        idle = PodWorker(agent.host, pod("starting"))  # no container yet: not reported
         agent.workers[idle.uid] = idle
         containers = container_usage(agent)
         parsed = parse_resource_metrics(resource_metrics(agent.node_usage(containers), containers))
         assert set(parsed) == {("bench", "fib-a"), ("bench", "fib-b")}
         for (_, name), (cpu, memory) in parsed.items():
-            function = agent.workers[f"uid-{name}"].function
-            assert function is not None
-            assert cpu == pytest.approx(function.cpu_seconds(), abs=1e-6)
-            assert memory == function.memory_bytes()
+            container = agent.workers[f"uid-{name}"].running
+            assert isinstance(container, FunctionContainer)
+            assert cpu == pytest.approx(container.figures().cpu_seconds, abs=1e-6)
+            assert memory == container.function.memory_bytes()
+            await container.stop(0)
         assert parsed[("bench", "fib-a")][0] > 0  # it ran a request
+
+    with Runtime() as runtime:
+        asyncio.run(scenario(runtime))
 
 
 def test_an_adopted_running_pod_counts_the_restart_it_went_through(agent: NodeAgent) -> None:

@@ -2,11 +2,13 @@
 
 * a Pod's container crashes: the node agent's fault API (``POST /faults/crash``);
 * a Pod is deleted: the Kubernetes API;
-* a node agent is killed / restarted, the operator is killed / restarted, the API server
-  is restarted: the cluster supervisor (``manager.control``);
-* a component crashes (SIGKILL, and its supervisor starts it again: etcd, the operator
-  in the middle of a burst of creations) or freezes (SIGSTOP for some seconds, then
-  SIGCONT): the cluster supervisor too;
+* the operator is killed (kill -9): its Pod's container is killed through its node's
+  fault API, and the node agent restarts it as a kubelet restarts a crashed container
+  (its restart count goes up);
+* a node agent is killed / restarted, the API server is restarted: the cluster
+  supervisor (``manager.control``);
+* a component crashes (SIGKILL, and its supervisor starts it again: etcd) or freezes
+  (SIGSTOP for some seconds, then SIGCONT): the cluster supervisor too;
 * a node's link is cut while its agent lives on (a network partition): ``manager``;
 * a node's link gets delay or loss: the node agent's link emulation (``/faults/netem``).
 
@@ -30,7 +32,8 @@ from wasmop.node import fault_client
 
 log = logging.getLogger(__name__)
 
-OPERATOR_COMPONENT = "operator"
+OPERATOR_NAMESPACE = "wasm-operators"
+OPERATOR_SELECTOR = "app.kubernetes.io/name=wasmop,app.kubernetes.io/component=operator"
 API_SERVER_COMPONENT = "kube-apiserver"
 ETCD_COMPONENT = "etcd"
 
@@ -140,20 +143,32 @@ def start_node(node: str, layout: StateLayout | None = None) -> FaultEvent:
     return FaultEvent("node-start", node, event.t_ms)
 
 
-def kill_operator(layout: StateLayout | None = None) -> FaultEvent:
-    event = kill_component(OPERATOR_COMPONENT, layout)
-    return FaultEvent("operator-kill", OPERATOR_COMPONENT, event.t_ms)
+async def operator_pod(kube: Kube) -> dict[str, Any]:
+    """The operator's running Pod (the embedded cluster runs one replica)."""
+    try:
+        listed = await kube.get(
+            api_path("v1", "pods", OPERATOR_NAMESPACE), labelSelector=OPERATOR_SELECTOR
+        )
+    except ApiError as exc:
+        raise FaultError(f"cannot list the operator's Pods: {exc}") from exc
+    running = [
+        p
+        for p in listed["items"]
+        if (p.get("status") or {}).get("phase") == "Running"
+        and not p["metadata"].get("deletionTimestamp")
+    ]
+    if not running:
+        raise FaultError(f"no running operator Pod in {OPERATOR_NAMESPACE}")
+    return running[0]
 
 
-def start_operator(layout: StateLayout | None = None) -> FaultEvent:
-    event = start_component(OPERATOR_COMPONENT, layout)
-    return FaultEvent("operator-start", OPERATOR_COMPONENT, event.t_ms)
-
-
-def crash_operator(layout: StateLayout | None = None) -> FaultEvent:
-    """kill -9 of the operator; it is started again, as its Deployment's Pod would be."""
-    event = crash_component(OPERATOR_COMPONENT, layout)
-    return FaultEvent("operator-kill", OPERATOR_COMPONENT, event.t_ms)
+async def kill_operator(kube: Kube, layout: StateLayout | None = None) -> FaultEvent:
+    """kill -9 of the operator's container; its node agent restarts it, as a kubelet
+    restarts a crashed container of a Deployment's Pod (restart count + 1)."""
+    pod = await operator_pod(kube)
+    name, node = pod["metadata"]["name"], pod["spec"]["nodeName"]
+    event = crash_container(OPERATOR_NAMESPACE, name, node, layout)
+    return FaultEvent("operator-kill", event.target, event.t_ms, event.detail)
 
 
 def restart_apiserver(layout: StateLayout | None = None) -> FaultEvent:

@@ -163,14 +163,46 @@ def component_pid(name: str) -> int | None:
 
 
 def operator_pid() -> int | None:
-    """The operator's pid: the supervised component, else a ``wasmop operator run``
-    process started by hand."""
-    pid = component_pid("operator")
-    if pid:
-        return pid
-    for process in psutil.process_iter(["pid", "cmdline"]):
+    """The operator's pid: the process of its Pod (a host process of the embedded
+    cluster's system node), else a ``wasmop operator run`` started by hand."""
+    return wasmop_process_pid("operator")
+
+
+def gateway_pid() -> int | None:
+    """The gateway's pid, found as :func:`operator_pid` finds the operator's."""
+    return wasmop_process_pid("gateway")
+
+
+def wasmop_process_pid(command: str) -> int | None:
+    """The oldest ``wasmop <command> run`` process of this cluster: one started by this
+    state dir's cluster (its environment names it) first, else one started by hand
+    (outside any cluster). Processes of other clusters on the machine are not ours."""
+    from wasmop.cluster.layout import CLUSTER_MARKER_ENV, StateLayout
+
+    root = str(StateLayout.default().root)
+    ours: list[tuple[float, int]] = []
+    by_hand: list[tuple[float, int]] = []
+    for process in psutil.process_iter(["pid", "cmdline", "create_time"]):
         cmdline = process.info.get("cmdline") or []
-        joined = " ".join(cmdline)
-        if "wasmop" in joined and "operator" in cmdline and "run" in cmdline:
-            return int(process.info["pid"])
-    return None
+        if not _runs(cmdline, command):
+            continue
+        try:
+            marker = process.environ().get(CLUSTER_MARKER_ENV)
+        except (psutil.Error, OSError):
+            continue
+        entry = (process.info["create_time"], int(process.info["pid"]))
+        if marker is not None and marker == root:
+            ours.append(entry)
+        elif marker is None:
+            by_hand.append(entry)
+    found = sorted(ours) or sorted(by_hand)
+    return found[0][1] if found else None
+
+
+def _runs(cmdline: list[str], command: str) -> bool:
+    """``… -m wasmop <command> run …`` or ``…/wasmop <command> run …`` (not a shell
+    wrapping it: the first word is an interpreter or the wasmop script)."""
+    for i, word in enumerate(cmdline[:-2]):
+        if (word == "wasmop" and i > 0 and cmdline[i - 1] == "-m") or word.endswith("/wasmop"):
+            return cmdline[i + 1] == command and cmdline[i + 2] == "run"
+    return False

@@ -10,6 +10,7 @@ they reach etcd and runs the aggregation layer for metrics-server (``addons``).
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,12 @@ from wasmop.cluster.pki import (
     control_plane_identities,
 )
 from wasmop.cluster.settings import ClusterSettings
-from wasmop.wellknown import HEALTH_PORT
+from wasmop.wellknown import (
+    HEALTH_PORT,
+    HOST_PROCESS_HANDLER,
+    HOST_PROCESS_LABEL,
+    HOST_PROCESS_RUNTIME_CLASS,
+)
 
 
 @dataclass(frozen=True)
@@ -149,6 +155,7 @@ def prepare(layout: StateLayout, settings: ClusterSettings) -> PKI:
         kubeconfig.write(path, settings.api_url, pki.ca_cert, *pki.pair(name), name)
     (layout.config / "audit-policy.yaml").write_text(yaml.safe_dump(AUDIT_POLICY, sort_keys=False))
     control_plane_objects_file(layout).write_text(yaml.safe_dump_all(control_plane_objects()))
+    system_node_objects_file(layout).write_text(yaml.safe_dump_all(system_node_objects(settings)))
     scheduler_config = {
         "apiVersion": "kubescheduler.config.k8s.io/v1",
         "kind": "KubeSchedulerConfiguration",
@@ -236,7 +243,9 @@ def control_plane(layout: StateLayout, settings: ClusterSettings) -> list[Compon
         f"--service-account-signing-key-file={pki.sa_private_key}",
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
         "--authorization-mode=Node,RBAC",
-        "--enable-admission-plugins=NodeRestriction",
+        # PodTolerationRestriction: a namespace's default tolerations (wasm-operators
+        # tolerates the system node, whose taint keeps every other Pod off it).
+        "--enable-admission-plugins=NodeRestriction,PodTolerationRestriction",
         f"--default-not-ready-toleration-seconds={s.not_ready_toleration_seconds}",
         f"--default-unreachable-toleration-seconds={s.unreachable_toleration_seconds}",
         f"--audit-policy-file={layout.config / 'audit-policy.yaml'}",
@@ -328,8 +337,10 @@ def control_plane(layout: StateLayout, settings: ClusterSettings) -> list[Compon
 
 
 def workloads(layout: StateLayout, settings: ClusterSettings) -> list[ComponentSpec]:
-    """Base objects, the wasm node agents and the gateway: what makes the cluster run
-    WebAssembly, started once the control plane is up."""
+    """Base objects, the wasm node agents and the system node: what makes the cluster
+    run WebAssembly, started once the control plane is up. The operator and gateway are
+    Pods of the system node (installed by bootstrap from the real cluster's manifests);
+    the last step waits until both serve."""
     from wasmop.node.netns import NodeNetwork
 
     wasmop = [sys.executable, "-m", "wasmop"]
@@ -343,81 +354,103 @@ def workloads(layout: StateLayout, settings: ClusterSettings) -> list[ComponentS
             oneshot=True,
         )
     ]
-    for index, name in enumerate(settings.node_names(), start=1):
-        cidr = settings.node_pod_cidr(index)
+
+    def node(name: str, cidr: str, zone: str, *extra: str) -> ComponentSpec:
         network = NodeNetwork.for_node(name, cidr)
+        return ComponentSpec(
+            name,
+            [
+                *wasmop, "node", *state, "run", "--name", name, "--pod-cidr", cidr,
+                "--zone", zone, "--max-pods", str(settings.max_pods),
+                "--registry-allow", settings.registry_address,
+                # The operator's address policy, for the registries nodes pull from.
+                *(f"--module-url-allow={allowed}" for allowed in settings.module_url_allow),
+                "--lease-renew-seconds", f"{settings.lease_renew_seconds:g}", *extra,
+            ],
+            Probe(f"http://{network.node_address}:{HEALTH_PORT}/healthz"),
+            after=("bootstrap",),
+            stop_timeout_seconds=35.0,
+        )  # fmt: skip
+
+    for index, name in enumerate(settings.node_names(), start=1):
+        specs.append(node(name, settings.node_pod_cidr(index), settings.node_zone(index)))
+    if settings.system_node:
         specs.append(
-            ComponentSpec(
-                name,
-                [
-                    *wasmop,
-                    "node",
-                    *state,
-                    "run",
-                    "--name",
-                    name,
-                    "--pod-cidr",
-                    cidr,
-                    "--zone",
-                    settings.node_zone(index),
-                    "--registry-allow",
-                    settings.registry_address,
-                    # The operator's address policy, for the registries nodes pull from.
-                    *(f"--module-url-allow={cidr}" for cidr in settings.module_url_allow),
-                    "--max-pods",
-                    str(settings.max_pods),
-                    "--lease-renew-seconds",
-                    f"{settings.lease_renew_seconds:g}",
-                ],
-                Probe(f"http://{network.node_address}:{HEALTH_PORT}/healthz"),
-                after=("bootstrap",),
-                stop_timeout_seconds=35.0,
+            node(
+                settings.system_node_name,
+                settings.system_node_pod_cidr,
+                settings.node_zone(1),
+                "--runtime-handler",
+                HOST_PROCESS_HANDLER,
             )
         )
-    specs.append(
-        ComponentSpec(
-            "operator",
-            [
-                *wasmop,
-                "operator",
-                "run",
-                "--kubeconfig",
-                str(layout.kubeconfig_for("operator")),
-                "--gateway-url",
-                f"http://127.0.0.1:{settings.gateway_port}",
-                "--metrics-port",
-                str(settings.operator_metrics_port),
-                "--health-port",
-                str(settings.operator_health_port),
-                "--peering-identity",
-                "wasmop-operator",
-                # No kube-proxy here: a cluster IP would route nowhere, and allocating one
-                # serialises every Service creation in the API server.
-                "--service-mode",
-                "headless",
-                # The cluster's own registry is on loopback, which no tenant's may be.
-                "--registry-allow",
-                settings.registry_address,
-                *(f"--module-url-allow={cidr}" for cidr in settings.module_url_allow),
-            ],
-            Probe(f"http://127.0.0.1:{settings.operator_health_port}/readyz"),
-            after=("bootstrap",),
+        specs.append(
+            ComponentSpec(
+                WORKLOADS_READY,
+                [sys.executable, "-m", "wasmop.cluster.bootstrap", *state, "--wait-workloads"],
+                probe=None,
+                after=(settings.system_node_name,),
+                oneshot=True,
+                start_timeout_seconds=150.0,
+            )
         )
-    )
-    specs.append(
-        ComponentSpec(
-            "gateway",
-            [
-                *wasmop,
-                "gateway",
-                "run",
-                "--port",
-                str(settings.gateway_port),
-                "--kubeconfig",
-                str(layout.kubeconfig_for("gateway")),
-            ],
-            Probe(f"http://127.0.0.1:{settings.gateway_port}/healthz"),
-            after=("bootstrap",),
-        )
-    )
     return specs
+
+
+# The last step of cluster up: the operator and gateway Pods serve.
+WORKLOADS_READY = "operator-and-gateway"
+
+
+def system_node_objects(settings: ClusterSettings) -> list[dict[str, Any]]:
+    """What places the operator and gateway Pods on the system node and tells the
+    operator about this cluster, without changing the real cluster's manifests:
+
+    * the ``wasm-operators`` namespace's default toleration of the system node's taint
+      (the PodTolerationRestriction admission plugin adds it to the namespace's Pods);
+    * the operator's settings ConfigMap (its Deployment reads it through an optional
+      ``envFrom``): headless Services (no kube-proxy here) and the gateway on loopback;
+    * the RuntimeClass of the host-process handler, for Pods elsewhere that ask for it.
+    """
+    toleration = {"key": HOST_PROCESS_LABEL, "operator": "Exists", "effect": "NoSchedule"}
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": OPERATOR_NAMESPACE,
+                "annotations": {
+                    "scheduler.alpha.kubernetes.io/defaultTolerations": json.dumps([toleration])
+                },
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": OPERATOR_SETTINGS, "namespace": OPERATOR_NAMESPACE},
+            "data": {
+                "WASMOP_SERVICE_MODE": "headless",
+                "WASMOP_GATEWAY_URL": f"http://127.0.0.1:{settings.gateway_port}",
+                # The cluster's own registry is on loopback, which no tenant's may be.
+                "WASMOP_REGISTRY_ALLOW": settings.registry_address,
+                "WASMOP_MODULE_URL_ALLOW": ",".join(settings.module_url_allow),
+            },
+        },
+        {
+            "apiVersion": "node.k8s.io/v1",
+            "kind": "RuntimeClass",
+            "metadata": {"name": HOST_PROCESS_RUNTIME_CLASS},
+            "handler": HOST_PROCESS_HANDLER,
+            "scheduling": {
+                "nodeSelector": {HOST_PROCESS_LABEL: "true"},
+                "tolerations": [toleration],
+            },
+        },
+    ]
+
+
+def system_node_objects_file(layout: StateLayout) -> Path:
+    return layout.config / "system-node.yaml"
+
+
+OPERATOR_NAMESPACE = "wasm-operators"
+OPERATOR_SETTINGS = "wasmop-operator-settings"

@@ -14,6 +14,10 @@ class SettingsError(Exception):
     """``cluster.json`` exists but cannot be understood."""
 
 
+# Node N (from 1) has pod range 10.244.N.0/24; the last index is the system node's.
+SYSTEM_NODE = "wasmop-system"
+SYSTEM_NODE_INDEX = 62  # 63 is the unit tests' replay node (tests/unit/test_watch_recovery.py)
+MAX_WASM_NODES = SYSTEM_NODE_INDEX - 1
 MAX_PODS_PER_NODE = 245  # addresses .10 to .254 of a node's /24 (NodeNetwork.pod_addresses)
 
 
@@ -50,12 +54,15 @@ class ClusterSettings:
     client_qps: int = 1000
     client_burst: int = 2000
     etcd_fsync: bool = True
-    # Wasm node agents (at least two, so a node failure can evict to a healthy node) and
-    # the gateway, started with the control plane; how many Pods each node takes (the
-    # kubelet's default 110; a wasm Pod costs about 0.3 MiB, so a node can take more).
+    # Wasm node agents (at least two, so a node failure can evict to a healthy node),
+    # started with the control plane, and how many Pods each takes (the kubelet's
+    # default 110; a wasm Pod costs about 0.3 MiB, so a node can take far more).
     nodes: int = 2
     zones: tuple[str, ...] = ("zone-a", "zone-b")
     max_pods: int = 110
+    # The system node: runs the operator and gateway Pods (the project's own images) as
+    # host processes, installed from the same manifests as on a real cluster.
+    system_node: bool = True
     gateway_port: int = 8000
     operator_metrics_port: int = 8080
     operator_health_port: int = 8081
@@ -87,8 +94,8 @@ class ClusterSettings:
                 ipaddress.ip_network(cidr, strict=False)
             except ValueError as exc:
                 raise SettingsError(f"module_url_allow: {exc}") from exc
-        if not 0 <= self.nodes <= 63:
-            raise SettingsError(f"nodes must be between 0 and 63, got {self.nodes}")
+        if not 0 <= self.nodes <= MAX_WASM_NODES:
+            raise SettingsError(f"nodes must be between 0 and {MAX_WASM_NODES}, got {self.nodes}")
         if not 1 <= self.max_pods <= MAX_PODS_PER_NODE:
             raise SettingsError(
                 f"max_pods must be between 1 and {MAX_PODS_PER_NODE} (a node's pod range"
@@ -97,6 +104,16 @@ class ClusterSettings:
 
     def node_names(self) -> list[str]:
         return [f"wasm-node-{i}" for i in range(1, self.nodes + 1)]
+
+    @property
+    def system_node_name(self) -> str:
+        return SYSTEM_NODE
+
+    @property
+    def system_node_pod_cidr(self) -> str:
+        """The system node's range: its Pods share its address, so none is handed out,
+        but the node and its kubelet API need an address of their own."""
+        return self.node_pod_cidr(SYSTEM_NODE_INDEX)
 
     def node_pod_cidr(self, index: int) -> str:
         """Node i (from 1) serves 10.244.i.0/24."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from wasmop.console import run_until_signalled
+from wasmop.console import listen_address, run_until_signalled
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -16,7 +16,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from wasmop.kube import Kube, KubeConfig
 
     settings = GatewaySettings(
-        host=args.host,
+        host=listen_address(args.host),
         port=args.port,
         cold_start_wait_s=args.cold_start_wait,
         attempts=args.attempts,

@@ -23,8 +23,20 @@ import yaml
 
 log = logging.getLogger(__name__)
 
-SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+SERVICE_ACCOUNT_PATH = "var/run/secrets/kubernetes.io/serviceaccount"
+SERVICE_ACCOUNT_DIR = Path("/") / SERVICE_ACCOUNT_PATH
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+# Where a host-process container's volumes are (Windows HostProcess containers' name for
+# it; wasmop's system node sets it too): its service-account files are below it.
+SANDBOX_ENV = "CONTAINER_SANDBOX_MOUNT_POINT"
+
+
+def service_account_dir() -> Path:
+    """The in-cluster service-account files: in the container, or in its sandbox."""
+    sandbox = os.environ.get(SANDBOX_ENV)
+    return Path(sandbox) / SERVICE_ACCOUNT_PATH if sandbox else SERVICE_ACCOUNT_DIR
+
+
 MERGE_PATCH = "application/merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
 
@@ -158,11 +170,12 @@ class KubeConfig:
         port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
         if ":" in host:
             host = f"[{host}]"
-        namespace_file = SERVICE_ACCOUNT_DIR / "namespace"
+        directory = service_account_dir()
+        namespace_file = directory / "namespace"
         return cls(
             server=f"https://{host}:{port}",
-            ca_file=str(SERVICE_ACCOUNT_DIR / "ca.crt"),
-            token_file=str(SERVICE_ACCOUNT_DIR / "token"),
+            ca_file=str(directory / "ca.crt"),
+            token_file=str(directory / "token"),
             namespace=namespace_file.read_text().strip() if namespace_file.exists() else "default",
             user="serviceaccount",
         )
@@ -174,7 +187,7 @@ class KubeConfig:
             return cls.from_file(path)
         if os.environ.get("KUBECONFIG"):
             return cls.from_file(os.environ["KUBECONFIG"].split(os.pathsep)[0])
-        if os.environ.get("KUBERNETES_SERVICE_HOST") and SERVICE_ACCOUNT_DIR.exists():
+        if os.environ.get("KUBERNETES_SERVICE_HOST") and service_account_dir().exists():
             return cls.in_cluster()
         from wasmop.cluster.layout import StateLayout
 

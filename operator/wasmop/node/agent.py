@@ -33,8 +33,11 @@ from wasmop.kube.events import EventRecorder
 from wasmop.netguard import AddressPolicy
 from wasmop.node import fault_client
 from wasmop.node.container_logs import LogLimits, remove_orphans
+from wasmop.node.container_runtime import ContainerRuntime
 from wasmop.node.daemon import serving_context, start_daemon, start_health
 from wasmop.node.function_loader import FunctionLoader
+from wasmop.node.host_plan import DEFAULT_IMAGES
+from wasmop.node.host_process import HostProcessRuntime
 from wasmop.node.images import NodeImages
 from wasmop.node.ipam import PodAddressAllocator
 from wasmop.node.kubelet_auth import KubeletAuth
@@ -44,6 +47,7 @@ from wasmop.node.pod_worker import PodHost, PodWorker, pod_key
 from wasmop.node.podspec import micro_time, now_rfc3339
 from wasmop.node.prober import HttpProber
 from wasmop.node.stats import ContainerUsage, NodeUsage
+from wasmop.node.wasm_container import WasmtimeRuntime
 from wasmop.oci.cache import ContentStore
 from wasmop.oci.policy import RegistryPolicy
 from wasmop.operator.quantity import memory_bytes
@@ -54,6 +58,8 @@ from wasmop.wellknown import (
     DAEMON_PORT,
     ENGINE_VERSION_LABEL,
     HEALTH_PORT,
+    HOST_PROCESS_HANDLER,
+    HOST_PROCESS_LABEL,
     RUNTIME_LABEL,
     ZONE_LABEL,
 )
@@ -73,6 +79,10 @@ class NodeSettings:
     memory: str = "4Gi"
     max_pods: int = 110
     runtime_name: str = "wasmtime"
+    # The node's runtime handler: "wasmtime" (wasm functions, in this process) or
+    # "host-process" (the project's own images, allowed_images only, as processes).
+    runtime_handler: str = "wasmtime"
+    allowed_images: tuple[str, ...] = DEFAULT_IMAGES
     labels: dict[str, str] = field(default_factory=dict)
     lease_duration_s: int = 40
     # The node lifecycle controller judges a node by the age of its Lease against its
@@ -90,7 +100,7 @@ class NodeSettings:
     registry_allow: tuple[str, ...] = ()
     module_url_allow: tuple[str, ...] = ()
     module_url_deny: tuple[str, ...] = ()
-    log_dir: Path | None = None  # container logs, one directory per Pod
+    pod_dir: Path | None = None  # one directory per Pod: its container logs (and volumes)
     log_limits: LogLimits = field(default_factory=LogLimits)
     # The kubelet API's TLS: serving certificate (IP SAN: the node's InternalIP) and the CA
     # whose client certificates it accepts. Without them it serves plain HTTP, where only
@@ -138,13 +148,12 @@ class NodeAgent:
         self.host = PodHost(
             kube=self.kube,
             events=self.events,
-            network=self.network,
-            addresses=self.ipam,
-            functions=self.functions,
+            node_address=self.network.node_address,
+            runtime=self._runtime(),
             prober=self.prober,
             spawn=self.spawn,
             tasks=self.tasks,
-            log_root=settings.log_dir,
+            pod_root=settings.pod_dir,
             log_limits=settings.log_limits,
         )
         self._stop = asyncio.Event()
@@ -153,6 +162,23 @@ class NodeAgent:
         self._link: LinkEmulator | None = None
         self._health_changed = asyncio.Event()
         self._ready: tuple[bool, str] | None = None  # (ready, since) as last reported
+
+    @property
+    def host_process(self) -> bool:
+        return self.settings.runtime_handler == HOST_PROCESS_HANDLER
+
+    def _runtime(self) -> ContainerRuntime:
+        if not self.host_process:
+            return WasmtimeRuntime(self.network, self.ipam, self.functions)
+        if self.settings.pod_dir is None:
+            raise ValueError("a host-process node needs a Pod directory (pod_dir)")
+        return HostProcessRuntime(
+            self.name,
+            self.network.node_address,
+            self.kube,
+            self.settings.pod_dir,
+            self.settings.allowed_images,
+        )
 
     # --- background tasks ----------------------------------------------------------
 
@@ -165,6 +191,15 @@ class NodeAgent:
     # --- node object and heartbeat --------------------------------------------------
 
     def node_labels(self) -> dict[str, str]:
+        if self.host_process:
+            return {
+                "kubernetes.io/arch": _machine_arch(),
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/hostname": self.name,
+                ZONE_LABEL: self.settings.zone,
+                HOST_PROCESS_LABEL: "true",
+                **self.settings.labels,
+            }
         return {
             "kubernetes.io/arch": "wasm32-wasi",
             "kubernetes.io/os": "wasi",
@@ -174,6 +209,12 @@ class NodeAgent:
             ENGINE_VERSION_LABEL: wasmtime_version(),
             **self.settings.labels,
         }
+
+    def taint(self) -> dict[str, str]:
+        """Only Pods meant for this node's runtime tolerate it."""
+        if self.host_process:
+            return {"key": HOST_PROCESS_LABEL, "value": "true", "effect": "NoSchedule"}
+        return {"key": RUNTIME_LABEL, "value": self.settings.runtime_name, "effect": "NoSchedule"}
 
     def node_status(self) -> dict[str, Any]:
         resources = {
@@ -224,13 +265,25 @@ class NodeAgent:
                 "systemUUID": self.name,
                 "bootID": f"{int(self.started)}",
                 "kernelVersion": platform.release(),
-                "osImage": "wasmop wasm node",
-                "containerRuntimeVersion": f"wasmtime://{wasmtime_version()}",
                 "kubeletVersion": f"v{__version__}-wasmop",
                 "kubeProxyVersion": "",
-                "operatingSystem": "wasi",
-                "architecture": "wasm32",
+                **self._runtime_info(),
             },
+        }
+
+    def _runtime_info(self) -> dict[str, str]:
+        if self.host_process:
+            return {
+                "osImage": "wasmop system node",
+                "containerRuntimeVersion": f"host-process://wasmop-{__version__}",
+                "operatingSystem": "linux",
+                "architecture": _machine_arch(),
+            }
+        return {
+            "osImage": "wasmop wasm node",
+            "containerRuntimeVersion": f"wasmtime://{wasmtime_version()}",
+            "operatingSystem": "wasi",
+            "architecture": "wasm32",
         }
 
     async def register(self) -> None:
@@ -241,13 +294,7 @@ class NodeAgent:
             "spec": {
                 "podCIDR": str(self.network.pod_cidr),
                 "podCIDRs": [str(self.network.pod_cidr)],
-                "taints": [
-                    {
-                        "key": RUNTIME_LABEL,
-                        "value": self.settings.runtime_name,
-                        "effect": "NoSchedule",
-                    }
-                ],
+                "taints": [self.taint()],
             },
         }
         try:
@@ -346,16 +393,15 @@ class NodeAgent:
         log.warning("network namespace %s vanished; rebuilding it", self.network.namespace)
         await asyncio.to_thread(self.network.setup)
         for worker in list(self.workers.values()):
-            if worker.function is not None:
-                worker.crash()
+            worker.crash()
 
     # --- pods -----------------------------------------------------------------------
 
     async def _pod_changed(self, event: WatchEvent) -> None:
         if event.type == "SYNCED":
             self._health_changed.set()  # the watch works (again): the heartbeat may tell
-            if self.settings.log_dir is not None:  # logs of Pods gone while we were away
-                remove_orphans(self.settings.log_dir, set(self.workers))
+            if self.settings.pod_dir is not None:  # Pods that went while we were away
+                remove_orphans(self.settings.pod_dir, set(self.workers))
             return
         self._handle_pod(event.type, event.object)
 
@@ -399,12 +445,17 @@ class NodeAgent:
         )
 
     def node_usage(self, containers: list[ContainerUsage]) -> NodeUsage:
-        """The node's own figures: this process, which hosts every function it runs."""
+        """The node's own figures: this process (which hosts every function a wasm node
+        runs), plus the host-process containers' cgroups."""
         usage = resource.getrusage(resource.RUSAGE_SELF)
+        cpu, memory = usage.ru_utime + usage.ru_stime, _rss_bytes()
+        if self.host_process:
+            cpu += sum(c.cpu_seconds for c in containers)
+            memory += sum(c.memory_working_set_bytes for c in containers)
         return NodeUsage(
             name=self.name,
-            cpu_seconds=usage.ru_utime + usage.ru_stime,
-            memory_working_set_bytes=_rss_bytes(),
+            cpu_seconds=cpu,
+            memory_working_set_bytes=memory,
             started_at=self.started,
             memory_capacity_bytes=memory_bytes(self.settings.memory),
         )
@@ -509,3 +560,9 @@ def _rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         pages = int(f.read().split()[1])
     return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def _machine_arch() -> str:
+    """The host's architecture in Kubernetes' words (GOARCH)."""
+    machine = platform.machine().lower()
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)

@@ -15,6 +15,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import asyncio
 
     from wasmop.node.agent import NodeAgent, NodeSettings
+    from wasmop.node.host_plan import DEFAULT_IMAGES
     from wasmop.node.netns import NetworkError, NodeNetwork
 
     layout = layout_from(args)
@@ -49,6 +50,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         memory=args.memory,
         max_pods=args.max_pods,
         runtime_name=args.runtime,
+        runtime_handler=args.runtime_handler,
+        allowed_images=tuple(args.allowed_image) or DEFAULT_IMAGES,
         labels=labels,
         run_dir=layout.run,
         cache_dir=cache_dir,
@@ -57,7 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         registry_allow=tuple(args.registry_allow),
         module_url_allow=tuple(args.module_url_allow),
         module_url_deny=tuple(args.module_url_deny),
-        log_dir=layout.root / "nodes" / args.name / "pods",
+        pod_dir=layout.root / "nodes" / args.name / "pods",
         tls_cert=Path(tls[0]) if tls[0] else None,
         tls_key=Path(tls[1]) if tls[1] else None,
         client_ca=Path(tls[2]) if tls[2] else None,
@@ -133,6 +136,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="how often the node's Lease is renewed, in seconds (default 0.5)",
     )
     run.add_argument("--runtime", default="wasmtime", help="runtime name label and taint value")
+    run.add_argument(
+        "--runtime-handler",
+        choices=("wasmtime", "host-process"),
+        default="wasmtime",
+        help="wasmtime: run WebAssembly function Pods (default); host-process: run the"
+        " project's own images (--allowed-image) as processes under cgroup limits (root)",
+    )
+    run.add_argument(
+        "--allowed-image",
+        action="append",
+        default=[],
+        metavar="REPOSITORY",
+        help="an image a host-process node runs (default: wasmop/operator); its tag must be"
+        " the installed wasmop version",
+    )
     run.add_argument("--label", action="append", default=[], metavar="K=V", help="extra Node label")
     run.add_argument(
         "--kubeconfig",

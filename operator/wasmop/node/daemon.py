@@ -8,6 +8,7 @@ InternalIP with a serving certificate the cluster CA signed (IP SAN for that add
 * ``/metrics/resource``: CPU seconds, working sets and start times in the kubelet's
   resource-metrics format (metrics-server, the operator's autoscaler);
 * ``/stats/summary``: the Summary API;
+* ``/metrics/cadvisor``: CPU throttling of containers under a CFS quota;
 * ``/pods``: the Pods this node runs (a PodList), ``/metrics``: the agent's own metrics,
   ``/healthz``;
 * ``POST /faults/crash`` and ``POST /faults/netem``: fault injection, with the bearer
@@ -43,6 +44,7 @@ from wasmop.node.stats import (
     ContainerUsage,
     NodeUsage,
     RateTracker,
+    cadvisor_metrics,
     resource_metrics,
     summary,
 )
@@ -136,6 +138,11 @@ def kubelet_app(agent: DaemonHost, auth: KubeletAuth | None) -> web.Application:
         text = resource_metrics(agent.node_usage(containers), containers)
         return web.Response(text=text, content_type="text/plain")
 
+    async def metrics_cadvisor(_: web.Request) -> web.Response:
+        return web.Response(
+            text=cadvisor_metrics(container_usage(agent)), content_type="text/plain"
+        )
+
     async def stats_summary(_: web.Request) -> web.Response:
         containers = container_usage(agent)
         return web.json_response(summary(agent.node_usage(containers), containers, rates))
@@ -188,11 +195,10 @@ def kubelet_app(agent: DaemonHost, auth: KubeletAuth | None) -> web.Application:
     async def crash(request: web.Request) -> web.Response:
         body = await request.json()
         worker = agent.find_worker(body.get("namespace", "default"), body.get("pod", ""))
-        if worker is None or worker.function is None:
+        if worker is None or not worker.crash():
             return web.json_response(
                 {"error": "no running pod by that name on this node"}, status=404
             )
-        worker.crash()
         return web.json_response({"crashed": f"{worker.namespace}/{worker.name}"})
 
     async def netem(request: web.Request) -> web.Response:
@@ -212,6 +218,7 @@ def kubelet_app(agent: DaemonHost, auth: KubeletAuth | None) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", own_metrics)
     app.router.add_get("/metrics/resource", metrics_resource)
+    app.router.add_get("/metrics/cadvisor", metrics_cadvisor)
     app.router.add_get("/stats/summary", stats_summary)
     app.router.add_get("/pods", pods)
     app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", container_logs)

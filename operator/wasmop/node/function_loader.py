@@ -11,7 +11,6 @@ status, never an exception that reaches the agent.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from typing import Any
 
 from wasmop.kube import ApiError, Kube
 from wasmop.kube.client import api_path
+from wasmop.node import graph_reads
 from wasmop.node.images import NodeImages
 from wasmop.node.podspec import (
     DEFAULT_MODULE_KEYS,
@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 Notify = Callable[[str, str], None]
 
 MAX_CONFIGMAP_CACHE = 64
-GRAPH_RETRIES = 60  # about 20 s of "no relationship found" before a Pod reports it
 
 
 class FunctionLoader:
@@ -161,29 +160,15 @@ class FunctionLoader:
     async def _get_referenced(
         self, namespace: str, plural: str, name: str, missing: str
     ) -> dict[str, Any]:
-        """GET a ConfigMap or Secret a Pod of ours mounts.
-
-        The Node authorizer learns that this node may read it only once its graph has seen
-        the Pod bound here, which can trail the Pod's arrival at this agent by a moment:
-        "no relationship found" is retried briefly, as a kubelet would.
-        """
+        """GET a ConfigMap or Secret a Pod of ours mounts (graph_reads: the retries)."""
         kind = {"configmaps": "ConfigMap", "secrets": "Secret"}[plural]
         path = api_path("v1", plural, namespace, name)
-        for attempt in range(GRAPH_RETRIES):
-            try:
-                return await self.kube.get(path)
-            except ApiError as exc:
-                if exc.not_found:
-                    raise PodSpecError(missing, f"{kind} {namespace}/{name} not found") from exc
-                if (
-                    exc.status == 403
-                    and "no relationship" in exc.message
-                    and attempt < GRAPH_RETRIES - 1
-                ):
-                    await asyncio.sleep(min(0.05 * (attempt + 1), 0.5))
-                    continue
-                raise PodSpecError(missing, f"cannot read {kind}: {exc}") from exc
-        raise AssertionError("unreachable")
+        try:
+            return await graph_reads.for_pod(lambda: self.kube.get(path))
+        except ApiError as exc:
+            if exc.not_found:
+                raise PodSpecError(missing, f"{kind} {namespace}/{name} not found") from exc
+            raise PodSpecError(missing, f"cannot read {kind}: {exc}") from exc
 
     def close(self) -> None:
         """Stop every engine (interrupts requests still running)."""

@@ -1,5 +1,5 @@
-"""The life of one Pod on a wasm node: load its module, serve it, probe it, restart it,
-and end it when the API server asks.
+"""The life of one Pod on a node: start its container with the node's runtime, probe it,
+restart it, and end it when the API server asks.
 
 One asyncio task per Pod (``PodWorker.run``). Everything that fails inside it becomes
 Pod status and an Event, never an exception that reaches the agent: a broken module
@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import shutil
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -25,22 +26,21 @@ from wasmop.kube import ApiError, Kube
 from wasmop.kube.client import api_path
 from wasmop.kube.events import EventRecorder
 from wasmop.node.container_logs import ContainerLog, LogLimits, pod_log_directory
-from wasmop.node.function_loader import FunctionLoader
-from wasmop.node.ipam import PodAddressAllocator
-from wasmop.node.netns import NodeNetwork
-from wasmop.node.podspec import (
+from wasmop.node.container_runtime import (
+    ContainerExit,
     ContainerPlan,
+    ContainerRuntime,
+    RunningContainer,
+)
+from wasmop.node.podspec import (
     ContainerState,
     PodSpecError,
     Probe,
     now_rfc3339,
-    plan_container,
     pod_status,
 )
 from wasmop.node.prober import HttpProber, probe_url
 from wasmop.node.stats import ContainerUsage
-from wasmop.runtime import Function, Request, Response, ServerHandle, start_server
-from wasmop.runtime.server import access_line
 from wasmop.supervision import TaskSupervisor
 
 log = logging.getLogger(__name__)
@@ -50,16 +50,6 @@ log = logging.getLogger(__name__)
 RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
 # Retry of a Pod that cannot start (module missing or invalid).
 START_RETRY_S = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0)
-
-
-class ContainerExit(Exception):
-    """The container stopped; ``reason`` and ``exit_code`` go into its status."""
-
-    def __init__(self, reason: str, exit_code: int, message: str = "") -> None:
-        super().__init__(message or reason)
-        self.reason = reason
-        self.exit_code = exit_code
-        self.message = message
 
 
 def pod_key(pod: dict[str, Any]) -> str:
@@ -72,13 +62,12 @@ class PodHost:
 
     kube: Kube  # the node's own client: the Pod's status, its final deletion
     events: EventRecorder  # Events about the Pod
-    network: NodeNetwork  # the node's address and listening sockets inside its namespace
-    addresses: PodAddressAllocator  # the Pod's IP
-    functions: FunctionLoader  # the Pod's module, compiled and ready to serve
+    node_address: str  # the node's InternalIP (the Pod's hostIP)
+    runtime: ContainerRuntime  # starts the Pod's container: wasmtime, or a host process
     prober: HttpProber  # readiness and liveness probes
     spawn: Callable[[Coroutine[Any, Any, None]], None]  # a short background task
     tasks: TaskSupervisor  # long-lived ones (probe loops), restarted if they fail
-    log_root: Path | None = None  # container logs (<root>/<ns>_<pod>_<uid>/<container>/)
+    pod_root: Path | None = None  # per Pod (<root>/<ns>_<pod>_<uid>/): logs, volumes
     log_limits: LogLimits = field(default_factory=LogLimits)
 
 
@@ -100,8 +89,8 @@ class PodWorker:
             restart_count = int(status.get("restartCount", 0))
             running = (status.get("state") or {}).get("running")
             if running is not None:
-                # Adopted after an agent restart: the function ran inside the agent that
-                # died, so its container did restart; say so, as a kubelet would.
+                # Adopted after an agent restart: the container ran inside (or died with)
+                # the agent that died, so it did restart; say so, as a kubelet would.
                 restart_count += 1
                 last_terminated = {
                     "exitCode": 137,
@@ -121,16 +110,12 @@ class PodWorker:
         self.start_time: str = previous.get("startTime") or now_rfc3339()
         self.started_epoch = time.time()  # when the running container started
         self.log: ContainerLog | None = None
-        if host.log_root is not None:
-            self.log = ContainerLog(
-                pod_log_directory(host.log_root, self.namespace, self.name, self.uid)
-                / self.container.name,
-                host.log_limits,
-            )
-        self.function: Function | None = None
-        self.server: ServerHandle | None = None
+        self.directory: Path | None = None
+        if host.pod_root is not None:
+            self.directory = pod_log_directory(host.pod_root, self.namespace, self.name, self.uid)
+            self.log = ContainerLog(self.directory / self.container.name, host.log_limits)
+        self.running: RunningContainer | None = None
         self.deleting = asyncio.Event()
-        self._crash = asyncio.Event()
         self._liveness_failed = asyncio.Event()
         self._published: dict[str, Any] | None = None
         self.publish_failed = False  # the last status write did not reach the API server
@@ -160,39 +145,40 @@ class PodWorker:
         ready = next((c.get("status") for c in conditions if c.get("type") == "Ready"), None)
         return ready is not None and (ready == "True") != self.container.ready
 
-    def crash(self) -> None:
-        """Fault injection: the container dies as if the process had crashed."""
-        self._crash.set()
+    def crash(self) -> bool:
+        """Fault injection: the container dies as if its process had crashed. False if
+        no container is running."""
+        if self.running is None:
+            return False
+        self.running.crash()
+        return True
 
     # --- figures and logs -------------------------------------------------------------
 
     def usage(self) -> ContainerUsage | None:
         """The running container's CPU and memory (None while it does not run)."""
-        function, server = self.function, self.server
-        if function is None:
+        running = self.running
+        if running is None:
             return None
+        figures = running.figures()
         return ContainerUsage(
             namespace=self.namespace,
             pod=self.name,
             pod_uid=self.uid,
             container=self.container.name,
-            cpu_seconds=function.cpu_seconds() + (server.reserved_cpu_seconds if server else 0.0),
-            memory_working_set_bytes=function.memory_bytes(),
+            cpu_seconds=figures.cpu_seconds,
+            memory_working_set_bytes=figures.memory_working_set_bytes,
             started_at=self.started_epoch,
             pod_started_at=_epoch(self.start_time),
+            memory_rss_bytes=figures.memory_rss_bytes,
+            memory_limit_bytes=figures.memory_limit_bytes,
+            throttling=figures.throttling,
         )
 
     def _say(self, text: str, stream: str = "stdout") -> None:
         """A line in the container's log, as its own output would be."""
         if self.log is not None:
             self.log.write(stream, text)
-
-    def _request_log(self, request: Request, response: Response, seconds: float) -> None:
-        if self.log is None:
-            return
-        self.log.write("stdout", access_line(request, response, seconds))
-        if response.stderr:  # what the module wrote to stderr during this request
-            self.log.write("stderr", response.stderr)
 
     @property
     def grace_seconds(self) -> float:
@@ -210,7 +196,7 @@ class PodWorker:
             status = pod_status(
                 self.pod,
                 self.container,
-                host_ip=self.host.network.node_address,
+                host_ip=self.host.node_address,
                 pod_ip=self.pod_ip,
                 start_time=self.start_time,
             )
@@ -240,7 +226,7 @@ class PodWorker:
         """An Event about the Pod, posted in the background: Pod start never waits for it."""
         self.host.events.record(
             {"apiVersion": "v1", "kind": "Pod", **self.pod}, reason, message, warning=warning,
-            field_path="spec.containers{function}",
+            field_path=f"spec.containers{{{self.container.name}}}",
         )  # fmt: skip
 
     def _notify(self, reason: str, message: str) -> None:
@@ -252,25 +238,25 @@ class PodWorker:
         try:
             await self._run()
         except asyncio.CancelledError:
-            await self._stop_server(0)
+            await self._stop_container(0)
             raise
         except Exception:
             log.exception("pod %s failed unexpectedly", self.key)
-            await self._stop_server(0)
+            await self._stop_container(0)
         finally:
-            self.host.addresses.release(self.uid)
+            self.host.runtime.release(self.uid)
             if self.log is not None:
                 self.log.end_instance()
 
     async def _run(self) -> None:
         if not self.deleting.is_set():
             try:
-                self.plan = plan_container(self.pod)
+                self.plan = self.host.runtime.plan(self.pod)
             except PodSpecError as exc:
                 await self._cannot_run(exc.reason, exc.message)
                 await self.deleting.wait()
             else:
-                self.pod_ip = self.host.addresses.allocate(
+                self.pod_ip = self.host.runtime.pod_ip(
                     self.uid, self.pod.get("status", {}).get("podIP")
                 )
                 await self._supervise(self.plan)
@@ -294,7 +280,7 @@ class PodWorker:
             exit_ = await self._serve_until_exit(plan)
             if exit_ is None:  # deletion
                 return
-            await self._stop_server(0)
+            await self._stop_container(0)
             self._say(f"container stopped: {exit_.reason}: {exit_.message}", "stderr")
             if self.log is not None:
                 self.log.end_instance()
@@ -339,43 +325,29 @@ class PodWorker:
             log.warning("pod %s cannot run: %s: %s", self.key, reason, message)
 
     async def _start(self, plan: ContainerPlan) -> None:
-        """Load the module, create the function and its server on podIP:port."""
-        started = time.perf_counter()
-        self.function = await self.host.functions.load(
-            self.namespace, self.name, plan, notify=self._notify
-        )
-        module = self.function.module
-        loaded = time.perf_counter()
+        """Start an instance of the container with the node's runtime."""
         assert self.pod_ip is not None
-        try:
-            sock = self.host.network.listen(self.pod_ip, plan.port)
-        except OSError as exc:
-            raise PodSpecError(
-                "PortUnavailable", f"cannot listen on {self.pod_ip}:{plan.port}: {exc}"
-            ) from exc
         if self.log is not None:
             self.log.start_instance(self.container.restart_count)
-        self.server = await start_server(self.function, sock=sock, request_log=self._request_log)
+        try:
+            self.running = await self.host.runtime.start(
+                self.pod, self.pod_ip, plan, self.log, self._notify
+            )
+        except BaseException:
+            if self.log is not None:
+                self.log.end_instance()
+            raise
         self.started_epoch = time.time()
         self.container.state = "running"
         self.container.reason = ""
         self.container.message = ""
         self.container.exit_code = None
         self.container.started_at = now_rfc3339()
-        self.container.container_id = f"wasmtime://{module.digest[:12]}-{self.uid[:8]}"
-        self._crash.clear()
+        self.container.container_id = self.running.container_id
         self._liveness_failed.clear()
-        log.info(
-            "pod %s serving on %s:%d (module %s, load %.1f ms)",
-            self.key,
-            self.pod_ip,
-            plan.port,
-            module.digest[:12],
-            (loaded - started) * 1000,
-        )
-        serving = f"Serving module sha256:{module.digest[:12]} on {self.pod_ip}:{plan.port}"
-        self._say(f"{serving} (load {(loaded - started) * 1000:.1f} ms)")
-        await self.event("Started", serving)
+        log.info("pod %s: %s", self.key, self.running.description)
+        self._say(self.running.description)
+        await self.event("Started", self.running.description)
 
     async def _serve_until_exit(self, plan: ContainerPlan) -> ContainerExit | None:
         """Probe while serving; return why the container stopped (None: Pod deleted)."""
@@ -409,28 +381,28 @@ class PodWorker:
                     essential=False,
                 ).name
             )
-        waits = {
-            asyncio.create_task(self.deleting.wait()): None,
-            asyncio.create_task(self._crash.wait()): ContainerExit(
-                "Error", 137, "container crashed (fault injected)"
-            ),
-            asyncio.create_task(self._liveness_failed.wait()): ContainerExit(
-                "Unhealthy", 137, "liveness probe failed: container will be restarted"
-            ),
-        }
+        assert self.running is not None
+        deleted = asyncio.create_task(self.deleting.wait())
+        exited = asyncio.create_task(self.running.exited())
+        unhealthy = asyncio.create_task(self._liveness_failed.wait())
         try:
-            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((deleted, exited, unhealthy), return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in waits:
+            for task in (deleted, exited, unhealthy):
                 task.cancel()
             await tasks.stop(*probes)
         if self.deleting.is_set():
             return None
-        return waits[next(iter(done))]
+        if exited.done() and not exited.cancelled():
+            return exited.result()
+        return ContainerExit("Unhealthy", 137, "liveness probe failed: container will be restarted")
 
     def _probe_url(self, probe: Probe) -> URL:
-        assert self.pod_ip is not None
-        return probe_url(self.pod_ip, probe.port, probe.path)
+        """Probes go where the runtime says the container listens (its Pod IP, or the
+        loopback of a host process)."""
+        host = self.running.probe_host if self.running is not None else self.pod_ip
+        assert host is not None
+        return probe_url(host, probe.port, probe.path)
 
     async def _probe_loop(self, probe: Probe, *, readiness: bool, probed: bool = False) -> None:
         """Kubernetes probe semantics: thresholds of consecutive results, every period.
@@ -459,15 +431,11 @@ class PodWorker:
                         await asyncio.Event().wait()  # this loop is stopped with it
             await asyncio.sleep(probe.period_s)
 
-    async def _stop_server(self, grace: float) -> None:
-        server, function = self.server, self.function
-        self.server = self.function = None
-        if server is not None:
+    async def _stop_container(self, grace: float) -> None:
+        running, self.running = self.running, None
+        if running is not None:
             with contextlib.suppress(Exception):
-                await server.stop(grace=grace)
-        if function is not None:
-            with contextlib.suppress(Exception):
-                await function.aclose(grace)
+                await running.stop(grace)
 
     async def _finish_deletion(self) -> None:
         """Stop within the grace period, then remove the Pod object (as a kubelet does).
@@ -478,16 +446,18 @@ class PodWorker:
         within what is left of the grace period."""
         grace = min(self.grace_seconds, 30.0)
         started = time.monotonic()
-        if self.server is not None:
+        if self.running is not None:
             self._say(f"stopping: the Pod is being deleted (grace {grace:g} s)")
             await self.event("Killing", f"Stopping container {self.container.name}")
-            drain = min(self.plan.pre_stop_sleep_s if self.plan else 0.0, grace)
+            drain = min(getattr(self.plan, "pre_stop_sleep_s", 0.0), grace)
             if drain > 0:
                 await asyncio.sleep(drain)
             self.container.ready = False
-        await self._stop_server(max(0.0, grace - (time.monotonic() - started)))
+        await self._stop_container(max(0.0, grace - (time.monotonic() - started)))
         if self.log is not None:
-            self.log.remove()
+            self.log.end_instance()
+        if self.directory is not None:  # logs and volumes go with the Pod
+            shutil.rmtree(self.directory, ignore_errors=True)
         path = api_path("v1", "pods", self.namespace, self.name)
         body = {
             "apiVersion": "v1",

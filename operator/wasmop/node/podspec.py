@@ -189,17 +189,22 @@ def _module_source(
     )
 
 
-def plan_container(pod: dict[str, Any]) -> ContainerPlan:
-    """Read the Pod's single container as a wasm function, or say why it cannot run."""
-    containers = pod["spec"].get("containers", [])
+def single_container(pod: dict[str, Any], nodes: str) -> dict[str, Any]:
+    """The Pod's one container; PodSpecError if it has several or init containers, which
+    ``nodes`` ("wasm nodes", "host-process nodes") do not run."""
+    containers = pod["spec"].get("containers") or []
     if len(containers) != 1:
         raise PodSpecError(
-            "UnsupportedPod",
-            f"wasm nodes run Pods with exactly one container, got {len(containers)}",
+            "UnsupportedPod", f"{nodes} run Pods with exactly one container, got {len(containers)}"
         )
     if pod["spec"].get("initContainers"):
-        raise PodSpecError("UnsupportedPod", "wasm nodes do not run init containers")
-    container = containers[0]
+        raise PodSpecError("UnsupportedPod", f"{nodes} do not run init containers")
+    return dict(containers[0])
+
+
+def plan_container(pod: dict[str, Any]) -> ContainerPlan:
+    """Read the Pod's single container as a wasm function, or say why it cannot run."""
+    container = single_container(pod, "wasm nodes")
     ports = {p.get("name", ""): int(p["containerPort"]) for p in container.get("ports", [])}
     port = next(iter(ports.values()), DEFAULT_PORT)
     env = _env(container)

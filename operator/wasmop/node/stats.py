@@ -5,6 +5,8 @@
   Pod unless each container has non-zero CPU and memory and a start time.
 * ``/stats/summary`` (the Summary API, stats/v1alpha1): the same figures as JSON, with
   CPU rates (``usageNanoCores``) from the previous sample.
+* ``/metrics/cadvisor``: CPU throttling of containers that run under a CFS quota (the
+  host-process runtime), under cAdvisor's metric names.
 """
 
 from __future__ import annotations
@@ -16,6 +18,15 @@ from typing import Any
 
 # A rate is computed against a sample at least this old (kubelet: its housekeeping period).
 RATE_WINDOW_S = 1.0
+
+
+@dataclass(frozen=True)
+class Throttling:
+    """CFS bandwidth figures of a cgroup (cpu.stat)."""
+
+    periods: int
+    throttled_periods: int
+    throttled_seconds: float
 
 
 @dataclass(frozen=True)
@@ -32,6 +43,7 @@ class ContainerUsage:
     pod_started_at: float
     memory_rss_bytes: int | None = None
     memory_limit_bytes: int | None = None
+    throttling: Throttling | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -113,6 +125,45 @@ def resource_metrics(
         "# TYPE scrape_error gauge",
         "scrape_error 0",
     ]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def cadvisor_metrics(containers: list[ContainerUsage], now: float | None = None) -> str:
+    """CPU throttling and limits under cAdvisor's names (containers with a CFS quota)."""
+    stamp = int((time.time() if now is None else now) * 1000)
+    limited = [c for c in containers if c.throttling is not None]
+    lines: list[str] = []
+    for name, kind, text, value in (
+        ("container_cpu_cfs_periods_total", "counter",
+         "Number of elapsed enforcement period intervals.", lambda t: t.periods),
+        ("container_cpu_cfs_throttled_periods_total", "counter",
+         "Number of throttled period intervals.", lambda t: t.throttled_periods),
+        ("container_cpu_cfs_throttled_seconds_total", "counter",
+         "Total time duration the container has been throttled.",
+         lambda t: float(t.throttled_seconds)),
+    ):  # fmt: skip
+        lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
+        for c in limited:
+            shown = value(c.throttling)
+            shown = f"{shown:.9f}" if isinstance(shown, float) else str(shown)
+            lines.append(f"{name}{{{_labels(c)}}} {shown} {stamp}")
+    lines += [
+        "# HELP container_cpu_usage_seconds_total Cumulative cpu time consumed in seconds.",
+        "# TYPE container_cpu_usage_seconds_total counter",
+    ]
+    for c in containers:
+        lines.append(
+            f"container_cpu_usage_seconds_total{{{_labels(c)}}} {c.cpu_seconds:.9f} {stamp}"
+        )
+    lines += [
+        "# HELP container_spec_memory_limit_bytes Memory limit for the container.",
+        "# TYPE container_spec_memory_limit_bytes gauge",
+    ]
+    for c in containers:
+        if c.memory_limit_bytes is not None:
+            lines.append(
+                f"container_spec_memory_limit_bytes{{{_labels(c)}}} {c.memory_limit_bytes} {stamp}"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from wasmop.console import CommandError, run_until_signalled
+from wasmop.console import CommandError, listen_address, run_until_signalled
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -21,20 +21,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     from wasmop.operator.app import OperatorSettings, run
 
     in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    gateway_url = args.gateway_url or os.environ.get(GATEWAY_URL_ENV) or default_gateway_url()
+    service_mode = args.service_mode or os.environ.get(SERVICE_MODE_ENV) or "cluster-ip"
+    if service_mode not in SERVICE_MODES:
+        raise CommandError(f"{SERVICE_MODE_ENV}={service_mode!r}: use {' or '.join(SERVICE_MODES)}")
     settings = OperatorSettings(
         kubeconfig=str(args.kubeconfig) if args.kubeconfig else None,
-        listen_address=args.listen_address or ("0.0.0.0" if in_cluster else "127.0.0.1"),
+        listen_address=listen_address(
+            args.listen_address or ("0.0.0.0" if in_cluster else "127.0.0.1")
+        ),
         metrics_port=args.metrics_port,
         health_port=args.health_port,
         resync_interval_s=args.resync_interval,
         handler_timeout_s=args.handler_timeout,
         scaling_interval_s=args.scaling_interval,
-        gateway_url=args.gateway_url,
+        gateway_url=gateway_url,
         priority=args.priority,
         peering_identity=args.peering_identity or os.environ.get("POD_NAME") or None,
         namespaces=tuple(args.namespace),
-        headless_services=args.service_mode == "headless",
-        registry_allow=tuple(args.registry_allow),
+        headless_services=service_mode == "headless",
+        registry_allow=tuple(args.registry_allow) or registry_allow_from_env(),
         module_url_allow=tuple(args.module_url_allow),
         module_url_deny=tuple(args.module_url_deny),
     )
@@ -45,6 +51,30 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     run_until_signalled(lambda stop: run(settings, stop))
     return 0
+
+
+# Settings a cluster gives its operator Pod without changing the manifest: the Deployment
+# reads them from the optional ConfigMap wasmop-operator-settings (envFrom); flags win.
+GATEWAY_URL_ENV = "WASMOP_GATEWAY_URL"
+SERVICE_MODE_ENV = "WASMOP_SERVICE_MODE"
+SERVICE_MODES = ("cluster-ip", "headless")
+REGISTRY_ALLOW_ENV = "WASMOP_REGISTRY_ALLOW"
+
+
+def registry_allow_from_env() -> tuple[str, ...]:
+    """Registries from ``$WASMOP_REGISTRY_ALLOW`` (comma-separated)."""
+    return tuple(_env_list(REGISTRY_ALLOW_ENV))
+
+
+def default_gateway_url() -> str:
+    """The gateway's Service in the operator's own namespace when in a Pod, else
+    loopback (where ``wasmop gateway run`` listens by default)."""
+    from wasmop.kube.client import service_account_dir
+
+    namespace_file = service_account_dir() / "namespace"
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and namespace_file.exists():
+        return f"http://wasmop-gateway.{namespace_file.read_text().strip()}.svc:8000"
+    return "http://127.0.0.1:8000"
 
 
 def cmd_install(args: argparse.Namespace) -> int:
@@ -112,7 +142,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--scaling-interval", type=float, default=5.0, help="seconds between autoscaling passes"
     )
     run.add_argument(
-        "--gateway-url", default="http://127.0.0.1:8000", help="for status.url and request rates"
+        "--gateway-url",
+        help=f"for status.url and request rates (default: ${GATEWAY_URL_ENV}; in a Pod the"
+        " wasmop-gateway Service of its namespace; else http://127.0.0.1:8000)",
     )
     run.add_argument("--priority", type=int, help="kopf peering priority (default: random)")
     run.add_argument(
@@ -123,11 +155,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     run.add_argument("--namespace", action="append", default=[], help="watch only these namespaces")
     run.add_argument(
         "--service-mode",
-        choices=("cluster-ip", "headless"),
-        default="cluster-ip",
+        choices=SERVICE_MODES,
         help="the functions' Services: with a cluster IP (default, for kube-proxy), or"
         " headless where nothing routes cluster IPs (the embedded cluster); existing"
-        " Services keep theirs",
+        f" Services keep theirs (default: ${SERVICE_MODE_ENV}, else cluster-ip)",
     )
     run.add_argument(
         "--registry-allow",
@@ -135,7 +166,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         default=[],
         metavar="HOST[:PORT]",
         help="a registry reached whatever its address (repeatable; the embedded cluster names"
-        " its own on loopback); others must have public addresses",
+        f" its own on loopback); others must have public addresses (default: ${REGISTRY_ALLOW_ENV},"
+        " comma-separated)",
     )
     run.add_argument(
         "--module-url-allow",

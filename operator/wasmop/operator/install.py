@@ -58,6 +58,9 @@ RESOURCES: dict[str, tuple[str, bool]] = {
     "ClusterRoleBinding": ("clusterrolebindings", False),
     "Role": ("roles", True),
     "RoleBinding": ("rolebindings", True),
+    "ConfigMap": ("configmaps", True),
+    "Deployment": ("deployments", True),
+    "RuntimeClass": ("runtimeclasses", False),
     RUNTIME_KIND: (RUNTIME_PLURAL, False),
     "ClusterKopfPeering": ("clusterkopfpeerings", False),
 }

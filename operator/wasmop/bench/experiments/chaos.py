@@ -414,7 +414,7 @@ def _operator_kill(soak: Soak, event: PlannedEvent) -> Injected:
     started = now_ms()
     creating = soak.session.submit(create_all())
     time.sleep(0.05 * soak.burst)  # some created, the operator busy with them
-    fault = faults.crash_operator()
+    fault = soak.session.run(faults.kill_operator(kube))
     creating.result(timeout=60)
     return Injected(
         event.index, event.kind, "operator", started, fault.t_ms,

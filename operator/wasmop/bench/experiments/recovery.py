@@ -182,10 +182,13 @@ def run_recovery(
     the fault.
 
     pod-crash, pod-delete and node-kill: time zero is the fault. operator-kill: the
-    operator stays down ``down_s`` while the function is scaled up by one; time zero is
-    the operator's restart, recovery the new replica ready. apiserver-restart: time zero
-    is the restart; the API must answer again and the function keep (or regain) its
-    replicas. node-kill, operator-kill and apiserver-restart act on shared components.
+    operator Pod's container is killed (kill -9) and the function scaled up by one at
+    once; the operator's node restarts the container (its restart count goes up), and
+    the restarted operator must bring the new replica up: time zero is the kill,
+    recovery the new replica ready. ``down_s`` is kept for plans that name it; a killed
+    operator is down as long as its restart takes. apiserver-restart: time zero is the
+    restart; the API must answer again and the function keep (or regain) its replicas.
+    node-kill, operator-kill and apiserver-restart act on shared components.
 
     ``toleration_s`` sets the function's ``placement.tolerationSeconds`` (how long its
     Pods stay bound to a failed node); the CRD's default, like upstream's, is 300 s, so
@@ -226,14 +229,9 @@ def run_recovery(
                 event = faults.kill_node(node)
                 restore.append(node)
             elif fault == "operator-kill":
-                faults.kill_operator()
-                restore.append("operator")
-                time.sleep(0.5)
+                event = session.run(faults.kill_operator(session.kube))
                 desired = replicas + 1
                 session.run(deploy.scale_function(session.kube, ws.namespace, VICTIM, desired))
-                time.sleep(down_s)
-                event = faults.start_operator()
-                restore.remove("operator")
             else:
                 event = faults.restart_apiserver()
             rec.mark(event.kind, event.t_ms, detail=event.target)
@@ -276,11 +274,8 @@ def run_recovery(
         finally:
             session.run(prober.stop())
             run.write_raw(PROBES, prober.table())
-            for component in restore:
-                if component == "operator":
-                    faults.start_operator()
-                else:
-                    faults.start_node(component)
+            for node_name in restore:
+                faults.start_node(node_name)
 
 
 def analyse_recovery(raw: RawData) -> Analysis:

@@ -47,7 +47,7 @@ from wasmop.bench.analysis import Analysis
 from wasmop.bench.clock import now_ms
 from wasmop.bench.experiments.base import Experiment, RawData
 from wasmop.bench.experiments.steps import Workspace, recording
-from wasmop.bench.process_sampler import ProcessSampler, component_pid, operator_pid
+from wasmop.bench.process_sampler import ProcessSampler, component_pid, gateway_pid, operator_pid
 from wasmop.bench.run import ExperimentRun
 from wasmop.bench.session import BenchSession
 from wasmop.bench.stats import describe
@@ -224,25 +224,28 @@ async def pods_per_node(kube: Kube) -> dict[str, int]:
     return counts
 
 
-def restart_operator(timeout_s: float = 60.0) -> bool:
-    """Restart the embedded cluster's operator and wait until it is ready, so that its
-    memory starts from what it holds, not from what an earlier experiment made it grow
-    to. False where the supervisor does not run it (it is left as it is)."""
+def restart_operator(session: BenchSession, timeout_s: float = 60.0) -> bool:
+    """Restart the embedded cluster's operator (kill -9 of its Pod's container, which its
+    node restarts) and wait until the new process is ready, so that its memory starts
+    from what it holds, not from what an earlier experiment made it grow to. False where
+    no operator Pod runs (an operator started by hand is left as it is)."""
     from wasmop.bench import faults
 
+    before = operator_pid()
     try:
-        faults.restart_component("operator")
+        session.run(faults.kill_operator(session.kube))
     except faults.FaultError:
         return False
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(health_url("/readyz"), timeout=2) as response:
-                if response.status == 200:
-                    time.sleep(3.0)  # its watches list what exists, the first resync runs
-                    return True
-        except OSError:
-            pass
+        if operator_pid() not in (None, before):
+            try:
+                with urllib.request.urlopen(health_url("/readyz"), timeout=2) as response:
+                    if response.status == 200:
+                        time.sleep(3.0)  # its watches list what exists, the first resync runs
+                        return True
+            except OSError:
+                pass
         time.sleep(0.5)
     raise RuntimeError(f"the operator was not ready {timeout_s:g} s after its restart")
 
@@ -329,9 +332,9 @@ def measure_size(
         url = deploy.gateway_url(namespace, served)
         for r in session.run(gateway_latencies(url, how.gateway_requests)):
             record.gateway.append({"functions": size, **r})
-    gateway_pid = component_pid("gateway")
+    gateway = gateway_pid()
     row["gateway_rss_mib"] = (
-        psutil.Process(gateway_pid).memory_info().rss / 2**20 if gateway_pid else float("nan")
+        psutil.Process(gateway).memory_info().rss / 2**20 if gateway else float("nan")
     )
     pods = session.run(pods_per_node(kube))
     for agent in agents_memory(size):
@@ -378,7 +381,7 @@ def run_scale(
     check_capacity(session, sizes[-1])
     from wasmop.cluster.layout import StateLayout
 
-    restarted = restart_operator() if fresh_operator else False
+    restarted = restart_operator(session) if fresh_operator else False
     how = SizeMeasurement(workload, rest_s, probes, gateway_requests, timeout_s,
                           StateLayout.default().audit_log)  # fmt: skip
     last = replace(how, rest_s=final_rest_s or rest_s)

@@ -56,8 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port-offset", type=int, default=200, help="added to every default port")
     args = parser.parse_args(argv)
 
-    # Wasm nodes need the machine's pod range, which a running cluster may hold.
-    settings = ClusterSettings().with_port_offset(args.port_offset).updated(nodes=0)
+    # Wasm nodes need the machine's pod range, which a running cluster may hold; so do the
+    # system node's network and the operator's and gateway's ports (their manifest's).
+    settings = (
+        ClusterSettings().with_port_offset(args.port_offset).updated(nodes=0, system_node=False)
+    )
     cold: list[float] = []
     warm: list[float] = []
     rss: dict[str, float] = {}
