@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -15,7 +16,8 @@ from wasmop.bench.deploy import plain_deployment, plain_service
 from wasmop.cluster import manager
 from wasmop.cluster.layout import repo_root
 from wasmop.node import fault_client
-from wasmop.wellknown import RUNTIME_LABEL
+from wasmop.node.netns import NodeNetwork
+from wasmop.wellknown import HEALTH_PORT, RUNTIME_LABEL
 
 pytestmark = pytest.mark.integration
 
@@ -306,3 +308,38 @@ def test_pods_ready_again_after_an_api_server_outage(api: client.ApiClient, hell
     )
     status, _, body = gateway_get(f"/{namespace}/{name}/")
     assert status == 200 and body == b"Hello, world!\n"
+
+
+def test_a_node_whose_network_namespace_was_removed_serves_again(
+    api: client.ApiClient, hello: tuple[str, str], cluster
+) -> None:  # type: ignore[no-untyped-def]
+    """Someone deletes a node's network namespace: the agent makes it again, listens
+    again there for its kubelet API and health port, and restarts its Pods, which serve
+    again through the gateway."""
+    namespace, app = hello
+    core = client.CoreV1Api(api)
+    settings = manager.load_settings(cluster.layout)
+    index = len(settings.node_names())
+    name = settings.node_names()[index - 1]
+    network = NodeNetwork.for_node(name, settings.node_pod_cidr(index))
+    subprocess.run(["ip", "netns", "delete", network.namespace], check=True, timeout=30)
+
+    def healthy() -> bool:
+        url = f"http://{network.node_address}:{HEALTH_PORT}/healthz"
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return network.exists() and response.status == 200
+        except OSError:
+            return False
+
+    wait_for(healthy, timeout=60, interval=0.5, what=f"{name}'s health port answering again")
+    proxied = core.connect_get_node_proxy_with_path(name, "healthz")
+    assert proxied == "ok"  # the kubelet API (HTTPS on 10250), through the API server
+    wait_for(
+        lambda: (
+            len(ready_pods(core, namespace, app)) == 4
+            and all(gateway_get(f"/{namespace}/{app}/")[0] == 200 for _ in range(8))
+        ),
+        timeout=60,
+        what="every Pod ready and serving again",
+    )

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 
 from wasmop import __version__
 from wasmop.console import exit_after_grace
@@ -162,6 +163,7 @@ class NodeAgent:
         self._link: LinkEmulator | None = None
         self._health_changed = asyncio.Event()
         self._ready: tuple[bool, str] | None = None  # (ready, since) as last reported
+        self._servers: list[web.AppRunner] = []  # the kubelet API and the health port
 
     @property
     def host_process(self) -> bool:
@@ -388,12 +390,38 @@ class NodeAgent:
         return held != ("True" if ready else "False")
 
     async def _rebuild_network(self) -> None:
-        """Someone removed the node's namespace: make it again and restart every Pod,
-        whose listening sockets went with the old one."""
+        """Someone removed the node's namespace: make it again, listen again for the
+        kubelet API and health port, and restart every wasm Pod, whose listening sockets
+        went with the old one. (Host-process Pods listen on the host's loopback and keep
+        running.)"""
         log.warning("network namespace %s vanished; rebuilding it", self.network.namespace)
         await asyncio.to_thread(self.network.setup)
-        for worker in list(self.workers.values()):
-            worker.crash()
+        await self._stop_serving()
+        await self._serve()
+        if not self.host_process:
+            for worker in list(self.workers.values()):
+                worker.crash()
+
+    async def _serve(self) -> None:
+        """The kubelet API (10250) and the health port (10248) on the node's address,
+        inside its namespace."""
+        settings = self.settings
+        context = None
+        if settings.tls_cert and settings.tls_key and settings.client_ca:
+            context = serving_context(settings.tls_cert, settings.tls_key, settings.client_ca)
+        address = self.network.node_address
+        self._servers.append(
+            await start_daemon(
+                self, self.network.listen(address, DAEMON_PORT), context, self.kubelet_auth()
+            )
+        )
+        self._servers.append(await start_health(self, self.network.listen(address, HEALTH_PORT)))
+
+    async def _stop_serving(self) -> None:
+        servers, self._servers = self._servers, []
+        for runner in servers:
+            with contextlib.suppress(Exception):
+                await runner.cleanup()
 
     # --- pods -----------------------------------------------------------------------
 
@@ -492,17 +520,8 @@ class NodeAgent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         await asyncio.to_thread(self.network.setup)
-        daemon = health = None
         try:
-            settings = self.settings
-            context = None
-            if settings.tls_cert and settings.tls_key and settings.client_ca:
-                context = serving_context(settings.tls_cert, settings.tls_key, settings.client_ca)
-            address = self.network.node_address
-            daemon = await start_daemon(
-                self, self.network.listen(address, DAEMON_PORT), context, self.kubelet_auth()
-            )
-            health = await start_health(self, self.network.listen(address, HEALTH_PORT))
+            await self._serve()
             self._write_run_files()
             # Register once the Pod watch has listed, so the Node is Ready from the start.
             watch = self.start_pod_watch()
@@ -519,9 +538,7 @@ class NodeAgent:
             await self.shutdown_pods()
         finally:
             await self.tasks.stop()
-            for runner in (daemon, health):
-                if runner is not None:
-                    await runner.cleanup()
+            await self._stop_serving()
             await self.prober.close()
             if self._link is not None:
                 self._link.stop()
