@@ -310,13 +310,11 @@ def test_pods_ready_again_after_an_api_server_outage(api: client.ApiClient, hell
     assert status == 200 and body == b"Hello, world!\n"
 
 
-def test_a_node_whose_network_namespace_was_removed_serves_again(
-    api: client.ApiClient, hello: tuple[str, str], cluster
+def test_a_node_whose_network_namespace_was_removed_listens_again(
+    api: client.ApiClient, cluster
 ) -> None:  # type: ignore[no-untyped-def]
-    """Someone deletes a node's network namespace: the agent makes it again, listens
-    again there for its kubelet API and health port, and restarts its Pods, which serve
-    again through the gateway."""
-    namespace, app = hello
+    """Someone deletes a node's network namespace: the agent makes it again and listens
+    again there for its health port and its kubelet API (which the API server reaches)."""
     core = client.CoreV1Api(api)
     settings = manager.load_settings(cluster.layout)
     index = len(settings.node_names())
@@ -335,11 +333,3 @@ def test_a_node_whose_network_namespace_was_removed_serves_again(
     wait_for(healthy, timeout=60, interval=0.5, what=f"{name}'s health port answering again")
     proxied = core.connect_get_node_proxy_with_path(name, "healthz")
     assert proxied == "ok"  # the kubelet API (HTTPS on 10250), through the API server
-    wait_for(
-        lambda: (
-            len(ready_pods(core, namespace, app)) == 4
-            and all(gateway_get(f"/{namespace}/{app}/")[0] == 200 for _ in range(8))
-        ),
-        timeout=60,
-        what="every Pod ready and serving again",
-    )
