@@ -16,7 +16,7 @@ import pytest
 import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
-from support import Tenant, module_configmap, wait_for
+from support import Tenant, module_configmap, operator_log, operator_pod, wait_for
 from support import tenant_function as function
 from wasmop.cluster import manager
 from wasmop.cluster.layout import repo_root
@@ -245,6 +245,7 @@ def test_an_operator_watching_one_namespace_needs_only_the_namespaced_rbac(
             ports.append(s.getsockname()[1])
     log_path = tmp_path / "operator.log"
     settings = manager.load_settings(cluster.layout)
+    first = operator_pod(core).metadata.name  # the cluster's operator, a Pod
     with log_path.open("wb") as log_file:
         operator = subprocess.Popen(
             [
@@ -257,10 +258,9 @@ def test_an_operator_watching_one_namespace_needs_only_the_namespaced_rbac(
             stdout=log_file, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
-        supervised = cluster.layout.log_for("operator")
-        offset = supervised.stat().st_size
+        offset = len(operator_log(first))
         wait_for(
-            lambda: "Pausing" in supervised.read_text()[offset:] or operator.poll() is not None,
+            lambda: "Pausing" in operator_log(first)[offset:] or operator.poll() is not None,
             timeout=30,
             what="the cluster's operator to pause for the namespaced one",
         )
@@ -281,7 +281,7 @@ def test_an_operator_watching_one_namespace_needs_only_the_namespaced_rbac(
             delete(name)
         core.delete_namespaced_service_account(account, "wasm-operators")
     wait_for(
-        lambda: "Resuming" in cluster.layout.log_for("operator").read_text()[offset:],
+        lambda: "Resuming" in operator_log(first)[offset:],
         timeout=70,
         what="the cluster's operator to resume",
     )
