@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from kubernetes.client.rest import ApiException
 from support import gateway_get, module_configmap, wait_for
 from wasmop.bench.deploy import plain_deployment, plain_service
 from wasmop.cluster import manager
@@ -40,7 +41,10 @@ def hello(api: client.ApiClient, namespace: str) -> tuple[str, str]:
     module_configmap(core, namespace, "hello-module", FUNCTIONS / "hello.wasm")
     apps.create_namespaced_deployment(namespace, plain_deployment("hello", "hello-module", 4))
     core.create_namespaced_service(namespace, plain_service("hello"))
-    wait_for(lambda: len(ready_pods(core, namespace, "hello")) == 4, what="4 ready hello Pods")
+    wait_for(
+        lambda: len(ready_pods(core, namespace, "hello")) == 4,
+        timeout=120, what="4 ready hello Pods",
+    )  # fmt: skip
     return namespace, "hello"
 
 
@@ -310,26 +314,63 @@ def test_pods_ready_again_after_an_api_server_outage(api: client.ApiClient, hell
     assert status == 200 and body == b"Hello, world!\n"
 
 
-def test_a_node_whose_network_namespace_was_removed_listens_again(
-    api: client.ApiClient, cluster
+def test_a_node_whose_network_namespace_was_removed_serves_again(
+    api: client.ApiClient, hello: tuple[str, str], cluster
 ) -> None:  # type: ignore[no-untyped-def]
-    """Someone deletes a node's network namespace: the agent makes it again and listens
-    again there for its health port and its kubelet API (which the API server reaches)."""
+    """Someone deletes a node's network namespace: the agent makes it again, listens
+    again there for its health port and its kubelet API (which the API server reaches),
+    and restarts its Pods, which answer again directly and then through the gateway."""
+    namespace, app = hello
     core = client.CoreV1Api(api)
     settings = manager.load_settings(cluster.layout)
-    index = len(settings.node_names())
-    name = settings.node_names()[index - 1]
-    network = NodeNetwork.for_node(name, settings.node_pod_cidr(index))
+    name = ready_pods(core, namespace, app)[0].spec.node_name
+    network = NodeNetwork.for_node(
+        name, settings.node_pod_cidr(settings.node_names().index(name) + 1)
+    )
+    before = {
+        p.metadata.name: p.status.container_statuses[0].restart_count
+        for p in ready_pods(core, namespace, app)
+        if p.spec.node_name == name
+    }
     subprocess.run(["ip", "netns", "delete", network.namespace], check=True, timeout=30)
 
-    def healthy() -> bool:
-        url = f"http://{network.node_address}:{HEALTH_PORT}/healthz"
+    def answers(url: str) -> bytes | None:
         try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                return network.exists() and response.status == 200
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return response.read() if response.status == 200 else None
         except OSError:
-            return False
+            return None
 
-    wait_for(healthy, timeout=60, interval=0.5, what=f"{name}'s health port answering again")
-    proxied = core.connect_get_node_proxy_with_path(name, "healthz")
-    assert proxied == "ok"  # the kubelet API (HTTPS on 10250), through the API server
+    # exists(): the agent's new namespace (the old one answers until the agent replaces it).
+    wait_for(
+        lambda: network.exists() and answers(f"http://{network.node_address}:{HEALTH_PORT}/healthz"),
+        timeout=60, interval=0.5, what=f"{name}'s health port answering again",
+    )  # fmt: skip
+
+    def proxied() -> str | None:  # the kubelet API (HTTPS on 10250), through the API server
+        try:
+            return core.connect_get_node_proxy_with_path(name, "healthz")
+        except ApiException:
+            return None
+
+    assert wait_for(proxied, timeout=30, interval=0.5, what=f"{name}'s kubelet API") == "ok"
+
+    def restarted_and_answering() -> bool:
+        """Each of the node's Pods restarted (its socket went with the old namespace) and
+        answers at its own address, before anything goes through the gateway."""
+        pods = {p.metadata.name: p for p in core.list_namespaced_pod(namespace).items}
+        return all(
+            (pod := pods.get(pod_name)) is not None
+            and pod.status.container_statuses[0].restart_count > restarts
+            and answers(f"http://{pod.status.pod_ip}:8080/") == b"Hello, world!\n"
+            for pod_name, restarts in before.items()
+        )
+
+    wait_for(restarted_and_answering, timeout=90, interval=0.5, what=f"{name}'s Pods answering")
+    wait_for(
+        lambda: (
+            len(ready_pods(core, namespace, app)) == 4
+            and all(gateway_get(f"/{namespace}/{app}/")[0] == 200 for _ in range(8))
+        ),
+        timeout=60, interval=0.5, what="every Pod ready and serving through the gateway",
+    )  # fmt: skip

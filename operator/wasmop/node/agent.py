@@ -396,11 +396,14 @@ class NodeAgent:
         running.)"""
         log.warning("network namespace %s vanished; rebuilding it", self.network.namespace)
         await asyncio.to_thread(self.network.setup)
-        await self._stop_serving()
+        stale, self._servers = self._servers, []
         await self._serve()
         if not self.host_process:
             for worker in list(self.workers.values()):
                 worker.crash()
+        # In the background: a runner's cleanup waits up to a minute for requests still
+        # in progress on the old sockets (a log follower's), and the heartbeat must not.
+        self.spawn(self._stop_serving(stale))
 
     async def _serve(self) -> None:
         """The kubelet API (10250) and the health port (10248) on the node's address,
@@ -417,8 +420,10 @@ class NodeAgent:
         )
         self._servers.append(await start_health(self, self.network.listen(address, HEALTH_PORT)))
 
-    async def _stop_serving(self) -> None:
-        servers, self._servers = self._servers, []
+    async def _stop_serving(self, servers: list[web.AppRunner] | None = None) -> None:
+        """Close the given listeners, or all of this agent's."""
+        if servers is None:
+            servers, self._servers = self._servers, []
         for runner in servers:
             with contextlib.suppress(Exception):
                 await runner.cleanup()
