@@ -313,6 +313,24 @@ def test_pods_ready_again_after_an_api_server_outage(api: client.ApiClient, hell
     status, _, body = gateway_get(f"/{namespace}/{name}/")
     assert status == 200 and body == b"Hello, world!\n"
 
+    # The controllers come back too, not only the agents: a Service made after the outage
+    # gets its endpoints. Their watches back off while the API server is down (client-go
+    # waits up to 30 s between tries), so this is where the outage's tail is absorbed;
+    # without it the next test's new function was Ready but had no endpoints for ~30 s.
+    apps = client.AppsV1Api(api)
+    apps.create_namespaced_deployment(namespace, plain_deployment("after", "hello-module", 1))
+    core.create_namespaced_service(namespace, plain_service("after"))
+    wait_for(lambda: _answers(f"/{namespace}/after/"), timeout=120, what="a new Service served")
+
+
+def _answers(path: str) -> bool:
+    """Whether the gateway serves ``path`` now (a timeout or refusal is a no)."""
+    try:
+        status, _, body = gateway_get(path, timeout=5)
+    except OSError:
+        return False
+    return status == 200 and body == b"Hello, world!\n"
+
 
 def test_a_node_whose_network_namespace_was_removed_serves_again(
     api: client.ApiClient, hello: tuple[str, str], cluster
@@ -372,5 +390,5 @@ def test_a_node_whose_network_namespace_was_removed_serves_again(
             len(ready_pods(core, namespace, app)) == 4
             and all(gateway_get(f"/{namespace}/{app}/")[0] == 200 for _ in range(8))
         ),
-        timeout=60, interval=0.5, what="every Pod ready and serving through the gateway",
+        timeout=120, interval=0.5, what="every Pod ready and serving through the gateway",
     )  # fmt: skip
