@@ -56,9 +56,13 @@ def test_cluster_up_passes_its_module_url_allow_to_every_node(tmp_path: Path) ->
     layout = StateLayout(tmp_path)
     settings = ClusterSettings(module_url_allow=("127.0.0.1/32",))
     argv = {s.name: s.argv for s in components.workloads(layout, settings)}
-    for node in settings.node_names():
+    for node in [*settings.node_names(), settings.system_node_name]:
         assert "--module-url-allow=127.0.0.1/32" in argv[node]
-    assert "--module-url-allow=127.0.0.1/32" in argv["operator"]
+    # The operator, a Pod, reads it from its settings ConfigMap.
+    (operator_settings,) = [
+        o for o in components.system_node_objects(settings) if o["kind"] == "ConfigMap"
+    ]
+    assert operator_settings["data"]["WASMOP_MODULE_URL_ALLOW"] == "127.0.0.1/32"
     plain = {s.name: s.argv for s in components.workloads(layout, ClusterSettings())}
     for node in settings.node_names():
         assert not any(a.startswith("--module-url-allow") for a in plain[node])
