@@ -350,3 +350,95 @@ def test_after_an_overflow_stdout_is_watched_every_millisecond() -> None:
         assert response.fault is Fault.OUTPUT_TOO_LARGE
         assert response.stats is not None and response.stats.overflow_bytes > 256 * 1024
         assert flood._output_watch_until > 0
+
+
+def test_a_heavy_function_runs_one_request_at_a_time_while_others_are_served() -> None:
+    """Demotion lowers each thread's priority, but a flood's four threads at nice 10
+    still kept a neighbour's thread waiting on the run queue (hello's p99 beside the
+    output flood 5-16x idle). A heavy function runs `DEMOTED_CONCURRENCY` requests at
+    once; the rest wait in its queue, and past the queue get 503 queue-full with the
+    reason, while another function's request is served at once. Each flood still ends
+    at its output cap, by its failed write, not by the CPU bound."""
+    import asyncio
+    import threading
+    import time
+
+    from wasmop.runtime.abi import Fault
+    from wasmop.runtime.epoch import LoadMeter
+    from wasmop.runtime.function import DEMOTED_CONCURRENCY
+    from wasmop.runtime.workloads import load_manifest
+
+    manifest = load_manifest()
+
+    async def main() -> tuple[
+        int, list[tuple[Fault | None, int | None, bool]], list[int], Fault | None
+    ]:
+        with Runtime() as runtime:
+            # A slow decay, so the loads set here hold however loaded the machine is.
+            runtime.ticker.loads = LoadMeter(tau_s=600.0)
+            flood = runtime.function(
+                manifest["flood"].wasm_path,
+                FunctionConfig(
+                    name="flood",
+                    limits=Limits(output_bytes=64 * 1024),
+                    max_concurrency=4,
+                    max_queue=6,
+                    inline=False,
+                ),
+            )
+            hello = runtime.function(
+                manifest["hello"].wasm_path, FunctionConfig(name="hello", inline=False)
+            )
+            now = time.monotonic()
+            runtime.ticker.loads.add("flood", 600.0 * 4, now)  # four cores
+            runtime.ticker.loads.add("hello", 1.0, now)  # present
+            peak, running, lock = [0], [0], threading.Lock()
+            execute = flood._execute
+
+            def counted(*args: object, **kwargs: object) -> object:
+                with lock:
+                    running[0] += 1
+                    peak[0] = max(peak[0], running[0])
+                try:
+                    time.sleep(0.02)  # long enough that four at once would overlap
+                    return execute(*args, **kwargs)  # type: ignore[arg-type]
+                finally:
+                    with lock:
+                        running[0] -= 1
+
+            flood._execute = counted  # type: ignore[method-assign]
+            floods = [asyncio.create_task(flood.invoke(Request(query="mib=256"))) for _ in range(7)]
+            await asyncio.sleep(0)
+            refused = flood.admits()
+            hellos = [(await hello.invoke(Request())).status for _ in range(3)]
+            faults = [
+                ((r := await task).fault, r.stats.exit_code, r.stats.overflow_bytes < 64 * MIB)
+                for task in floods
+            ]
+            await flood.aclose(1)
+            await hello.aclose(1)
+            return peak[0], faults, hellos, refused[0] if refused else None
+
+    peak, faults, hellos, refused = asyncio.run(main())
+    assert peak == DEMOTED_CONCURRENCY == 1
+    assert hellos == [200, 200, 200]
+    # One runs, six wait; the seventh request found the queue full.
+    # Each ended by its failed write soon after the cap (the flood exits 1 then), not
+    # after writing its 256 MiB into a discarded buffer or by the CPU bound.
+    assert faults == [(Fault.OUTPUT_TOO_LARGE, 1, True)] * 7
+    assert refused is Fault.QUEUE_FULL
+
+
+def test_a_heavy_function_is_let_go_only_well_below_a_core() -> None:
+    """Held to one request at once, a flood keeps about one core busy: without a margin
+    it would stop being heavy, take every core again, and be held again, every few
+    ticks."""
+    from wasmop.runtime.epoch import LoadMeter
+
+    meter = LoadMeter(tau_s=1.0, heavy=1.0)
+    meter.add("hello", 0.5, 0.0)
+    meter.add("flood", 2.0, 0.0)  # two cores
+    assert meter.heavy("flood", 0.0)
+    meter.add("flood", 0.0, 0.0)
+    assert meter.heavy("flood", 1.0)  # 2 e^-1 = 0.74 cores: still heavy
+    assert not meter.heavy("flood", 3.0)  # 0.1 cores: let go

@@ -16,8 +16,11 @@ within a tick, a trap loop) takes cores from everyone while no single request la
 So the ticker also keeps each function's CPU load (`LoadMeter`: CPU seconds of its
 requests, decayed over `LOAD_TAU_S`); a request of a function whose load exceeds
 `HEAVY_LOAD` cores, while other functions run too, runs demoted from its first
-instruction. Without contention a demoted thread runs as fast as any; with it, functions
-within their core go first.
+instruction, and no more than `function.DEMOTED_CONCURRENCY` of its requests run at
+once (the rest wait in its queue). Without contention a demoted thread runs as fast as
+any; with it, functions within their core go first. Nice alone was not enough: four
+threads of an output flood writing at nice 10 still kept a neighbour's thread waiting
+on the run queue (the kernel's fair share gives nice 10 a tenth, times four threads).
 
 Both rules act within a few ticks: a request is demoted at the first tick after one tick
 of running, and a function that starts keeping two cores busy is heavy after about 35 ms
@@ -47,6 +50,10 @@ HOT_CHECK_S = 0.001
 DEMOTED_NICE = 10
 LOAD_TAU_S = 0.05
 HEAVY_LOAD = 1.0  # cores a function's requests keep busy on average
+# A heavy function stays heavy until its load falls below this fraction of `HEAVY_LOAD`:
+# held to `DEMOTED_CONCURRENCY` requests at once, a flood keeps about one core busy, and
+# without the margin it would be let go and take every core again every few ticks.
+HEAVY_RELEASE = 0.25
 _LOADS_PRUNE_AT = 1024
 _OTHER_ACTIVE = 0.001  # cores: another function counts as present above this
 
@@ -59,6 +66,7 @@ class LoadMeter:
         self.tau_s = tau_s
         self.heavy_load = heavy
         self._loads: dict[str, tuple[float, float]] = {}  # group -> (seconds, at)
+        self._over: set[str] = set()  # groups past `heavy` and not yet below the release
 
     def load(self, group: str, now: float) -> float:
         seconds, at = self._loads.get(group, (0.0, now))
@@ -69,12 +77,19 @@ class LoadMeter:
         if len(self._loads) > _LOADS_PRUNE_AT:  # functions come and go on a node
             for key in [k for k in self._loads if self.load(k, now) < 1e-3]:
                 del self._loads[key]
+                self._over.discard(key)
 
     def heavy(self, group: str, now: float) -> bool:
         """Over `heavy` cores while another function has run lately: demotion only
         matters between tenants, and a function alone keeps its full priority (against
-        the load generator of a benchmark, say)."""
-        if self.load(group, now) <= self.heavy_load:
+        the load generator of a benchmark, say). Past `heavy` a function stays heavy
+        until its load falls below `HEAVY_RELEASE` of it."""
+        load = self.load(group, now)
+        if load > self.heavy_load:
+            self._over.add(group)
+        elif load < self.heavy_load * HEAVY_RELEASE:
+            self._over.discard(group)
+        if group not in self._over:
             return False
         return any(k != group and self.load(k, now) > _OTHER_ACTIVE for k in self._loads)
 
@@ -151,6 +166,11 @@ class EpochTicker:
             # it the thread stays demoted, which only slows its own function).
             with contextlib.suppress(OSError):
                 os.setpriority(os.PRIO_PROCESS, running.thread_id, 0)
+
+    def heavy(self, group: str) -> bool:
+        """Whether `group`'s requests start demoted now (any thread may ask)."""
+        with self._lock:
+            return self.loads.heavy(group, time.monotonic())
 
     def interrupt_all(self, ticks: int) -> None:
         """Advance the epoch past every deadline: every running request traps now."""

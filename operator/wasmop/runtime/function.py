@@ -9,9 +9,10 @@ or an output flood ends that request with the status in `abi.FAULT_STATUS`.
 Requests run on the function's own worker threads (`max_concurrency` of them): wasmtime
 releases the GIL while wasm runs, so functions and requests run in parallel, and a slow
 function cannot take threads from another. Beyond `max_concurrency`, up to `max_queue`
-requests wait in FIFO order; more get 503 queue-full. A request that is alone in the
-process skips the thread hop and runs on the event loop's thread within a small budget
-(`Function._run_inline`), which roughly halves the latency of short functions.
+requests wait in FIFO order; more get 503 queue-full. A function the ticker judges
+heavy beside others runs at most `DEMOTED_CONCURRENCY` requests at once. A request that
+is alone in the process skips the thread hop and runs on the event loop's thread within a
+small budget (`Function._run_inline`), which roughly halves the latency of short functions.
 
 Live figures for kubelet-style resource metrics are plain attributes and methods:
 `cpu_seconds()`, `memory_bytes()`, `in_flight`, `queued` and `stats` (request counts,
@@ -79,6 +80,11 @@ INLINE_COOLDOWN_S = 10.0
 # After an output overflow, the function's requests have stdout checked every millisecond
 # (not every tick) this long: a flood then writes about a millisecond past its cap.
 OUTPUT_WATCH_S = 10.0
+# How many requests of a heavy function (one whose requests keep more than a core busy
+# while other functions run: `epoch.LoadMeter.heavy`) run at once; the rest wait in its
+# queue, and beyond `max_queue` get 503 queue-full. Demotion alone lowers each thread's
+# priority, but a function's threads add up: this bounds its share of the cores.
+DEMOTED_CONCURRENCY = 1
 # WASI calls that can block the calling thread for long (sleeps, waits on clocks); a module
 # importing one never runs on the event loop's thread.
 _BLOCKING_IMPORTS = frozenset({"poll_oneoff"})
@@ -262,14 +268,24 @@ class Function:
         checked before its body is read, so a refusal costs no upload."""
         if self._closing:
             return Fault.DRAINING, "the function is shutting down"
-        if (self._running >= self.config.max_concurrency or self._waiters) and len(
+        if (self._running >= self._slot_limit() or self._waiters) and len(
             self._waiters
         ) >= self.config.max_queue:
-            return Fault.QUEUE_FULL, (
-                f"{self._running} requests running and {len(self._waiters)} queued "
-                f"(limits {self.config.max_concurrency} and {self.config.max_queue})"
-            )
+            return Fault.QUEUE_FULL, self._queue_full_message()
         return None
+
+    def _slot_limit(self) -> int:
+        """Requests that may run at once now: fewer while the function is heavy."""
+        limit = self.config.max_concurrency
+        if limit > DEMOTED_CONCURRENCY and self.ticker.heavy(self.name):
+            return DEMOTED_CONCURRENCY
+        return limit
+
+    def _queue_full_message(self) -> str:
+        return (
+            f"{self._running} requests running and {len(self._waiters)} queued "
+            f"(limits {self._slot_limit()} and {self.config.max_queue})"
+        )
 
     def cpu_seconds(self) -> float:
         """Cumulative thread CPU time spent instantiating and running this function's wasm."""
@@ -328,13 +344,9 @@ class Function:
                 Fault.BODY_TOO_LARGE, f"request body exceeds {limits.body_bytes} bytes"
             )
         loop = asyncio.get_running_loop()
-        if self._running >= self.config.max_concurrency or self._waiters:
+        if self._running >= self._slot_limit() or self._waiters:
             if len(self._waiters) >= self.config.max_queue:
-                return self._fault(
-                    Fault.QUEUE_FULL,
-                    f"{self._running} requests running and {len(self._waiters)} queued "
-                    f"(limits {self.config.max_concurrency} and {self.config.max_queue})",
-                )
+                return self._fault(Fault.QUEUE_FULL, self._queue_full_message())
             waiter: asyncio.Future[None] = loop.create_future()
             self._waiters.append(waiter)
             try:
@@ -438,7 +450,10 @@ class Function:
         self._release()
 
     def _release(self) -> None:
-        while self._waiters:
+        """A slot is free: hand it to the first waiter, unless the function runs more
+        than it may now (it became heavy), in which case the slot goes. While a request
+        runs a later release hands over, so waiters are never stranded."""
+        while self._waiters and self._running <= self._slot_limit():
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)  # hand the slot over without freeing it
