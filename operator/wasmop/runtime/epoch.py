@@ -23,8 +23,10 @@ threads of an output flood writing at nice 10 still kept a neighbour's thread wa
 on the run queue (the kernel's fair share gives nice 10 a tenth, times four threads).
 
 Both rules act within a few ticks: a request is demoted at the first tick after one tick
-of running, and a function that starts keeping two cores busy is heavy after about 35 ms
-(`LOAD_TAU_S` 50 ms). With a quarter second and 20 ms, a flood of short requests ran
+of running, and a function that starts keeping two cores busy is heavy after about 15 ms
+(`LOAD_TAU_S` 50 ms, `HEAVY_LOAD` half a core: at one core, four flood threads on a
+loaded two-core machine got half a core between them and were heavy a seventh of the
+time). With a quarter second and 20 ms, a flood of short requests ran
 at full priority for its first 170 ms and a looping request for 20-30 ms, which in a
 second of a neighbour's requests is more than its slowest percent.
 """
@@ -49,7 +51,7 @@ DEMOTE_AFTER_S = 0.01
 HOT_CHECK_S = 0.001
 DEMOTED_NICE = 10
 LOAD_TAU_S = 0.05
-HEAVY_LOAD = 1.0  # cores a function's requests keep busy on average
+HEAVY_LOAD = 0.5  # cores a function's requests keep busy on average
 # A heavy function stays heavy until its load falls below this fraction of `HEAVY_LOAD`:
 # held to `DEMOTED_CONCURRENCY` requests at once, a flood keeps about one core busy, and
 # without the margin it would be let go and take every core again every few ticks.
