@@ -4,7 +4,8 @@ again, register the kernel."""
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"{state:5} {job.experiment}/{job.run_id}  {dict(job.parameters)}")
         return 0
     runner.ensure_kernel(args.kernel)
-    started_cluster = _cluster_up(plan.cluster) if args.manage_cluster else False
-    try:
+    cluster = managed_cluster(plan.cluster) if args.manage_cluster else contextlib.nullcontext()
+    with cluster:
         print(f"plan {plan.name}: {len(jobs)} runs into {results_dir}")
         results = runner.run_plan(
             plan,
@@ -40,9 +41,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             fail_fast=args.fail_fast,
             progress=not args.no_progress,
         )
-    finally:
-        if started_cluster:
-            _cluster_down()
     counts = {
         s: sum(1 for r in results if r.status == s) for s in ("completed", "skipped", "failed")
     }
@@ -68,6 +66,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     for page in pages:
         print(f"report: {page}")
     return 1 if failed else 0
+
+
+@contextlib.contextmanager
+def managed_cluster(settings: Mapping[str, Any] | None = None) -> Iterator[None]:
+    """Run the body on the embedded cluster, started with the plan's ``cluster`` settings
+    unless one is running, and stopped afterwards if this started it.
+
+    The plan's settings (say ``nodes: 10``) are the plan's, not the user's: the state
+    dir's settings file is put back as it was, so a later ``wasmop cluster up`` starts the
+    cluster the user configured, not the last plan's."""
+    from wasmop.cluster.layout import StateLayout
+
+    settings_file = StateLayout.default().settings_file
+    before = settings_file.read_bytes() if settings_file.exists() else None
+    started = _cluster_up(settings)
+    try:
+        yield
+    finally:
+        if started:
+            _cluster_down()
+            if before is None:
+                settings_file.unlink(missing_ok=True)
+            else:
+                settings_file.write_bytes(before)
 
 
 def _cluster_up(settings: Mapping[str, Any] | None = None) -> bool:
@@ -206,7 +228,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     run.add_argument(
         "--manage-cluster",
         action="store_true",
-        help="start the embedded cluster if it is not running, and stop it afterwards",
+        help=(
+            "start the embedded cluster if it is not running, with the plan's cluster"
+            " settings, and stop it afterwards (the state dir's cluster.json is left as it"
+            " was, so a later 'wasmop cluster up' does not inherit the plan's settings)"
+        ),
     )
     run.set_defaults(handler=cmd_run)
 
