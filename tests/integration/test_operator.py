@@ -21,6 +21,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 from support import (
+    OPERATOR_NAMESPACE,
     gateway_get,
     kill_operator,
     module_configmap,
@@ -499,6 +500,72 @@ def test_kubectl_scale_to_zero_then_a_request_activates_the_function(
     assert headers.get("X-Wasmop-Cold-Start") == "true"
     assert "hold;dur=" in headers["Server-Timing"]
     assert fns.get("hello")["spec"]["replicas"] == 1  # the gateway's patch, kept
+
+
+@contextlib.contextmanager
+def operator_stopped(apps: client.AppsV1Api, core: client.CoreV1Api) -> Iterator[None]:
+    """The operator's Deployment at 0 replicas while inside (no operator Pod left), back
+    at 1 and ready afterwards."""
+
+    def scale(replicas: int) -> None:
+        apps.patch_namespaced_deployment_scale(
+            "wasmop-operator", OPERATOR_NAMESPACE, {"spec": {"replicas": replicas}}
+        )
+
+    scale(0)
+    try:
+        wait_for(
+            lambda: not core.list_namespaced_pod(
+                OPERATOR_NAMESPACE, label_selector="app.kubernetes.io/component=operator"
+            ).items,
+            timeout=90, what="no operator Pod",
+        )  # fmt: skip
+        yield
+    finally:
+        scale(1)
+        operator_pod(core)
+
+
+def test_the_gateway_scales_an_idle_functions_deployment_without_the_operator(
+    fns: Functions, api: client.ApiClient
+) -> None:
+    """The gateway's activation patches the Deployment's scale beside the function's, so
+    the first Pod does not wait for the operator: with the operator stopped, a request
+    for an idle function is answered. The operator, back, agrees with the activation (1
+    replica); it restores 1 over a Deployment taken back to 0 meanwhile (an idle
+    scale-down's apply that crossed the activation), and still scales the function to
+    zero afterwards over the gateway's write of the replicas."""
+    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    fns.create(wasm_function("hello", "wasm-hello", replicas=1))
+    fns.wait_phase("hello", "Ready")
+    fns.custom.patch_namespaced_custom_object_scale(
+        GROUP, VERSION, fns.namespace, PLURAL, "hello", {"spec": {"replicas": 0}}
+    )
+    wait_idle(fns, core, "hello")
+
+    def deployment_replicas() -> int:
+        return apps.read_namespaced_deployment("hello", fns.namespace).spec.replicas or 0
+
+    with operator_stopped(apps, core):
+        status, headers, body = gateway_get(f"/{fns.namespace}/hello/", timeout=60)
+        assert (status, body) == (200, b"Hello, world!\n"), headers
+        assert headers.get("X-Wasmop-Cold-Start") == "true"
+        assert deployment_replicas() == 1
+        assert fns.get("hello")["spec"]["replicas"] == 1
+        # The crossing scale-down lands after the activation: the Deployment back at 0.
+        apps.patch_namespaced_deployment_scale("hello", fns.namespace, {"spec": {"replicas": 0}})
+        wait_for(lambda: not function_pods(core, fns.namespace, "hello"), timeout=60,
+                 what="no Pods")  # fmt: skip
+    wait_for(lambda: deployment_replicas() == 1, timeout=60, what="the operator's 1 replica")
+    fns.wait_phase("hello", "Ready")
+    status, _, body = gateway_get(f"/{fns.namespace}/hello/", timeout=30)
+    assert (status, body) == (200, b"Hello, world!\n")
+
+    fns.custom.patch_namespaced_custom_object_scale(
+        GROUP, VERSION, fns.namespace, PLURAL, "hello", {"spec": {"replicas": 0}}
+    )
+    wait_idle(fns, core, "hello")
+    assert deployment_replicas() == 0
 
 
 def test_a_request_held_past_the_bound_gets_503_with_its_reason(

@@ -5,20 +5,23 @@ counters the autoscaler reads (arrivals, busy seconds, idleness)."""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from wasmop.gateway.activator import (
     FAILED,
+    FROM_ZERO,
     QUEUE_FULL,
     ActivationRefused,
     ActivationSettings,
     Activator,
+    scale_from_zero,
 )
 from wasmop.gateway.endpoints import EndpointTable, owning_function
 from wasmop.gateway.server import Gateway, GatewaySettings, ServiceSeries
-from wasmop.kube import WatchEvent
+from wasmop.kube import ApiError, WatchEvent
 from wasmop.wellknown import API_VERSION, FUNCTION_KIND
 
 
@@ -214,3 +217,42 @@ def test_a_held_request_wakes_for_its_own_service_alone() -> None:
         assert await asyncio.wait_for(waiting, 1) is True
 
     asyncio.run(scenario())
+
+
+class PatchRecorder:
+    """Answers the activation's two scale patches: each path's error, or success."""
+
+    def __init__(self, errors: dict[str, ApiError]) -> None:
+        self.errors = errors
+        self.patched: list[tuple[str, Any]] = []
+
+    async def patch(self, path: str, body: Any, **_: Any) -> dict[str, Any]:
+        self.patched.append((path, body))
+        for suffix, error in self.errors.items():
+            if path.startswith(suffix):
+                raise error
+        return {}
+
+
+FUNCTION_SCALE = f"/apis/{API_VERSION}/namespaces/ns/wasmfunctions/hello/scale"
+DEPLOYMENT_SCALE = "/apis/apps/v1/namespaces/ns/deployments/hello/scale"
+
+
+def test_an_activation_scales_the_functions_deployment_from_zero_beside_the_function() -> None:
+    """Both scale subresources get the same from-zero patch: the Deployment's Pod need
+    not wait for the operator's apply."""
+    kube = PatchRecorder({})
+    assert asyncio.run(scale_from_zero(kube, "ns", "hello")) == "scaled"  # type: ignore[arg-type]
+    assert sorted(path for path, _ in kube.patched) == [DEPLOYMENT_SCALE, FUNCTION_SCALE]
+    assert {json.dumps(body) for _, body in kube.patched} == {json.dumps(list(FROM_ZERO))}
+
+
+@pytest.mark.parametrize("status", [403, 404, 409, 500])
+def test_the_deployments_patch_failing_leaves_the_outcome_to_the_functions(status: int) -> None:
+    kube = PatchRecorder({DEPLOYMENT_SCALE: ApiError(status, "Nope", "refused")})
+    assert asyncio.run(scale_from_zero(kube, "ns", "hello")) == "scaled"  # type: ignore[arg-type]
+    kube = PatchRecorder({FUNCTION_SCALE: ApiError(422, "Invalid", "test failed")})
+    assert asyncio.run(scale_from_zero(kube, "ns", "hello")) == "running"  # type: ignore[arg-type]
+    kube = PatchRecorder({FUNCTION_SCALE: ApiError(404, "NotFound", "gone")})
+    with pytest.raises(ActivationRefused):
+        asyncio.run(scale_from_zero(kube, "ns", "hello"))  # type: ignore[arg-type]

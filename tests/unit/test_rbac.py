@@ -130,6 +130,7 @@ def test_the_reading_sees_the_calls_it_must(operator_calls: set[Access]) -> None
     gateway = grants(api_accesses(GATEWAY_MODULES))
     assert ("", "services", "watch") in gateway  # TaskSupervisor.start_watch(..., path)
     assert (GROUP, "wasmfunctions/scale", "patch") in gateway  # activation from zero
+    assert ("apps", "deployments/scale", "patch") in gateway  # ... and its Deployment's
     scaling = (Path(wasmop.operator.__file__).parent / "scaling.py").read_text()
     assert "/metrics/resource" in scaling  # what KUBELET_API stands for
 

@@ -2,11 +2,19 @@
 the gateway scales the function from zero through its scale subresource.
 
 The path a cold request takes (docs/architecture.md): the gateway patches
-``wasmfunctions/<name>/scale`` from 0 to 1 replica (its only write, and the only verb its
-RBAC grants on WasmFunctions), the operator changes the Deployment, the ReplicaSet
-controller creates a Pod, the scheduler binds it, the node agent starts it, the
-EndpointSlice controller publishes it, and the gateway's EndpointSlice watch sees it:
-every held request for the function is forwarded at once.
+``wasmfunctions/<name>/scale`` from 0 to 1 replica, and at the same moment the scale of the
+function's Deployment (``deployments/<name>/scale``, the same name) from 0 to 1: those two
+patches are its only writes, and the only verbs its RBAC grants on WasmFunctions and
+Deployments. The Deployment controller and ReplicaSet controller create a Pod without
+waiting for the operator (a Pod under a CPU quota, busy with every other function's
+reconcile when 25 wake at once: its apply of the Deployment was the slowest hop), the
+scheduler binds it, the node agent starts it, the EndpointSlice controller publishes it,
+and the gateway's EndpointSlice watch sees it: every held request for the function is
+forwarded at once. The operator's later apply of the Deployment asks for the same 1
+replica; an apply of 0 that crossed the activation (an idle scale-down already on its way)
+may take the Deployment back to 0, and the operator's apply for the function's new
+replicas (the WasmFunction's patch) brings it to 1 again: the WasmFunction stays the
+authority, the Deployment's patch only goes first.
 
 Holding is bounded twice: at most ``max_held_per_function`` requests per function and
 ``max_held`` in all wait (beyond that: 503 ``ActivationQueueFull`` at once), and none
@@ -14,10 +22,13 @@ waits longer than ``timeout_s`` (503 ``ActivationTimeout``). A function that can
 activated at all (gone, or the gateway may not scale it) fails its held requests at once
 (503 ``ActivationFailed``). Every refusal says why in ``X-Wasmop-Reason``.
 
-The patch is a JSON patch that tests the Scale's ``spec`` is empty (replicas 0 is
-omitted) before adding ``replicas: 1``: when the function has replicas already (the
-autoscaler woke it for the same burst, or another gateway did) the test fails with 422
-and nothing changes, so an activation never overrides a larger count.
+Each patch is a JSON patch that tests the Scale's ``spec`` is empty (replicas 0 is
+omitted) before adding ``replicas: 1``: when the function (or its Deployment) has replicas
+already (the autoscaler woke it for the same burst, or another gateway did) the test fails
+with 422 and nothing changes, so an activation never overrides a larger count. Only the
+WasmFunction's answer decides the outcome: the Deployment's patch failing (not there yet,
+an install without that grant, the API server's trouble) leaves the activation to the
+operator, as before.
 """
 
 from __future__ import annotations
@@ -82,9 +93,17 @@ class Activation:
 
 
 async def scale_from_zero(kube: Kube, namespace: str, function: str) -> str:
-    """Patch the function's scale subresource from 0 to 1 replica: ``scaled``, or
-    ``running`` when it had replicas already. Raises :class:`ActivationRefused` when it
-    never can be (no such function, or no permission)."""
+    """Patch the function's scale subresource from 0 to 1 replica, and its Deployment's
+    beside it: ``scaled``, or ``running`` when the function had replicas already. Raises
+    :class:`ActivationRefused` when it never can be (no such function, or no
+    permission)."""
+    outcome, _ = await asyncio.gather(
+        _scale_function(kube, namespace, function), _scale_deployment(kube, namespace, function)
+    )
+    return outcome
+
+
+async def _scale_function(kube: Kube, namespace: str, function: str) -> str:
     path = api_path(API_VERSION, FUNCTION_PLURAL, namespace, function, "scale")
     try:
         await kube.patch(path, list(FROM_ZERO), content_type=JSON_PATCH, fieldManager=FIELD_MANAGER)
@@ -98,6 +117,21 @@ async def scale_from_zero(kube: Kube, namespace: str, function: str) -> str:
                 FAILED, f"the gateway may not scale {namespace}/{function}: {exc.message}"
             ) from exc
         raise
+    return "scaled"
+
+
+async def _scale_deployment(kube: Kube, namespace: str, function: str) -> str:
+    """The Deployment's scale from 0 to 1 ahead of the operator: ``scaled``, ``running``
+    (it had replicas), or ``skipped`` for any failure (the WasmFunction's patch still
+    activates it through the operator)."""
+    path = api_path("apps/v1", "deployments", namespace, function, "scale")
+    try:
+        await kube.patch(path, list(FROM_ZERO), content_type=JSON_PATCH, fieldManager=FIELD_MANAGER)
+    except Exception as exc:  # the function's own patch decides the outcome
+        if isinstance(exc, ApiError) and exc.status == 422:
+            return "running"
+        log.info("activation of %s/%s: its Deployment not scaled: %r", namespace, function, exc)
+        return "skipped"
     return "scaled"
 
 
