@@ -393,7 +393,7 @@ def test_a_heavy_function_runs_one_request_at_a_time_while_others_are_served() -
             runtime.ticker.loads.add("flood", 600.0 * 4, now)  # four cores
             runtime.ticker.loads.add("hello", 1.0, now)  # present
             peak, running, lock = [0], [0], threading.Lock()
-            execute = flood._execute
+            execute = flood._run
 
             def counted(*args: object, **kwargs: object) -> object:
                 with lock:
@@ -406,7 +406,7 @@ def test_a_heavy_function_runs_one_request_at_a_time_while_others_are_served() -
                     with lock:
                         running[0] -= 1
 
-            flood._execute = counted  # type: ignore[method-assign]
+            flood._run = counted  # type: ignore[method-assign]
             floods = [asyncio.create_task(flood.invoke(Request(query="mib=256"))) for _ in range(7)]
             await asyncio.sleep(0)
             refused = flood.admits()

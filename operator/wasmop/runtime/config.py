@@ -130,6 +130,9 @@ class RuntimeConfig:
     evict_after_s: float = 60.0
     # Import modules a function may use. Only WASI preview 1 is linked.
     allowed_import_modules: tuple[str, ...] = ("wasi_snapshot_preview1",)
+    # A function judged heavy beside others runs its requests in a worker process of its
+    # own at nice 19 (`wasmop.runtime.isolation`), not on threads beside its neighbours.
+    isolate_heavy: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0005 <= self.epoch_tick_s <= 1.0:

@@ -297,6 +297,23 @@ class Runtime:
             image_bytes=module_image_bytes(module, len(wasm)),
         )
 
+    def adopt(self, info: ModuleInfo, artefact: bytes) -> CompiledModule:
+        """A module another runtime with the same settings compiled and checked (its
+        `serialize()` output): an isolated worker's copy of its parent's module."""
+        started = time.perf_counter()
+        module = wasmtime.Module.deserialize(self.engine, artefact)
+        compiled = CompiledModule(
+            info=info,
+            module=module,
+            pre=link(self.linker, module),
+            origin="memory-cache",
+            load_seconds=time.perf_counter() - started,
+            image_bytes=module_image_bytes(module, info.size),
+        )
+        with self._lock:
+            self._modules[info.digest] = compiled
+        return compiled
+
     def _store_precompiled(self, artefact: bytes, path: Path) -> None:
         try:
             write_private(path, artefact)  # 0600, renamed into place: never half a file
@@ -333,6 +350,7 @@ class Runtime:
             host_calls=self.host_calls,
             consume_fuel=self.config.consume_fuel,
             on_close=self._function_closed,
+            isolation=self.config if self.config.isolate_heavy else None,
         )
         with self._lock:
             self._users[module.digest] = self._users.get(module.digest, 0) + 1

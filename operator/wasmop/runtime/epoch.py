@@ -62,19 +62,29 @@ _OTHER_ACTIVE = 0.001  # cores: another function counts as present above this
 
 class LoadMeter:
     """CPU load per function: CPU seconds of its finished requests, decayed
-    exponentially with time constant `tau_s`; load = decayed seconds / tau_s (cores)."""
+    exponentially with time constant `tau_s`; load = decayed seconds / tau_s (cores).
+
+    One meter serves the whole process (`PROCESS_LOADS`, every engine's ticker): a
+    function on an engine of its own (another feature set, multi-memory say) is still
+    beside the process's other functions. Thread-safe."""
 
     def __init__(self, tau_s: float = LOAD_TAU_S, heavy: float = HEAVY_LOAD) -> None:
         self.tau_s = tau_s
         self.heavy_load = heavy
+        self._lock = threading.RLock()
         self._loads: dict[str, tuple[float, float]] = {}  # group -> (seconds, at)
         self._over: set[str] = set()  # groups past `heavy` and not yet below the release
 
     def load(self, group: str, now: float) -> float:
-        seconds, at = self._loads.get(group, (0.0, now))
+        with self._lock:
+            seconds, at = self._loads.get(group, (0.0, now))
         return seconds * math.exp(-max(0.0, now - at) / self.tau_s) / self.tau_s
 
     def add(self, group: str, cpu_s: float, now: float) -> None:
+        with self._lock:
+            self._add(group, cpu_s, now)
+
+    def _add(self, group: str, cpu_s: float, now: float) -> None:
         self._loads[group] = (self.load(group, now) * self.tau_s + cpu_s, now)
         if len(self._loads) > _LOADS_PRUNE_AT:  # functions come and go on a node
             for key in [k for k in self._loads if self.load(k, now) < 1e-3]:
@@ -86,6 +96,10 @@ class LoadMeter:
         matters between tenants, and a function alone keeps its full priority (against
         the load generator of a benchmark, say). Past `heavy` a function stays heavy
         until its load falls below `HEAVY_RELEASE` of it."""
+        with self._lock:
+            return self._heavy(group, now)
+
+    def _heavy(self, group: str, now: float) -> bool:
         load = self.load(group, now)
         if load > self.heavy_load:
             self._over.add(group)
@@ -94,6 +108,9 @@ class LoadMeter:
         if group not in self._over:
             return False
         return any(k != group and self.load(k, now) > _OTHER_ACTIVE for k in self._loads)
+
+
+PROCESS_LOADS = LoadMeter()
 
 
 @dataclass
@@ -120,7 +137,7 @@ class EpochTicker:
         self._thread: threading.Thread | None = None
         self._captures: dict[int, OutputCapture] = {}
         self._running: dict[int, _Running] = {}
-        self.loads = LoadMeter()
+        self.loads = PROCESS_LOADS
 
     def deadline_ticks(self, timeout_s: float) -> int:
         # +1: the first tick can come at any time within the current interval.

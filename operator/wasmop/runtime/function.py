@@ -45,8 +45,9 @@ from wasmop.runtime.abi import (
     fault_headers,
     parse_cgi_output,
 )
-from wasmop.runtime.config import MIB, FunctionConfig
+from wasmop.runtime.config import MIB, FunctionConfig, RuntimeConfig
 from wasmop.runtime.epoch import EpochTicker
+from wasmop.runtime.isolation import IsolatedWorker, WorkerGone
 from wasmop.runtime.loader import CompiledModule, StoreLimits
 from wasmop.runtime.wasi import (
     HostCallBounds,
@@ -85,12 +86,25 @@ OUTPUT_WATCH_S = 10.0
 # queue, and beyond `max_queue` get 503 queue-full. Demotion alone lowers each thread's
 # priority, but a function's threads add up: this bounds its share of the cores.
 DEMOTED_CONCURRENCY = 1
+# What a request the runtime ended with a fault (a trap, an error, a non-zero exit: the
+# memory cap ends a C program so) counts to its function's load at least: tearing down a
+# trapped instance (its backtrace, its memories' pages) costs the process more than the
+# request's own CPU time shows. A trap loop of 0.3 ms requests, 700 a second, kept
+# hello's p99 5x its idle p99 without ever reaching `HEAVY_LOAD` by CPU time; at this
+# charge it is heavy within a few dozen requests, and a function that traps once a
+# second adds a hundredth of a core.
+FAULT_CHARGE_S = 0.01
 # WASI calls that can block the calling thread for long (sleeps, waits on clocks); a module
 # importing one never runs on the event loop's thread.
 _BLOCKING_IMPORTS = frozenset({"poll_oneoff"})
 # Invocations in progress in this process (all functions, all servers): the inline path is
 # only taken when a request is alone, so concurrent requests still use several cores.
 _ACTIVE_INVOCATIONS = [0]
+
+
+def _charged_cpu_s(cpu_s: float, faulted: bool) -> float:
+    """The CPU time a request counts to its function's load (`FAULT_CHARGE_S`)."""
+    return max(cpu_s, FAULT_CHARGE_S) if faulted else cpu_s
 
 
 def trap_message(trap: wasmtime.Trap) -> str:
@@ -161,6 +175,7 @@ class FunctionStats:
         self.peak_memory_bytes = 0
         self.inline_runs = 0  # requests served on the event loop's thread
         self.inline_overruns = 0  # inline attempts abandoned for a worker thread
+        self.isolated_runs = 0  # requests served by the isolated worker process
 
     def record_request(self, status: int, reason: str, seconds: float) -> None:
         with self.lock:
@@ -193,6 +208,7 @@ class FunctionStats:
                 "peak_memory_bytes": self.peak_memory_bytes,
                 "inline_runs": self.inline_runs,
                 "inline_overruns": self.inline_overruns,
+                "isolated_runs": self.isolated_runs,
             }
 
 
@@ -209,6 +225,7 @@ class Function:
         consume_fuel: bool,
         host_calls: HostCallBounds | None = None,
         on_close: Callable[[str], None] | None = None,
+        isolation: RuntimeConfig | None = None,
     ) -> None:
         self.engine = engine
         self.ticker = ticker
@@ -243,6 +260,8 @@ class Function:
         )
         self._inline_cooldown_until = 0.0
         self._output_watch_until = 0.0  # until then, stdout is checked every millisecond
+        # While heavy, requests run in a worker process of their own (`isolation`).
+        self.isolated = IsolatedWorker(isolation, config) if isolation is not None else None
 
     # -- live figures
 
@@ -378,7 +397,7 @@ class Function:
         # this coroutine is cancelled or gives up waiting first.
         queued_s = time.perf_counter() - started
         try:
-            future = loop.run_in_executor(self._worker_pool(), self._execute, request, queued_s)
+            future = loop.run_in_executor(self._worker_pool(), self._run, request, queued_s)
         except RuntimeError:  # executor shut down by close() in the meantime
             self._release()
             return self._fault(Fault.DRAINING, "the function is shutting down")
@@ -473,6 +492,56 @@ class Function:
 
     # -- one request in a fresh instance (any thread)
 
+    def _run(self, request: Request, queued_s: float) -> Response:
+        """A worker thread's request: in the isolated worker process while the function
+        is heavy and that process is ready (it starts at the first heavy request), here
+        otherwise."""
+        worker = self.isolated
+        if worker is not None and self.ticker.heavy(self.name):
+            if worker.ready:
+                response = self._execute_isolated(worker, request, queued_s)
+                if response is not None:
+                    return response
+            worker.start(self.module)
+        return self._execute(request, queued_s)
+
+    def _execute_isolated(
+        self, worker: IsolatedWorker, request: Request, queued_s: float
+    ) -> Response | None:
+        """One request in the worker process; its CPU time counts to this function's
+        load here, so the function stays heavy while it keeps the worker busy. None if
+        the worker was not running after all."""
+        with self._idle:
+            self._active += 1
+        self.ticker.enter(None, group=self.name)
+        cpu_s = 0.0
+        try:
+            response: Response = worker.execute(
+                request, queued_s, self._limits.timeout_s + DEADLINE_GRACE_S
+            )
+            cpu_s = _charged_cpu_s(response.stats.cpu_s, response.fault is not None)
+        except WorkerGone as exc:
+            if str(exc) == "not running":
+                return None
+            log.warning("isolated worker killed function=%s cause=%s", self.name, exc)
+            return self._fault(
+                Fault.TIMEOUT,
+                f"no response within {self._limits.timeout_s} s (its worker was killed)",
+            )
+        finally:
+            self.ticker.exit(None, group=self.name, cpu_s=cpu_s)
+            with self._idle:
+                self._active -= 1
+                if self._active == 0:
+                    self._idle.notify_all()
+        stats = response.stats
+        self.stats.record_execution(stats, stats.instantiate_s > 0)
+        with self.stats.lock:
+            self.stats.isolated_runs += 1
+        if stats.overflow_bytes:
+            self._output_watch_until = time.monotonic() + OUTPUT_WATCH_S
+        return response
+
     def _execute(self, request: Request, queued_s: float, ticks: int | None = None) -> Response:
         limits = self._limits
         stats = InvokeStats(queue_s=queued_s)
@@ -528,7 +597,8 @@ class Function:
         finally:
             t_end = time.perf_counter()
             stats.cpu_s = time.thread_time() - cpu_start
-            ticker.exit(capture, group=self.name, cpu_s=stats.cpu_s)
+            faulted = trap is not None or error is not None or bool(stats.exit_code)
+            ticker.exit(capture, group=self.name, cpu_s=_charged_cpu_s(stats.cpu_s, faulted))
             stats.host_call_cut = self.host_calls.leave()
             if instantiated:
                 stats.instantiate_s = t_instance - t_start
@@ -697,6 +767,8 @@ class Function:
             executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=idle, cancel_futures=True)
+        if self.isolated is not None:
+            self.isolated.close()
         return idle
 
     async def aclose(self, grace_s: float = 10.0) -> bool:

@@ -1,0 +1,43 @@
+"""An isolated worker process: ``python -m wasmop.runtime.isolated_worker``.
+
+Started by :class:`wasmop.runtime.isolation.IsolatedWorker`; serves one heavy function's
+requests from its stdin until it closes. A module of its own, which nothing imports: it
+needs the engine, and the engine's functions need the isolation module.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from wasmop.runtime.engine import Runtime
+from wasmop.runtime.isolation import ISOLATED_NICE, WorkerSetup, read_frame, write_frame
+
+
+def serve_worker() -> None:
+    """The worker process: load the module sent by the parent, then run each request
+    it sends with the function's own limits and send back the response."""
+    requests = sys.stdin.buffer.fileno()
+    replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # nothing else may write the pipe
+    setup: WorkerSetup = read_frame(requests)
+    runtime = Runtime(setup.runtime_config)
+    function = runtime.function(runtime.adopt(setup.info, setup.artefact), setup.function_config)
+    # Started at the parent's priority, so that a loaded machine does not hold the
+    # heavy function in the parent for seconds while this process starts.
+    os.nice(ISOLATED_NICE)
+    write_frame(replies, "ready")
+    while True:
+        try:
+            request, queued_s = read_frame(requests)
+        except EOFError:
+            break  # the parent closed the pipe or exited
+        response = function.invoke_sync(request)
+        if response.stats is not None:
+            response.stats.queue_s = queued_s
+        write_frame(replies, response)
+    runtime.close(timeout=1.0)
+
+
+if __name__ == "__main__":
+    serve_worker()
