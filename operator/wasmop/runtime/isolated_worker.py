@@ -1,6 +1,7 @@
 """An isolated worker process: ``python -m wasmop.runtime.isolated_worker``.
 
-Started by :class:`wasmop.runtime.isolation.IsolatedWorker`; serves one heavy function's
+Started at nice 19 by :class:`wasmop.runtime.isolation.IsolatedWorker` (or kept as a spare
+by `keep_spare`); serves one heavy function's
 requests from its stdin until it closes. A module of its own, which nothing imports: it
 needs the engine, and the engine's functions need the isolation module.
 """
@@ -11,7 +12,7 @@ import os
 import sys
 
 from wasmop.runtime.engine import Runtime
-from wasmop.runtime.isolation import ISOLATED_NICE, WorkerSetup, read_frame, write_frame
+from wasmop.runtime.isolation import WorkerSetup, read_frame, write_frame
 
 
 def serve_worker() -> None:
@@ -23,9 +24,6 @@ def serve_worker() -> None:
     setup: WorkerSetup = read_frame(requests)
     runtime = Runtime(setup.runtime_config)
     function = runtime.function(runtime.adopt(setup.info, setup.artefact), setup.function_config)
-    # Started at the parent's priority, so that a loaded machine does not hold the
-    # heavy function in the parent for seconds while this process starts.
-    os.nice(ISOLATED_NICE)
     write_frame(replies, "ready")
     while True:
         try:

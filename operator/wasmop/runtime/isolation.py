@@ -132,12 +132,9 @@ class IsolatedWorker:
                 module.info,
                 bytes(module.module.serialize()),
             )
-            process = subprocess.Popen(
-                [sys.executable, "-m", "wasmop.runtime.isolated_worker"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                close_fds=True,
-            )
+            process = take_spare() or _start_process()
+            if _keep_spare[0]:
+                keep_spare()  # for the next heavy function
             assert process.stdin is not None and process.stdout is not None
             write_frame(process.stdin, setup)
             reply = read_frame(process.stdout.fileno(), time.monotonic() + START_TIMEOUT_S)
@@ -208,6 +205,46 @@ class IsolatedWorker:
             self.ready = False
         if process is not None:
             self._kill(process)
+
+
+_spare: list[subprocess.Popen[bytes]] = []
+_spare_lock = threading.Lock()
+_keep_spare = [False]
+
+
+def _start_process() -> subprocess.Popen[bytes]:
+    """A worker process: it lowers its priority, imports the runtime, then waits for
+    the function it is to serve."""
+    # Niced before anything is imported (the package's import is most of its start).
+    start = (
+        f"import os, runpy; os.nice({ISOLATED_NICE}); "
+        "runpy.run_module('wasmop.runtime.isolated_worker', run_name='__main__')"
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", start],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        close_fds=True,
+    )
+
+
+def keep_spare() -> None:
+    """Keep one started worker process waiting in this process from now on (a server
+    calls this): a function judged heavy is then served by it within a few
+    milliseconds, not after Python and wasmtime start (0.3 s or more of a core)."""
+    with _spare_lock:
+        _keep_spare[0] = True
+        if _spare and _spare[0].poll() is None:
+            return
+        _spare[:] = [_start_process()]
+
+
+def take_spare() -> subprocess.Popen[bytes] | None:
+    with _spare_lock:
+        process = _spare.pop() if _spare else None
+    if process is not None and process.poll() is None:
+        return process
+    return None
 
 
 def peak_rss_bytes(pid: int) -> int:

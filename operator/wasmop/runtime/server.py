@@ -32,6 +32,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from wasmop.runtime.abi import Fault, Request, fault_body, fault_headers
 from wasmop.runtime.admission import Admission, AdmittingServer, shared_admission
 from wasmop.runtime.function import Function, Response
+from wasmop.runtime.isolation import keep_spare
 from wasmop.runtime.metrics import registry_for
 
 log = logging.getLogger("wasmop.runtime.server")
@@ -290,6 +291,8 @@ async def start_server(
     if bound is not None:
         handle.host, handle.port = bound
     log.info("serving functions=%s address=%s:%d", ",".join(table), handle.host, handle.port)
+    if any(function.isolated is not None for function in table.values()):
+        keep_spare()
     return handle
 
 
