@@ -158,9 +158,7 @@ class EpochTicker:
                 self._running[id(capture)] = _Running(
                     threading.get_native_id(), now, demotable, demoted=demote
                 )
-            if self._thread is None and not self._stopped:
-                self._thread = threading.Thread(target=self._run, name="wasmop-epoch", daemon=True)
-                self._thread.start()
+            self._start_thread()
             self._wake.set()
         if demote:
             with contextlib.suppress(OSError):
@@ -185,6 +183,16 @@ class EpochTicker:
             # it the thread stays demoted, which only slows its own function).
             with contextlib.suppress(OSError):
                 os.setpriority(os.PRIO_PROCESS, running.thread_id, 0)
+
+    def start(self) -> None:
+        """Start the ticking thread now (it inherits this thread's priority), idle."""
+        with self._lock:
+            self._start_thread()
+
+    def _start_thread(self) -> None:
+        if self._thread is None and not self._stopped:
+            self._thread = threading.Thread(target=self._run, name="wasmop-epoch", daemon=True)
+            self._thread.start()
 
     def heavy(self, group: str) -> bool:
         """Whether `group`'s requests start demoted now (any thread may ask)."""

@@ -9,7 +9,10 @@ needs the engine, and the engine's functions need the isolation module.
 from __future__ import annotations
 
 import os
+import queue
 import sys
+import threading
+from collections.abc import Callable
 
 from wasmop.runtime.engine import Runtime
 from wasmop.runtime.isolation import WorkerSetup, read_frame, write_frame
@@ -23,6 +26,13 @@ def serve_worker() -> None:
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # nothing else may write the pipe
     setup: WorkerSetup = read_frame(requests)
     runtime = Runtime(setup.runtime_config)
+    started = threading.Event()
+    normal_priority: queue.SimpleQueue[Callable[[], object]] | None = globals().get(
+        "NORMAL_PRIORITY"
+    )
+    if normal_priority is not None:  # started by `isolation._start_process`
+        normal_priority.put(lambda: (runtime.ticker.start(), started.set()))
+        started.wait(10)
     function = runtime.function(runtime.adopt(setup.info, setup.artefact), setup.function_config)
     write_frame(replies, "ready")
     while True:

@@ -215,10 +215,15 @@ _keep_spare = [False]
 def _start_process() -> subprocess.Popen[bytes]:
     """A worker process: it lowers its priority, imports the runtime, then waits for
     the function it is to serve."""
-    # Niced before anything is imported (the package's import is most of its start).
+    # The main thread is niced before anything is imported (the package's import is most
+    # of the start); a thread started before that keeps the normal priority, to start the
+    # epoch ticker from: deadlines and the output cap must act on time at nice 19 too.
     start = (
-        f"import os, runpy; os.nice({ISOLATED_NICE}); "
-        "runpy.run_module('wasmop.runtime.isolated_worker', run_name='__main__')"
+        "import os, queue, runpy, threading; calls = queue.SimpleQueue(); "
+        "threading.Thread(target=lambda: [f() for f in iter(calls.get, None)], daemon=True)"
+        f".start(); os.nice({ISOLATED_NICE}); "
+        "runpy.run_module('wasmop.runtime.isolated_worker', "
+        "init_globals={'NORMAL_PRIORITY': calls}, run_name='__main__')"
     )
     return subprocess.Popen(
         [sys.executable, "-c", start],
