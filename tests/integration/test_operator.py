@@ -568,6 +568,42 @@ def test_the_gateway_scales_an_idle_functions_deployment_without_the_operator(
     assert deployment_replicas() == 0
 
 
+def test_scale_to_zero_after_an_activation_is_one_apply_of_the_deployment(
+    fns: Functions, api: client.ApiClient, cluster
+) -> None:  # type: ignore[no-untyped-def]
+    """The gateway's activation writes the Deployment's replicas (a conflict for the
+    operator's server-side apply): the operator, which has seen the Deployment controlled
+    by the function, takes them back with one forced apply, not a refused apply, a get
+    and a forced one."""
+    from wasmop.bench import audit
+
+    core = client.CoreV1Api(api)
+    fns.create(wasm_function("hello", "wasm-hello", replicas=1))
+    fns.wait_phase("hello", "Ready")
+
+    def to_zero() -> None:
+        fns.custom.patch_namespaced_custom_object_scale(
+            GROUP, VERSION, fns.namespace, PLURAL, "hello", {"spec": {"replicas": 0}}
+        )
+        wait_idle(fns, core, "hello")
+
+    to_zero()
+    status, _, body = gateway_get(f"/{fns.namespace}/hello/", timeout=30)
+    assert (status, body) == (200, b"Hello, world!\n")
+    fns.wait_phase("hello", "Ready", readyReplicas=1)
+    time.sleep(1.0)  # the activation's own reconcile is done
+    tail = audit.AuditTail(cluster.layout.audit_log)
+    to_zero()
+    time.sleep(2.5)  # the audit log is written in batches of a second
+    requests = [
+        (r.verb, r.resource)
+        for r in tail.read(reads=True)
+        if r.actor == "operator" and r.namespace == fns.namespace
+        and r.resource == "deployments"
+    ]  # fmt: skip
+    assert requests == [("patch", "deployments")], requests
+
+
 def test_a_request_held_past_the_bound_gets_503_with_its_reason(
     fns: Functions, api: client.ApiClient
 ) -> None:

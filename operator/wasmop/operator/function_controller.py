@@ -427,7 +427,11 @@ class FunctionController:
         self, state: FunctionState, function: WasmFunction, deployment: dict[str, Any]
     ) -> dict[str, Any]:
         path = api_path("apps/v1", "deployments", function.namespace, function.name)
-        applied = await self._apply_owned(path, deployment, function)
+        # Seen controlled by this function already: take its fields back by force at once.
+        # The gateway's activation writes the Deployment's replicas, so without it every
+        # return to zero after an activation was a refused apply, a get and a forced one.
+        ours = state.deployment is not None
+        applied = await self._apply_owned(path, deployment, function, ours=ours)
         state.timings = state.timings.mark("deployment_created_at", now_rfc3339())
         state.applied_generation = int(applied["metadata"].get("generation") or 0)
         return applied
@@ -445,14 +449,17 @@ class FunctionController:
         state.service_version = applied["metadata"].get("resourceVersion")
 
     async def _apply_owned(
-        self, path: str, body: dict[str, Any], function: WasmFunction
+        self, path: str, body: dict[str, Any], function: WasmFunction, *, ours: bool = False
     ) -> dict[str, Any]:
         """Server-side apply, refusing to take over an object another owner controls.
 
         The first apply does not force: a conflict means some other manager holds fields,
         and only when the object is controlled by this very WasmFunction (say, someone
-        ran ``kubectl scale`` on its Deployment) is it taken back by force.
+        ran ``kubectl scale`` on its Deployment) is it taken back by force. ``ours``: its
+        watch has shown it controlled by this function, so it is forced at once.
         """
+        if ours:
+            return await self.kube.apply(path, body, FIELD_MANAGER, force=True)
         try:
             return await self.kube.apply(path, body, FIELD_MANAGER, force=False)
         except ApiError as exc:
