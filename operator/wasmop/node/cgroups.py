@@ -62,6 +62,25 @@ def own_group(controller: str, proc_cgroup: str | None = None) -> str:
     raise CgroupError(f"this process is in no {controller} cgroup (is cgroup v1 mounted?)")
 
 
+def process_throttling(pid: int, root: Path = CGROUP_ROOT) -> Throttling | None:
+    """CFS throttling of the cpu group process ``pid`` is in (a host-process container's:
+    the operator Pod's quota), or None where it cannot be read (gone, no cgroup v1)."""
+    try:
+        group = own_group("cpu", Path(f"/proc/{pid}/cgroup").read_text())
+        return _throttling(root / "cpu" / group.lstrip("/") / "cpu.stat")
+    except (OSError, CgroupError):
+        return None
+
+
+def _throttling(cpu_stat: Path) -> Throttling:
+    stat = _stat(cpu_stat)
+    return Throttling(
+        stat.get("nr_periods", 0),
+        stat.get("nr_throttled", 0),
+        stat.get("throttled_time", 0) / 1e9,
+    )
+
+
 def _read_int(path: Path) -> int:
     return int(path.read_text().split()[0])
 
@@ -130,12 +149,7 @@ class ContainerCgroup:
         return _stat(self.paths["memory"] / "memory.oom_control").get("oom_kill", 0)
 
     def throttling(self) -> Throttling:
-        stat = _stat(self.paths["cpu"] / "cpu.stat")
-        return Throttling(
-            stat.get("nr_periods", 0),
-            stat.get("nr_throttled", 0),
-            stat.get("throttled_time", 0) / 1e9,
-        )
+        return _throttling(self.paths["cpu"] / "cpu.stat")
 
     def pids(self) -> list[int]:
         path = self.paths["memory"] / "cgroup.procs"

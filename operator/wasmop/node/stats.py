@@ -28,6 +28,19 @@ class Throttling:
     throttled_periods: int
     throttled_seconds: float
 
+    def since(self, earlier: Throttling) -> Throttling:
+        """The figures of the time between ``earlier`` and this reading (counters)."""
+        return Throttling(
+            self.periods - earlier.periods,
+            self.throttled_periods - earlier.throttled_periods,
+            self.throttled_seconds - earlier.throttled_seconds,
+        )
+
+    @property
+    def throttled_share(self) -> float:
+        """Of the periods in which the group ran, the share it was stopped at its quota."""
+        return self.throttled_periods / self.periods if self.periods else 0.0
+
 
 @dataclass(frozen=True)
 class ContainerUsage:

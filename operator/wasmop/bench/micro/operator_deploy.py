@@ -8,7 +8,9 @@ milliseconds (:mod:`wasmop.bench.watch`). Printed: create-to-Ready and status la
 mode and level with n and 95 % intervals, the ratio of the operator's p50 and p95 to
 plain's (with bootstrap intervals), where the operator's time goes, the API writes per
 created function by actor (from the API server's audit log, :mod:`wasmop.bench.audit`),
-scale-out latency, and the operator's CPU and RSS idle and with the functions.
+scale-out latency, and the operator's CPU and RSS idle and with the functions, and
+how often its Pod's CPU quota stopped it during each burst (its cgroup's ``cpu.stat``,
+read before the creations and once all are Ready).
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ from wasmop.bench.watch import Recorder, function_milestones, phase_durations
 from wasmop.cluster.layout import StateLayout
 from wasmop.kube import ApiError, Kube, KubeConfig
 from wasmop.kube.client import api_path
+from wasmop.node.cgroups import process_throttling
+from wasmop.node.stats import Throttling
+from wasmop.operator.status import parse_time
 from wasmop.wellknown import API_VERSION, FUNCTION_PLURAL
 
 MODES = ("operator", "plain")
@@ -57,6 +62,14 @@ ONE_P50_EXTRA_MS = 50.0
 STATUS_LAG_P95_TARGET_MS = 1000.0
 SCALE_OUT_P95_TARGET_MS = 1000.0
 RSS_TARGET_MIB = 128.0
+# The operator's own steps for one function, from its status.timings (its clock, the
+# benchmark's machine): creation to the reconcile's start (the watch event's way through
+# kopf and the work queue), to the module checked, to its Deployment apply answered.
+OPERATOR_STEPS = {
+    "reconcile_started_ms": "acceptedAt",
+    "validated_ms": "validatedAt",
+    "deployment_written_ms": "deploymentCreatedAt",
+}
 
 
 @dataclass
@@ -69,6 +82,36 @@ class Burst:
     rows: list[dict[str, Any]] = field(default_factory=list)
     phases: pd.DataFrame | None = None
     writes: pd.DataFrame | None = None
+    # The operator Pod's CFS quota from the creations until all were Ready, and how long
+    # that took (None: its cgroup could not be read, e.g. an operator run by hand).
+    throttling: Throttling | None = None
+    duration_s: float = 0.0
+
+
+def operator_throttling() -> Throttling | None:
+    """The operator process's cgroup ``cpu.stat`` now (its Pod's quota on the system node)."""
+    pid = operator_pid()
+    return process_throttling(pid) if pid is not None else None
+
+
+def operator_steps(body: dict[str, Any] | None, created_ms: float) -> dict[str, float | None]:
+    """Each of :data:`OPERATOR_STEPS` in ms after the client sent the creation."""
+    timings = ((body or {}).get("status") or {}).get("timings") or {}
+    return {
+        column: (parse_time(timings[key]).timestamp() * 1000 - created_ms)
+        if timings.get(key)
+        else None
+        for column, key in OPERATOR_STEPS.items()
+    }
+
+
+def throttling_between(before: Throttling | None, after: Throttling | None) -> Throttling | None:
+    """What the quota did between two readings; None if either is missing or the
+    counters went back (the operator restarted into a new group)."""
+    if before is None or after is None:
+        return None
+    delta = after.since(before)
+    return delta if delta.periods >= 0 and delta.throttled_periods >= 0 else None
 
 
 def schedule(levels: Sequence[int], repetitions: dict[int, int]) -> list[tuple[int, int, str]]:
@@ -119,6 +162,7 @@ async def burst(
     tag = f"{mode[0]}{count}-{repetition}"
     names = [f"{tag}-{i:03d}" for i in range(count)]
     tail = audit.AuditTail(audit_log) if audit_log else None
+    quota_before = operator_throttling()
     start = time.time() * 1000
     if mode == "operator":
         manifests = [function_manifest(n, "hello") for n in names]
@@ -127,12 +171,15 @@ async def burst(
         outcomes = await deploy_plain(
             kube, namespace, names, "hello", recorder, timeout_s=timeout_s
         )
+    quota = throttling_between(quota_before, operator_throttling())
+    duration_s = time.time() - start / 1000
     await asyncio.sleep(SETTLE_S)
-    result = Burst(mode, count, repetition)
+    result = Burst(mode, count, repetition, throttling=quota, duration_s=duration_s)
     created = {o.name: o.created_ms for o in outcomes}
     milestones = function_milestones(pd.DataFrame(recorder.rows), created)
     lags = dict(zip(milestones["function"], status_lags(milestones, mode), strict=True))
     for o in outcomes:
+        body = recorder.get("WasmFunction", o.name) if mode == "operator" else None
         result.rows.append(
             {
                 "mode": mode,
@@ -142,6 +189,7 @@ async def burst(
                 "ok": o.ok,
                 "create_to_ready_ms": o.latency_ms,
                 "status_lag_ms": lags.get(o.name),
+                **operator_steps(body, o.created_ms),
             }
         )
     if mode == "operator":
@@ -247,6 +295,63 @@ def ratio_table(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def burst_table(bursts: Sequence[Burst]) -> pd.DataFrame:
+    """One row per burst: how long it took to all Ready, and the operator Pod's CFS
+    periods, throttled periods and throttled time in that while."""
+    rows = []
+    for b in bursts:
+        q = b.throttling
+        rows.append(
+            {
+                "mode": b.mode,
+                "concurrency": b.count,
+                "repetition": b.repetition,
+                "duration_s": round(b.duration_s, 3),
+                "operator_cfs_periods": q.periods if q else None,
+                "operator_cfs_throttled_periods": q.throttled_periods if q else None,
+                "operator_cfs_throttled_share": round(q.throttled_share, 4) if q else None,
+                "operator_cfs_throttled_s": round(q.throttled_seconds, 3) if q else None,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def print_throttling(table: pd.DataFrame) -> None:
+    print("\noperator Pod's CPU quota per burst, creations to all Ready (cgroup cpu.stat)")
+    if table["operator_cfs_periods"].isna().all():
+        print("  (its cgroup could not be read: an operator outside the system node?)")
+        return
+    print(
+        f"  {'mode':<9}{'at once':>8}{'rep':>4}{'duration s':>11}{'periods':>9}"
+        f"{'throttled':>10}{'share':>7}{'throttled s':>12}"
+    )
+    for r in table.itertuples(index=False):
+        if pd.isna(r.operator_cfs_periods):
+            continue
+        print(
+            f"  {r.mode:<9}{r.concurrency:>8}{r.repetition + 1:>4}{r.duration_s:>11.1f}"
+            f"{int(r.operator_cfs_periods):>9}{int(r.operator_cfs_throttled_periods):>10}"
+            f"{r.operator_cfs_throttled_share:>7.0%}{r.operator_cfs_throttled_s:>12.2f}"
+        )
+
+
+def print_operator_steps(table: pd.DataFrame, level: int) -> None:
+    """Medians and p95 of the operator's own steps at ``level`` at once."""
+    rows = table[(table["mode"] == "operator") & (table["concurrency"] == level)]
+    if rows.empty:
+        return
+    print(f"\nthe operator's steps, {level} at once [ms after creation; its status.timings]")
+    print(f"  {'step':<24}{'n':>5}{'p50':>9}{'p95':>9}{'max':>9}")
+    for column in OPERATOR_STEPS:
+        values = pd.to_numeric(rows[column], errors="coerce").dropna()
+        if values.empty:
+            continue
+        print(
+            f"  {column:<24}{len(values):>5}{values.quantile(0.5):>9.0f}"
+            f"{values.quantile(0.95):>9.0f}{values.max():>9.0f}"
+        )
+
+
 def _interval(low: float, high: float, digits: int = 0) -> str:
     if pd.isna(low) or pd.isna(high):
         return "-"
@@ -292,6 +397,8 @@ def report(result: dict[str, Any]) -> bool:
     print_latencies("create-to-Ready (client-side watch timestamps)", create)
     print_latencies("status lag: Pods all Ready to the owner's status saying so", lag)
     print_ratios(ratios)
+    print_throttling(burst_table(result["bursts"]))
+    print_operator_steps(table, largest)
 
     phases = [b.phases for b in result["bursts"] if b.count == largest and b.phases is not None]
     if phases:
@@ -363,6 +470,7 @@ def save(result: dict[str, Any], folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     bursts = result["bursts"]
     observations(bursts).to_csv(folder / "functions.csv", index=False)
+    burst_table(bursts).to_csv(folder / "bursts.csv", index=False)
     writes = [
         b.writes.assign(mode=b.mode, concurrency=b.count, repetition=b.repetition)
         for b in bursts
