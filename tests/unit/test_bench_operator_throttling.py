@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pandas as pd
 from wasmop.bench.micro.operator_deploy import (
     Burst,
     burst_table,
+    first_seen_ms,
     operator_steps,
     throttling_between,
 )
@@ -69,3 +71,16 @@ def test_the_operator_steps_are_read_from_the_status_timings() -> None:
     }
     # Not reconciled yet (or plain's Deployment): no steps.
     assert set(operator_steps(None, created_ms).values()) == {None}
+
+
+def test_first_seen_is_the_earliest_watch_event_of_each_name() -> None:
+    observed = pd.DataFrame(
+        [
+            {"kind": "WasmFunction", "event": "LISTED", "name": "a", "t_ms": 5.0},
+            {"kind": "WasmFunction", "event": "MODIFIED", "name": "a", "t_ms": 30.0},
+            {"kind": "WasmFunction", "event": "ADDED", "name": "a", "t_ms": 20.0},
+            {"kind": "Deployment", "event": "ADDED", "name": "a", "t_ms": 10.0},
+        ]
+    )
+    assert first_seen_ms(observed, "WasmFunction") == {"a": 20.0}
+    assert first_seen_ms(pd.DataFrame(), "WasmFunction") == {}

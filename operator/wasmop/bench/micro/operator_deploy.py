@@ -94,6 +94,15 @@ def operator_throttling() -> Throttling | None:
     return process_throttling(pid) if pid is not None else None
 
 
+def first_seen_ms(observed: pd.DataFrame, kind: str) -> dict[str, float]:
+    """Per name: when this benchmark's own watch first saw the object of ``kind`` (the
+    API server's delivery of its creation to a watcher, to compare with the operator's)."""
+    if observed.empty:
+        return {}
+    rows = observed[(observed["kind"] == kind) & (observed["event"] != "LISTED")]
+    return {str(k): float(v) for k, v in rows.groupby("name")["t_ms"].min().items()}
+
+
 def operator_steps(body: dict[str, Any] | None, created_ms: float) -> dict[str, float | None]:
     """Each of :data:`OPERATOR_STEPS` in ms after the client sent the creation."""
     timings = ((body or {}).get("status") or {}).get("timings") or {}
@@ -176,7 +185,9 @@ async def burst(
     await asyncio.sleep(SETTLE_S)
     result = Burst(mode, count, repetition, throttling=quota, duration_s=duration_s)
     created = {o.name: o.created_ms for o in outcomes}
-    milestones = function_milestones(pd.DataFrame(recorder.rows), created)
+    observed = pd.DataFrame(recorder.rows)
+    milestones = function_milestones(observed, created)
+    seen = first_seen_ms(observed, "WasmFunction" if mode == "operator" else "Deployment")
     lags = dict(zip(milestones["function"], status_lags(milestones, mode), strict=True))
     for o in outcomes:
         body = recorder.get("WasmFunction", o.name) if mode == "operator" else None
@@ -189,6 +200,7 @@ async def burst(
                 "ok": o.ok,
                 "create_to_ready_ms": o.latency_ms,
                 "status_lag_ms": lags.get(o.name),
+                "watch_event_ms": seen[o.name] - o.created_ms if o.name in seen else None,
                 **operator_steps(body, o.created_ms),
             }
         )
@@ -342,7 +354,7 @@ def print_operator_steps(table: pd.DataFrame, level: int) -> None:
         return
     print(f"\nthe operator's steps, {level} at once [ms after creation; its status.timings]")
     print(f"  {'step':<24}{'n':>5}{'p50':>9}{'p95':>9}{'max':>9}")
-    for column in OPERATOR_STEPS:
+    for column in ("watch_event_ms", *OPERATOR_STEPS):
         values = pd.to_numeric(rows[column], errors="coerce").dropna()
         if values.empty:
             continue
