@@ -133,3 +133,30 @@ async def test_a_handler_cancelled_from_inside_is_a_failure_and_the_worker_lives
     await queue.join()
     assert runs == 3
     await queue.stop()
+
+
+async def test_an_add_that_asks_no_rerun_leaves_a_running_key_to_its_run() -> None:
+    """The resync's add: a function it lists while its reconcile runs is not reconciled
+    a second time (a burst's applies doubled when a resync fell within it)."""
+    runs: list[Hashable] = []
+    gate = asyncio.Event()
+
+    async def handler(key: Hashable) -> None:
+        runs.append(key)
+        await gate.wait()
+
+    queue = WorkQueue(handler, workers=4)
+    queue.start()
+    queue.add("a")
+    await asyncio.sleep(0.01)
+    queue.add("a", rerun=False)  # running: its run brings it in line
+    queue.add("b", rerun=False)  # idle: runs
+    await asyncio.sleep(0.01)
+    gate.set()
+    await queue.join()
+    assert sorted(runs) == ["a", "b"]
+    # Not running: a resync's add runs it as any add does.
+    queue.add("a", rerun=False)
+    await queue.join()
+    assert sorted(runs) == ["a", "a", "b"]
+    await queue.stop()

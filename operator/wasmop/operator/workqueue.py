@@ -51,8 +51,14 @@ class WorkQueue:
     _idle: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     processed: int = field(default=0, init=False)
 
-    def add(self, key: Hashable, delay: float = 0.0) -> None:
-        """Run ``key`` (again) now, or after ``delay`` seconds; an earlier request wins."""
+    def add(self, key: Hashable, delay: float = 0.0, *, rerun: bool = True) -> None:
+        """Run ``key`` (again) now, or after ``delay`` seconds; an earlier request wins.
+
+        ``rerun=False``: not once more after a run in progress, for a caller that asks
+        only that the key be brought in line, which that run does (the resync, whose
+        listing shows a function being reconciled as not reconciled yet)."""
+        if not rerun and key in self._active:
+            return
         if delay > 0:
             if key in self._queued or key in self._timers:
                 return
