@@ -8,7 +8,8 @@ from collections.abc import Hashable
 from wasmop.operator.workqueue import Retry, WorkQueue
 
 
-async def test_a_burst_of_adds_is_one_run_and_a_change_during_a_run_is_one_more() -> None:
+def gated_queue() -> tuple[list[Hashable], asyncio.Event, WorkQueue]:
+    """A started queue of four workers whose runs record their key and wait for the gate."""
     runs: list[Hashable] = []
     gate = asyncio.Event()
 
@@ -18,6 +19,11 @@ async def test_a_burst_of_adds_is_one_run_and_a_change_during_a_run_is_one_more(
 
     queue = WorkQueue(handler, workers=4)
     queue.start()
+    return runs, gate, queue
+
+
+async def test_a_burst_of_adds_is_one_run_and_a_change_during_a_run_is_one_more() -> None:
+    runs, gate, queue = gated_queue()
     for _ in range(5):
         queue.add("a")
     await asyncio.sleep(0.01)
@@ -138,15 +144,7 @@ async def test_a_handler_cancelled_from_inside_is_a_failure_and_the_worker_lives
 async def test_an_add_that_asks_no_rerun_leaves_a_running_key_to_its_run() -> None:
     """The resync's add: a function it lists while its reconcile runs is not reconciled
     a second time (a burst's applies doubled when a resync fell within it)."""
-    runs: list[Hashable] = []
-    gate = asyncio.Event()
-
-    async def handler(key: Hashable) -> None:
-        runs.append(key)
-        await gate.wait()
-
-    queue = WorkQueue(handler, workers=4)
-    queue.start()
+    runs, gate, queue = gated_queue()
     queue.add("a")
     await asyncio.sleep(0.01)
     queue.add("a", rerun=False)  # running: its run brings it in line
