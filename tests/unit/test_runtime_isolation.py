@@ -147,3 +147,15 @@ def test_a_function_whose_requests_keep_faulting_becomes_heavy() -> None:
             assert good.invoke_sync(Request()).status == 200
         assert runtime.ticker.heavy("trap")
         assert not runtime.ticker.heavy("good")
+
+
+def test_a_spare_worker_exits_quietly_when_its_parent_goes() -> None:
+    """A server keeps a spare worker waiting; when the node process exits (its pipe
+    closes) before the spare was needed, the spare exits with status 0 and no traceback
+    in the node's log."""
+    from wasmop.runtime.isolation import _start_process
+
+    process = _start_process()
+    assert process.stdin is not None
+    process.stdin.close()
+    assert process.wait(timeout=60) == 0

@@ -24,7 +24,10 @@ def serve_worker() -> None:
     requests = sys.stdin.buffer.fileno()
     replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # nothing else may write the pipe
-    setup: WorkerSetup = read_frame(requests)
+    try:
+        setup: WorkerSetup = read_frame(requests)
+    except EOFError:
+        return  # a spare whose parent exited before it needed it
     runtime = Runtime(setup.runtime_config)
     started = threading.Event()
     normal_priority: queue.SimpleQueue[Callable[[], object]] | None = globals().get(
