@@ -10,6 +10,7 @@ the run measured.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -287,3 +288,20 @@ def test_growth_is_named_constant_linear_or_worse() -> None:
     assert cpu.kind == "constant"
     # Four points are too few to call a bend worse than linear.
     assert classify_growth(n[:4], [1.0, 2.0, 9.0, 30.0]).kind == "linear"
+
+
+def test_a_fit_does_not_carry_the_arithmetics_last_digits() -> None:
+    """A re-analysis on another numpy or BLAS build writes the same growth table: the
+    recorded scale run's fit differed in its 16th digit after an upgrade."""
+    n = [0, 10, 100, 250, 500, 1000]
+    rss = [58.6, 67.1, 108.1, 121.5, 146.8, 170.0]
+    nudged = [math.nextafter(v, math.inf) for v in rss]  # one unit in the last place
+    first, second = classify_growth(n, rss), classify_growth(n, nudged)
+    assert (first.intercept, first.slope, first.quadratic, first.r2_linear, first.projected) == (
+        second.intercept,
+        second.slope,
+        second.quadratic,
+        second.r2_linear,
+        second.projected,
+    )
+    assert first.slope == pytest.approx(0.1, rel=0.2)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 import urllib.request
 from collections.abc import Sequence
@@ -472,8 +473,18 @@ def classify_growth(
         projected = float(q_intercept + q_slope * PROJECT_TO + quad * PROJECT_TO**2)
     else:
         kind, projected = "linear", float(intercept + slope * PROJECT_TO)
-    return Growth(metric, kind, float(intercept), float(slope), float(quad), r2,
-                  float(v[np.argmax(x)]), projected)  # fmt: skip
+    fitted = (intercept, slope, quad, r2, projected)
+    a, b, c, r2, projected = (_significant(float(value)) for value in fitted)
+    return Growth(metric, kind, a, b, c, r2, float(v[np.argmax(x)]), projected)
+
+
+# Fitted figures keep this many significant digits: a least-squares fit's last digits
+# differ between numpy and BLAS builds, and a re-analysis must write the same bytes.
+FIT_DIGITS = 10
+
+
+def _significant(value: float) -> float:
+    return float(f"{value:.{FIT_DIGITS}g}") if math.isfinite(value) else value
 
 
 def _rest_samples(samples: pd.DataFrame, sizes: pd.DataFrame) -> pd.DataFrame:
